@@ -1,0 +1,168 @@
+//! Fixed-size byte buffers and the pool they come from. A connection holds a
+//! buffer only while it reads or relays; parked and idle connections give theirs
+//! back, so memory follows activity, not the number of connections.
+
+/// A fixed-capacity byte buffer with a read cursor: bytes `start..end` are pending.
+pub struct Buf {
+    data: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl Buf {
+    pub fn pending(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Marks `n` pending bytes as used.
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.len());
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Free space at the end, after moving pending bytes to the front when the
+    /// tail has become small.
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.data.len() - self.end < self.data.len() / 2 {
+            self.compact();
+        }
+        &mut self.data[self.end..]
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
+    /// Free space at the end without compacting.
+    pub fn spare_len(&self) -> usize {
+        self.data.len() - self.end + self.start
+    }
+
+    /// Marks `n` bytes written into [`Buf::spare`] as pending.
+    pub fn commit(&mut self, n: usize) {
+        debug_assert!(self.end + n <= self.data.len());
+        self.end += n;
+    }
+
+    /// Appends `bytes`; returns false (appending nothing) if they do not fit.
+    pub fn push(&mut self, bytes: &[u8]) -> bool {
+        if self.spare_len() < bytes.len() {
+            return false;
+        }
+        if self.data.len() - self.end < bytes.len() {
+            self.compact();
+        }
+        self.data[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
+        true
+    }
+}
+
+/// Hands out buffers of one size, keeping up to `keep` returned ones for reuse so
+/// that the hot path does not allocate.
+pub struct BufPool {
+    size: usize,
+    keep: usize,
+    free: Vec<Box<[u8]>>,
+    /// Buffers currently handed out (for metrics and leak tests).
+    outstanding: usize,
+}
+
+impl BufPool {
+    pub fn new(size: usize, keep: usize) -> BufPool {
+        BufPool {
+            size,
+            keep,
+            free: Vec::with_capacity(keep),
+            outstanding: 0,
+        }
+    }
+
+    pub fn take(&mut self) -> Buf {
+        self.outstanding += 1;
+        let data = self
+            .free
+            .pop()
+            .unwrap_or_else(|| vec![0; self.size].into_boxed_slice());
+        Buf {
+            data,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    pub fn give(&mut self, buf: Buf) {
+        self.outstanding -= 1;
+        if self.free.len() < self.keep {
+            self.free.push(buf.data);
+        }
+    }
+
+    /// Returns `slot`'s buffer to the pool if it holds no pending bytes.
+    pub fn give_if_empty(&mut self, slot: &mut Option<Buf>) {
+        if slot.as_ref().is_some_and(Buf::is_empty) {
+            if let Some(buf) = slot.take() {
+                self.give(buf);
+            }
+        }
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.outstanding
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_spare_and_compaction() {
+        let mut pool = BufPool::new(8, 1);
+        let mut buf = pool.take();
+        assert!(buf.push(b"abcdef"));
+        buf.consume(4);
+        assert_eq!(buf.pending(), b"ef");
+        assert_eq!(buf.spare_len(), 6);
+        assert!(buf.push(b"ghij"), "compaction makes room");
+        assert_eq!(buf.pending(), b"efghij");
+        assert!(!buf.push(b"klm"));
+        buf.consume(6);
+        assert!(buf.is_empty());
+        assert_eq!(buf.spare().len(), 8);
+        pool.give(buf);
+        assert_eq!(pool.outstanding(), 0);
+    }
+
+    #[test]
+    fn pool_reuses_up_to_keep() {
+        let mut pool = BufPool::new(4, 1);
+        let a = pool.take();
+        let b = pool.take();
+        let a_ptr = a.data.as_ptr();
+        pool.give(a);
+        pool.give(b);
+        assert_eq!(pool.free.len(), 1);
+        assert_eq!(pool.take().data.as_ptr(), a_ptr);
+    }
+}

@@ -1,0 +1,243 @@
+//! Command-line flags (lexopt) and their defaults.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::relay;
+
+/// Where the server listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    Tcp { addr: String, port: u16 },
+    Unix(PathBuf),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub listen: Listen,
+    /// Idle channels (nobody waiting) are forgotten after this long.
+    pub idle_expiry: Duration,
+    /// Largest request head accepted (`431` beyond).
+    pub max_head: usize,
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Run(Config),
+    Help,
+    Version,
+}
+
+/// A command-line mistake: printed as one line, exit status 2.
+#[derive(Debug)]
+pub struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<lexopt::Error> for UsageError {
+    fn from(e: lexopt::Error) -> Self {
+        UsageError(e.to_string())
+    }
+}
+
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_MAX_HEAD: usize = 16 * 1024;
+/// Largest `--max-head` accepted: a response head reflects at most two request
+/// heads (own Origin, counterpart's query and content type), and must fit in one
+/// output buffer.
+pub const MAX_MAX_HEAD: usize = 24 * 1024;
+
+pub const HELP: &str = "\
+httprelay: an HTTP relay server (httprelay 2.0.0 protocol)
+
+Usage: httprelay [OPTIONS]
+
+Listening:
+  -a, --addr ADDR          bind address [default: 0.0.0.0]
+  -p, --port PORT          TCP port [default: $PORT if it is a number, else 8080]
+  -u, --unix PATH          listen on a Unix socket instead (an existing socket
+                           file is replaced)
+
+Channels:
+      --idle-expiry SECS   forget channels idle this long [default: 1200]
+
+Limits:
+      --max-head BYTES     largest request head, 431 beyond [default: 16384]
+
+Other:
+  -h, --help               print this help
+  -V, --version            print the version
+";
+
+/// Parses the arguments (without the program name). `port_env` is `$PORT`.
+pub fn parse(
+    args: impl IntoIterator<Item = OsString>,
+    port_env: Option<OsString>,
+) -> Result<Command, UsageError> {
+    use lexopt::prelude::*;
+
+    let mut addr = String::from("0.0.0.0");
+    let mut port = port_env
+        .and_then(|p| p.into_string().ok())
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(DEFAULT_PORT);
+    let mut unix: Option<PathBuf> = None;
+    let mut idle_expiry = Duration::from_millis(relay::DEFAULT_IDLE_EXPIRY);
+    let mut max_head = DEFAULT_MAX_HEAD;
+
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('a') | Long("addr") => addr = parser.value()?.string()?,
+            Short('p') | Long("port") => port = number(&mut parser, "port")?,
+            Short('u') | Long("unix") => unix = Some(parser.value()?.into()),
+            Long("idle-expiry") => {
+                let secs: f64 = number(&mut parser, "idle-expiry")?;
+                if !(secs > 0.0 && secs.is_finite()) {
+                    return Err(UsageError(
+                        "--idle-expiry must be a positive number of seconds".into(),
+                    ));
+                }
+                idle_expiry = Duration::from_secs_f64(secs);
+            }
+            Long("max-head") => {
+                max_head = number(&mut parser, "max-head")?;
+                if !(1024..=MAX_MAX_HEAD).contains(&max_head) {
+                    return Err(UsageError(format!(
+                        "--max-head must be between 1024 and {MAX_MAX_HEAD}"
+                    )));
+                }
+            }
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let listen = match unix {
+        Some(path) => Listen::Unix(path),
+        None => Listen::Tcp { addr, port },
+    };
+    Ok(Command::Run(Config {
+        listen,
+        idle_expiry,
+        max_head,
+    }))
+}
+
+fn number<T: std::str::FromStr>(parser: &mut lexopt::Parser, flag: &str) -> Result<T, UsageError> {
+    let value = parser.value()?;
+    let text = value.to_string_lossy().into_owned();
+    text.parse()
+        .map_err(|_| UsageError(format!("invalid value '{text}' for --{flag}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str], port_env: Option<&str>) -> Result<Command, UsageError> {
+        parse(
+            args.iter().map(OsString::from),
+            port_env.map(OsString::from),
+        )
+    }
+
+    fn config(args: &[&str], port_env: Option<&str>) -> Config {
+        match run(args, port_env).unwrap() {
+            Command::Run(c) => c,
+            other => panic!("expected a config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[], None);
+        assert_eq!(
+            c.listen,
+            Listen::Tcp {
+                addr: "0.0.0.0".into(),
+                port: 8080
+            }
+        );
+        assert_eq!(c.idle_expiry, Duration::from_secs(1200));
+        assert_eq!(c.max_head, 16 * 1024);
+    }
+
+    #[test]
+    fn port_from_environment_only_when_numeric() {
+        assert_eq!(
+            config(&[], Some("9000")).listen,
+            Listen::Tcp {
+                addr: "0.0.0.0".into(),
+                port: 9000
+            }
+        );
+        assert_eq!(
+            config(&[], Some("http")).listen,
+            Listen::Tcp {
+                addr: "0.0.0.0".into(),
+                port: 8080
+            }
+        );
+        assert_eq!(
+            config(&["-p", "81"], Some("9000")).listen,
+            Listen::Tcp {
+                addr: "0.0.0.0".into(),
+                port: 81
+            }
+        );
+    }
+
+    #[test]
+    fn short_and_long_forms() {
+        assert_eq!(
+            config(&["-a", "127.0.0.1", "--port=0"], None).listen,
+            Listen::Tcp {
+                addr: "127.0.0.1".into(),
+                port: 0
+            }
+        );
+        assert_eq!(
+            config(&["--addr", "::1", "-p9"], None).listen,
+            Listen::Tcp {
+                addr: "::1".into(),
+                port: 9
+            }
+        );
+        assert_eq!(
+            config(&["-u", "/tmp/r.sock"], None).listen,
+            Listen::Unix("/tmp/r.sock".into())
+        );
+        assert_eq!(
+            config(&["--unix=/x"], None).listen,
+            Listen::Unix("/x".into())
+        );
+        assert_eq!(
+            config(&["--idle-expiry", "0.5"], None).idle_expiry,
+            Duration::from_millis(500)
+        );
+        assert_eq!(run(&["-h"], None).unwrap(), Command::Help);
+        assert_eq!(run(&["--version"], None).unwrap(), Command::Version);
+    }
+
+    #[test]
+    fn mistakes_are_one_line_errors() {
+        for args in [
+            &["-x"][..],
+            &["-p", "99999"],
+            &["-p"],
+            &["extra"],
+            &["--idle-expiry", "-1"],
+            &["--max-head", "10"],
+        ] {
+            let err = run(args, None).unwrap_err().to_string();
+            assert!(!err.is_empty() && !err.contains('\n'), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! One client connection: its socket, its phase in the request lifecycle, the
+//! readiness the poller reported, and the buffers it holds while it works.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
+
+use crate::buf::Buf;
+use crate::http::{BodyDecoder, Request};
+use crate::relay::Role;
+
+/// A connection's key in the server's slab (also its poll token and its
+/// [`crate::relay::WaiterId`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId(pub usize);
+
+/// What the connection does next.
+#[derive(Debug)]
+pub enum Phase {
+    /// Waiting for (the rest of) a request head: idle keep-alive, or mid-head.
+    ReadingHead,
+    /// Waiting in the relay core's queue on the link channel in `Conn::channel`.
+    Parked(Role),
+    /// A link producer whose body flows to `consumer` as it arrives.
+    Producing { consumer: ConnId, body: BodyDecoder },
+    /// A link consumer receiving `producer`'s body. `chunked`: the body is sent
+    /// with chunked coding; `ended`: its final chunk is already in the output.
+    Consuming {
+        producer: ConnId,
+        chunked: bool,
+        ended: bool,
+    },
+    /// Writing the rest of a response that is entirely in the output buffer.
+    Responding(After),
+    /// Response sent and sending side shut: discarding what the client still
+    /// sends until it closes or the deadline passes, so that closing does not
+    /// reset the connection and destroy the response in flight.
+    Lingering,
+}
+
+/// What follows a fully written response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum After {
+    /// Keep-alive: read the next request (maybe already buffered).
+    NextRequest,
+    /// Close now: nothing unread is left that could provoke a reset.
+    Close,
+    /// Unread request bytes may remain: shut the sending side and linger.
+    Linger,
+}
+
+/// The socket kinds the server accepts.
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub fn shutdown_write(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        };
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for Stream {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(registry, token, interests),
+            Stream::Unix(s) => s.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(registry, token, interests),
+            Stream::Unix(s) => s.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(registry),
+            Stream::Unix(s) => s.deregister(registry),
+        }
+    }
+}
+
+pub struct Conn {
+    pub stream: Stream,
+    /// The client's address; `None` for Unix-socket clients.
+    pub peer: Option<SocketAddr>,
+    pub phase: Phase,
+    /// Readiness as last reported by the poller and not yet used up
+    /// (edge-triggered: cleared only when an operation would block).
+    pub readable: bool,
+    pub writable: bool,
+    /// The client closed its sending side or reset the connection.
+    pub peer_closed: bool,
+    /// Bytes received and not yet used. Held only while reading or relaying.
+    pub input: Option<Buf>,
+    /// Bytes to send. Held only while a response is being written.
+    pub output: Option<Buf>,
+    /// The current request's head.
+    pub req: Request,
+    /// When the current request's head was complete, Unix milliseconds.
+    pub arrived_unix_ms: u64,
+    /// The current request's query as `HttpRelay-Query` shows it.
+    pub query_meta: Vec<u8>,
+    /// The channel id of the current request.
+    pub channel: Vec<u8>,
+    /// When the current phase times out.
+    pub deadline: Option<Instant>,
+}
+
+impl Conn {
+    pub fn new(stream: Stream, peer: Option<SocketAddr>) -> Conn {
+        Conn {
+            stream,
+            peer,
+            phase: Phase::ReadingHead,
+            readable: false,
+            writable: false,
+            peer_closed: false,
+            input: None,
+            output: None,
+            req: Request::default(),
+            arrived_unix_ms: 0,
+            query_meta: Vec::new(),
+            channel: Vec::new(),
+            deadline: None,
+        }
+    }
+}

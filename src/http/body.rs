@@ -1,0 +1,341 @@
+//! Request body framing, decoded incrementally: bytes arrive in arbitrary pieces
+//! and the decoder keeps its place between them, so nothing is ever buffered here.
+
+use super::head::{hex_value, Framing};
+
+/// Longest chunk extension or trailer section accepted, so that a body cannot
+/// make the relay scan framing bytes forever without moving data.
+const MAX_FRAMING_RUN: u32 = 16 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// A chunk-size line that is not hex digits (optionally followed by an extension).
+    BadChunkSize,
+    /// A chunk size that does not fit in 64 bits.
+    ChunkSizeOverflow,
+    /// A line that should end in CRLF does not.
+    MissingCrlf,
+    /// Chunk extensions or trailers longer than the limit.
+    FramingTooLong,
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BodyError::BadChunkSize => "malformed chunk size",
+            BodyError::ChunkSizeOverflow => "chunk size too large",
+            BodyError::MissingCrlf => "missing CRLF in chunked body",
+            BodyError::FramingTooLong => "chunk extension or trailer too long",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// `remaining` bytes of a Content-Length body are still to come.
+    Length {
+        remaining: u64,
+    },
+    /// Reading the hex digits of a chunk size (`digits` seen so far).
+    Size {
+        size: u64,
+        digits: u8,
+    },
+    /// Whitespace after the size, before `;` or CR.
+    SizeSpace {
+        size: u64,
+    },
+    /// Inside a chunk extension, skipped up to CR.
+    Extension {
+        size: u64,
+        seen: u32,
+    },
+    /// Saw CR after the size line; LF must follow.
+    SizeLf {
+        size: u64,
+    },
+    /// Inside chunk data.
+    Data {
+        remaining: u64,
+    },
+    /// After chunk data: CR, then LF.
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (an empty line ends the body).
+    TrailerStart {
+        seen: u32,
+    },
+    /// Inside a trailer field line.
+    Trailer {
+        seen: u32,
+    },
+    TrailerLf {
+        seen: u32,
+    },
+    /// Saw the CR of the final empty line.
+    FinalLf,
+    Done,
+}
+
+/// One step of decoding: `consumed` input bytes were used, and `data` (a range of
+/// the input) is body content to pass on. `data` lies within the consumed bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    pub consumed: usize,
+    pub data: std::ops::Range<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyDecoder {
+    state: State,
+}
+
+impl BodyDecoder {
+    pub fn new(framing: Framing) -> BodyDecoder {
+        let state = match framing {
+            Framing::Empty | Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Length { remaining: n },
+            Framing::Chunked => State::Size { size: 0, digits: 0 },
+        };
+        BodyDecoder { state }
+    }
+
+    /// The whole body, including any trailer, has been read.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Bytes of content still expected, when the framing says so.
+    pub fn remaining_in_length(&self) -> Option<u64> {
+        match self.state {
+            State::Length { remaining } => Some(remaining),
+            _ => None,
+        }
+    }
+
+    /// Decodes from `input`, yielding at most `max_data` bytes of content. Stops
+    /// after the first run of content, at the end of the body, or when the input
+    /// is used up. Call again with the unconsumed rest.
+    pub fn decode(&mut self, input: &[u8], max_data: usize) -> Result<Decoded, BodyError> {
+        let mut at = 0;
+        while at < input.len() {
+            let byte = input[at];
+            self.state = match self.state {
+                State::Done => break,
+                State::Length { remaining } | State::Data { remaining } => {
+                    let take = (input.len() - at).min(max_data);
+                    let take = usize::try_from(remaining).map_or(take, |r| take.min(r));
+                    if take == 0 {
+                        break;
+                    }
+                    let left = remaining - take as u64;
+                    self.state = match self.state {
+                        State::Length { .. } if left == 0 => State::Done,
+                        State::Length { .. } => State::Length { remaining: left },
+                        _ if left == 0 => State::DataCr,
+                        _ => State::Data { remaining: left },
+                    };
+                    return Ok(Decoded {
+                        consumed: at + take,
+                        data: at..at + take,
+                    });
+                }
+                State::Size { size, digits } => match hex_value(byte) {
+                    Some(v) => {
+                        let size = size
+                            .checked_mul(16)
+                            .and_then(|s| s.checked_add(u64::from(v)))
+                            .ok_or(BodyError::ChunkSizeOverflow)?;
+                        State::Size {
+                            size,
+                            digits: digits.saturating_add(1),
+                        }
+                    }
+                    None if digits == 0 => return Err(BodyError::BadChunkSize),
+                    None => after_size(size, byte)?,
+                },
+                State::SizeSpace { size } => after_size(size, byte)?,
+                State::Extension { size, seen } => match byte {
+                    b'\r' => State::SizeLf { size },
+                    b'\n' => return Err(BodyError::MissingCrlf),
+                    _ if seen >= MAX_FRAMING_RUN => return Err(BodyError::FramingTooLong),
+                    _ => State::Extension {
+                        size,
+                        seen: seen + 1,
+                    },
+                },
+                State::SizeLf { size } => match byte {
+                    b'\n' if size == 0 => State::TrailerStart { seen: 0 },
+                    b'\n' => State::Data { remaining: size },
+                    _ => return Err(BodyError::MissingCrlf),
+                },
+                State::DataCr => match byte {
+                    b'\r' => State::DataLf,
+                    _ => return Err(BodyError::MissingCrlf),
+                },
+                State::DataLf => match byte {
+                    b'\n' => State::Size { size: 0, digits: 0 },
+                    _ => return Err(BodyError::MissingCrlf),
+                },
+                State::TrailerStart { seen } => match byte {
+                    b'\r' => State::FinalLf,
+                    b'\n' => return Err(BodyError::MissingCrlf),
+                    _ => State::Trailer { seen: seen + 1 },
+                },
+                State::Trailer { seen } => match byte {
+                    b'\r' => State::TrailerLf { seen },
+                    b'\n' => return Err(BodyError::MissingCrlf),
+                    _ if seen >= MAX_FRAMING_RUN => return Err(BodyError::FramingTooLong),
+                    _ => State::Trailer { seen: seen + 1 },
+                },
+                State::TrailerLf { seen } => match byte {
+                    b'\n' => State::TrailerStart { seen },
+                    _ => return Err(BodyError::MissingCrlf),
+                },
+                State::FinalLf => match byte {
+                    b'\n' => {
+                        self.state = State::Done;
+                        return Ok(Decoded {
+                            consumed: at + 1,
+                            data: 0..0,
+                        });
+                    }
+                    _ => return Err(BodyError::MissingCrlf),
+                },
+            };
+            at += 1;
+        }
+        Ok(Decoded {
+            consumed: at,
+            data: 0..0,
+        })
+    }
+}
+
+/// The byte after a chunk size's digits (or after whitespace following them).
+fn after_size(size: u64, byte: u8) -> Result<State, BodyError> {
+    match byte {
+        b'\r' => Ok(State::SizeLf { size }),
+        b';' => Ok(State::Extension { size, seen: 0 }),
+        b' ' | b'\t' => Ok(State::SizeSpace { size }),
+        b'\n' => Err(BodyError::MissingCrlf),
+        _ => Err(BodyError::BadChunkSize),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes `input` fed in pieces of `step` bytes; returns the content and
+    /// whether the body completed.
+    fn decode_all(
+        framing: Framing,
+        input: &[u8],
+        step: usize,
+        max: usize,
+    ) -> Result<(Vec<u8>, bool, usize), BodyError> {
+        let mut dec = BodyDecoder::new(framing);
+        let mut out = Vec::new();
+        let mut fed = 0;
+        let mut pending: Vec<u8> = Vec::new();
+        while fed < input.len() || !pending.is_empty() {
+            if pending.is_empty() || fed < input.len() {
+                let end = (fed + step).min(input.len());
+                pending.extend_from_slice(&input[fed..end]);
+                fed = end;
+            }
+            let d = dec.decode(&pending, max)?;
+            out.extend_from_slice(&pending[d.data.clone()]);
+            pending.drain(..d.consumed);
+            if dec.is_done() {
+                return Ok((out, true, input.len() - fed + pending.len()));
+            }
+            if d.consumed == 0 && fed == input.len() {
+                break;
+            }
+        }
+        Ok((out, dec.is_done(), pending.len()))
+    }
+
+    #[test]
+    fn content_length_body_stops_at_its_length() {
+        for step in [1, 3, 100] {
+            let (out, done, left) =
+                decode_all(Framing::Length(5), b"hello GET /", step, 2).unwrap();
+            assert_eq!(
+                (out.as_slice(), done, left),
+                (&b"hello"[..], true, 6),
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_bodies_are_done_at_once() {
+        assert!(BodyDecoder::new(Framing::Empty).is_done());
+        assert!(BodyDecoder::new(Framing::Length(0)).is_done());
+    }
+
+    #[test]
+    fn chunked_body_with_extensions_and_trailers() {
+        let body = b"5;name=value\r\nhello\r\n1A \r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: 1\r\nY: 2\r\n\r\nNEXT";
+        for step in [1, 2, 7, 1000] {
+            for max in [1, 4, 64] {
+                let (out, done, left) = decode_all(Framing::Chunked, body, step, max).unwrap();
+                assert_eq!(
+                    out, b"helloabcdefghijklmnopqrstuvwxyz",
+                    "step {step} max {max}"
+                );
+                assert!(done);
+                assert_eq!(left, 4, "the next request stays unconsumed");
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_errors() {
+        let cases: [(&[u8], BodyError); 7] = [
+            (b"x\r\n", BodyError::BadChunkSize),
+            (b"\r\n", BodyError::BadChunkSize),
+            (b"5\nhello\r\n0\r\n\r\n", BodyError::MissingCrlf),
+            (b"5\r\nhelloX\r\n", BodyError::MissingCrlf),
+            (b"5\r\nhello\r\n0\r\n\n", BodyError::MissingCrlf),
+            (b"5 x\r\n", BodyError::BadChunkSize),
+            (b"1ffffffffffffffff\r\n", BodyError::ChunkSizeOverflow),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(
+                decode_all(Framing::Chunked, input, 1, 16).unwrap_err(),
+                expected,
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn endless_extension_is_refused() {
+        let mut input = b"1;".to_vec();
+        input.extend(std::iter::repeat_n(b'a', MAX_FRAMING_RUN as usize + 1));
+        assert_eq!(
+            decode_all(Framing::Chunked, &input, 4096, 16).unwrap_err(),
+            BodyError::FramingTooLong
+        );
+    }
+
+    #[test]
+    fn leading_zeros_in_size_are_fine() {
+        let (out, done, _) =
+            decode_all(Framing::Chunked, b"0003\r\nabc\r\n000\r\n\r\n", 5, 8).unwrap();
+        assert_eq!((out.as_slice(), done), (&b"abc"[..], true));
+    }
+
+    #[test]
+    fn truncated_body_is_not_done() {
+        let (out, done, _) = decode_all(Framing::Chunked, b"5\r\nhel", 2, 8).unwrap();
+        assert_eq!((out.as_slice(), done), (&b"hel"[..], false));
+        let (_, done, _) = decode_all(Framing::Length(10), b"abc", 1, 8).unwrap();
+        assert!(!done);
+    }
+}

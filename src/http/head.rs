@@ -1,0 +1,544 @@
+//! Request heads: httparse does the tokenizing; this module decides framing,
+//! persistence and the few fields the relay needs, and refuses ambiguous shapes.
+
+/// How the request body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// Neither `Content-Length` nor `Transfer-Encoding`: no body.
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+impl Framing {
+    pub fn has_body(self) -> bool {
+        !matches!(self, Framing::Empty | Framing::Length(0))
+    }
+}
+
+/// The request-target form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `/path?query` (or absolute-form reduced to it).
+    Path,
+    /// `*` (only meaningful for `OPTIONS`).
+    Asterisk,
+}
+
+/// A parsed request head. Owned and reused by its connection: parsing clears and
+/// refills the buffers, so a warm connection parses without allocating.
+#[derive(Default, Debug)]
+pub struct Request {
+    /// Method, upper-cased (methods are compared case-insensitively).
+    pub method: Vec<u8>,
+    /// Percent-decoded path.
+    pub path: Vec<u8>,
+    /// Raw query, without the `?`.
+    pub query: Vec<u8>,
+    pub target: Option<Target>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// Whether the connection may carry another request after this one.
+    pub keep_alive: bool,
+    pub framing: Option<Framing>,
+    /// The client sent `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// `Origin` value, empty when absent.
+    pub origin: Vec<u8>,
+    /// `Content-Type` value, empty when absent.
+    pub content_type: Vec<u8>,
+    /// `HttpRelay-WSecret` value, empty when absent.
+    pub wsecret_header: Vec<u8>,
+}
+
+impl Request {
+    pub fn framing(&self) -> Framing {
+        self.framing.unwrap_or(Framing::Empty)
+    }
+
+    pub fn method_is(&self, name: &str) -> bool {
+        self.method == name.as_bytes()
+    }
+}
+
+/// Why a request head was refused. Each maps to one status and one line of text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// Not HTTP/1.x syntax (httparse's reason).
+    Syntax(&'static str),
+    /// The head exceeds the size limit.
+    TooLarge,
+    /// More header fields than the limit.
+    TooManyFields,
+    BadTarget,
+    BadPercentEncoding,
+    MissingHost,
+    DuplicateHost,
+    BadContentLength,
+    ConflictingContentLength,
+    /// Both `Content-Length` and `Transfer-Encoding` (a request-smuggling shape).
+    LengthAndTransferEncoding,
+    /// `Transfer-Encoding` in an HTTP/1.0 request.
+    TransferEncodingInHttp10,
+    UnsupportedTransferEncoding,
+    UnsupportedExpectation,
+}
+
+impl HeadError {
+    pub fn status(self) -> u16 {
+        match self {
+            HeadError::TooLarge | HeadError::TooManyFields => 431,
+            HeadError::UnsupportedTransferEncoding => 501,
+            HeadError::UnsupportedExpectation => 417,
+            _ => 400,
+        }
+    }
+}
+
+impl std::fmt::Display for HeadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeadError::Syntax(why) => write!(f, "malformed request: {why}"),
+            HeadError::TooLarge => f.write_str("request head too large"),
+            HeadError::TooManyFields => f.write_str("too many header fields"),
+            HeadError::BadTarget => f.write_str("malformed request target"),
+            HeadError::BadPercentEncoding => f.write_str("malformed percent-encoding in path"),
+            HeadError::MissingHost => f.write_str("missing Host header"),
+            HeadError::DuplicateHost => f.write_str("more than one Host header"),
+            HeadError::BadContentLength => f.write_str("malformed Content-Length"),
+            HeadError::ConflictingContentLength => {
+                f.write_str("conflicting Content-Length headers")
+            }
+            HeadError::LengthAndTransferEncoding => {
+                f.write_str("both Content-Length and Transfer-Encoding")
+            }
+            HeadError::TransferEncodingInHttp10 => f.write_str("Transfer-Encoding in HTTP/1.0"),
+            HeadError::UnsupportedTransferEncoding => {
+                f.write_str("unsupported Transfer-Encoding (only chunked)")
+            }
+            HeadError::UnsupportedExpectation => f.write_str("unsupported Expect value"),
+        }
+    }
+}
+
+/// Most header fields a request may carry.
+pub const MAX_HEADER_FIELDS: usize = 100;
+
+/// Parses a request head from the start of `buf` into `req`.
+///
+/// `Ok(None)`: the head is incomplete (and still within `max_head` bytes).
+/// `Ok(Some(n))`: the head is the first `n` bytes of `buf`.
+pub fn parse_request(
+    buf: &[u8],
+    max_head: usize,
+    req: &mut Request,
+) -> Result<Option<usize>, HeadError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADER_FIELDS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > max_head => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= max_head => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyFields),
+        Err(e) => return Err(HeadError::Syntax(syntax_reason(e))),
+    };
+    // A complete parse always fills method, path and version.
+    let method = parsed.method.unwrap_or_default();
+    let target = parsed.path.unwrap_or_default();
+    req.minor_version = parsed.version.unwrap_or(1);
+
+    req.method.clear();
+    req.method
+        .extend(method.bytes().map(|b| b.to_ascii_uppercase()));
+    parse_target(target.as_bytes(), req)?;
+
+    req.expect_continue = false;
+    req.origin.clear();
+    req.content_type.clear();
+    req.wsecret_header.clear();
+    let mut hosts = 0;
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut close = false;
+    let mut keep_alive = false;
+    for field in parsed.headers.iter() {
+        let name = field.name;
+        let value = trim(field.value);
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let n = parse_content_length(value)?;
+            if content_length.is_some_and(|seen| seen != n) {
+                return Err(HeadError::ConflictingContentLength);
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if transfer_encoding || !value.eq_ignore_ascii_case(b"chunked") {
+                return Err(HeadError::UnsupportedTransferEncoding);
+            }
+            transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(|&b| b == b',').map(trim) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if !value.eq_ignore_ascii_case(b"100-continue") {
+                return Err(HeadError::UnsupportedExpectation);
+            }
+            // HTTP/1.0 clients cannot understand an interim response.
+            req.expect_continue = req.minor_version >= 1;
+        } else if name.eq_ignore_ascii_case("origin") {
+            set(&mut req.origin, value);
+        } else if name.eq_ignore_ascii_case("content-type") {
+            set(&mut req.content_type, value);
+        } else if name.eq_ignore_ascii_case("httprelay-wsecret") {
+            set(&mut req.wsecret_header, value);
+        }
+    }
+    if hosts > 1 {
+        return Err(HeadError::DuplicateHost);
+    }
+    if hosts == 0 && req.minor_version >= 1 {
+        return Err(HeadError::MissingHost);
+    }
+    req.framing = Some(match (content_length, transfer_encoding) {
+        (Some(_), true) => return Err(HeadError::LengthAndTransferEncoding),
+        (None, true) if req.minor_version == 0 => return Err(HeadError::TransferEncodingInHttp10),
+        (None, true) => Framing::Chunked,
+        (Some(n), false) => Framing::Length(n),
+        (None, false) => Framing::Empty,
+    });
+    req.keep_alive = if req.minor_version >= 1 {
+        !close
+    } else {
+        keep_alive && !close
+    };
+    Ok(Some(head_len))
+}
+
+fn syntax_reason(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine | httparse::Error::Status => "invalid line ending",
+        httparse::Error::Token => "invalid method or target",
+        httparse::Error::Version => "unsupported HTTP version",
+        httparse::Error::TooManyHeaders => "too many header fields",
+    }
+}
+
+fn parse_target(target: &[u8], req: &mut Request) -> Result<(), HeadError> {
+    req.path.clear();
+    req.query.clear();
+    if target == b"*" {
+        req.target = Some(Target::Asterisk);
+        return Ok(());
+    }
+    let origin_form = if target.starts_with(b"/") {
+        target
+    } else {
+        // absolute-form (RFC 9112 §3.2.2): a server must accept it; keep the path.
+        let rest = strip_prefix_ignore_case(target, b"http://")
+            .or_else(|| strip_prefix_ignore_case(target, b"https://"))
+            .ok_or(HeadError::BadTarget)?;
+        match rest.iter().position(|&b| b == b'/' || b == b'?') {
+            Some(at) => &rest[at..],
+            None => b"/",
+        }
+    };
+    let (path, query) = match origin_form.iter().position(|&b| b == b'?') {
+        Some(at) => (&origin_form[..at], &origin_form[at + 1..]),
+        None => (origin_form, &b""[..]),
+    };
+    if path.is_empty() {
+        req.path.push(b'/');
+    }
+    percent_decode(path, &mut req.path).ok_or(HeadError::BadPercentEncoding)?;
+    req.query.extend_from_slice(query);
+    req.target = Some(Target::Path);
+    Ok(())
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
+}
+
+/// Appends the percent-decoding of `s` to `out`; `None` on a malformed escape.
+pub(crate) fn percent_decode(s: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' {
+            let hi = hex_value(*s.get(i + 1)?)?;
+            let lo = hex_value(*s.get(i + 2)?)?;
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    Some(())
+}
+
+pub(crate) fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
+    // Digits only: no sign, no list ("5, 5"), at most 19 digits so it fits in u64.
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(HeadError::BadContentLength);
+    }
+    Ok(value.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |i| i + 1);
+    &s[start..end]
+}
+
+fn set(field: &mut Vec<u8>, value: &[u8]) {
+    field.clear();
+    field.extend_from_slice(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> Result<Option<(usize, Request)>, HeadError> {
+        let mut req = Request::default();
+        parse_request(raw.as_bytes(), 16 * 1024, &mut req).map(|n| n.map(|n| (n, req)))
+    }
+
+    fn ok(raw: &str) -> Request {
+        parse(raw).expect("valid").expect("complete").1
+    }
+
+    #[test]
+    fn simple_get_is_keep_alive_without_body() {
+        let raw = "get /link/abc?x=1 HTTP/1.1\r\nHost: h\r\n\r\nextra";
+        let (n, req) = parse(raw).unwrap().unwrap();
+        assert_eq!(n, raw.len() - "extra".len());
+        assert_eq!(req.method, b"GET");
+        assert_eq!(req.path, b"/link/abc");
+        assert_eq!(req.query, b"x=1");
+        assert!(req.keep_alive);
+        assert_eq!(req.framing(), Framing::Empty);
+    }
+
+    #[test]
+    fn incomplete_head_asks_for_more() {
+        assert!(parse("GET / HTTP/1.1\r\nHost: h\r\n").unwrap().is_none());
+        assert!(parse("GE").unwrap().is_none());
+    }
+
+    #[test]
+    fn head_over_the_limit_is_431() {
+        let mut req = Request::default();
+        let long = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
+            "a".repeat(100)
+        );
+        assert_eq!(
+            parse_request(long.as_bytes(), 64, &mut req),
+            Err(HeadError::TooLarge)
+        );
+        assert_eq!(
+            parse_request(&long.as_bytes()[..70], 64, &mut req),
+            Err(HeadError::TooLarge)
+        );
+        assert_eq!(HeadError::TooLarge.status(), 431);
+    }
+
+    #[test]
+    fn too_many_fields_is_431() {
+        let mut raw = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
+        for i in 0..MAX_HEADER_FIELDS {
+            raw.push_str(&format!("X-{i}: v\r\n"));
+        }
+        raw.push_str("\r\n");
+        assert_eq!(parse(&raw).unwrap_err(), HeadError::TooManyFields);
+    }
+
+    #[test]
+    fn framing_rules() {
+        assert_eq!(
+            ok("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\n\r\n").framing(),
+            Framing::Length(12)
+        );
+        assert_eq!(
+            ok("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n").framing(),
+            Framing::Chunked
+        );
+        assert_eq!(
+            ok("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n")
+                .framing(),
+            Framing::Length(3)
+        );
+    }
+
+    #[test]
+    fn smuggling_shapes_are_refused() {
+        let cases = [
+            (
+                "Content-Length: 3\r\nTransfer-Encoding: chunked",
+                HeadError::LengthAndTransferEncoding,
+            ),
+            (
+                "Transfer-Encoding: chunked\r\nContent-Length: 3",
+                HeadError::LengthAndTransferEncoding,
+            ),
+            (
+                "Content-Length: 3\r\nContent-Length: 4",
+                HeadError::ConflictingContentLength,
+            ),
+            ("Content-Length: 3, 3", HeadError::BadContentLength),
+            ("Content-Length: -3", HeadError::BadContentLength),
+            ("Content-Length: +3", HeadError::BadContentLength),
+            (
+                "Content-Length: 99999999999999999999",
+                HeadError::BadContentLength,
+            ),
+            (
+                "Transfer-Encoding: gzip, chunked",
+                HeadError::UnsupportedTransferEncoding,
+            ),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+                HeadError::UnsupportedTransferEncoding,
+            ),
+            (
+                "Transfer-Encoding: identity",
+                HeadError::UnsupportedTransferEncoding,
+            ),
+        ];
+        for (fields, expected) in cases {
+            let raw = format!("POST /link/x HTTP/1.1\r\nHost: h\r\n{fields}\r\n\r\n");
+            assert_eq!(parse(&raw).unwrap_err(), expected, "{fields}");
+        }
+        assert_eq!(
+            parse("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap_err(),
+            HeadError::TransferEncodingInHttp10
+        );
+    }
+
+    #[test]
+    fn obs_fold_is_refused() {
+        let raw = "GET / HTTP/1.1\r\nHost: h\r\nX-A: one\r\n two\r\n\r\n";
+        assert!(matches!(parse(raw), Err(HeadError::Syntax(_))));
+    }
+
+    #[test]
+    fn host_is_required_once_in_http11() {
+        assert_eq!(
+            parse("GET / HTTP/1.1\r\n\r\n").unwrap_err(),
+            HeadError::MissingHost
+        );
+        assert_eq!(
+            parse("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").unwrap_err(),
+            HeadError::DuplicateHost
+        );
+        assert!(!ok("GET / HTTP/1.0\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn persistence_follows_version_and_connection() {
+        assert!(!ok("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(ok("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(!ok("GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn expect_continue() {
+        assert!(ok("PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\n\r\n").expect_continue);
+        assert!(!ok("PUT / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expect_continue);
+        assert_eq!(
+            parse("PUT / HTTP/1.1\r\nHost: h\r\nExpect: tea\r\n\r\n").unwrap_err(),
+            HeadError::UnsupportedExpectation
+        );
+    }
+
+    #[test]
+    fn targets() {
+        let req = ok("GET http://example.com/link/a%20b?q HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(
+            (req.path.as_slice(), req.query.as_slice()),
+            (&b"/link/a b"[..], &b"q"[..])
+        );
+        let req = ok("GET http://example.com HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(req.path, b"/");
+        let req = ok("GET http://example.com?x=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(
+            (req.path.as_slice(), req.query.as_slice()),
+            (&b"/"[..], &b"x=1"[..])
+        );
+        assert_eq!(
+            ok("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").target,
+            Some(Target::Asterisk)
+        );
+        assert_eq!(
+            parse("GET link HTTP/1.1\r\nHost: h\r\n\r\n").unwrap_err(),
+            HeadError::BadTarget
+        );
+        assert_eq!(
+            parse("GET /a%zz HTTP/1.1\r\nHost: h\r\n\r\n").unwrap_err(),
+            HeadError::BadPercentEncoding
+        );
+        assert_eq!(
+            parse("GET /a%4 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap_err(),
+            HeadError::BadPercentEncoding
+        );
+        let req = ok("GET /link/%2f%FF HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(req.path, b"/link//\xff");
+    }
+
+    #[test]
+    fn relay_fields_are_captured_and_reset() {
+        let mut req = Request::default();
+        let raw = "POST /x HTTP/1.1\r\nHost: h\r\nOrigin: https://a.example\r\nContent-Type: text/plain\r\nHttpRelay-WSecret: s3\r\n\r\n";
+        parse_request(raw.as_bytes(), 1024, &mut req)
+            .unwrap()
+            .unwrap();
+        assert_eq!(req.origin, b"https://a.example");
+        assert_eq!(req.content_type, b"text/plain");
+        assert_eq!(req.wsecret_header, b"s3");
+        parse_request(b"GET /y HTTP/1.1\r\nHost: h\r\n\r\n", 1024, &mut req)
+            .unwrap()
+            .unwrap();
+        assert!(
+            req.origin.is_empty() && req.content_type.is_empty() && req.wsecret_header.is_empty()
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_syntax_error() {
+        assert!(matches!(
+            parse("\x16\x03\x01\x02\x00\x01\x00\x01\x7c\x03\x03\r\n\r\n"),
+            Err(HeadError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse("GET / HTTP/2.0\r\n\r\n"),
+            Err(HeadError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse("GET /a b HTTP/1.1\r\nHost: h\r\n\r\n"),
+            Err(HeadError::Syntax(_))
+        ));
+    }
+}

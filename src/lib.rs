@@ -1,0 +1,14 @@
+//! httprelay: an HTTP relay server. Clients that cannot accept connections talk
+//! to each other through it (the httprelay 2.0.0 wire protocol).
+//!
+//! The relay core ([`relay`]) and the HTTP codec ([`http`]) are sans-IO and
+//! usable on their own (tests, fuzzing); [`server`] is the mio event loop.
+
+pub mod buf;
+pub mod config;
+pub mod conn;
+pub mod http;
+pub mod relay;
+pub mod reply;
+pub mod server;
+mod signal;

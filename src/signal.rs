@@ -1,0 +1,45 @@
+//! SIGINT/SIGTERM as poll events: the handler writes one byte to a socket pair
+//! whose other end the event loop watches (the self-pipe trick).
+
+use std::io;
+use std::os::fd::IntoRawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use mio::net::UnixStream;
+
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(_signal: libc::c_int) {
+    // Only async-signal-safe calls here: write(2), and errno saved around it.
+    let fd = WAKE_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: errno location is valid for this thread; write(2) is
+        // async-signal-safe and the buffer outlives the call.
+        unsafe {
+            let errno = *libc::__errno_location();
+            libc::write(fd, b"!".as_ptr().cast(), 1);
+            *libc::__errno_location() = errno;
+        }
+    }
+}
+
+/// Installs the handlers; returns the end to register with the poller.
+pub fn install() -> io::Result<UnixStream> {
+    let (receiver, sender) = UnixStream::pair()?;
+    // The sending end stays open for the life of the process.
+    WAKE_FD.store(sender.into_raw_fd(), Ordering::Relaxed);
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction is a valid starting point; the handler only
+        // performs async-signal-safe work.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(receiver)
+}
