@@ -637,6 +637,14 @@ impl Server {
             let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
                 return Step::Closed;
             };
+            // A `100 Continue` may still be on its way to the producer.
+            if producer.output.is_some() {
+                if flush(producer).is_err() {
+                    self.close(p);
+                    return Step::Again;
+                }
+                self.output_pool.give_if_empty(&mut producer.output);
+            }
             let Phase::Producing { body, .. } = &mut producer.phase else {
                 return Step::Closed;
             };
@@ -710,7 +718,42 @@ impl Server {
             // 3. Read more of the body, only when the output has room for it
             //    (this is the backpressure: a slow consumer slows the producer).
             let input_empty = producer.input.as_ref().is_none_or(Buf::is_empty);
-            if !body.is_done() && input_empty && producer.readable && output.spare_len() > 20 {
+            let direct = body
+                .remaining_in_length()
+                .filter(|_| input_empty && !chunked);
+            if let Some(remaining) = direct.filter(|_| producer.readable) {
+                // A Content-Length body needs no decoding: read it straight into
+                // the consumer's output, never past its end (pipelined bytes
+                // after it belong to the producer's next request).
+                let spare = output.spare();
+                let limit = usize::try_from(remaining).map_or(spare.len(), |r| r.min(spare.len()));
+                if limit > 0 {
+                    match producer.stream.read(&mut spare[..limit]) {
+                        Ok(0) => {
+                            self.close(p);
+                            return Step::Again;
+                        }
+                        Ok(n) => {
+                            let _ = body.decode(&spare[..n], n);
+                            output.commit(n);
+                            progress = true;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            producer.readable = false
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                        Err(_) => {
+                            self.close(p);
+                            return Step::Again;
+                        }
+                    }
+                }
+            } else if direct.is_none()
+                && !body.is_done()
+                && input_empty
+                && producer.readable
+                && output.spare_len() > 20
+            {
                 let input = producer.input.get_or_insert_with(|| self.input_pool.take());
                 match producer.stream.read(input.spare()) {
                     Ok(0) => {

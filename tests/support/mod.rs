@@ -1,0 +1,665 @@
+//! Test support: start the relay binary, and a tiny blocking HTTP/1.1 client over
+//! `std::net` / `std::os::unix::net` that reports truncated bodies distinctly.
+
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long any socket read may block before the test fails instead of hanging.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a request is given to reach the relay and be parked there.
+pub const PARK: Duration = Duration::from_millis(150);
+
+/// Where the relay listens.
+#[derive(Clone, Debug)]
+pub enum Addr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// A running relay process; killed when dropped.
+pub struct Relay {
+    child: Child,
+    addr: Addr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Relay {
+    /// Starts the relay on 127.0.0.1 with an OS-chosen port.
+    pub fn start() -> Relay {
+        Relay::start_with(&["-a", "127.0.0.1", "-p", "0"])
+    }
+
+    /// Starts the relay on a Unix socket at `path`.
+    pub fn start_unix(path: &Path) -> Relay {
+        let path = path.to_str().expect("utf-8 socket path");
+        Relay::start_with(&["-u", path])
+    }
+
+    /// Starts the relay with the given flags and waits for its `listening on ADDR` line.
+    pub fn start_with(args: &[&str]) -> Relay {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_httprelay"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the httprelay binary");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (lines_tx, lines_rx) = mpsc::channel::<String>();
+        // Drain both pipes for the whole life of the process so neither ever fills.
+        let stderr = child.stderr.take().expect("stderr pipe");
+        let stdout = child.stdout.take().expect("stdout pipe");
+        drain(stderr, "stderr", lines_tx.clone(), log.clone());
+        drain(stdout, "stdout", lines_tx, log.clone());
+
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = parse_listening(&line) {
+                        break addr;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "relay {args:?} never printed `listening on ADDR`; output:\n{}",
+                        log.lock().unwrap()
+                    );
+                }
+            }
+        };
+        Relay { child, addr, log }
+    }
+
+    pub fn addr(&self) -> &Addr {
+        &self.addr
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size of the relay process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib_of(self.pid()).expect("relay process status")
+    }
+
+    /// Everything the relay printed so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Opens a client connection to the relay.
+    pub fn connect(&self) -> Conn {
+        Conn::open(&self.addr)
+    }
+
+    /// Sends SIGTERM to the relay.
+    pub fn terminate(&self) {
+        let pid = self.pid() as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM) failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn drain<R: Read + Send + 'static>(
+    pipe: R,
+    name: &'static str,
+    lines: mpsc::Sender<String>,
+    log: Arc<Mutex<String>>,
+) {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut raw = Vec::new();
+        loop {
+            raw.clear();
+            match reader.read_until(b'\n', &mut raw) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&raw).trim_end().to_string();
+                    log.lock().unwrap().push_str(&format!("[{name}] {line}\n"));
+                    // The receiver is gone once the address is known; that is fine.
+                    let _ = lines.send(line);
+                }
+            }
+        }
+    });
+}
+
+fn parse_listening(line: &str) -> Option<Addr> {
+    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+    let token = rest.split_whitespace().next()?;
+    if let Some(path) = token.strip_prefix("unix:") {
+        return Some(Addr::Unix(PathBuf::from(path)));
+    }
+    let token = token.trim_end_matches([',', '.', ';']);
+    token.parse().ok().map(Addr::Tcp)
+}
+
+/// VmRSS of a process in KiB, from /proc/PID/status.
+pub fn rss_kib_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Samples a process's RSS every few milliseconds on a thread and keeps the peak.
+pub struct RssSampler {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<(u64, usize)>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = thread::spawn(move || {
+            let (mut peak, mut samples) = (0, 0);
+            while !flag.load(Ordering::Relaxed) {
+                if let Some(kib) = rss_kib_of(pid) {
+                    peak = peak.max(kib);
+                    samples += 1;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            (peak, samples)
+        });
+        RssSampler { stop, handle }
+    }
+
+    /// Stops sampling; returns the peak RSS in KiB and the number of samples taken.
+    pub fn finish(self) -> (u64, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("rss sampler thread")
+    }
+}
+
+/// Milliseconds since the Unix epoch, as the relay's `HttpRelay-*Time` headers use.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+/// Builds a raw HTTP/1.1 request. Adds `Host`, and `Content-Length` for a non-empty body
+/// or a POST/PUT, unless the caller set `Content-Length` or `Transfer-Encoding` itself.
+/// `body` is written as given (pass already chunk-encoded bytes for chunked uploads).
+pub fn req(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{method} {target} HTTP/1.1\r\nHost: relay.test\r\n");
+    let framed = headers.iter().any(|(name, _)| {
+        name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+    });
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !framed && (!body.is_empty() || method == "POST" || method == "PUT") {
+        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// A response head.
+#[derive(Clone, Debug)]
+pub struct Head {
+    pub version: String,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Head {
+    /// First value of a header, name compared case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a header, in order.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// Whether a comma-separated header (any of its lines) lists `token`, case-insensitively.
+    pub fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.header_all(name)
+            .iter()
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    pub fn is_chunked(&self) -> bool {
+        self.header_all("transfer-encoding")
+            .iter()
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("chunked"))
+    }
+
+    pub fn content_length(&self) -> Option<u64> {
+        self.header("content-length").map(|v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("bad Content-Length {v:?}"))
+        })
+    }
+
+    fn framing(&self, head_request: bool) -> Framing {
+        if head_request || self.status < 200 || self.status == 204 || self.status == 304 {
+            Framing::Empty
+        } else if self.is_chunked() {
+            Framing::Chunked
+        } else if let Some(len) = self.content_length() {
+            Framing::Length(len)
+        } else {
+            Framing::UntilClose
+        }
+    }
+}
+
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// How a response body ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// Every byte the framing announced arrived (or the body is close-delimited).
+    Complete,
+    /// The connection closed before the framing said the body was over.
+    Truncated,
+}
+
+/// A response body and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    Complete(Vec<u8>),
+    Truncated(Vec<u8>),
+}
+
+impl Body {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Body::Complete(b) | Body::Truncated(b) => b,
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        matches!(self, Body::Complete(_))
+    }
+}
+
+/// A whole response.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub head: Head,
+    pub body: Body,
+}
+
+impl Response {
+    pub fn status(&self) -> u16 {
+        self.head.status
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.header(name)
+    }
+
+    /// The body, which must be complete.
+    pub fn body(&self) -> &[u8] {
+        match &self.body {
+            Body::Complete(b) => b,
+            Body::Truncated(b) => panic!(
+                "response body truncated after {} bytes: {:?}",
+                b.len(),
+                self.head
+            ),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(self.body()).into_owned()
+    }
+}
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// One client connection with a read buffer (bytes of later pipelined responses stay
+/// buffered for the next read).
+pub struct Conn {
+    stream: Stream,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Conn {
+    pub fn open(addr: &Addr) -> Conn {
+        let stream = match addr {
+            Addr::Tcp(a) => {
+                let s = TcpStream::connect(a).expect("connect to relay");
+                s.set_nodelay(true).expect("nodelay");
+                Stream::Tcp(s)
+            }
+            Addr::Unix(p) => Stream::Unix(UnixStream::connect(p).expect("connect to relay socket")),
+        };
+        let mut conn = Conn {
+            stream,
+            buf: Vec::with_capacity(64 * 1024),
+            pos: 0,
+        };
+        conn.set_read_timeout(READ_TIMEOUT);
+        conn
+    }
+
+    pub fn set_read_timeout(&mut self, timeout: Duration) {
+        match &self.stream {
+            Stream::Tcp(s) => s.set_read_timeout(Some(timeout)),
+            Stream::Unix(s) => s.set_read_timeout(Some(timeout)),
+        }
+        .expect("set_read_timeout")
+    }
+
+    /// Local TCP port of this connection (what the relay reports as `X-Real-Port`).
+    pub fn local_port(&self) -> u16 {
+        match &self.stream {
+            Stream::Tcp(s) => s.local_addr().expect("local_addr").port(),
+            Stream::Unix(_) => panic!("no port on a Unix socket"),
+        }
+    }
+
+    /// Writes all bytes; panics on error.
+    pub fn send(&mut self, data: &[u8]) {
+        self.try_send(data).expect("write to relay");
+    }
+
+    pub fn try_send(&mut self, data: &[u8]) -> io::Result<()> {
+        match &mut self.stream {
+            Stream::Tcp(s) => s.write_all(data),
+            Stream::Unix(s) => s.write_all(data),
+        }
+    }
+
+    fn raw_read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        match &mut self.stream {
+            Stream::Tcp(s) => s.read(out),
+            Stream::Unix(s) => s.read(out),
+        }
+    }
+
+    /// Reads more bytes into the buffer, at most `max`. `Ok(0)` is end of stream
+    /// (a reset counts as end of stream). A read timeout is an error.
+    fn fill(&mut self, max: usize) -> io::Result<usize> {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        let start = self.buf.len();
+        self.buf.resize(start + max, 0);
+        let result = loop {
+            let (_, spare) = self.buf.split_at_mut(start);
+            match match &mut self.stream {
+                Stream::Tcp(s) => s.read(spare),
+                Stream::Unix(s) => s.read(spare),
+            } {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => break Ok(0),
+                other => break other,
+            }
+        };
+        self.buf.truncate(start + *result.as_ref().unwrap_or(&0));
+        result
+    }
+
+    /// Like `fill`, but a timeout fails the test.
+    fn fill_or_panic(&mut self, max: usize, what: &str) -> usize {
+        match self.fill(max) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!("timed out waiting for {what}")
+            }
+            Err(e) => panic!("read error waiting for {what}: {e}"),
+        }
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// One line without its CRLF, or `None` at end of stream.
+    fn read_line(&mut self, what: &str) -> Option<Vec<u8>> {
+        loop {
+            if let Some(i) = self.buffered().iter().position(|&b| b == b'\n') {
+                let mut line = self.buffered()[..i].to_vec();
+                self.pos += i + 1;
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Some(line);
+            }
+            assert!(self.buffered().len() < 64 * 1024, "line too long in {what}");
+            if self.fill_or_panic(16 * 1024, what) == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Reads a response head; `None` if the connection ends before a complete head.
+    pub fn try_read_head(&mut self) -> Option<Head> {
+        let status_line = String::from_utf8(self.read_line("a status line")?).expect("utf-8");
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default().to_string();
+        assert!(
+            version.starts_with("HTTP/1."),
+            "bad status line {status_line:?}"
+        );
+        let status = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let line = self.read_line("response headers")?;
+            if line.is_empty() {
+                break;
+            }
+            let line = String::from_utf8(line).expect("utf-8 header");
+            let (name, value) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("bad header line {line:?}"));
+            headers.push((name.trim().to_string(), value.trim().to_string()));
+        }
+        Some(Head {
+            version,
+            status,
+            headers,
+        })
+    }
+
+    /// Reads a response head; panics if the connection ends first.
+    pub fn read_head(&mut self) -> Head {
+        self.try_read_head()
+            .expect("connection closed before a response head")
+    }
+
+    /// Streams a body to `sink` in pieces of at most `max_read` bytes per socket read.
+    /// Returns how it ended and how many body bytes were delivered.
+    pub fn stream_body(
+        &mut self,
+        head: &Head,
+        head_request: bool,
+        max_read: usize,
+        mut sink: impl FnMut(&[u8]),
+    ) -> (End, u64) {
+        let mut total = 0u64;
+        let end = match head.framing(head_request) {
+            Framing::Empty => End::Complete,
+            Framing::Length(len) => self.stream_exact(len, max_read, &mut sink, &mut total),
+            Framing::UntilClose => loop {
+                if self.buffered().is_empty() && self.fill_or_panic(max_read, "body") == 0 {
+                    break End::Complete;
+                }
+                let n = self.buffered().len();
+                sink(self.buffered());
+                self.pos += n;
+                total += n as u64;
+            },
+            Framing::Chunked => loop {
+                let Some(line) = self.read_line("a chunk size") else {
+                    break End::Truncated;
+                };
+                let line = String::from_utf8(line).expect("utf-8 chunk line");
+                let size = line.split(';').next().unwrap_or_default().trim();
+                let size = u64::from_str_radix(size, 16)
+                    .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+                if size == 0 {
+                    // Trailer section, ended by an empty line.
+                    break loop {
+                        match self.read_line("trailers") {
+                            None => break End::Truncated,
+                            Some(l) if l.is_empty() => break End::Complete,
+                            Some(_) => {}
+                        }
+                    };
+                }
+                if self.stream_exact(size, max_read, &mut sink, &mut total) == End::Truncated {
+                    break End::Truncated;
+                }
+                match self.read_line("a chunk's CRLF") {
+                    None => break End::Truncated,
+                    Some(l) => assert!(l.is_empty(), "chunk data longer than its size"),
+                }
+            },
+        };
+        (end, total)
+    }
+
+    fn stream_exact(
+        &mut self,
+        mut left: u64,
+        max_read: usize,
+        sink: &mut impl FnMut(&[u8]),
+        total: &mut u64,
+    ) -> End {
+        while left > 0 {
+            if self.buffered().is_empty() && self.fill_or_panic(max_read, "body") == 0 {
+                return End::Truncated;
+            }
+            let n = self.buffered().len().min(max_read).min(left as usize);
+            sink(&self.buf[self.pos..self.pos + n]);
+            self.pos += n;
+            left -= n as u64;
+            *total += n as u64;
+        }
+        End::Complete
+    }
+
+    /// Reads a whole body into memory.
+    pub fn read_body(&mut self, head: &Head, head_request: bool) -> Body {
+        let mut bytes = Vec::new();
+        let (end, _) = self.stream_body(head, head_request, 64 * 1024, |b| {
+            bytes.extend_from_slice(b)
+        });
+        match end {
+            End::Complete => Body::Complete(bytes),
+            End::Truncated => Body::Truncated(bytes),
+        }
+    }
+
+    /// Reads one whole response to a non-HEAD request.
+    pub fn read_response(&mut self) -> Response {
+        let head = self.read_head();
+        let body = self.read_body(&head, false);
+        Response { head, body }
+    }
+
+    /// Reads one whole response to a HEAD request (no body).
+    pub fn read_head_response(&mut self) -> Response {
+        let head = self.read_head();
+        let body = self.read_body(&head, true);
+        Response { head, body }
+    }
+
+    /// Sends a request and reads its response.
+    pub fn exchange(&mut self, request: &[u8]) -> Response {
+        self.send(request);
+        self.read_response()
+    }
+
+    /// True if nothing at all arrives within `wait` (the connection stays open and quiet).
+    pub fn is_silent_for(&mut self, wait: Duration) -> bool {
+        if !self.buffered().is_empty() {
+            return false;
+        }
+        self.set_read_timeout(wait);
+        let result = self.fill(1024);
+        self.set_read_timeout(READ_TIMEOUT);
+        matches!(result, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
+    }
+
+    /// True if the relay closes the connection (end of stream or reset) with no further
+    /// bytes, within the read timeout.
+    pub fn is_closed_by_peer(&mut self) -> bool {
+        if !self.buffered().is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        loop {
+            match self.raw_read(&mut probe) {
+                Ok(0) => return true,
+                Ok(_) => return false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
+                Err(e) => panic!("waiting for the relay to close the connection: {e}"),
+            }
+        }
+    }
+}
