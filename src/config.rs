@@ -1,6 +1,7 @@
 //! Command-line flags (lexopt) and their defaults.
 
 use std::ffi::OsString;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,6 +21,14 @@ pub struct Config {
     pub idle_expiry: Duration,
     /// Largest request head accepted (`431` beyond).
     pub max_head: usize,
+    /// Largest mcast message (`413` beyond).
+    pub mcast_max_message: usize,
+    /// Bytes of messages an mcast channel retains; oldest dropped beyond.
+    pub mcast_retain: usize,
+    /// Largest sync body (`413` beyond).
+    pub sync_max_body: usize,
+    /// Peers whose `X-Real-IP`/`X-Real-Port`/`X-Forwarded-*` are believed.
+    pub trust_proxy: Vec<IpAddr>,
 }
 
 /// What the command line asks for.
@@ -48,6 +57,9 @@ impl From<lexopt::Error> for UsageError {
 
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_MAX_HEAD: usize = 16 * 1024;
+pub const DEFAULT_MCAST_MAX_MESSAGE: usize = 10 * 1024 * 1024;
+pub const DEFAULT_MCAST_RETAIN: usize = 11_000_000;
+pub const DEFAULT_SYNC_MAX_BODY: usize = 10 * 1024 * 1024;
 /// Largest `--max-head` accepted: a response head reflects at most two request
 /// heads (own Origin, counterpart's query and content type), and must fit in one
 /// output buffer.
@@ -65,10 +77,20 @@ Listening:
                            file is replaced)
 
 Channels:
-      --idle-expiry SECS   forget channels idle this long [default: 1200]
+      --idle-expiry SECS          forget channels idle this long [default: 1200]
+      --mcast-max-message BYTES   largest mcast message, 413 beyond
+                                  [default: 10485760]
+      --mcast-retain BYTES        bytes of messages an mcast channel keeps; the
+                                  oldest are dropped beyond [default: 11000000]
+      --sync-max-body BYTES       largest sync body, 413 beyond [default: 10485760]
+
+Proxies:
+      --trust-proxy ADDRS         comma-separated peer IPs whose X-Real-IP,
+                                  X-Real-Port and X-Forwarded-* are believed
+                                  [default: none]
 
 Limits:
-      --max-head BYTES     largest request head, 431 beyond [default: 16384]
+      --max-head BYTES            largest request head, 431 beyond [default: 16384]
 
 Other:
   -h, --help               print this help
@@ -90,6 +112,10 @@ pub fn parse(
     let mut unix: Option<PathBuf> = None;
     let mut idle_expiry = Duration::from_millis(relay::DEFAULT_IDLE_EXPIRY);
     let mut max_head = DEFAULT_MAX_HEAD;
+    let mut mcast_max_message = DEFAULT_MCAST_MAX_MESSAGE;
+    let mut mcast_retain = DEFAULT_MCAST_RETAIN;
+    let mut sync_max_body = DEFAULT_SYNC_MAX_BODY;
+    let mut trust_proxy = Vec::new();
 
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
@@ -114,6 +140,20 @@ pub fn parse(
                     )));
                 }
             }
+            Long("mcast-max-message") => {
+                mcast_max_message = number(&mut parser, "mcast-max-message")?
+            }
+            Long("mcast-retain") => mcast_retain = number(&mut parser, "mcast-retain")?,
+            Long("sync-max-body") => sync_max_body = number(&mut parser, "sync-max-body")?,
+            Long("trust-proxy") => {
+                let list = parser.value()?.string()?;
+                for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let ip = item.parse().map_err(|_| {
+                        UsageError(format!("invalid address '{item}' for --trust-proxy"))
+                    })?;
+                    trust_proxy.push(ip);
+                }
+            }
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
             _ => return Err(arg.unexpected().into()),
@@ -127,6 +167,10 @@ pub fn parse(
         listen,
         idle_expiry,
         max_head,
+        mcast_max_message,
+        mcast_retain,
+        sync_max_body,
+        trust_proxy,
     }))
 }
 
@@ -167,6 +211,23 @@ mod tests {
         );
         assert_eq!(c.idle_expiry, Duration::from_secs(1200));
         assert_eq!(c.max_head, 16 * 1024);
+        assert_eq!(c.mcast_max_message, 10 * 1024 * 1024);
+        assert_eq!(c.mcast_retain, 11_000_000);
+        assert_eq!(c.sync_max_body, 10 * 1024 * 1024);
+        assert!(c.trust_proxy.is_empty());
+    }
+
+    #[test]
+    fn trust_proxy_list() {
+        let c = config(&["--trust-proxy", "127.0.0.1, ::1"], None);
+        assert_eq!(
+            c.trust_proxy,
+            vec![
+                "127.0.0.1".parse::<IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
+        assert!(run(&["--trust-proxy", "localhost"], None).is_err());
     }
 
     #[test]

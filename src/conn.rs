@@ -10,8 +10,11 @@ use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use crate::buf::Buf;
+use std::net::IpAddr;
+use std::rc::Rc;
+
 use crate::http::{BodyDecoder, Request};
-use crate::relay::Role;
+use crate::relay::{JobId, Message, Role};
 
 /// A connection's key in the server's slab (also its poll token and its
 /// [`crate::relay::WaiterId`]).
@@ -23,23 +26,71 @@ pub struct ConnId(pub usize);
 pub enum Phase {
     /// Waiting for (the rest of) a request head: idle keep-alive, or mid-head.
     ReadingHead,
-    /// Waiting in the relay core's queue on the link channel in `Conn::channel`.
-    Parked(Role),
-    /// A link producer whose body flows to `consumer` as it arrives.
-    Producing { consumer: ConnId, body: BodyDecoder },
-    /// A link consumer receiving `producer`'s body. `chunked`: the body is sent
-    /// with chunked coding; `ended`: its final chunk is already in the output.
+    /// Waiting in the relay core on the channel in `Conn::channel`.
+    Parked(Wait),
+    /// Sending its request body to `consumer` as it arrives.
+    Producing {
+        consumer: ConnId,
+        body: BodyDecoder,
+        kind: Transfer,
+    },
+    /// Receiving `producer`'s body as its response body. `chunked`: sent with
+    /// chunked coding; `ended`: the final chunk is in the output; `discard`: the
+    /// response has no body (HEAD, 204, 304), so the bytes are dropped.
     Consuming {
         producer: ConnId,
+        kind: Transfer,
+        chunked: bool,
+        ended: bool,
+        discard: bool,
+    },
+    /// An mcast producer storing its body in `message`.
+    Publishing {
+        message: Rc<Message>,
+        body: BodyDecoder,
+    },
+    /// An mcast reader sending `message` from `offset` on.
+    Reading {
+        message: Rc<Message>,
+        offset: usize,
         chunked: bool,
         ended: bool,
     },
+    /// A sync request reading its whole body into `Conn::held`.
+    Holding { body: BodyDecoder },
+    /// Sending a response whose body is `Conn::held[offset..]`.
+    SendingHeld { offset: usize },
     /// Writing the rest of a response that is entirely in the output buffer.
     Responding(After),
     /// Response sent and sending side shut: discarding what the client still
     /// sends until it closes or the deadline passes, so that closing does not
     /// reset the connection and destroy the response in flight.
     Lingering,
+}
+
+/// What a parked connection waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    Link(Role),
+    /// An mcast reader waiting for the next message.
+    McastReader,
+    /// A sync request (body held) waiting for its peer.
+    Sync,
+    /// A proxy client: its job is queued or awaits a result (`Conn::job`).
+    ProxyClient,
+    /// A `SERVE` request waiting for a job.
+    ProxyServer,
+}
+
+/// The kinds of streamed body transfer between two connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transfer {
+    /// link: producer's body to consumer.
+    Link,
+    /// proxy: a client's request (job `Conn::job`) to a `SERVE` response.
+    ProxyJob,
+    /// proxy: a `SERVE` request's body (the result) to the client's response.
+    ProxyResult,
 }
 
 /// What follows a fully written response.
@@ -146,6 +197,20 @@ pub struct Conn {
     pub query_meta: Vec<u8>,
     /// The channel id of the current request.
     pub channel: Vec<u8>,
+    /// The address other parties see (`X-Real-IP`/`X-Real-Port`): the socket's,
+    /// or the forwarded one from a trusted proxy.
+    pub real_ip: Option<IpAddr>,
+    pub real_port: Option<u16>,
+    /// The peer is a trusted reverse proxy (its forwarding fields count).
+    pub trusted: bool,
+    /// The request arrived over HTTPS (per a trusted `X-Forwarded-Proto`).
+    pub https: bool,
+    /// sync: the body held (own, then the peer's after the swap).
+    pub held: Vec<u8>,
+    /// proxy: the request head as received (its fields are forwarded).
+    pub head_copy: Vec<u8>,
+    /// proxy: the job this client request became.
+    pub job: JobId,
     /// When the current phase times out.
     pub deadline: Option<Instant>,
 }
@@ -165,6 +230,13 @@ impl Conn {
             arrived_unix_ms: 0,
             query_meta: Vec::new(),
             channel: Vec::new(),
+            real_ip: None,
+            real_port: None,
+            trusted: false,
+            https: false,
+            held: Vec::new(),
+            head_copy: Vec::new(),
+            job: [0; 8],
             deadline: None,
         }
     }

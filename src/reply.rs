@@ -2,7 +2,7 @@
 //! fields, a counterpart's metadata, and persistence.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use crate::http::HeadWriter;
 
@@ -10,6 +10,19 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 const EXPOSE_HEADERS: &[u8] = b"Content-Length, X-Real-IP, X-Real-Port, HttpRelay-Version, \
 HttpRelay-Time, HttpRelay-Your-Time, HttpRelay-Method, HttpRelay-Query";
+const EXPOSE_MCAST_HEADERS: &[u8] = b"HttpRelay-SeqId, Content-Length, X-Real-IP, X-Real-Port, \
+HttpRelay-Version, HttpRelay-Time, HttpRelay-Your-Time, HttpRelay-Method, HttpRelay-Query";
+
+/// Which response headers a page may read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expose {
+    /// link, sync and everything else: the metadata headers.
+    Metadata,
+    /// mcast: `HttpRelay-SeqId` first, then the metadata headers.
+    Mcast,
+    /// proxy: every header (`*`).
+    All,
+}
 
 pub const ALLOW_METHODS: &[u8] = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, SERVE";
 
@@ -20,7 +33,8 @@ HttpRelay-Proxy-Headers, HttpRelay-Proxy-Status";
 
 /// What one side of a pairing learns about the other.
 pub struct Meta<'a> {
-    pub peer: Option<SocketAddr>,
+    pub ip: Option<IpAddr>,
+    pub port: Option<u16>,
     pub arrived_unix_ms: u64,
     pub method: &'a [u8],
     /// Filtered query; empty means the header is left out.
@@ -28,7 +42,7 @@ pub struct Meta<'a> {
 }
 
 /// `Date`, `HttpRelay-Version` and the CORS fields every response carries.
-pub fn common(w: &mut HeadWriter, date: &[u8], origin: &[u8]) {
+pub fn common(w: &mut HeadWriter, date: &[u8], origin: &[u8], expose: Expose) {
     w.header("Date", date)
         .header("HttpRelay-Version", VERSION.as_bytes());
     if origin.is_empty() {
@@ -37,19 +51,26 @@ pub fn common(w: &mut HeadWriter, date: &[u8], origin: &[u8]) {
         w.header("Access-Control-Allow-Origin", origin)
             .header("Vary", b"Origin");
     }
-    w.header("Access-Control-Expose-Headers", EXPOSE_HEADERS);
+    let exposed = match expose {
+        Expose::Metadata => EXPOSE_HEADERS,
+        Expose::Mcast => EXPOSE_MCAST_HEADERS,
+        Expose::All => b"*",
+    };
+    w.header("Access-Control-Expose-Headers", exposed);
 }
 
 /// The counterpart's metadata (`X-Real-IP`, times, method, query).
 pub fn metadata(w: &mut HeadWriter, other: &Meta, your_time_unix_ms: u64) {
-    if let Some(peer) = other.peer {
+    if let Some(ip) = other.ip {
         let mut text = [0u8; 64];
         let mut cursor = &mut text[..];
         // An IPv4 client of a dual-stack socket shows as its IPv4 address.
-        let _ = write!(cursor, "{}", peer.ip().to_canonical());
+        let _ = write!(cursor, "{}", ip.to_canonical());
         let len = 64 - cursor.len();
-        w.header("X-Real-IP", &text[..len])
-            .header_number("X-Real-Port", u64::from(peer.port()));
+        w.header("X-Real-IP", &text[..len]);
+    }
+    if let Some(port) = other.port {
+        w.header_number("X-Real-Port", u64::from(port));
     }
     w.header_number("HttpRelay-Time", other.arrived_unix_ms)
         .header_number("HttpRelay-Your-Time", your_time_unix_ms)

@@ -6,6 +6,15 @@
 
 mod support;
 
+#[path = "relay/mcast.rs"]
+mod mcast;
+#[path = "relay/proxy.rs"]
+mod proxy;
+#[path = "relay/sync.rs"]
+mod sync;
+#[path = "relay/trust.rs"]
+mod trust;
+
 use std::thread;
 use std::time::Duration;
 

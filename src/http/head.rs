@@ -49,6 +49,18 @@ pub struct Request {
     pub content_type: Vec<u8>,
     /// `HttpRelay-WSecret` value, empty when absent.
     pub wsecret_header: Vec<u8>,
+    /// The path as sent (not decoded), for values echoed into headers.
+    pub raw_path: Vec<u8>,
+    /// `Host` value, empty when absent.
+    pub host: Vec<u8>,
+    /// The `SeqId` cookie: `Some(0)` when present but not a number.
+    pub cookie_seqid: Option<u64>,
+    /// Forwarding fields, honoured only from a trusted proxy (empty when absent).
+    pub x_real_ip: Vec<u8>,
+    pub x_real_port: Vec<u8>,
+    pub forwarded_proto: Vec<u8>,
+    pub forwarded_host: Vec<u8>,
+    pub forwarded_port: Vec<u8>,
 }
 
 impl Request {
@@ -154,9 +166,20 @@ pub fn parse_request(
     parse_target(target.as_bytes(), req)?;
 
     req.expect_continue = false;
-    req.origin.clear();
-    req.content_type.clear();
-    req.wsecret_header.clear();
+    req.cookie_seqid = None;
+    for field in [
+        &mut req.origin,
+        &mut req.content_type,
+        &mut req.wsecret_header,
+        &mut req.host,
+        &mut req.x_real_ip,
+        &mut req.x_real_port,
+        &mut req.forwarded_proto,
+        &mut req.forwarded_host,
+        &mut req.forwarded_port,
+    ] {
+        field.clear();
+    }
     let mut hosts = 0;
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding = false;
@@ -167,6 +190,7 @@ pub fn parse_request(
         let value = trim(field.value);
         if name.eq_ignore_ascii_case("host") {
             hosts += 1;
+            set(&mut req.host, value);
         } else if name.eq_ignore_ascii_case("content-length") {
             let n = parse_content_length(value)?;
             if content_length.is_some_and(|seen| seen != n) {
@@ -195,6 +219,18 @@ pub fn parse_request(
             set(&mut req.content_type, value);
         } else if name.eq_ignore_ascii_case("httprelay-wsecret") {
             set(&mut req.wsecret_header, value);
+        } else if name.eq_ignore_ascii_case("cookie") {
+            req.cookie_seqid = req.cookie_seqid.or_else(|| cookie_seqid(value));
+        } else if name.eq_ignore_ascii_case("x-real-ip") {
+            set(&mut req.x_real_ip, value);
+        } else if name.eq_ignore_ascii_case("x-real-port") {
+            set(&mut req.x_real_port, value);
+        } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
+            set(&mut req.forwarded_proto, value);
+        } else if name.eq_ignore_ascii_case("x-forwarded-host") {
+            set(&mut req.forwarded_host, value);
+        } else if name.eq_ignore_ascii_case("x-forwarded-port") {
+            set(&mut req.forwarded_port, value);
         }
     }
     if hosts > 1 {
@@ -229,9 +265,27 @@ fn syntax_reason(e: httparse::Error) -> &'static str {
     }
 }
 
+/// The `SeqId` cookie among `name=value; name=value` pairs (names are
+/// case-sensitive). A value that is not a number counts as 0, as in the original.
+fn cookie_seqid(header: &[u8]) -> Option<u64> {
+    header.split(|&b| b == b';').map(trim).find_map(|pair| {
+        let value = pair.strip_prefix(b"SeqId=")?;
+        Some(parse_seqid(value))
+    })
+}
+
+/// A sequence number as clients send it; anything unparsable is 0.
+pub fn parse_seqid(value: &[u8]) -> u64 {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn parse_target(target: &[u8], req: &mut Request) -> Result<(), HeadError> {
     req.path.clear();
     req.query.clear();
+    req.raw_path.clear();
     if target == b"*" {
         req.target = Some(Target::Asterisk);
         return Ok(());
@@ -254,7 +308,9 @@ fn parse_target(target: &[u8], req: &mut Request) -> Result<(), HeadError> {
     };
     if path.is_empty() {
         req.path.push(b'/');
+        req.raw_path.push(b'/');
     }
+    req.raw_path.extend_from_slice(path);
     percent_decode(path, &mut req.path).ok_or(HeadError::BadPercentEncoding)?;
     req.query.extend_from_slice(query);
     req.target = Some(Target::Path);
@@ -524,6 +580,27 @@ mod tests {
         assert!(
             req.origin.is_empty() && req.content_type.is_empty() && req.wsecret_header.is_empty()
         );
+    }
+
+    #[test]
+    fn seqid_cookie() {
+        let seq = |cookie: &str| {
+            ok(&format!(
+                "GET / HTTP/1.1\r\nHost: h\r\nCookie: {cookie}\r\n\r\n"
+            ))
+            .cookie_seqid
+        };
+        assert_eq!(seq("a=1; SeqId=7; b=2"), Some(7));
+        assert_eq!(seq("SeqId=x"), Some(0));
+        assert_eq!(seq("seqid=3"), None);
+        assert_eq!(ok("GET / HTTP/1.1\r\nHost: h\r\n\r\n").cookie_seqid, None);
+    }
+
+    #[test]
+    fn raw_path_keeps_escapes() {
+        let req = ok("GET /mcast/a%20b?x HTTP/1.1\r\nHost: h:81\r\n\r\n");
+        assert_eq!(req.raw_path, b"/mcast/a%20b");
+        assert_eq!(req.host, b"h:81");
     }
 
     #[test]

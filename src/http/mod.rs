@@ -10,6 +10,8 @@ mod response;
 
 pub use body::{BodyDecoder, BodyError, Decoded};
 pub use date::HttpDate;
-pub use head::{parse_request, Framing, HeadError, Request, Target};
+pub use head::{
+    parse_request, parse_seqid, Framing, HeadError, Request, Target, MAX_HEADER_FIELDS,
+};
 pub use query::{find_param, QueryFilter};
-pub use response::{chunk_header, HeadWriter, Status};
+pub use response::{chunk_header, format_decimal, HeadWriter, Status};

@@ -58,6 +58,17 @@ impl<'a> HeadWriter<'a> {
         self
     }
 
+    /// A field whose value is the concatenation of `parts`.
+    pub fn header_parts(&mut self, name: &str, parts: &[&[u8]]) -> &mut Self {
+        self.raw(name.as_bytes());
+        self.raw(b": ");
+        for part in parts {
+            self.raw(part);
+        }
+        self.raw(b"\r\n");
+        self
+    }
+
     pub fn header_number(&mut self, name: &str, value: u64) -> &mut Self {
         self.raw(name.as_bytes());
         self.raw(b": ");

@@ -8,11 +8,18 @@
 //! moves the bytes.
 
 mod link;
+mod mcast;
+mod proxy;
 mod secret;
+mod sync;
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 pub use link::{LinkArrival, LinkChannel};
+pub use mcast::{McastChannel, McastGet, Message, MessageState, ProducerMeta};
+pub use proxy::{JobId, ProxyChannel, ProxyDispatch};
+pub use sync::{SyncArrival, SyncChannel};
 
 /// Milliseconds on the caller's monotonic clock.
 pub type Millis = u64;
@@ -35,35 +42,81 @@ pub enum Role {
 pub enum RelayError {
     /// The channel was claimed with a different write secret.
     WrongSecret,
+    /// An mcast message grew past its limit.
+    TooLarge,
+    /// A proxy result names a job that does not exist or is not awaiting one.
+    UnknownJob,
 }
 
 impl std::fmt::Display for RelayError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RelayError::WrongSecret => f.write_str("wrong write secret for this channel"),
-        }
+        f.write_str(match self {
+            RelayError::WrongSecret => "wrong write secret for this channel",
+            RelayError::TooLarge => "message too large",
+            RelayError::UnknownJob => "unknown or already answered job",
+        })
     }
 }
 
 /// Default time an idle channel (nobody waiting) is remembered: 20 minutes.
 pub const DEFAULT_IDLE_EXPIRY: Millis = 20 * 60 * 1000;
 
-/// The registry of channels for every method.
+/// The core's limits and settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    pub idle_expiry: Millis,
+    /// Bytes of complete mcast messages a channel retains (oldest dropped beyond).
+    pub mcast_retain: usize,
+    /// Seed for job ids (the shell supplies randomness; the core has no IO).
+    pub seed: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            idle_expiry: DEFAULT_IDLE_EXPIRY,
+            mcast_retain: 11_000_000,
+            seed: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+}
+
+/// The registry of channels for every method. Each method has its own
+/// namespace of ids, as in the original.
 pub struct Relay {
     links: HashMap<Box<[u8]>, LinkChannel>,
-    idle_expiry: Millis,
+    mcasts: HashMap<Box<[u8]>, McastChannel>,
+    syncs: HashMap<Box<[u8]>, SyncChannel>,
+    proxies: HashMap<Box<[u8]>, ProxyChannel>,
+    settings: Settings,
+    rng: u64,
     /// When the next sweep for idle channels is due, if any channel exists.
     next_sweep: Option<Millis>,
 }
 
+/// The channel for `id`, created on first use. Looking up before inserting
+/// keeps a warm channel free of allocation.
+fn channel<'a, C: Default>(map: &'a mut HashMap<Box<[u8]>, C>, id: &[u8]) -> &'a mut C {
+    if !map.contains_key(id) {
+        map.insert(id.into(), C::default());
+    }
+    map.get_mut(id).expect("inserted above")
+}
+
 impl Relay {
-    pub fn new(idle_expiry: Millis) -> Relay {
+    pub fn new(settings: Settings) -> Relay {
         Relay {
             links: HashMap::new(),
-            idle_expiry,
+            mcasts: HashMap::new(),
+            syncs: HashMap::new(),
+            proxies: HashMap::new(),
+            rng: settings.seed | 1,
+            settings,
             next_sweep: None,
         }
     }
+
+    // ---- link ----
 
     /// A link request arrives on channel `id`. `secret` is the write secret it
     /// presents (empty for none); only producers are checked.
@@ -79,29 +132,161 @@ impl Relay {
         waiter: WaiterId,
         secret: &[u8],
     ) -> Result<LinkArrival, RelayError> {
-        // Look up before inserting so that a warm channel costs no allocation.
-        let channel = match self.links.get_mut(id) {
-            Some(channel) => channel,
-            None => self.links.entry(id.into()).or_default(),
-        };
-        let arrival = channel.arrive(now, role, waiter, secret);
+        let arrival = channel(&mut self.links, id).arrive(now, role, waiter, secret);
         self.schedule_sweep(now);
         arrival
     }
 
     /// A parked link waiter went away. Returns whether it was still waiting.
     pub fn link_leave(&mut self, now: Millis, id: &[u8], waiter: WaiterId) -> bool {
-        match self.links.get_mut(id) {
-            Some(channel) => channel.leave(now, waiter),
-            None => false,
+        self.links.get_mut(id).is_some_and(|c| c.leave(now, waiter))
+    }
+
+    // ---- mcast ----
+
+    /// A producer starts a message. Readers waiting for the next message are
+    /// appended to `woken`: each should be sent the returned message.
+    pub fn mcast_publish(
+        &mut self,
+        now: Millis,
+        id: &[u8],
+        secret: &[u8],
+        meta: ProducerMeta,
+        woken: &mut Vec<WaiterId>,
+    ) -> Result<Rc<Message>, RelayError> {
+        let published = channel(&mut self.mcasts, id).publish(now, secret, meta, woken);
+        self.schedule_sweep(now);
+        published
+    }
+
+    /// The message's upload finished; older messages may be dropped.
+    pub fn mcast_complete(&mut self, now: Millis, id: &[u8], message: &Message) {
+        let retain = self.settings.mcast_retain;
+        if let Some(c) = self.mcasts.get_mut(id) {
+            c.complete(now, message, retain);
         }
     }
 
+    /// The message's upload failed: it is removed.
+    pub fn mcast_abort(&mut self, now: Millis, id: &[u8], message: &Message) {
+        if let Some(c) = self.mcasts.get_mut(id) {
+            c.abort(now, message);
+        }
+    }
+
+    /// A reader asks for a message (`requested`: its sequence number, if any).
+    pub fn mcast_get(
+        &mut self,
+        now: Millis,
+        id: &[u8],
+        requested: Option<u64>,
+        reader: WaiterId,
+    ) -> McastGet {
+        let got = channel(&mut self.mcasts, id).get(now, requested, reader);
+        self.schedule_sweep(now);
+        got
+    }
+
+    pub fn mcast_leave(&mut self, now: Millis, id: &[u8], reader: WaiterId) -> bool {
+        self.mcasts
+            .get_mut(id)
+            .is_some_and(|c| c.leave(now, reader))
+    }
+
+    /// Bytes of complete mcast messages retained, over all channels.
+    pub fn mcast_held_bytes(&self) -> usize {
+        self.mcasts.values().map(McastChannel::held_bytes).sum()
+    }
+
+    // ---- sync ----
+
+    pub fn sync_arrive(&mut self, now: Millis, id: &[u8], waiter: WaiterId) -> SyncArrival {
+        let arrival = channel(&mut self.syncs, id).arrive(now, waiter);
+        self.schedule_sweep(now);
+        arrival
+    }
+
+    pub fn sync_leave(&mut self, now: Millis, id: &[u8], waiter: WaiterId) -> bool {
+        self.syncs.get_mut(id).is_some_and(|c| c.leave(now, waiter))
+    }
+
+    // ---- proxy ----
+
+    /// A client request for server `id`: handed to a waiting `SERVE`, or queued.
+    /// Returns the job id given to it.
+    pub fn proxy_request(
+        &mut self,
+        now: Millis,
+        id: &[u8],
+        client: WaiterId,
+    ) -> (JobId, ProxyDispatch) {
+        let mut job = self.next_job_id();
+        let proxy = channel(&mut self.proxies, id);
+        while proxy.has_job(&job) {
+            job = next_job_id(&mut self.rng);
+        }
+        let dispatch = proxy.request(now, client, job);
+        self.schedule_sweep(now);
+        (job, dispatch)
+    }
+
+    /// A `SERVE` is ready for the next job.
+    pub fn proxy_serve(
+        &mut self,
+        now: Millis,
+        id: &[u8],
+        server: WaiterId,
+        secret: &[u8],
+    ) -> Result<ProxyDispatch, RelayError> {
+        let dispatch = channel(&mut self.proxies, id).serve(now, server, secret);
+        self.schedule_sweep(now);
+        dispatch
+    }
+
+    /// A job's request was fully delivered to its `SERVE`.
+    pub fn proxy_delivered(&mut self, now: Millis, id: &[u8], job: &JobId) {
+        if let Some(c) = self.proxies.get_mut(id) {
+            c.delivered(now, job);
+        }
+    }
+
+    /// A `SERVE` brings the result of `job`: returns the client to answer.
+    pub fn proxy_result(
+        &mut self,
+        now: Millis,
+        id: &[u8],
+        secret: &[u8],
+        job: &JobId,
+    ) -> Result<WaiterId, RelayError> {
+        let result = channel(&mut self.proxies, id).result(now, secret, job);
+        self.schedule_sweep(now);
+        result
+    }
+
+    pub fn proxy_client_leave(&mut self, now: Millis, id: &[u8], job: &JobId) -> bool {
+        self.proxies
+            .get_mut(id)
+            .is_some_and(|c| c.client_leave(now, job))
+    }
+
+    pub fn proxy_server_leave(&mut self, now: Millis, id: &[u8], server: WaiterId) -> bool {
+        self.proxies
+            .get_mut(id)
+            .is_some_and(|c| c.server_leave(now, server))
+    }
+
+    fn next_job_id(&mut self) -> JobId {
+        next_job_id(&mut self.rng)
+    }
+
+    // ---- all methods ----
+
     /// Removes every parked waiter of every channel (for shutdown) and returns them.
     pub fn drain_waiters(&mut self, out: &mut Vec<WaiterId>) {
-        for channel in self.links.values_mut() {
-            channel.drain(out);
-        }
+        self.links.values_mut().for_each(|c| c.drain(out));
+        self.mcasts.values_mut().for_each(|c| c.drain(out));
+        self.syncs.values_mut().for_each(|c| c.drain(out));
+        self.proxies.values_mut().for_each(|c| c.drain(out));
     }
 
     /// The next time [`Relay::handle_timeout`] has work to do.
@@ -111,37 +296,72 @@ impl Relay {
 
     /// Forgets channels that have been idle (nobody waiting) for the expiry time.
     pub fn handle_timeout(&mut self, now: Millis) {
-        if self.next_sweep.is_some_and(|due| due > now) {
+        if self.next_sweep.is_none_or(|due| due > now) {
             return;
         }
-        let expiry = self.idle_expiry;
-        self.links
-            .retain(|_, channel| !channel.is_expired(now, expiry));
+        let expiry = self.settings.idle_expiry;
+        self.links.retain(|_, c| !c.is_expired(now, expiry));
+        self.mcasts.retain(|_, c| !c.is_expired(now, expiry));
+        self.syncs.retain(|_, c| !c.is_expired(now, expiry));
+        self.proxies.retain(|_, c| !c.is_expired(now, expiry));
         self.next_sweep = None;
-        if !self.links.is_empty() {
+        if self.channel_count() > 0 {
             self.schedule_sweep(now);
         }
     }
 
     /// Number of channels remembered (for tests, metrics and leak checks).
     pub fn channel_count(&self) -> usize {
-        self.links.len()
+        self.links.len() + self.mcasts.len() + self.syncs.len() + self.proxies.len()
     }
 
     /// Number of requests parked on any channel.
     pub fn waiter_count(&self) -> usize {
-        self.links.values().map(LinkChannel::waiting_len).sum()
+        self.links
+            .values()
+            .map(LinkChannel::waiting_len)
+            .sum::<usize>()
+            + self
+                .mcasts
+                .values()
+                .map(McastChannel::waiting_len)
+                .sum::<usize>()
+            + self
+                .syncs
+                .values()
+                .map(SyncChannel::waiting_len)
+                .sum::<usize>()
+            + self
+                .proxies
+                .values()
+                .map(ProxyChannel::waiting_len)
+                .sum::<usize>()
     }
 
     fn schedule_sweep(&mut self, now: Millis) {
         // Sweeping every channel at a fraction of the expiry keeps the core free of
         // per-request timer entries (no allocation); a channel is forgotten between
         // `expiry` and `expiry + interval` after it went idle.
-        let interval = (self.idle_expiry / 16).clamp(10, 60_000);
+        let interval = (self.settings.idle_expiry / 16).clamp(10, 60_000);
         if self.next_sweep.is_none() {
             self.next_sweep = Some(now + interval);
         }
     }
+}
+
+/// xorshift64*: job ids need to be unguessable by accident, not cryptographic
+/// (the write secret is what guards a server id).
+fn next_job_id(state: &mut u64) -> JobId {
+    const ALPHABET: &[u8; 62] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut id = [0u8; 8];
+    for byte in &mut id {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32;
+        *byte = ALPHABET[(r % 62) as usize];
+    }
+    id
 }
 
 #[cfg(test)]
@@ -157,7 +377,7 @@ mod tests {
 
     #[test]
     fn producer_first_waits_then_pairs_with_consumer() {
-        let mut relay = Relay::new(DEFAULT_IDLE_EXPIRY);
+        let mut relay = Relay::new(Settings::default());
         assert_eq!(
             relay.link_arrive(0, b"x", P, w(1), b""),
             Ok(LinkArrival::Parked)
@@ -171,7 +391,7 @@ mod tests {
 
     #[test]
     fn consumer_first_waits_then_pairs_with_producer() {
-        let mut relay = Relay::new(DEFAULT_IDLE_EXPIRY);
+        let mut relay = Relay::new(Settings::default());
         assert_eq!(
             relay.link_arrive(0, b"x", C, w(1), b""),
             Ok(LinkArrival::Parked)
@@ -185,7 +405,7 @@ mod tests {
 
     #[test]
     fn same_role_queues_first_come_first_served() {
-        let mut relay = Relay::new(DEFAULT_IDLE_EXPIRY);
+        let mut relay = Relay::new(Settings::default());
         for n in 1..=3 {
             assert_eq!(
                 relay.link_arrive(n as u64, b"q", P, w(n), b""),
@@ -203,7 +423,7 @@ mod tests {
 
     #[test]
     fn consumers_queue_first_come_first_served() {
-        let mut relay = Relay::new(DEFAULT_IDLE_EXPIRY);
+        let mut relay = Relay::new(Settings::default());
         for n in 1..=3 {
             relay.link_arrive(0, b"q", C, w(n), b"").unwrap();
         }
@@ -217,7 +437,7 @@ mod tests {
 
     #[test]
     fn channels_are_independent() {
-        let mut relay = Relay::new(DEFAULT_IDLE_EXPIRY);
+        let mut relay = Relay::new(Settings::default());
         relay.link_arrive(0, b"a", P, w(1), b"").unwrap();
         assert_eq!(
             relay.link_arrive(0, b"b", C, w(2), b""),
@@ -235,7 +455,7 @@ mod tests {
 
     #[test]
     fn a_waiter_that_left_is_never_matched() {
-        let mut relay = Relay::new(DEFAULT_IDLE_EXPIRY);
+        let mut relay = Relay::new(Settings::default());
         relay.link_arrive(0, b"x", C, w(1), b"").unwrap();
         relay.link_arrive(0, b"x", C, w(2), b"").unwrap();
         assert!(relay.link_leave(1, b"x", w(1)));
@@ -254,7 +474,7 @@ mod tests {
 
     #[test]
     fn first_producer_with_a_secret_claims_the_channel() {
-        let mut relay = Relay::new(DEFAULT_IDLE_EXPIRY);
+        let mut relay = Relay::new(Settings::default());
         // A producer without a secret on an unclaimed channel is accepted and claims nothing.
         assert_eq!(
             relay.link_arrive(0, b"s", P, w(1), b""),
@@ -281,7 +501,7 @@ mod tests {
 
     #[test]
     fn consumers_are_never_asked_for_the_secret() {
-        let mut relay = Relay::new(DEFAULT_IDLE_EXPIRY);
+        let mut relay = Relay::new(Settings::default());
         relay.link_arrive(0, b"s", P, w(1), b"abc").unwrap();
         assert_eq!(
             relay.link_arrive(0, b"s", C, w(2), b"other"),
@@ -295,7 +515,10 @@ mod tests {
 
     #[test]
     fn idle_channel_and_its_secret_are_forgotten_after_expiry() {
-        let mut relay = Relay::new(1_000);
+        let mut relay = Relay::new(Settings {
+            idle_expiry: 1_000,
+            ..Settings::default()
+        });
         relay.link_arrive(0, b"s", P, w(1), b"abc").unwrap();
         relay.link_arrive(10, b"s", C, w(2), b"").unwrap();
         assert_eq!(relay.channel_count(), 1);
@@ -324,7 +547,10 @@ mod tests {
 
     #[test]
     fn a_channel_with_a_waiter_never_expires() {
-        let mut relay = Relay::new(1_000);
+        let mut relay = Relay::new(Settings {
+            idle_expiry: 1_000,
+            ..Settings::default()
+        });
         relay.link_arrive(0, b"w", C, w(1), b"").unwrap();
         for now in (0..100_000).step_by(500) {
             relay.handle_timeout(now);
@@ -338,7 +564,10 @@ mod tests {
 
     #[test]
     fn activity_postpones_expiry() {
-        let mut relay = Relay::new(1_000);
+        let mut relay = Relay::new(Settings {
+            idle_expiry: 1_000,
+            ..Settings::default()
+        });
         for step in 0..10u64 {
             let now = step * 600;
             relay.handle_timeout(now);
@@ -350,7 +579,7 @@ mod tests {
 
     #[test]
     fn drain_returns_every_parked_waiter_once() {
-        let mut relay = Relay::new(DEFAULT_IDLE_EXPIRY);
+        let mut relay = Relay::new(Settings::default());
         relay.link_arrive(0, b"a", C, w(1), b"").unwrap();
         relay.link_arrive(0, b"a", C, w(2), b"").unwrap();
         relay.link_arrive(0, b"b", P, w(3), b"").unwrap();

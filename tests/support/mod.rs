@@ -663,3 +663,93 @@ impl Conn {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Helpers for the mcast, sync, proxy and trust tests.
+
+impl Relay {
+    /// Starts the relay on 127.0.0.1 with an OS-chosen port and extra flags.
+    pub fn start_flags(extra: &[&str]) -> Relay {
+        let mut args = vec!["-a", "127.0.0.1", "-p", "0"];
+        args.extend_from_slice(extra);
+        Relay::start_with(&args)
+    }
+}
+
+/// Like `req`, but with the given `Host` header value instead of `relay.test`.
+pub fn req_host(
+    method: &str,
+    target: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut with_host = req(method, target, headers, body);
+    let from = b"\r\nHost: relay.test\r\n";
+    let at = with_host
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("req writes a Host header");
+    with_host.splice(
+        at..at + from.len(),
+        format!("\r\nHost: {host}\r\n").into_bytes(),
+    );
+    with_host
+}
+
+/// Chunk-encodes `pieces` (one chunk each, empty pieces skipped); with `last`, adds the
+/// terminating zero chunk and the empty trailer section.
+pub fn chunked(pieces: &[&[u8]], last: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for piece in pieces.iter().filter(|p| !p.is_empty()) {
+        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    }
+    if last {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    out
+}
+
+/// Sends `request` and checks that no response arrives while it is parked.
+pub fn send_waiting(conn: &mut Conn, request: &[u8], what: &str) {
+    conn.send(request);
+    assert!(
+        conn.is_silent_for(PARK),
+        "{what} must wait, but the relay answered at once"
+    );
+}
+
+/// A second handle on a connection's socket, to shut it down so that a thread blocked
+/// reading it sees end of stream.
+pub struct Handle(Stream);
+
+impl Handle {
+    /// Shuts both directions down (errors ignored: the socket may be gone already).
+    pub fn shutdown(&self) {
+        let _ = match &self.0 {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+}
+
+impl Conn {
+    /// Limits how long a write may block before it fails (`send` then panics).
+    pub fn set_write_timeout(&mut self, timeout: Duration) {
+        match &self.stream {
+            Stream::Tcp(s) => s.set_write_timeout(Some(timeout)),
+            Stream::Unix(s) => s.set_write_timeout(Some(timeout)),
+        }
+        .expect("set_write_timeout")
+    }
+
+    /// Another handle on the same socket.
+    pub fn handle(&self) -> Handle {
+        Handle(match &self.stream {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone().expect("clone socket")),
+            Stream::Unix(s) => Stream::Unix(s.try_clone().expect("clone socket")),
+        })
+    }
+}

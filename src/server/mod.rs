@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,16 +13,21 @@ use mio::net::{TcpListener, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::buf::{Buf, BufPool};
+use crate::buf::BufPool;
 use crate::config::{Config, Listen};
-use crate::conn::{After, Conn, ConnId, Phase, Stream};
+use crate::conn::{After, Conn, ConnId, Phase, Stream, Wait};
 use crate::http::{
-    chunk_header, find_param, parse_request, BodyDecoder, BodyError, Framing, HeadWriter, HttpDate,
-    QueryFilter, Status, Target,
+    find_param, parse_request, Framing, HeadWriter, HttpDate, QueryFilter, Status, Target,
 };
-use crate::relay::{LinkArrival, Millis, Relay, RelayError, Role, WaiterId};
-use crate::reply::{self, Meta};
+use crate::relay::{Millis, Relay, Settings, WaiterId};
+use crate::reply::{self, Expose};
 use crate::signal;
+
+mod link;
+mod mcast;
+mod proxy;
+mod sync;
+mod transfer;
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNAL: Token = Token(usize::MAX - 1);
@@ -65,7 +70,7 @@ enum Listener {
 }
 
 /// Whether a connection can take another step right now.
-enum Step {
+pub(crate) enum Step {
     /// The phase changed or progress was made: look again.
     Again,
     /// Waiting for readiness, a counterpart or a timer.
@@ -83,6 +88,9 @@ pub struct Server {
     input_pool: BufPool,
     output_pool: BufPool,
     max_head: usize,
+    mcast_max_message: usize,
+    sync_max_body: usize,
+    trust_proxy: Vec<IpAddr>,
     started: Instant,
     date: HttpDate,
     query_filter: QueryFilter,
@@ -90,6 +98,8 @@ pub struct Server {
     /// Connections to drive once the current batch of events is handled.
     ready: Vec<ConnId>,
     waiters: Vec<WaiterId>,
+    /// Scratch for header values built from parts (cookie paths, URLs).
+    text: Vec<u8>,
     /// Connection deadlines (lazy: an entry counts only if it still matches the
     /// connection's `deadline`).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
@@ -138,16 +148,24 @@ impl Server {
             listener: Some(listener),
             signals,
             conns: Slab::new(),
-            relay: Relay::new(idle_expiry.max(1)),
+            relay: Relay::new(Settings {
+                idle_expiry: idle_expiry.max(1),
+                mcast_retain: config.mcast_retain,
+                seed: random_seed(),
+            }),
             input_pool: BufPool::new(config.max_head, POOL_KEEP),
             output_pool: BufPool::new(OUTPUT_BUF_SIZE, POOL_KEEP),
             max_head: config.max_head,
+            mcast_max_message: config.mcast_max_message,
+            sync_max_body: config.sync_max_body,
+            trust_proxy: config.trust_proxy.clone(),
             started: Instant::now(),
             date: HttpDate::default(),
             query_filter: QueryFilter::default(),
             secret: Vec::new(),
             ready: Vec::new(),
             waiters: Vec::new(),
+            text: Vec::new(),
             timers: BinaryHeap::new(),
             accept_retry: None,
             shutdown_deadline: None,
@@ -370,6 +388,10 @@ impl Server {
                 Phase::Parked(_) => self.drive_parked(id),
                 Phase::Producing { consumer, .. } => self.pump(id, consumer),
                 Phase::Consuming { producer, .. } => self.pump(producer, id),
+                Phase::Publishing { .. } => self.drive_publishing(id),
+                Phase::Reading { .. } => self.drive_reading(id),
+                Phase::Holding { .. } => self.drive_holding(id),
+                Phase::SendingHeld { .. } => self.drive_sending_held(id),
                 Phase::Responding(after) => self.drive_response(id, after),
                 Phase::Lingering => self.linger(id),
             };
@@ -388,6 +410,12 @@ impl Server {
         if let Some(input) = conn.input.as_mut().filter(|i| !i.is_empty()) {
             match parse_request(input.pending(), self.max_head, &mut conn.req) {
                 Ok(Some(head_len)) => {
+                    conn.head_copy.clear();
+                    if conn.req.path.starts_with(b"/proxy/") {
+                        // Proxy forwards the request's fields; keep the head.
+                        conn.head_copy
+                            .extend_from_slice(&input.pending()[..head_len]);
+                    }
                     input.consume(head_len);
                     return self.handle_request(id);
                 }
@@ -435,105 +463,83 @@ impl Server {
     fn handle_request(&mut self, id: ConnId) -> Step {
         let conn = &mut self.conns[id.0];
         conn.arrived_unix_ms = unix_millis();
+        let trusted = conn
+            .peer
+            .is_some_and(|p| self.trust_proxy.contains(&p.ip().to_canonical()));
+        see_through_proxy(conn, trusted);
         if self.shutdown_deadline.is_some() {
             conn.req.keep_alive = false;
-            let after = body_after(conn);
-            self.respond_text(id, Status(503), "503 server shutting down\n", after);
-            return Step::Again;
+            return self.refuse(id, Status(503), "503 server shutting down\n");
         }
         let req = &conn.req;
         if req.target == Some(Target::Asterisk) {
-            let (status, text) = if req.method_is("OPTIONS") {
-                (Status(200), "")
-            } else {
-                (Status(400), "400 the * target is only for OPTIONS\n")
-            };
-            let after = body_after(conn);
-            self.respond_text(id, status, text, after);
-            return Step::Again;
+            if req.method_is("OPTIONS") {
+                return self.refuse(id, Status(200), "");
+            }
+            return self.refuse(id, Status(400), "400 the * target is only for OPTIONS\n");
         }
         let path = req.path.as_slice();
         if path == b"/health" {
-            let after = body_after(conn);
-            self.respond_text(id, Status(200), reply::VERSION, after);
+            return self.refuse(id, Status(200), reply::VERSION);
+        }
+        let Some((method, rest)) = route(path) else {
+            return self.refuse(id, Status(404), "404 page not found\n");
+        };
+        // link, mcast, sync: the last segment; proxy: the segment after /proxy/.
+        let channel = match method {
+            Method::Proxy => rest.split(|&b| b == b'/').next().unwrap_or_default(),
+            _ => rest.rsplit(|&b| b == b'/').next().unwrap_or_default(),
+        };
+        conn.channel.clear();
+        conn.channel.extend_from_slice(channel);
+        if conn.req.method_is("OPTIONS") {
+            self.respond_preflight(id, method == Method::Proxy);
             return Step::Again;
         }
-        if let Some(rest) = path.strip_prefix(b"/link/") {
-            // The channel id is the last path segment.
-            let id_start = rest.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
-            conn.channel.clear();
-            conn.channel.extend_from_slice(&rest[id_start..]);
-            return self.handle_link(id);
+        self.query_filter
+            .filter(&conn.req.query, &mut conn.query_meta);
+        match method {
+            Method::Link => self.handle_link(id),
+            Method::Mcast => self.handle_mcast(id),
+            Method::Sync => self.handle_sync(id),
+            Method::Proxy => self.handle_proxy(id),
         }
-        let after = body_after(conn);
-        self.respond_text(id, Status(404), "404 page not found\n", after);
+    }
+
+    /// Answers a request the relay will not take further (errors, `/health`),
+    /// skipping or refusing its unread body.
+    fn refuse(&mut self, id: ConnId, status: Status, text: &str) -> Step {
+        let after = body_after(&mut self.conns[id.0]);
+        self.respond_text(id, status, text, after);
         Step::Again
     }
 
-    fn handle_link(&mut self, id: ConnId) -> Step {
-        let now = self.now_millis();
-        let conn = &mut self.conns[id.0];
-        let role = match conn.req.method.as_slice() {
-            b"GET" => Role::Consumer,
-            b"POST" | b"PUT" => Role::Producer,
-            b"OPTIONS" => {
-                self.respond_preflight(id);
-                return Step::Again;
-            }
-            _ => {
-                let after = body_after(conn);
-                self.respond_text(
-                    id,
-                    Status(405),
-                    "405 method not allowed: link takes GET, POST and PUT\n",
-                    after,
-                );
-                return Step::Again;
-            }
-        };
-        if !find_param(&conn.req.query, b"wsecret", &mut self.secret) {
+    /// The write secret the request presents: query `wsecret`, else the header.
+    fn load_secret(&mut self, id: ConnId) {
+        let req = &self.conns[id.0].req;
+        if !find_param(&req.query, b"wsecret", &mut self.secret) {
             self.secret.clear();
-            self.secret.extend_from_slice(&conn.req.wsecret_header);
+            self.secret.extend_from_slice(&req.wsecret_header);
         }
-        match self
-            .relay
-            .link_arrive(now, &conn.channel, role, WaiterId(id.0), &self.secret)
-        {
-            Err(RelayError::WrongSecret) => {
-                let after = body_after(conn);
-                self.respond_text(
-                    id,
-                    Status(401),
-                    "401 wrong write secret for this channel\n",
-                    after,
-                );
-                Step::Again
-            }
-            Ok(arrival) => {
-                self.query_filter
-                    .filter(&conn.req.query, &mut conn.query_meta);
-                if conn.req.expect_continue {
-                    let output = conn.output.get_or_insert_with(|| self.output_pool.take());
-                    output.push(b"HTTP/1.1 100 Continue\r\n\r\n");
-                }
-                match arrival {
-                    LinkArrival::Parked => {
-                        conn.phase = Phase::Parked(role);
-                        // A request without a body needs no input buffer while it waits.
-                        self.input_pool.give_if_empty(&mut conn.input);
-                        Step::Again
-                    }
-                    LinkArrival::Paired(WaiterId(other)) => {
-                        let other = ConnId(other);
-                        match role {
-                            Role::Producer => self.start_transfer(id, other),
-                            Role::Consumer => self.start_transfer(other, id),
-                        }
-                        Step::Again
-                    }
-                }
-            }
+    }
+
+    /// The request was accepted: a client that waits for `100 Continue` gets it.
+    fn continue_body(&mut self, id: ConnId) {
+        let conn = &mut self.conns[id.0];
+        if conn.req.expect_continue {
+            conn.req.expect_continue = false;
+            let output = conn.output.get_or_insert_with(|| self.output_pool.take());
+            output.push(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
+    }
+
+    /// The connection waits in the core as `wait`.
+    fn park(&mut self, id: ConnId, wait: Wait) -> Step {
+        let conn = &mut self.conns[id.0];
+        conn.phase = Phase::Parked(wait);
+        // A waiter whose body has not started arriving needs no input buffer.
+        self.input_pool.give_if_empty(&mut conn.input);
+        Step::Again
     }
 
     fn drive_parked(&mut self, id: ConnId) -> Step {
@@ -552,306 +558,6 @@ impl Server {
                 self.close(id);
                 Step::Closed
             }
-        }
-    }
-
-    /// Pairs producer `p` and consumer `c`: the consumer's response head goes out
-    /// at once and the producer's body follows as it arrives.
-    fn start_transfer(&mut self, p: ConnId, c: ConnId) {
-        let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
-            debug_assert!(false, "paired with a connection that is gone");
-            return;
-        };
-        debug_assert!(matches!(
-            producer.phase,
-            Phase::Parked(_) | Phase::ReadingHead
-        ));
-        debug_assert!(matches!(
-            consumer.phase,
-            Phase::Parked(_) | Phase::ReadingHead
-        ));
-        let framing = producer.req.framing();
-        // An HTTP/1.0 consumer cannot take chunked coding: its body ends at close.
-        let until_close = framing == Framing::Chunked && consumer.req.minor_version == 0;
-        if until_close {
-            consumer.req.keep_alive = false;
-        }
-        let output = consumer
-            .output
-            .get_or_insert_with(|| self.output_pool.take());
-        let mut w = HeadWriter::new(output.spare(), Status(200));
-        reply::common(&mut w, self.date.as_bytes(), &consumer.req.origin);
-        let meta = Meta {
-            peer: producer.peer,
-            arrived_unix_ms: producer.arrived_unix_ms,
-            method: &producer.req.method,
-            query: &producer.query_meta,
-        };
-        reply::metadata(&mut w, &meta, consumer.arrived_unix_ms);
-        if !producer.req.content_type.is_empty() {
-            w.header("Content-Type", &producer.req.content_type);
-        }
-        match framing {
-            Framing::Length(n) => {
-                w.header_number("Content-Length", n);
-            }
-            Framing::Empty => {
-                w.header_number("Content-Length", 0);
-            }
-            Framing::Chunked if !until_close => {
-                w.header("Transfer-Encoding", b"chunked");
-            }
-            Framing::Chunked => {}
-        }
-        reply::persistence(&mut w, consumer.req.keep_alive, consumer.req.minor_version);
-        match w.finish() {
-            Some(n) => output.commit(n),
-            None => {
-                // Reflected values too large for one head: refuse both sides.
-                producer.phase = Phase::ReadingHead;
-                consumer.phase = Phase::ReadingHead;
-                producer.req.keep_alive = false;
-                consumer.req.keep_alive = false;
-                let text = "500 response head too large\n";
-                self.respond_text(c, Status(500), text, After::Close);
-                self.respond_text(p, Status(500), text, After::Linger);
-                self.ready.extend([p, c]);
-                return;
-            }
-        }
-        producer.phase = Phase::Producing {
-            consumer: c,
-            body: BodyDecoder::new(framing),
-        };
-        consumer.phase = Phase::Consuming {
-            producer: p,
-            chunked: framing == Framing::Chunked && !until_close,
-            ended: false,
-        };
-        self.ready.extend([p, c]);
-    }
-
-    /// Moves body bytes from producer `p` to consumer `c` until one side blocks.
-    fn pump(&mut self, p: ConnId, c: ConnId) -> Step {
-        loop {
-            let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
-                return Step::Closed;
-            };
-            // A `100 Continue` may still be on its way to the producer.
-            if producer.output.is_some() {
-                if flush(producer).is_err() {
-                    self.close(p);
-                    return Step::Again;
-                }
-                self.output_pool.give_if_empty(&mut producer.output);
-            }
-            let Phase::Producing { body, .. } = &mut producer.phase else {
-                return Step::Closed;
-            };
-            let Phase::Consuming { chunked, ended, .. } = &mut consumer.phase else {
-                return Step::Closed;
-            };
-            let chunked = *chunked;
-            let Some(output) = consumer.output.as_mut() else {
-                debug_assert!(false, "a consumer holds its output buffer");
-                return Step::Closed;
-            };
-            let mut progress = false;
-
-            // 1. Decode buffered producer bytes into the consumer's output.
-            if let Some(input) = producer.input.as_mut() {
-                while !input.is_empty() && !body.is_done() {
-                    // Room for a chunk-size line and the CRLF after the data.
-                    let overhead = if chunked { 20 } else { 0 };
-                    let room = output.spare_len().saturating_sub(overhead);
-                    if room == 0 {
-                        break;
-                    }
-                    let decoded = match body.decode(input.pending(), room) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            self.abort_bad_body(p, c, e);
-                            return Step::Again;
-                        }
-                    };
-                    if !decoded.data.is_empty() {
-                        let data = &input.pending()[decoded.data.clone()];
-                        if chunked {
-                            let mut line = [0u8; 20];
-                            let n = chunk_header(data.len(), &mut line);
-                            output.push(&line[..n]);
-                        }
-                        output.push(data);
-                        if chunked {
-                            output.push(b"\r\n");
-                        }
-                    }
-                    input.consume(decoded.consumed);
-                    progress |= decoded.consumed > 0;
-                    if decoded.consumed == 0 {
-                        break;
-                    }
-                }
-            }
-            if body.is_done() && chunked && !*ended && output.spare_len() >= 5 {
-                output.push(b"0\r\n\r\n");
-                *ended = true;
-            }
-            let done = body.is_done() && (!chunked || *ended);
-
-            // 2. Send what the consumer's output holds.
-            if !output.is_empty() && consumer.writable {
-                match consumer.stream.write(output.pending()) {
-                    Ok(n) => {
-                        output.consume(n);
-                        progress = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => consumer.writable = false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                    Err(_) => {
-                        self.close(c);
-                        return Step::Again;
-                    }
-                }
-            }
-
-            // 3. Read more of the body, only when the output has room for it
-            //    (this is the backpressure: a slow consumer slows the producer).
-            let input_empty = producer.input.as_ref().is_none_or(Buf::is_empty);
-            let direct = body
-                .remaining_in_length()
-                .filter(|_| input_empty && !chunked);
-            if let Some(remaining) = direct.filter(|_| producer.readable) {
-                // A Content-Length body needs no decoding: read it straight into
-                // the consumer's output, never past its end (pipelined bytes
-                // after it belong to the producer's next request).
-                let spare = output.spare();
-                let limit = usize::try_from(remaining).map_or(spare.len(), |r| r.min(spare.len()));
-                if limit > 0 {
-                    match producer.stream.read(&mut spare[..limit]) {
-                        Ok(0) => {
-                            self.close(p);
-                            return Step::Again;
-                        }
-                        Ok(n) => {
-                            let _ = body.decode(&spare[..n], n);
-                            output.commit(n);
-                            progress = true;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            producer.readable = false
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                        Err(_) => {
-                            self.close(p);
-                            return Step::Again;
-                        }
-                    }
-                }
-            } else if direct.is_none()
-                && !body.is_done()
-                && input_empty
-                && producer.readable
-                && output.spare_len() > 20
-            {
-                let input = producer.input.get_or_insert_with(|| self.input_pool.take());
-                match producer.stream.read(input.spare()) {
-                    Ok(0) => {
-                        // The producer left mid-body: the consumer's response stays
-                        // visibly incomplete.
-                        self.close(p);
-                        return Step::Again;
-                    }
-                    Ok(n) => {
-                        input.commit(n);
-                        progress = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => producer.readable = false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                    Err(_) => {
-                        self.close(p);
-                        return Step::Again;
-                    }
-                }
-            }
-
-            if done && output.is_empty() {
-                self.finish_transfer(p, c);
-                return Step::Again;
-            }
-            if !progress {
-                return Step::Blocked;
-            }
-        }
-    }
-
-    /// The whole body reached the consumer: both get their final state.
-    fn finish_transfer(&mut self, p: ConnId, c: ConnId) {
-        let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
-            return;
-        };
-        consumer.phase = Phase::Responding(if consumer.req.keep_alive {
-            After::NextRequest
-        } else {
-            After::Close
-        });
-        let output = producer
-            .output
-            .get_or_insert_with(|| self.output_pool.take());
-        let mut w = HeadWriter::new(output.spare(), Status(200));
-        reply::common(&mut w, self.date.as_bytes(), &producer.req.origin);
-        let meta = Meta {
-            peer: consumer.peer,
-            arrived_unix_ms: consumer.arrived_unix_ms,
-            method: &consumer.req.method,
-            query: &consumer.query_meta,
-        };
-        reply::metadata(&mut w, &meta, producer.arrived_unix_ms);
-        w.header_number("Content-Length", 0);
-        reply::persistence(&mut w, producer.req.keep_alive, producer.req.minor_version);
-        let after = if producer.req.keep_alive {
-            After::NextRequest
-        } else {
-            After::Close
-        };
-        match w.finish() {
-            Some(n) => {
-                output.commit(n);
-                producer.phase = Phase::Responding(after);
-            }
-            None => {
-                producer.phase = Phase::ReadingHead;
-                producer.req.keep_alive = false;
-                self.respond_text(
-                    p,
-                    Status(500),
-                    "500 response head too large\n",
-                    After::Close,
-                );
-            }
-        }
-        self.ready.extend([p, c]);
-    }
-
-    /// The producer's chunked framing is broken: it gets `400`, the consumer a
-    /// truncated body.
-    fn abort_bad_body(&mut self, p: ConnId, c: ConnId, error: BodyError) {
-        self.truncate_consumer(c);
-        if let Some(producer) = self.conns.get_mut(p.0) {
-            producer.phase = Phase::ReadingHead;
-            producer.req.keep_alive = false;
-            let text = format!("400 {error}\n");
-            self.respond_text(p, Status(400), &text, After::Linger);
-        }
-    }
-
-    /// The consumer's response can never complete: send what is buffered (no
-    /// final chunk) and close, so that it ends visibly short.
-    fn truncate_consumer(&mut self, c: ConnId) {
-        if let Some(consumer) = self.conns.get_mut(c.0) {
-            consumer.phase = Phase::Responding(After::Close);
-            consumer.req.keep_alive = false;
-            self.ready.push(c);
         }
     }
 
@@ -924,12 +630,19 @@ impl Server {
         let keep_alive = after == After::NextRequest;
         let output = conn.output.get_or_insert_with(|| self.output_pool.take());
         let mut w = HeadWriter::new(output.spare(), status);
-        reply::common(&mut w, self.date.as_bytes(), &conn.req.origin);
+        let expose = expose_for(&conn.req.path);
+        reply::common(&mut w, self.date.as_bytes(), &conn.req.origin, expose);
         if !text.is_empty() {
             w.header("Content-Type", b"text/plain; charset=utf-8");
         }
         if status.0 == 405 {
-            w.header("Allow", b"GET, POST, PUT, OPTIONS");
+            let allow: &[u8] = if expose == Expose::Metadata && conn.req.path.starts_with(b"/sync/")
+            {
+                b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+            } else {
+                b"GET, POST, PUT, OPTIONS"
+            };
+            w.header("Allow", allow);
         }
         w.header_number("Content-Length", text.len() as u64);
         reply::persistence(&mut w, keep_alive, conn.req.minor_version);
@@ -954,17 +667,26 @@ impl Server {
         conn.phase = Phase::Responding(after);
     }
 
-    fn respond_preflight(&mut self, id: ConnId) {
+    fn respond_preflight(&mut self, id: ConnId, proxy: bool) {
         let conn = &mut self.conns[id.0];
         let after = body_after(conn);
         let keep_alive = after == After::NextRequest;
         let output = conn.output.get_or_insert_with(|| self.output_pool.take());
         let mut w = HeadWriter::new(output.spare(), Status(200));
-        reply::common(&mut w, self.date.as_bytes(), &conn.req.origin);
+        let expose = if proxy {
+            Expose::All
+        } else {
+            expose_for(&conn.req.path)
+        };
+        reply::common(&mut w, self.date.as_bytes(), &conn.req.origin, expose);
+        let allow_headers = if proxy { b"*" } else { reply::ALLOW_HEADERS };
         w.header("Access-Control-Allow-Methods", reply::ALLOW_METHODS)
-            .header("Access-Control-Allow-Headers", reply::ALLOW_HEADERS)
-            .header("Access-Control-Max-Age", b"86400")
-            .header_number("Content-Length", 0);
+            .header("Access-Control-Allow-Headers", allow_headers)
+            .header("Access-Control-Max-Age", b"86400");
+        if expose == Expose::Mcast {
+            w.header("Access-Control-Allow-Credentials", b"true");
+        }
+        w.header_number("Content-Length", 0);
         reply::persistence(&mut w, keep_alive, conn.req.minor_version);
         let n = w.finish().unwrap_or(0);
         output.commit(n);
@@ -981,25 +703,29 @@ impl Server {
         }
         let mut conn = self.conns.remove(id.0);
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        let now = self.now_millis();
+        let waiter = WaiterId(id.0);
         match conn.phase {
-            Phase::Parked(_) => {
-                let now = self.now_millis();
-                self.relay.link_leave(now, &conn.channel, WaiterId(id.0));
+            Phase::Parked(wait) => {
+                let channel = &conn.channel;
+                match wait {
+                    Wait::Link(_) => self.relay.link_leave(now, channel, waiter),
+                    Wait::McastReader => self.relay.mcast_leave(now, channel, waiter),
+                    Wait::Sync => self.relay.sync_leave(now, channel, waiter),
+                    Wait::ProxyClient => self.relay.proxy_client_leave(now, channel, &conn.job),
+                    Wait::ProxyServer => self.relay.proxy_server_leave(now, channel, waiter),
+                };
             }
-            Phase::Producing { consumer, .. } => self.truncate_consumer(consumer),
-            Phase::Consuming { producer, .. } => {
-                // The consumer left mid-body: the producer learns it failed.
-                if let Some(p) = self.conns.get_mut(producer.0) {
-                    p.phase = Phase::ReadingHead;
-                    p.req.keep_alive = false;
-                    self.respond_text(
-                        producer,
-                        Status(502),
-                        "502 consumer disconnected\n",
-                        After::Linger,
-                    );
-                    self.ready.push(producer);
+            Phase::Producing { consumer, kind, .. } => {
+                if kind == crate::conn::Transfer::ProxyJob {
+                    self.relay.proxy_client_leave(now, &conn.channel, &conn.job);
                 }
+                self.truncate_consumer(consumer);
+            }
+            Phase::Consuming { producer, kind, .. } => self.consumer_left(producer, kind),
+            Phase::Publishing { ref message, .. } => {
+                self.relay.mcast_abort(now, &conn.channel, message);
+                self.wake_followers(message);
             }
             _ => {}
         }
@@ -1089,4 +815,75 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
+}
+
+/// Which relay method a path belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    Link,
+    Mcast,
+    Sync,
+    Proxy,
+}
+
+/// The method and the rest of the path after its prefix.
+fn route(path: &[u8]) -> Option<(Method, &[u8])> {
+    [
+        (&b"/link/"[..], Method::Link),
+        (b"/mcast/", Method::Mcast),
+        (b"/sync/", Method::Sync),
+        (b"/proxy/", Method::Proxy),
+    ]
+    .into_iter()
+    .find_map(|(prefix, method)| path.strip_prefix(prefix).map(|rest| (method, rest)))
+}
+
+fn expose_for(path: &[u8]) -> Expose {
+    match route(path) {
+        Some((Method::Mcast, _)) => Expose::Mcast,
+        Some((Method::Proxy, _)) => Expose::All,
+        _ => Expose::Metadata,
+    }
+}
+
+/// Sets the address and scheme other parties see: the socket's, or those a
+/// trusted reverse proxy forwarded.
+fn see_through_proxy(conn: &mut Conn, trusted: bool) {
+    let req = &conn.req;
+    let forwarded_ip = trusted
+        .then(|| {
+            std::str::from_utf8(&req.x_real_ip)
+                .ok()?
+                .trim()
+                .parse::<IpAddr>()
+                .ok()
+        })
+        .flatten();
+    match forwarded_ip {
+        Some(ip) => {
+            conn.real_ip = Some(ip);
+            conn.real_port = std::str::from_utf8(&req.x_real_port)
+                .ok()
+                .and_then(|p| p.trim().parse().ok());
+        }
+        None => {
+            conn.real_ip = conn.peer.map(|p| p.ip());
+            conn.real_port = conn.peer.map(|p| p.port());
+        }
+    }
+    conn.trusted = trusted;
+    conn.https = trusted && req.forwarded_proto.eq_ignore_ascii_case(b"https");
+}
+
+/// Seed for job ids: the kernel's randomness when available, else the clock.
+fn random_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    // SAFETY: the buffer is valid for 8 bytes of writes.
+    let got = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if got == 8 {
+        return u64::from_ne_bytes(seed);
+    }
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
 }

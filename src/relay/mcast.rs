@@ -1,0 +1,223 @@
+//! mcast: one producer to many readers. Messages are numbered per channel and
+//! retained up to a byte budget; readers pick one by sequence number.
+//!
+//! A message is shared (`Rc`) by the channel and every reader sending it, so its
+//! bytes exist once however many readers there are, and a reader that is still
+//! sending a message the channel has since dropped keeps it alive until done.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::rc::Rc;
+
+use super::secret::WriteSecret;
+use super::{Millis, RelayError, WaiterId};
+
+/// What a reader learns about the producer of a message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProducerMeta {
+    pub ip: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub arrived_unix_ms: u64,
+    pub method: Box<[u8]>,
+    /// Filtered query (as `HttpRelay-Query` shows it).
+    pub query: Box<[u8]>,
+    pub content_type: Box<[u8]>,
+    /// The declared body length, when the producer sent one.
+    pub content_length: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageState {
+    /// The producer is still sending the body; readers follow it as it grows.
+    Uploading,
+    Complete,
+    /// The upload failed: readers that started must end visibly truncated.
+    Aborted,
+}
+
+/// One mcast message.
+#[derive(Debug)]
+pub struct Message {
+    pub seq: u64,
+    pub meta: ProducerMeta,
+    data: RefCell<Vec<u8>>,
+    state: Cell<MessageState>,
+    /// Readers that have sent everything uploaded so far and wait for more.
+    followers: RefCell<Vec<WaiterId>>,
+}
+
+impl Message {
+    pub fn state(&self) -> MessageState {
+        self.state.get()
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `f` with the bytes from `offset` on (empty if none yet).
+    pub fn with_bytes<R>(&self, offset: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        let data = self.data.borrow();
+        f(data.get(offset..).unwrap_or_default())
+    }
+
+    /// Appends uploaded bytes. Fails, appending nothing, when the message would
+    /// exceed `max_len`.
+    pub fn append(&self, bytes: &[u8], max_len: usize) -> Result<(), RelayError> {
+        let mut data = self.data.borrow_mut();
+        if data.len() + bytes.len() > max_len {
+            return Err(RelayError::TooLarge);
+        }
+        data.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// A reader caught up with the upload: wake it when more arrives.
+    pub fn follow(&self, reader: WaiterId) {
+        let mut followers = self.followers.borrow_mut();
+        if !followers.contains(&reader) {
+            followers.push(reader);
+        }
+    }
+
+    /// Readers to wake because the message grew or ended.
+    pub fn take_followers(&self, out: &mut Vec<WaiterId>) {
+        out.append(&mut self.followers.borrow_mut());
+    }
+}
+
+/// What became of a reader's `GET`.
+#[derive(Debug)]
+pub enum McastGet {
+    /// Send this message now (it may still be uploading).
+    Message(Rc<Message>),
+    /// Nothing to send yet: the reader waits for the next message.
+    Parked,
+}
+
+#[derive(Default, Debug)]
+pub struct McastChannel {
+    /// Retained and uploading messages, in sequence order.
+    messages: VecDeque<Rc<Message>>,
+    next_seq: u64,
+    /// Bytes of the complete messages retained.
+    held: usize,
+    /// Readers waiting for the next message.
+    waiting: Vec<WaiterId>,
+    secret: WriteSecret,
+    last_active: Millis,
+}
+
+impl McastChannel {
+    pub(super) fn publish(
+        &mut self,
+        now: Millis,
+        secret: &[u8],
+        meta: ProducerMeta,
+        woken: &mut Vec<WaiterId>,
+    ) -> Result<Rc<Message>, RelayError> {
+        self.last_active = now;
+        self.secret.admit(secret)?;
+        let capacity = meta.content_length.map_or(0, |n| n as usize);
+        let message = Rc::new(Message {
+            seq: self.next_seq,
+            meta,
+            data: RefCell::new(Vec::with_capacity(capacity)),
+            state: Cell::new(MessageState::Uploading),
+            followers: RefCell::new(Vec::new()),
+        });
+        self.next_seq += 1;
+        self.messages.push_back(Rc::clone(&message));
+        // Everyone waiting was waiting for exactly this: the next message.
+        woken.append(&mut self.waiting);
+        Ok(message)
+    }
+
+    pub(super) fn complete(&mut self, now: Millis, message: &Message, retain: usize) {
+        self.last_active = now;
+        message.state.set(MessageState::Complete);
+        message.data.borrow_mut().shrink_to_fit();
+        self.held += message.len();
+        // Drop the oldest complete messages while over budget, keeping the newest.
+        while self.held > retain {
+            let Some(at) = self
+                .messages
+                .iter()
+                .position(|m| m.state() == MessageState::Complete)
+            else {
+                break;
+            };
+            if Rc::ptr_eq(&self.messages[at], self.messages.back().expect("non-empty")) {
+                break;
+            }
+            let dropped = self.messages.remove(at).expect("position is in range");
+            self.held -= dropped.len();
+        }
+    }
+
+    pub(super) fn abort(&mut self, now: Millis, message: &Message) {
+        self.last_active = now;
+        if message.state() == MessageState::Complete {
+            self.held -= message.len();
+        }
+        message.state.set(MessageState::Aborted);
+        self.messages
+            .retain(|m| !std::ptr::eq(Rc::as_ptr(m), message));
+    }
+
+    pub(super) fn get(
+        &mut self,
+        now: Millis,
+        requested: Option<u64>,
+        reader: WaiterId,
+    ) -> McastGet {
+        self.last_active = now;
+        let found = match requested {
+            None => self.messages.back(),
+            Some(seq) if seq >= self.next_seq => None,
+            // Too old: the oldest retained. Otherwise that one, or the next that
+            // exists when it was removed by a failed upload.
+            Some(seq) => self.messages.iter().find(|m| m.seq >= seq),
+        };
+        match found {
+            Some(message) => McastGet::Message(Rc::clone(message)),
+            None => {
+                self.waiting.push(reader);
+                McastGet::Parked
+            }
+        }
+    }
+
+    pub(super) fn leave(&mut self, now: Millis, reader: WaiterId) -> bool {
+        let before = self.waiting.len();
+        self.waiting.retain(|&w| w != reader);
+        self.last_active = now;
+        self.waiting.len() != before
+    }
+
+    pub(super) fn drain(&mut self, out: &mut Vec<WaiterId>) {
+        out.append(&mut self.waiting);
+    }
+
+    pub(super) fn is_expired(&self, now: Millis, expiry: Millis) -> bool {
+        self.waiting.is_empty()
+            && self
+                .messages
+                .iter()
+                .all(|m| m.state() != MessageState::Uploading)
+            && now.saturating_sub(self.last_active) >= expiry
+    }
+
+    pub(super) fn waiting_len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub(super) fn held_bytes(&self) -> usize {
+        self.held
+    }
+}

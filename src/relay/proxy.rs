@@ -1,0 +1,179 @@
+//! proxy: a "server" (typically a browser tab) long-polls with `SERVE`; every
+//! other request on its id becomes a job handed to exactly one waiting `SERVE`,
+//! and the job's result, sent with a later `SERVE`, answers the client.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::secret::WriteSecret;
+use super::{Millis, RelayError, WaiterId};
+
+/// A job id: 8 characters from `[0-9a-zA-Z]`.
+pub type JobId = [u8; 8];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum JobState {
+    /// Waiting for a `SERVE` to pick it up.
+    Queued,
+    /// Its request is being sent to a `SERVE`; a result is not accepted yet.
+    Dispatched,
+    /// Its request was delivered; the client waits for the result.
+    AwaitingResult,
+}
+
+#[derive(Debug)]
+struct Job {
+    client: WaiterId,
+    state: JobState,
+}
+
+/// A job handed to a server, or a request left waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyDispatch {
+    /// `job` pairs the client with the `SERVE` request `counterpart`.
+    Dispatched { job: JobId, counterpart: WaiterId },
+    /// Nobody to pair with yet: the request waits.
+    Parked,
+}
+
+#[derive(Default, Debug)]
+pub struct ProxyChannel {
+    /// `SERVE` requests waiting for a job, first come first served.
+    servers: VecDeque<WaiterId>,
+    /// Jobs not yet handed out, oldest first.
+    queued: VecDeque<JobId>,
+    jobs: HashMap<JobId, Job>,
+    secret: WriteSecret,
+    last_active: Millis,
+}
+
+impl ProxyChannel {
+    /// A client request arrives; `job` is a fresh id for it.
+    pub(super) fn request(&mut self, now: Millis, client: WaiterId, job: JobId) -> ProxyDispatch {
+        self.last_active = now;
+        if let Some(server) = self.servers.pop_front() {
+            self.jobs.insert(
+                job,
+                Job {
+                    client,
+                    state: JobState::Dispatched,
+                },
+            );
+            return ProxyDispatch::Dispatched {
+                job,
+                counterpart: server,
+            };
+        }
+        self.jobs.insert(
+            job,
+            Job {
+                client,
+                state: JobState::Queued,
+            },
+        );
+        self.queued.push_back(job);
+        ProxyDispatch::Parked
+    }
+
+    pub(super) fn has_job(&self, job: &JobId) -> bool {
+        self.jobs.contains_key(job)
+    }
+
+    /// A `SERVE` request is ready for a job.
+    pub(super) fn serve(
+        &mut self,
+        now: Millis,
+        server: WaiterId,
+        secret: &[u8],
+    ) -> Result<ProxyDispatch, RelayError> {
+        self.last_active = now;
+        self.secret.admit(secret)?;
+        while let Some(job) = self.queued.pop_front() {
+            if let Some(entry) = self.jobs.get_mut(&job) {
+                entry.state = JobState::Dispatched;
+                return Ok(ProxyDispatch::Dispatched {
+                    job,
+                    counterpart: entry.client,
+                });
+            }
+        }
+        self.servers.push_back(server);
+        Ok(ProxyDispatch::Parked)
+    }
+
+    /// The job's request reached its server: a result may now arrive.
+    pub(super) fn delivered(&mut self, now: Millis, job: &JobId) {
+        self.last_active = now;
+        if let Some(entry) = self.jobs.get_mut(job) {
+            entry.state = JobState::AwaitingResult;
+        }
+    }
+
+    /// A `SERVE` brings the result of `job`: returns the client to answer.
+    pub(super) fn result(
+        &mut self,
+        now: Millis,
+        secret: &[u8],
+        job: &JobId,
+    ) -> Result<WaiterId, RelayError> {
+        self.last_active = now;
+        self.secret.admit(secret)?;
+        match self.jobs.get(job) {
+            Some(entry) if entry.state == JobState::AwaitingResult => {
+                let client = entry.client;
+                self.jobs.remove(job);
+                Ok(client)
+            }
+            _ => Err(RelayError::UnknownJob),
+        }
+    }
+
+    /// A client went away (waiting, or being served): its job is forgotten.
+    pub(super) fn client_leave(&mut self, now: Millis, job: &JobId) -> bool {
+        self.last_active = now;
+        self.queued.retain(|j| j != job);
+        self.jobs.remove(job).is_some()
+    }
+
+    /// A waiting `SERVE` went away.
+    pub(super) fn server_leave(&mut self, now: Millis, server: WaiterId) -> bool {
+        self.last_active = now;
+        let before = self.servers.len();
+        self.servers.retain(|&s| s != server);
+        before != self.servers.len()
+    }
+
+    pub(super) fn drain(&mut self, out: &mut Vec<WaiterId>) {
+        out.extend(self.servers.drain(..));
+        for job in self.queued.drain(..) {
+            if let Some(entry) = self.jobs.remove(&job) {
+                out.push(entry.client);
+            }
+        }
+        let awaiting: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.state == JobState::AwaitingResult)
+            .map(|(id, _)| *id)
+            .collect();
+        for job in awaiting {
+            if let Some(entry) = self.jobs.remove(&job) {
+                out.push(entry.client);
+            }
+        }
+    }
+
+    pub(super) fn is_expired(&self, now: Millis, expiry: Millis) -> bool {
+        self.servers.is_empty()
+            && self.jobs.is_empty()
+            && now.saturating_sub(self.last_active) >= expiry
+    }
+
+    pub(super) fn waiting_len(&self) -> usize {
+        self.servers.len()
+            + self
+                .jobs
+                .values()
+                .filter(|j| j.state != JobState::Dispatched)
+                .count()
+    }
+}

@@ -1,0 +1,54 @@
+//! sync: two requests swap bodies. The first waits; the second completes the
+//! pair; a third starts a new pair.
+
+use super::{Millis, WaiterId};
+
+/// What became of an arriving sync request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncArrival {
+    Parked,
+    Paired(WaiterId),
+}
+
+#[derive(Default, Debug)]
+pub struct SyncChannel {
+    /// At most one request waits: the next arrival pairs with it. Leaving only
+    /// ever clears the waiter that left, so a finished pair can never remove a
+    /// newer waiter.
+    waiting: Option<WaiterId>,
+    last_active: Millis,
+}
+
+impl SyncChannel {
+    pub(super) fn arrive(&mut self, now: Millis, waiter: WaiterId) -> SyncArrival {
+        self.last_active = now;
+        match self.waiting.take() {
+            Some(peer) => SyncArrival::Paired(peer),
+            None => {
+                self.waiting = Some(waiter);
+                SyncArrival::Parked
+            }
+        }
+    }
+
+    pub(super) fn leave(&mut self, now: Millis, waiter: WaiterId) -> bool {
+        self.last_active = now;
+        if self.waiting == Some(waiter) {
+            self.waiting = None;
+            return true;
+        }
+        false
+    }
+
+    pub(super) fn drain(&mut self, out: &mut Vec<WaiterId>) {
+        out.extend(self.waiting.take());
+    }
+
+    pub(super) fn is_expired(&self, now: Millis, expiry: Millis) -> bool {
+        self.waiting.is_none() && now.saturating_sub(self.last_active) >= expiry
+    }
+
+    pub(super) fn waiting_len(&self) -> usize {
+        usize::from(self.waiting.is_some())
+    }
+}

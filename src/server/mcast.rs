@@ -1,0 +1,408 @@
+//! mcast: producers store numbered messages; readers each get one, streamed
+//! from the shared stored copy at their own pace (even while it still uploads).
+
+use std::io::{self, Read, Write};
+use std::rc::Rc;
+
+use super::{flush, Server, Step};
+use crate::conn::{After, ConnId, Phase, Wait};
+use crate::http::{
+    chunk_header, find_param, parse_seqid, BodyDecoder, Framing, HeadWriter, Status,
+};
+use crate::relay::{McastGet, Message, MessageState, ProducerMeta, RelayError, WaiterId};
+use crate::reply::{self, Expose, Meta};
+
+/// Room kept in a reader's output for a chunk-size line and its CRLF.
+const CHUNK_OVERHEAD: usize = 20;
+
+impl Server {
+    pub(super) fn handle_mcast(&mut self, id: ConnId) -> Step {
+        match self.conns[id.0].req.method.as_slice() {
+            b"GET" => self.mcast_get(id),
+            b"POST" | b"PUT" => self.mcast_publish(id),
+            _ => self.refuse(
+                id,
+                Status(405),
+                "405 method not allowed: mcast takes GET, POST and PUT\n",
+            ),
+        }
+    }
+
+    fn mcast_publish(&mut self, id: ConnId) -> Step {
+        let framing = self.conns[id.0].req.framing();
+        if matches!(framing, Framing::Length(n) if n > self.mcast_max_message as u64) {
+            let text = format!("413 message larger than {} bytes\n", self.mcast_max_message);
+            return self.refuse(id, Status(413), &text);
+        }
+        self.load_secret(id);
+        let now = self.now_millis();
+        let conn = &self.conns[id.0];
+        let meta = ProducerMeta {
+            ip: conn.real_ip,
+            port: conn.real_port,
+            arrived_unix_ms: conn.arrived_unix_ms,
+            method: conn.req.method.as_slice().into(),
+            query: conn.query_meta.as_slice().into(),
+            content_type: conn.req.content_type.as_slice().into(),
+            content_length: match framing {
+                Framing::Length(n) => Some(n),
+                Framing::Empty => Some(0),
+                Framing::Chunked => None,
+            },
+        };
+        let mut woken = std::mem::take(&mut self.waiters);
+        woken.clear();
+        let published =
+            self.relay
+                .mcast_publish(now, &conn.channel, &self.secret, meta, &mut woken);
+        let step = match published {
+            Err(RelayError::WrongSecret) => {
+                self.refuse(id, Status(401), "401 wrong write secret for this channel\n")
+            }
+            Err(_) => self.refuse(id, Status(500), "500 unexpected relay state\n"),
+            Ok(message) => {
+                for &WaiterId(reader) in &woken {
+                    self.start_reading(ConnId(reader), Rc::clone(&message));
+                }
+                self.continue_body(id);
+                self.conns[id.0].phase = Phase::Publishing {
+                    message,
+                    body: BodyDecoder::new(framing),
+                };
+                Step::Again
+            }
+        };
+        self.waiters = woken;
+        step
+    }
+
+    /// Stores the producer's body as it arrives and wakes readers following it.
+    pub(super) fn drive_publishing(&mut self, id: ConnId) -> Step {
+        loop {
+            let conn = &mut self.conns[id.0];
+            // A `100 Continue` may still be on its way.
+            if flush(conn).is_err() {
+                self.close(id);
+                return Step::Closed;
+            }
+            self.output_pool.give_if_empty(&mut conn.output);
+            let Phase::Publishing { message, body } = &mut conn.phase else {
+                return Step::Again;
+            };
+            let message = Rc::clone(message);
+            let mut progress = false;
+            if let Some(input) = conn.input.as_mut() {
+                while !input.is_empty() && !body.is_done() {
+                    let decoded = match body.decode(input.pending(), usize::MAX) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            let text = format!("400 {e}\n");
+                            return self.fail_publishing(id, &message, Status(400), &text);
+                        }
+                    };
+                    let data = &input.pending()[decoded.data.clone()];
+                    if message.append(data, self.mcast_max_message).is_err() {
+                        let text =
+                            format!("413 message larger than {} bytes\n", self.mcast_max_message);
+                        return self.fail_publishing(id, &message, Status(413), &text);
+                    }
+                    input.consume(decoded.consumed);
+                    progress = true;
+                }
+            }
+            if body.is_done() {
+                return self.finish_publishing(id, &message);
+            }
+            if conn.readable {
+                let input = conn.input.get_or_insert_with(|| self.input_pool.take());
+                match conn.stream.read(input.spare()) {
+                    Ok(0) => {
+                        // The producer left mid-body: close aborts the message.
+                        self.close(id);
+                        return Step::Closed;
+                    }
+                    Ok(n) => {
+                        input.commit(n);
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                    Err(_) => {
+                        self.close(id);
+                        return Step::Closed;
+                    }
+                }
+            }
+            self.wake_followers(&message);
+            if !progress {
+                return Step::Blocked;
+            }
+        }
+    }
+
+    fn finish_publishing(&mut self, id: ConnId, message: &Rc<Message>) -> Step {
+        let now = self.now_millis();
+        self.relay
+            .mcast_complete(now, &self.conns[id.0].channel, message);
+        self.wake_followers(message);
+        let conn = &mut self.conns[id.0];
+        let output = conn.output.get_or_insert_with(|| self.output_pool.take());
+        let mut w = HeadWriter::new(output.spare(), Status(200));
+        reply::common(
+            &mut w,
+            self.date.as_bytes(),
+            &conn.req.origin,
+            Expose::Mcast,
+        );
+        w.header_number("HttpRelay-SeqId", message.seq);
+        let meta = Meta {
+            ip: conn.real_ip,
+            port: conn.real_port,
+            arrived_unix_ms: conn.arrived_unix_ms,
+            method: &conn.req.method,
+            query: &conn.query_meta,
+        };
+        reply::metadata(&mut w, &meta, conn.arrived_unix_ms);
+        w.header_number("Content-Length", 0);
+        reply::persistence(&mut w, conn.req.keep_alive, conn.req.minor_version);
+        let n = w.finish().unwrap_or(0);
+        output.commit(n);
+        let after = if conn.req.keep_alive {
+            After::NextRequest
+        } else {
+            After::Close
+        };
+        conn.phase = Phase::Responding(after);
+        Step::Again
+    }
+
+    /// The upload broke a rule: the message is removed (its readers end
+    /// truncated) and the producer gets `status`.
+    fn fail_publishing(
+        &mut self,
+        id: ConnId,
+        message: &Rc<Message>,
+        status: Status,
+        text: &str,
+    ) -> Step {
+        let now = self.now_millis();
+        self.relay
+            .mcast_abort(now, &self.conns[id.0].channel, message);
+        self.wake_followers(message);
+        let conn = &mut self.conns[id.0];
+        conn.phase = Phase::ReadingHead;
+        conn.req.keep_alive = false;
+        self.respond_text(id, status, text, After::Linger);
+        Step::Again
+    }
+
+    pub(super) fn wake_followers(&mut self, message: &Message) {
+        let mut woken = std::mem::take(&mut self.waiters);
+        woken.clear();
+        message.take_followers(&mut woken);
+        self.ready
+            .extend(woken.iter().map(|&WaiterId(key)| ConnId(key)));
+        self.waiters = woken;
+    }
+
+    fn mcast_get(&mut self, id: ConnId) -> Step {
+        let now = self.now_millis();
+        let conn = &self.conns[id.0];
+        let requested = if find_param(&conn.req.query, b"seqid", &mut self.secret) {
+            Some(parse_seqid(&self.secret))
+        } else {
+            conn.req.cookie_seqid
+        };
+        match self
+            .relay
+            .mcast_get(now, &conn.channel, requested, WaiterId(id.0))
+        {
+            McastGet::Message(message) => {
+                self.start_reading(id, message);
+                Step::Again
+            }
+            McastGet::Parked => self.park(id, Wait::McastReader),
+        }
+    }
+
+    /// Writes the reader's response head; the body follows from the message.
+    fn start_reading(&mut self, id: ConnId, message: Rc<Message>) {
+        let Some(conn) = self.conns.get_mut(id.0) else {
+            return;
+        };
+        let supplied = find_param(&conn.req.query, b"seqid", &mut self.secret)
+            || conn.req.cookie_seqid.is_some();
+        let length = match message.state() {
+            MessageState::Complete => Some(message.len() as u64),
+            _ => message.meta.content_length,
+        };
+        let until_close = length.is_none() && conn.req.minor_version == 0;
+        if until_close {
+            conn.req.keep_alive = false;
+        }
+        let chunked = length.is_none() && !until_close;
+        // Cookie path: the request path as sent, with the cookie's separators escaped.
+        self.text.clear();
+        self.text.extend_from_slice(b"SeqId=");
+        let mut digits = [0u8; 20];
+        self.text
+            .extend_from_slice(crate::http::format_decimal(message.seq + 1, &mut digits));
+        self.text.extend_from_slice(b"; Path=");
+        for &b in &conn.req.raw_path {
+            match b {
+                b';' => self.text.extend_from_slice(b"%3B"),
+                b',' => self.text.extend_from_slice(b"%2C"),
+                _ => self.text.push(b),
+            }
+        }
+        if conn.https {
+            // Cross-site pages only get the cookie back with SameSite=None, which
+            // browsers accept only on Secure cookies, so only over HTTPS.
+            self.text.extend_from_slice(b"; SameSite=None; Secure");
+        }
+        let output = conn.output.get_or_insert_with(|| self.output_pool.take());
+        let mut w = HeadWriter::new(output.spare(), Status(200));
+        reply::common(
+            &mut w,
+            self.date.as_bytes(),
+            &conn.req.origin,
+            Expose::Mcast,
+        );
+        w.header("Access-Control-Allow-Credentials", b"true");
+        let producer = &message.meta;
+        let meta = Meta {
+            ip: producer.ip,
+            port: producer.port,
+            arrived_unix_ms: producer.arrived_unix_ms,
+            method: &producer.method,
+            query: &producer.query,
+        };
+        reply::metadata(&mut w, &meta, conn.arrived_unix_ms);
+        if !producer.content_type.is_empty() {
+            w.header("Content-Type", &producer.content_type);
+        }
+        w.header_number("HttpRelay-SeqId", message.seq)
+            .header("Set-Cookie", &self.text);
+        if supplied {
+            w.header("Cache-Control", b"max-age=1200")
+                .header("Vary", b"Cookie");
+        }
+        match length {
+            Some(n) => {
+                w.header_number("Content-Length", n);
+            }
+            None if chunked => {
+                w.header("Transfer-Encoding", b"chunked");
+            }
+            None => {}
+        }
+        reply::persistence(&mut w, conn.req.keep_alive, conn.req.minor_version);
+        match w.finish() {
+            Some(n) => {
+                output.commit(n);
+                conn.phase = Phase::Reading {
+                    message,
+                    offset: 0,
+                    chunked,
+                    ended: false,
+                };
+            }
+            None => {
+                conn.phase = Phase::ReadingHead;
+                conn.req.keep_alive = false;
+                self.respond_text(
+                    id,
+                    Status(500),
+                    "500 response head too large\n",
+                    After::Close,
+                );
+            }
+        }
+        self.ready.push(id);
+    }
+
+    /// Sends the reader's message from the shared copy, following the upload.
+    pub(super) fn drive_reading(&mut self, id: ConnId) -> Step {
+        loop {
+            let conn = &mut self.conns[id.0];
+            let Phase::Reading {
+                message,
+                offset,
+                chunked,
+                ended,
+            } = &mut conn.phase
+            else {
+                return Step::Again;
+            };
+            let Some(output) = conn.output.as_mut() else {
+                debug_assert!(false, "a reader holds its output buffer");
+                return Step::Closed;
+            };
+            let mut progress = false;
+            let overhead = if *chunked { CHUNK_OVERHEAD } else { 0 };
+            let room = output.spare_len().saturating_sub(overhead);
+            if *offset < message.len() && room > 0 {
+                let copied = message.with_bytes(*offset, |bytes| {
+                    let data = &bytes[..bytes.len().min(room)];
+                    if *chunked {
+                        let mut line = [0u8; CHUNK_OVERHEAD];
+                        let n = chunk_header(data.len(), &mut line);
+                        output.push(&line[..n]);
+                    }
+                    output.push(data);
+                    if *chunked {
+                        output.push(b"\r\n");
+                    }
+                    data.len()
+                });
+                *offset += copied;
+                progress = true;
+            }
+            let mut done = false;
+            if *offset == message.len() {
+                match message.state() {
+                    MessageState::Complete => {
+                        if *chunked && !*ended && output.spare_len() >= 5 {
+                            output.push(b"0\r\n\r\n");
+                            *ended = true;
+                        }
+                        done = !*chunked || *ended;
+                    }
+                    MessageState::Uploading => message.follow(WaiterId(id.0)),
+                    MessageState::Aborted => {
+                        // The upload failed: end visibly short.
+                        conn.phase = Phase::Responding(After::Close);
+                        conn.req.keep_alive = false;
+                        return Step::Again;
+                    }
+                }
+            }
+            if !output.is_empty() && conn.writable {
+                match conn.stream.write(output.pending()) {
+                    Ok(n) => {
+                        output.consume(n);
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                    Err(_) => {
+                        self.close(id);
+                        return Step::Closed;
+                    }
+                }
+            }
+            if done && output.is_empty() {
+                let after = if conn.req.keep_alive {
+                    After::NextRequest
+                } else {
+                    After::Close
+                };
+                conn.phase = Phase::Responding(after);
+                return Step::Again;
+            }
+            if !progress {
+                return Step::Blocked;
+            }
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! proxy: `SERVE /proxy/{serverId}` long-polls for jobs; any other request on
+//! the id is a client whose request (head and body) streams into a waiting
+//! `SERVE` response, and whose response streams from the `SERVE` request that
+//! brings the result (`HttpRelay-Proxy-JobId`).
+
+use super::{Server, Step};
+use crate::conn::{Conn, ConnId, Phase, Transfer, Wait};
+use crate::http::{HeadWriter, Status};
+use crate::relay::{JobId, ProxyDispatch, RelayError, WaiterId};
+
+/// Client fields not forwarded to the server: they describe this hop's
+/// connection and framing, which the relay sets itself.
+const HOP_FIELDS: [&str; 10] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "expect",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+];
+
+impl Server {
+    pub(super) fn handle_proxy(&mut self, id: ConnId) -> Step {
+        if self.conns[id.0].req.method_is("SERVE") {
+            self.proxy_serve(id)
+        } else {
+            self.proxy_client(id)
+        }
+    }
+
+    fn proxy_client(&mut self, id: ConnId) -> Step {
+        let now = self.now_millis();
+        let conn = &mut self.conns[id.0];
+        let (job, dispatch) = self.relay.proxy_request(now, &conn.channel, WaiterId(id.0));
+        conn.job = job;
+        self.continue_body(id);
+        match dispatch {
+            ProxyDispatch::Dispatched {
+                counterpart: WaiterId(server),
+                ..
+            } => {
+                self.start_transfer(id, ConnId(server), Transfer::ProxyJob);
+                Step::Again
+            }
+            ProxyDispatch::Parked => self.park(id, Wait::ProxyClient),
+        }
+    }
+
+    /// A `SERVE` request: deliver its result (if it names a job), then wait for
+    /// the next job.
+    fn proxy_serve(&mut self, id: ConnId) -> Step {
+        self.load_secret(id);
+        let Some(job) = job_id(&self.conns[id.0].head_copy) else {
+            if self.conns[id.0].req.framing().has_body() {
+                return self.refuse(
+                    id,
+                    Status(400),
+                    "400 a SERVE without a job id takes no body\n",
+                );
+            }
+            return self.proxy_wait_for_job(id);
+        };
+        let now = self.now_millis();
+        let conn = &self.conns[id.0];
+        match self
+            .relay
+            .proxy_result(now, &conn.channel, &self.secret, &job)
+        {
+            Err(RelayError::WrongSecret) => {
+                self.refuse(id, Status(401), "401 wrong write secret for this server\n")
+            }
+            Err(_) => self.refuse(id, Status(406), "406 unknown or already answered job\n"),
+            Ok(WaiterId(client)) => {
+                self.continue_body(id);
+                self.start_transfer(id, ConnId(client), Transfer::ProxyResult);
+                Step::Again
+            }
+        }
+    }
+
+    /// The `SERVE` request `id` takes the next job, or waits for one.
+    pub(super) fn proxy_wait_for_job(&mut self, id: ConnId) -> Step {
+        self.load_secret(id);
+        let now = self.now_millis();
+        let conn = &self.conns[id.0];
+        match self
+            .relay
+            .proxy_serve(now, &conn.channel, WaiterId(id.0), &self.secret)
+        {
+            Err(_) => self.refuse(id, Status(401), "401 wrong write secret for this server\n"),
+            Ok(ProxyDispatch::Dispatched {
+                counterpart: WaiterId(client),
+                ..
+            }) => {
+                self.start_transfer(ConnId(client), id, Transfer::ProxyJob);
+                Step::Again
+            }
+            Ok(ProxyDispatch::Parked) => self.park(id, Wait::ProxyServer),
+        }
+    }
+
+    /// The client's request reached its server: the client waits for the result.
+    pub(super) fn proxy_job_delivered(&mut self, client: ConnId) {
+        let now = self.now_millis();
+        let Some(conn) = self.conns.get_mut(client.0) else {
+            return;
+        };
+        self.relay.proxy_delivered(now, &conn.channel, &conn.job);
+        conn.phase = Phase::Parked(Wait::ProxyClient);
+        self.input_pool.give_if_empty(&mut conn.input);
+    }
+
+    /// The client's job can no longer be answered.
+    pub(super) fn proxy_forget_job(&mut self, client: ConnId) {
+        let now = self.now_millis();
+        if let Some(conn) = self.conns.get(client.0) {
+            self.relay.proxy_client_leave(now, &conn.channel, &conn.job);
+        }
+    }
+}
+
+/// The `HttpRelay-Proxy-JobId` of a `SERVE` request, if it has a usable one.
+/// A value that is not 8 characters cannot name a job; it still counts as an
+/// attempt, so it maps to an id no job has.
+fn job_id(head: &[u8]) -> Option<JobId> {
+    let mut found = None;
+    for_each_field(head, |name, value| {
+        if found.is_none() && name.eq_ignore_ascii_case("httprelay-proxy-jobid") {
+            let mut job = [b'!'; 8];
+            if value.len() == 8 {
+                job.copy_from_slice(value);
+            }
+            found = Some(job);
+        }
+    });
+    found
+}
+
+/// Calls `f` for every header field of a complete request head.
+fn for_each_field(head: &[u8], mut f: impl FnMut(&str, &[u8])) {
+    let mut fields = [httparse::EMPTY_HEADER; crate::http::MAX_HEADER_FIELDS];
+    let mut req = httparse::Request::new(&mut fields);
+    if let Ok(httparse::Status::Complete(_)) = req.parse(head) {
+        for field in req.headers.iter() {
+            f(field.name, trim(field.value));
+        }
+    }
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |i| i + 1);
+    &s[start..end]
+}
+
+/// The job description a `SERVE` response carries: the client's fields, then
+/// the `HttpRelay-Proxy-*` fields.
+pub(super) fn job_fields(w: &mut HeadWriter, client: &Conn) {
+    for_each_field(&client.head_copy, |name, value| {
+        if !HOP_FIELDS.iter().any(|hop| name.eq_ignore_ascii_case(hop)) {
+            w.header(name, value);
+        }
+    });
+    let req = &client.req;
+    // The path as sent: `/proxy/{serverId}` then the part the server sees.
+    let raw = req.raw_path.strip_prefix(b"/proxy/").unwrap_or_default();
+    let (raw_server_id, rest) = match raw.iter().position(|&b| b == b'/') {
+        Some(at) => raw.split_at(at),
+        None => (raw, &b""[..]),
+    };
+    let path: &[u8] = if rest.is_empty() { b"/" } else { rest };
+    let forwarded = |value: &[u8]| client.trusted && !value.is_empty();
+    let scheme: &[u8] = if forwarded(&req.forwarded_proto) {
+        &req.forwarded_proto
+    } else {
+        b"http"
+    };
+    let host_field: &[u8] = if forwarded(&req.forwarded_host) {
+        &req.forwarded_host
+    } else {
+        &req.host
+    };
+    let (host, host_port) = split_host_port(host_field);
+    let default_port: &[u8] = if scheme.eq_ignore_ascii_case(b"https") {
+        b"443"
+    } else {
+        b"80"
+    };
+    let port: &[u8] = if forwarded(&req.forwarded_port) {
+        &req.forwarded_port
+    } else {
+        host_port.unwrap_or(default_port)
+    };
+    w.header("HttpRelay-Proxy-ServerId", raw_server_id)
+        .header("HttpRelay-Proxy-JobId", &client.job);
+    let (colon, url_port): (&[u8], &[u8]) = if port == default_port {
+        (b"", b"")
+    } else {
+        (b":", port)
+    };
+    let question: &[u8] = if req.query.is_empty() { b"" } else { b"?" };
+    w.header_parts(
+        "HttpRelay-Proxy-Url",
+        &[
+            scheme,
+            b"://",
+            host,
+            colon,
+            url_port,
+            &req.raw_path,
+            question,
+            &req.query,
+        ],
+    );
+    w.header("HttpRelay-Proxy-Method", &req.method)
+        .header("HttpRelay-Proxy-Scheme", scheme)
+        .header("HttpRelay-Proxy-Host", host)
+        .header("HttpRelay-Proxy-Port", port)
+        .header("HttpRelay-Proxy-Path", path)
+        .header("HttpRelay-Proxy-Query", &req.query);
+}
+
+/// `host[:port]` (or `[v6]:port`) into host and port.
+fn split_host_port(value: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let port_at = value.iter().rposition(|&b| b == b':');
+    let closing = value.iter().rposition(|&b| b == b']');
+    match port_at {
+        Some(at) if closing.is_none_or(|c| c < at) => (&value[..at], Some(&value[at + 1..])),
+        _ => (value, None),
+    }
+}
+
+/// The client's status: `HttpRelay-Proxy-Status` when it is a usable final
+/// status, else 200. (1xx cannot end a response, so they count as invalid.)
+pub(super) fn result_status(head: &[u8]) -> Status {
+    let mut status = Status(200);
+    for_each_field(head, |name, value| {
+        if name.eq_ignore_ascii_case("httprelay-proxy-status") {
+            let parsed = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<u16>().ok());
+            if let Some(code) = parsed.filter(|c| (200..=999).contains(c)) {
+                status = Status(code);
+            }
+        }
+    });
+    status
+}
+
+/// The client's response fields from the `SERVE` request that brings the
+/// result: `Content-Type` and each field named in `HttpRelay-Proxy-Headers`.
+pub(super) fn result_fields(w: &mut HeadWriter, server: &Conn) {
+    if !server.req.content_type.is_empty() {
+        w.header("Content-Type", &server.req.content_type);
+    }
+    let mut named: Vec<u8> = Vec::new();
+    for_each_field(&server.head_copy, |name, value| {
+        if name.eq_ignore_ascii_case("httprelay-proxy-headers") {
+            if !named.is_empty() {
+                named.push(b',');
+            }
+            named.extend_from_slice(value);
+        }
+    });
+    for wanted in named
+        .split(|&b| b == b',')
+        .map(trim)
+        .filter(|n| !n.is_empty())
+    {
+        let framing = HOP_FIELDS
+            .iter()
+            .any(|hop| wanted.eq_ignore_ascii_case(hop.as_bytes()))
+            || wanted.eq_ignore_ascii_case(b"content-type");
+        if framing {
+            continue;
+        }
+        for_each_field(&server.head_copy, |name, value| {
+            if name.as_bytes().eq_ignore_ascii_case(wanted) {
+                w.header(name, value);
+            }
+        });
+    }
+}

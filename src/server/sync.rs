@@ -1,0 +1,202 @@
+//! sync: two requests swap bodies. Each body is read whole (up to a limit)
+//! before its request waits, so two clients that both upload before reading
+//! can never block each other.
+
+use std::io::{self, Read, Write};
+
+use super::{flush, Server, Step};
+use crate::buf::BufPool;
+use crate::conn::{After, Conn, ConnId, Phase, Wait};
+use crate::http::{BodyDecoder, Framing, HeadWriter, Status};
+use crate::relay::{SyncArrival, WaiterId};
+use crate::reply::{self, Expose, Meta};
+
+impl Server {
+    pub(super) fn handle_sync(&mut self, id: ConnId) -> Step {
+        let framing = self.conns[id.0].req.framing();
+        let limit = self.sync_max_body;
+        if matches!(framing, Framing::Length(n) if n > limit as u64) {
+            return self.refuse(
+                id,
+                Status(413),
+                &format!("413 body larger than {limit} bytes\n"),
+            );
+        }
+        self.continue_body(id);
+        let conn = &mut self.conns[id.0];
+        conn.held.clear();
+        if let Framing::Length(n) = framing {
+            conn.held.reserve_exact(n as usize);
+        }
+        conn.phase = Phase::Holding {
+            body: BodyDecoder::new(framing),
+        };
+        Step::Again
+    }
+
+    /// Reads the whole body into `held`, then waits for (or meets) the peer.
+    pub(super) fn drive_holding(&mut self, id: ConnId) -> Step {
+        loop {
+            let conn = &mut self.conns[id.0];
+            if flush(conn).is_err() {
+                self.close(id);
+                return Step::Closed;
+            }
+            self.output_pool.give_if_empty(&mut conn.output);
+            let Phase::Holding { body } = &mut conn.phase else {
+                return Step::Again;
+            };
+            let mut progress = false;
+            if let Some(input) = conn.input.as_mut() {
+                while !input.is_empty() && !body.is_done() {
+                    let decoded = match body.decode(input.pending(), usize::MAX) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            conn.phase = Phase::ReadingHead;
+                            conn.req.keep_alive = false;
+                            conn.held = Vec::new();
+                            self.respond_text(
+                                id,
+                                Status(400),
+                                &format!("400 {e}\n"),
+                                After::Linger,
+                            );
+                            return Step::Again;
+                        }
+                    };
+                    let data = &input.pending()[decoded.data.clone()];
+                    if conn.held.len() + data.len() > self.sync_max_body {
+                        conn.phase = Phase::ReadingHead;
+                        conn.req.keep_alive = false;
+                        conn.held = Vec::new();
+                        let text = format!("413 body larger than {} bytes\n", self.sync_max_body);
+                        self.respond_text(id, Status(413), &text, After::Linger);
+                        return Step::Again;
+                    }
+                    conn.held.extend_from_slice(data);
+                    input.consume(decoded.consumed);
+                    progress = true;
+                }
+            }
+            if body.is_done() {
+                return self.sync_arrive(id);
+            }
+            if conn.readable {
+                let input = conn.input.get_or_insert_with(|| self.input_pool.take());
+                match conn.stream.read(input.spare()) {
+                    Ok(0) => {
+                        self.close(id);
+                        return Step::Closed;
+                    }
+                    Ok(n) => {
+                        input.commit(n);
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                    Err(_) => {
+                        self.close(id);
+                        return Step::Closed;
+                    }
+                }
+            }
+            if !progress {
+                return Step::Blocked;
+            }
+        }
+    }
+
+    fn sync_arrive(&mut self, id: ConnId) -> Step {
+        let now = self.now_millis();
+        let conn = &self.conns[id.0];
+        match self.relay.sync_arrive(now, &conn.channel, WaiterId(id.0)) {
+            SyncArrival::Parked => self.park(id, Wait::Sync),
+            SyncArrival::Paired(WaiterId(peer)) => {
+                self.sync_swap(id, ConnId(peer));
+                Step::Again
+            }
+        }
+    }
+
+    /// Each side gets the other's metadata, content headers and body.
+    fn sync_swap(&mut self, a: ConnId, b: ConnId) {
+        let Some((first, second)) = self.conns.get2_mut(a.0, b.0) else {
+            debug_assert!(false, "paired with a connection that is gone");
+            return;
+        };
+        let date = self.date.as_bytes();
+        sync_head(first, second, date, &mut self.output_pool);
+        sync_head(second, first, date, &mut self.output_pool);
+        std::mem::swap(&mut first.held, &mut second.held);
+        for conn in [first, second] {
+            // HEAD gets the head only.
+            let offset = if conn.req.method_is("HEAD") {
+                conn.held.len()
+            } else {
+                0
+            };
+            conn.phase = Phase::SendingHeld { offset };
+        }
+        self.ready.extend([a, b]);
+    }
+
+    /// Writes the response head, then the held body straight from memory.
+    pub(super) fn drive_sending_held(&mut self, id: ConnId) -> Step {
+        let conn = &mut self.conns[id.0];
+        if flush(conn).is_err() {
+            self.close(id);
+            return Step::Closed;
+        }
+        if conn.output.as_ref().is_some_and(|o| !o.is_empty()) {
+            return Step::Blocked;
+        }
+        self.output_pool.give_if_empty(&mut conn.output);
+        let Phase::SendingHeld { offset } = &mut conn.phase else {
+            return Step::Again;
+        };
+        while *offset < conn.held.len() && conn.writable {
+            match conn.stream.write(&conn.held[*offset..]) {
+                Ok(n) => *offset += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.close(id);
+                    return Step::Closed;
+                }
+            }
+        }
+        if *offset < conn.held.len() {
+            return Step::Blocked;
+        }
+        // Bodies can be large: give the memory back rather than keep it per connection.
+        conn.held = Vec::new();
+        conn.phase = Phase::Responding(if conn.req.keep_alive {
+            After::NextRequest
+        } else {
+            After::Close
+        });
+        Step::Again
+    }
+}
+
+/// `me`'s response head: `other`'s metadata and content headers.
+fn sync_head(me: &mut Conn, other: &Conn, date: &[u8], pool: &mut BufPool) {
+    let output = me.output.get_or_insert_with(|| pool.take());
+    let mut w = HeadWriter::new(output.spare(), Status(200));
+    reply::common(&mut w, date, &me.req.origin, Expose::Metadata);
+    let meta = Meta {
+        ip: other.real_ip,
+        port: other.real_port,
+        arrived_unix_ms: other.arrived_unix_ms,
+        method: &other.req.method,
+        query: &other.query_meta,
+    };
+    reply::metadata(&mut w, &meta, me.arrived_unix_ms);
+    if !other.req.content_type.is_empty() {
+        w.header("Content-Type", &other.req.content_type);
+    }
+    w.header_number("Content-Length", other.held.len() as u64);
+    reply::persistence(&mut w, me.req.keep_alive, me.req.minor_version);
+    let n = w.finish().unwrap_or(0);
+    output.commit(n);
+}

@@ -1,0 +1,409 @@
+//! Streamed transfers between two connections: a producer's request body
+//! becomes a consumer's response body as it arrives, with backpressure. Used by
+//! link (producer to consumer) and proxy (client request to `SERVE` response,
+//! and `SERVE` result to client response).
+
+use std::io::{self, Read, Write};
+
+use super::{flush, Server, Step};
+use crate::buf::Buf;
+use crate::conn::{After, ConnId, Phase, Transfer};
+use crate::http::{chunk_header, BodyDecoder, BodyError, Framing, HeadWriter, Status};
+use crate::reply::{self, Expose, Meta};
+
+/// Room kept in the consumer's output for a chunk-size line and its CRLF.
+const CHUNK_OVERHEAD: usize = 20;
+
+impl Server {
+    /// Pairs producer `p` and consumer `c` for a transfer of `kind`: the
+    /// consumer's response head goes out at once and the producer's body follows
+    /// as it arrives.
+    pub(super) fn start_transfer(&mut self, p: ConnId, c: ConnId, kind: Transfer) {
+        let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
+            debug_assert!(false, "paired with a connection that is gone");
+            return;
+        };
+        let framing = producer.req.framing();
+        let output = consumer
+            .output
+            .get_or_insert_with(|| self.output_pool.take());
+        let head = match kind {
+            Transfer::Link => {
+                let mut w = HeadWriter::new(output.spare(), Status(200));
+                reply::common(
+                    &mut w,
+                    self.date.as_bytes(),
+                    &consumer.req.origin,
+                    Expose::Metadata,
+                );
+                let meta = Meta {
+                    ip: producer.real_ip,
+                    port: producer.real_port,
+                    arrived_unix_ms: producer.arrived_unix_ms,
+                    method: &producer.req.method,
+                    query: &producer.query_meta,
+                };
+                reply::metadata(&mut w, &meta, consumer.arrived_unix_ms);
+                if !producer.req.content_type.is_empty() {
+                    w.header("Content-Type", &producer.req.content_type);
+                }
+                Some((w, Status(200)))
+            }
+            Transfer::ProxyJob => {
+                let mut w = HeadWriter::new(output.spare(), Status(200));
+                reply::common(
+                    &mut w,
+                    self.date.as_bytes(),
+                    &consumer.req.origin,
+                    Expose::All,
+                );
+                super::proxy::job_fields(&mut w, producer);
+                Some((w, Status(200)))
+            }
+            Transfer::ProxyResult => {
+                let status = super::proxy::result_status(&producer.head_copy);
+                let mut w = HeadWriter::new(output.spare(), status);
+                reply::common(
+                    &mut w,
+                    self.date.as_bytes(),
+                    &consumer.req.origin,
+                    Expose::All,
+                );
+                super::proxy::result_fields(&mut w, producer);
+                Some((w, status))
+            }
+        };
+        let Some((mut w, status)) = head else { return };
+        // No body for HEAD, 204 and 304 (RFC 9110 §6.4.1); the bytes are dropped.
+        let no_content = matches!(status.0, 204 | 304);
+        let discard = no_content || consumer.req.method_is("HEAD");
+        // An HTTP/1.0 consumer cannot take chunked coding: its body ends at close.
+        let until_close =
+            framing == Framing::Chunked && consumer.req.minor_version == 0 && !discard;
+        if until_close {
+            consumer.req.keep_alive = false;
+        }
+        let chunked = framing == Framing::Chunked && !until_close && !discard;
+        if !no_content {
+            match framing {
+                Framing::Length(n) => {
+                    w.header_number("Content-Length", n);
+                }
+                Framing::Empty => {
+                    w.header_number("Content-Length", 0);
+                }
+                Framing::Chunked if chunked => {
+                    w.header("Transfer-Encoding", b"chunked");
+                }
+                Framing::Chunked => {}
+            }
+        }
+        reply::persistence(&mut w, consumer.req.keep_alive, consumer.req.minor_version);
+        match w.finish() {
+            Some(n) => output.commit(n),
+            None => {
+                // Reflected values too large for one head: refuse both sides.
+                producer.phase = Phase::ReadingHead;
+                consumer.phase = Phase::ReadingHead;
+                producer.req.keep_alive = false;
+                consumer.req.keep_alive = false;
+                let text = "500 response head too large\n";
+                self.respond_text(c, Status(500), text, After::Close);
+                self.respond_text(p, Status(500), text, After::Linger);
+                self.ready.extend([p, c]);
+                return;
+            }
+        }
+        producer.phase = Phase::Producing {
+            consumer: c,
+            body: BodyDecoder::new(framing),
+            kind,
+        };
+        consumer.phase = Phase::Consuming {
+            producer: p,
+            kind,
+            chunked,
+            ended: false,
+            discard,
+        };
+        self.ready.extend([p, c]);
+    }
+
+    /// Moves body bytes from producer `p` to consumer `c` until one side blocks.
+    pub(super) fn pump(&mut self, p: ConnId, c: ConnId) -> Step {
+        loop {
+            let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
+                return Step::Closed;
+            };
+            // A `100 Continue` may still be on its way to the producer.
+            if producer.output.is_some() {
+                if flush(producer).is_err() {
+                    self.close(p);
+                    return Step::Again;
+                }
+                self.output_pool.give_if_empty(&mut producer.output);
+            }
+            let Phase::Producing { body, .. } = &mut producer.phase else {
+                return Step::Closed;
+            };
+            let Phase::Consuming {
+                chunked,
+                ended,
+                discard,
+                ..
+            } = &mut consumer.phase
+            else {
+                return Step::Closed;
+            };
+            let (chunked, discard) = (*chunked, *discard);
+            let Some(output) = consumer.output.as_mut() else {
+                debug_assert!(false, "a consumer holds its output buffer");
+                return Step::Closed;
+            };
+            let mut progress = false;
+
+            // 1. Decode buffered producer bytes into the consumer's output.
+            if let Some(input) = producer.input.as_mut() {
+                while !input.is_empty() && !body.is_done() {
+                    let overhead = if chunked { CHUNK_OVERHEAD } else { 0 };
+                    let room = if discard {
+                        usize::MAX
+                    } else {
+                        output.spare_len().saturating_sub(overhead)
+                    };
+                    if room == 0 {
+                        break;
+                    }
+                    let decoded = match body.decode(input.pending(), room) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            self.abort_bad_body(p, c, e);
+                            return Step::Again;
+                        }
+                    };
+                    if !decoded.data.is_empty() && !discard {
+                        let data = &input.pending()[decoded.data.clone()];
+                        if chunked {
+                            let mut line = [0u8; CHUNK_OVERHEAD];
+                            let n = chunk_header(data.len(), &mut line);
+                            output.push(&line[..n]);
+                        }
+                        output.push(data);
+                        if chunked {
+                            output.push(b"\r\n");
+                        }
+                    }
+                    input.consume(decoded.consumed);
+                    progress |= decoded.consumed > 0;
+                    if decoded.consumed == 0 {
+                        break;
+                    }
+                }
+            }
+            if body.is_done() && chunked && !*ended && output.spare_len() >= 5 {
+                output.push(b"0\r\n\r\n");
+                *ended = true;
+            }
+            let done = body.is_done() && (!chunked || *ended);
+
+            // 2. Send what the consumer's output holds.
+            if !output.is_empty() && consumer.writable {
+                match consumer.stream.write(output.pending()) {
+                    Ok(n) => {
+                        output.consume(n);
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => consumer.writable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                    Err(_) => {
+                        self.close(c);
+                        return Step::Again;
+                    }
+                }
+            }
+
+            // 3. Read more of the body, only when the output has room for it
+            //    (this is the backpressure: a slow consumer slows the producer).
+            let input_empty = producer.input.as_ref().is_none_or(Buf::is_empty);
+            let direct = body
+                .remaining_in_length()
+                .filter(|_| input_empty && !chunked && !discard);
+            if let Some(remaining) = direct.filter(|_| producer.readable) {
+                // A Content-Length body needs no decoding: read it straight into
+                // the consumer's output, never past its end (pipelined bytes
+                // after it belong to the producer's next request).
+                let spare = output.spare();
+                let limit = usize::try_from(remaining).map_or(spare.len(), |r| r.min(spare.len()));
+                if limit > 0 {
+                    match producer.stream.read(&mut spare[..limit]) {
+                        Ok(0) => {
+                            // The producer left mid-body.
+                            self.close(p);
+                            return Step::Again;
+                        }
+                        Ok(n) => {
+                            let _ = body.decode(&spare[..n], n);
+                            output.commit(n);
+                            progress = true;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            producer.readable = false
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                        Err(_) => {
+                            self.close(p);
+                            return Step::Again;
+                        }
+                    }
+                }
+            } else if direct.is_none()
+                && !body.is_done()
+                && input_empty
+                && producer.readable
+                && output.spare_len() > CHUNK_OVERHEAD
+            {
+                let input = producer.input.get_or_insert_with(|| self.input_pool.take());
+                match producer.stream.read(input.spare()) {
+                    Ok(0) => {
+                        // The producer left mid-body: the consumer's response stays
+                        // visibly incomplete.
+                        self.close(p);
+                        return Step::Again;
+                    }
+                    Ok(n) => {
+                        input.commit(n);
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => producer.readable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                    Err(_) => {
+                        self.close(p);
+                        return Step::Again;
+                    }
+                }
+            }
+
+            if done && output.is_empty() {
+                self.finish_transfer(p, c);
+                return Step::Again;
+            }
+            if !progress {
+                return Step::Blocked;
+            }
+        }
+    }
+
+    /// The whole body reached the consumer: both move on, as the kind says.
+    fn finish_transfer(&mut self, p: ConnId, c: ConnId) {
+        let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
+            return;
+        };
+        let Phase::Producing { kind, .. } = producer.phase else {
+            return;
+        };
+        consumer.phase = Phase::Responding(if consumer.req.keep_alive {
+            After::NextRequest
+        } else {
+            After::Close
+        });
+        self.ready.extend([p, c]);
+        match kind {
+            Transfer::Link => {
+                let output = producer
+                    .output
+                    .get_or_insert_with(|| self.output_pool.take());
+                let mut w = HeadWriter::new(output.spare(), Status(200));
+                reply::common(
+                    &mut w,
+                    self.date.as_bytes(),
+                    &producer.req.origin,
+                    Expose::Metadata,
+                );
+                let meta = Meta {
+                    ip: consumer.real_ip,
+                    port: consumer.real_port,
+                    arrived_unix_ms: consumer.arrived_unix_ms,
+                    method: &consumer.req.method,
+                    query: &consumer.query_meta,
+                };
+                reply::metadata(&mut w, &meta, producer.arrived_unix_ms);
+                w.header_number("Content-Length", 0);
+                reply::persistence(&mut w, producer.req.keep_alive, producer.req.minor_version);
+                let after = if producer.req.keep_alive {
+                    After::NextRequest
+                } else {
+                    After::Close
+                };
+                match w.finish() {
+                    Some(n) => {
+                        output.commit(n);
+                        producer.phase = Phase::Responding(after);
+                    }
+                    None => {
+                        producer.phase = Phase::ReadingHead;
+                        producer.req.keep_alive = false;
+                        self.respond_text(
+                            p,
+                            Status(500),
+                            "500 response head too large\n",
+                            After::Close,
+                        );
+                    }
+                }
+            }
+            // The client's request reached its server: it now waits for the result.
+            Transfer::ProxyJob => self.proxy_job_delivered(p),
+            // The result reached the client: the SERVE request waits for the next job.
+            Transfer::ProxyResult => {
+                self.proxy_wait_for_job(p);
+            }
+        }
+    }
+
+    /// The producer's chunked framing is broken: it gets `400`, the consumer a
+    /// truncated body.
+    fn abort_bad_body(&mut self, p: ConnId, c: ConnId, error: BodyError) {
+        if let Some(Phase::Producing {
+            kind: Transfer::ProxyJob,
+            ..
+        }) = self.conns.get(p.0).map(|c| &c.phase)
+        {
+            self.proxy_forget_job(p);
+        }
+        self.truncate_consumer(c);
+        if let Some(producer) = self.conns.get_mut(p.0) {
+            producer.phase = Phase::ReadingHead;
+            producer.req.keep_alive = false;
+            let text = format!("400 {error}\n");
+            self.respond_text(p, Status(400), &text, After::Linger);
+        }
+    }
+
+    /// The consumer's response can never complete: send what is buffered (no
+    /// final chunk) and close, so that it ends visibly short.
+    pub(super) fn truncate_consumer(&mut self, c: ConnId) {
+        if let Some(consumer) = self.conns.get_mut(c.0) {
+            consumer.phase = Phase::Responding(After::Close);
+            consumer.req.keep_alive = false;
+            self.ready.push(c);
+        }
+    }
+
+    /// The consumer of a transfer left mid-body: the producer learns it failed.
+    pub(super) fn consumer_left(&mut self, p: ConnId, kind: Transfer) {
+        let (status, text) = match kind {
+            Transfer::Link => (Status(502), "502 consumer disconnected\n"),
+            Transfer::ProxyJob => {
+                self.proxy_forget_job(p);
+                (Status(502), "502 proxy server disconnected\n")
+            }
+            Transfer::ProxyResult => (Status(406), "406 the client left\n"),
+        };
+        if let Some(producer) = self.conns.get_mut(p.0) {
+            producer.phase = Phase::ReadingHead;
+            producer.req.keep_alive = false;
+            self.respond_text(p, status, text, After::Linger);
+            self.ready.push(p);
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! proxy: a SERVE long-poll loop answers clients' requests through the relay
+//! (PROTOCOL.md, proxy).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use super::support::{req, req_host, send_waiting, Conn, Head, Relay, Response, PARK};
+
+/// The job a SERVE response hands over.
+struct Job {
+    head: Head,
+    body: Vec<u8>,
+}
+
+impl Job {
+    fn id(&self) -> String {
+        self.header("HttpRelay-Proxy-JobId").to_string()
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.head
+            .header(name)
+            .unwrap_or_else(|| panic!("job without {name}: {:?}", self.head))
+    }
+}
+
+fn read_job(serve: &mut Conn) -> Job {
+    let got = serve.read_response();
+    assert_eq!(got.status(), 200, "SERVE response: {:?}", got.head);
+    Job {
+        body: got.body().to_vec(),
+        head: got.head,
+    }
+}
+
+fn serve(target: &str) -> Vec<u8> {
+    req("SERVE", target, &[], b"")
+}
+
+/// A SERVE request carrying the result of `job_id`.
+fn result(target: &str, job_id: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut all = vec![("HttpRelay-Proxy-JobId", job_id)];
+    all.extend_from_slice(headers);
+    req("SERVE", target, &all, body)
+}
+
+fn is_job_id(id: &str) -> bool {
+    id.len() == 8 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+#[test]
+fn proxy_single_round_trip() {
+    let relay = Relay::start();
+    let mut server = relay.connect();
+    send_waiting(&mut server, &serve("/proxy/srv"), "a SERVE with no client");
+
+    let mut client = relay.connect();
+    client.send(&req_host(
+        "GET",
+        "/proxy/srv/some/path?q=1",
+        "relay.test:8123",
+        &[("X-Client", "yes"), ("Content-Type", "text/x-client")],
+        b"client body",
+    ));
+
+    let job = read_job(&mut server);
+    assert_eq!(job.body, b"client body");
+    assert_eq!(job.header("X-Client"), "yes");
+    assert_eq!(job.header("Content-Type"), "text/x-client");
+    assert_eq!(job.header("HttpRelay-Proxy-ServerId"), "srv");
+    assert!(is_job_id(&job.id()), "job id {:?}", job.id());
+    assert_eq!(
+        job.header("HttpRelay-Proxy-Url"),
+        "http://relay.test:8123/proxy/srv/some/path?q=1"
+    );
+    assert_eq!(job.header("HttpRelay-Proxy-Method"), "GET");
+    assert_eq!(job.header("HttpRelay-Proxy-Scheme"), "http");
+    assert_eq!(job.header("HttpRelay-Proxy-Host"), "relay.test");
+    assert_eq!(job.header("HttpRelay-Proxy-Port"), "8123");
+    assert_eq!(job.header("HttpRelay-Proxy-Path"), "/some/path");
+    assert_eq!(job.header("HttpRelay-Proxy-Query"), "q=1");
+
+    // The client is still waiting for the result.
+    assert!(
+        client.is_silent_for(PARK),
+        "client answered before a result"
+    );
+
+    server.send(&result(
+        "/proxy/srv",
+        &job.id(),
+        &[
+            ("HttpRelay-Proxy-Status", "201"),
+            ("Content-Type", "application/json"),
+            ("HttpRelay-Proxy-Headers", "X-Custom"),
+            ("X-Custom", "v"),
+            ("X-Not-Listed", "no"),
+        ],
+        b"{\"created\":true}",
+    ));
+    let got = client.read_response();
+    assert_eq!(got.status(), 201, "{:?}", got.head);
+    assert_eq!(got.header("Content-Type"), Some("application/json"));
+    assert_eq!(got.header("X-Custom"), Some("v"));
+    assert_eq!(got.header("X-Not-Listed"), None, "only listed headers");
+    assert_eq!(got.body(), b"{\"created\":true}");
+    assert!(
+        got.head
+            .header_has_token("Access-Control-Expose-Headers", "*"),
+        "proxy responses expose every header: {:?}",
+        got.head
+    );
+
+    // The SERVE that carried the result now waits for the next job.
+    assert!(
+        server.is_silent_for(PARK),
+        "the result SERVE must wait for the next job"
+    );
+    // Its response is the next job.
+    client.send(&req_host(
+        "POST",
+        "/proxy/srv",
+        "relay.test:8123",
+        &[],
+        b"second",
+    ));
+    let job = read_job(&mut server);
+    assert_eq!(job.body, b"second");
+    assert_eq!(job.header("HttpRelay-Proxy-Method"), "POST");
+    assert_eq!(job.header("HttpRelay-Proxy-Path"), "/");
+    server.send(&result("/proxy/srv", &job.id(), &[], b"done"));
+    let got = client.read_response();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.body(), b"done");
+}
+
+#[test]
+fn proxy_four_serve_loops_share_fifty_jobs() {
+    const LOOPS: usize = 4;
+    const CLIENT_THREADS: usize = 10;
+    const PER_THREAD: usize = 5;
+    let relay = Relay::start();
+
+    let mut handles = Vec::new();
+    let loops: Vec<_> = (0..LOOPS)
+        .map(|k| {
+            let mut conn = relay.connect();
+            handles.push(conn.handle());
+            thread::spawn(move || {
+                conn.send(&serve("/proxy/pool"));
+                let mut handled = Vec::new();
+                // Ends when the test shuts the socket down.
+                while let Some(head) = conn.try_read_head() {
+                    assert_eq!(head.status, 200, "loop {k}: {head:?}");
+                    let body = conn.read_body(&head, false);
+                    let job = Job {
+                        body: body.bytes().to_vec(),
+                        head,
+                    };
+                    assert!(body.is_complete(), "loop {k}: truncated job");
+                    let id = job.id();
+                    let path = job.header("HttpRelay-Proxy-Path").to_string();
+                    let client_body = String::from_utf8(job.body.clone()).expect("utf-8");
+                    let answer = format!("loop {k}: {client_body} at {path}");
+                    let k_text = k.to_string();
+                    conn.send(&result(
+                        "/proxy/pool",
+                        &id,
+                        &[
+                            ("HttpRelay-Proxy-Status", "202"),
+                            ("HttpRelay-Proxy-Headers", "X-Loop"),
+                            ("X-Loop", &k_text),
+                            ("Content-Type", "text/plain"),
+                        ],
+                        answer.as_bytes(),
+                    ));
+                    handled.push((id, client_body));
+                }
+                handled
+            })
+        })
+        .collect();
+    thread::sleep(PARK);
+
+    let start = Arc::new(Barrier::new(CLIENT_THREADS));
+    let clients: Vec<_> = (0..CLIENT_THREADS)
+        .map(|t| {
+            let addr = relay.addr().clone();
+            let start = start.clone();
+            thread::spawn(move || {
+                let mut conn = Conn::open(&addr);
+                start.wait();
+                let mut seen = Vec::new();
+                for i in 0..PER_THREAD {
+                    let body = format!("client {t} request {i}");
+                    let path = format!("/c{t}/r{i}");
+                    let got = conn.exchange(&req(
+                        "POST",
+                        &format!("/proxy/pool{path}"),
+                        &[],
+                        body.as_bytes(),
+                    ));
+                    assert_eq!(got.status(), 202, "{body}: {:?}", got.head);
+                    let k: usize = got
+                        .header("X-Loop")
+                        .unwrap_or_else(|| panic!("{body}: no X-Loop: {:?}", got.head))
+                        .parse()
+                        .expect("loop number");
+                    assert_eq!(
+                        got.text(),
+                        format!("loop {k}: {body} at {path}"),
+                        "{body}: answered by the wrong job"
+                    );
+                    seen.push((body, k));
+                }
+                seen
+            })
+        })
+        .collect();
+
+    let mut answered_by: HashMap<String, usize> = HashMap::new();
+    for c in clients {
+        for (body, k) in c.join().expect("client thread") {
+            assert!(answered_by.insert(body, k).is_none());
+        }
+    }
+    for h in &handles {
+        h.shutdown();
+    }
+    let mut ids = HashSet::new();
+    let mut handled_by: HashMap<String, usize> = HashMap::new();
+    for (k, l) in loops.into_iter().enumerate() {
+        let handled = l.join().expect("serve loop");
+        eprintln!("serve loop {k} handled {} jobs", handled.len());
+        for (id, body) in handled {
+            assert!(is_job_id(&id), "job id {id:?}");
+            assert!(ids.insert(id.clone()), "job id {id} handed out twice");
+            assert!(
+                handled_by.insert(body.clone(), k).is_none(),
+                "{body} was handled by two loops"
+            );
+        }
+    }
+    assert_eq!(answered_by.len(), CLIENT_THREADS * PER_THREAD);
+    assert_eq!(
+        handled_by, answered_by,
+        "each job is handled by exactly one loop, the one that answered it"
+    );
+}
+
+#[test]
+fn proxy_late_result_after_client_left_is_406() {
+    let relay = Relay::start();
+    let mut server = relay.connect();
+    send_waiting(&mut server, &serve("/proxy/late"), "a SERVE with no client");
+    let mut client = relay.connect();
+    client.send(&req("GET", "/proxy/late/x", &[], b""));
+    let job = read_job(&mut server);
+    drop(client);
+    thread::sleep(PARK);
+
+    server.send(&result("/proxy/late", &job.id(), &[], b"too late"));
+    let r = server.read_response();
+    assert_eq!(r.status(), 406, "late result: {:?}", r.head);
+}
+
+#[test]
+fn proxy_client_leaving_before_pickup_removes_its_job() {
+    let relay = Relay::start();
+    let mut gone = relay.connect();
+    gone.send(&req("POST", "/proxy/gone/stale", &[], b"stale"));
+    thread::sleep(PARK);
+    drop(gone);
+    thread::sleep(PARK);
+
+    let mut server = relay.connect();
+    send_waiting(
+        &mut server,
+        &serve("/proxy/gone"),
+        "a SERVE whose only client left",
+    );
+    let mut client = relay.connect();
+    client.send(&req("POST", "/proxy/gone/fresh", &[], b"fresh"));
+    let job = read_job(&mut server);
+    assert_eq!(job.body, b"fresh");
+    assert_eq!(job.header("HttpRelay-Proxy-Path"), "/fresh");
+    server.send(&result("/proxy/gone", &job.id(), &[], b"ok"));
+    let got = client.read_response();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.body(), b"ok");
+
+    // The same job id cannot be answered twice.
+    let mut again = relay.connect();
+    let r = again.exchange(&result("/proxy/gone", &job.id(), &[], b"again"));
+    assert_eq!(r.status(), 406, "already answered job: {:?}", r.head);
+}
+
+#[test]
+fn proxy_unknown_job_id_is_406() {
+    let relay = Relay::start();
+    let mut server = relay.connect();
+    let r = server.exchange(&result(
+        "/proxy/unk",
+        "zzzzzzzz",
+        &[("HttpRelay-Proxy-Status", "200")],
+        b"result for nobody",
+    ));
+    assert_eq!(r.status(), 406, "unknown job: {:?}", r.head);
+
+    // A 406 hands out no job: a client request afterwards waits for a SERVE.
+    let mut client = relay.connect();
+    send_waiting(
+        &mut client,
+        &req("GET", "/proxy/unk/x", &[], b""),
+        "a client with no SERVE waiting",
+    );
+}
+
+#[test]
+fn proxy_wrong_secret_is_401() {
+    let relay = Relay::start();
+    let mut server = relay.connect();
+    send_waiting(
+        &mut server,
+        &serve("/proxy/sec?wsecret=key"),
+        "a SERVE claiming the server id",
+    );
+    let refused = |request: Vec<u8>, what: &str| {
+        let mut other = relay.connect();
+        let r = other.exchange(&request);
+        assert_eq!(r.status(), 401, "{what}: {:?}", r.head);
+    };
+    refused(serve("/proxy/sec"), "SERVE without the secret");
+    refused(
+        serve("/proxy/sec?wsecret=nope"),
+        "SERVE with a wrong secret",
+    );
+    refused(
+        req("SERVE", "/proxy/sec", &[("HttpRelay-WSecret", "nope")], b""),
+        "SERVE with a wrong header secret",
+    );
+
+    // Clients need no secret; the claiming SERVE gets the job.
+    let mut client = relay.connect();
+    client.send(&req("GET", "/proxy/sec/page", &[], b""));
+    let job = read_job(&mut server);
+    assert_eq!(job.header("HttpRelay-Proxy-Path"), "/page");
+    // A result with the wrong secret is refused and the client keeps waiting.
+    refused(
+        result(
+            "/proxy/sec?wsecret=nope",
+            &job.id(),
+            &[],
+            b"from an impostor",
+        ),
+        "result with a wrong secret",
+    );
+    assert!(
+        client.is_silent_for(PARK),
+        "refused result reached the client"
+    );
+    server.send(&result(
+        "/proxy/sec",
+        &job.id(),
+        &[("HttpRelay-WSecret", "key")],
+        b"genuine",
+    ));
+    let got = client.read_response();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.body(), b"genuine");
+}
+
+#[test]
+fn proxy_status_absent_or_invalid_is_200() {
+    let relay = Relay::start();
+    let mut server = relay.connect();
+    server.send(&serve("/proxy/st"));
+    thread::sleep(PARK);
+    let mut client = relay.connect();
+    let cases: [(Option<&str>, u16); 9] = [
+        (None, 200),
+        (Some("abc"), 200),
+        (Some(""), 200),
+        (Some("1000"), 200),
+        (Some("99"), 200),
+        (Some("-200"), 200),
+        (Some("42x"), 200),
+        (Some("418"), 418),
+        (Some("999"), 999),
+    ];
+    for (status, expected) in cases {
+        client.send(&req("GET", "/proxy/st", &[], b""));
+        let job = read_job(&mut server);
+        assert_eq!(job.header("HttpRelay-Proxy-Path"), "/", "empty path is /");
+        let id = job.id();
+        let mut headers = vec![("HttpRelay-Proxy-Headers", "")];
+        if let Some(s) = status {
+            headers.push(("HttpRelay-Proxy-Status", s));
+        }
+        server.send(&result("/proxy/st", &id, &headers, b"status test"));
+        let got = client.read_response();
+        assert_eq!(got.status(), expected, "HttpRelay-Proxy-Status {status:?}");
+        assert_eq!(
+            got.body(),
+            b"status test",
+            "HttpRelay-Proxy-Status {status:?}"
+        );
+    }
+}
+
+#[test]
+fn proxy_preflight_allows_any_header() {
+    let relay = Relay::start();
+    let mut conn = relay.connect();
+    let pre: Response = conn.exchange(&req(
+        "OPTIONS",
+        "/proxy/srv/any/path",
+        &[
+            ("Origin", "https://app.example"),
+            ("Access-Control-Request-Method", "PUT"),
+            ("Access-Control-Request-Headers", "x-anything"),
+        ],
+        b"",
+    ));
+    assert_eq!(pre.status(), 200);
+    assert_eq!(pre.body(), b"");
+    assert_eq!(pre.header("Access-Control-Allow-Headers"), Some("*"));
+
+    // A preflight is not a client request: a SERVE afterwards gets nothing.
+    let mut server = relay.connect();
+    send_waiting(
+        &mut server,
+        &serve("/proxy/srv"),
+        "a SERVE after a preflight only",
+    );
+}
