@@ -591,3 +591,376 @@ mod tests {
         assert!(!relay.link_leave(1, b"a", w(1)));
     }
 }
+
+#[cfg(test)]
+mod mcast_tests {
+    use super::*;
+
+    fn meta(len: Option<u64>) -> ProducerMeta {
+        ProducerMeta {
+            content_length: len,
+            ..ProducerMeta::default()
+        }
+    }
+
+    /// Publishes and completes a message with `body`; returns it.
+    fn write(relay: &mut Relay, id: &[u8], body: &[u8]) -> Rc<Message> {
+        let mut woken = Vec::new();
+        let m = relay
+            .mcast_publish(0, id, b"", meta(Some(body.len() as u64)), &mut woken)
+            .unwrap();
+        m.append(body, usize::MAX).unwrap();
+        relay.mcast_complete(0, id, &m);
+        m
+    }
+
+    fn got(relay: &mut Relay, id: &[u8], requested: Option<u64>) -> Option<u64> {
+        match relay.mcast_get(0, id, requested, WaiterId(99)) {
+            McastGet::Message(m) => Some(m.seq),
+            McastGet::Parked => {
+                relay.mcast_leave(0, id, WaiterId(99));
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_start_at_zero_per_channel() {
+        let mut relay = Relay::new(Settings::default());
+        assert_eq!(write(&mut relay, b"a", b"x").seq, 0);
+        assert_eq!(write(&mut relay, b"a", b"y").seq, 1);
+        assert_eq!(write(&mut relay, b"b", b"z").seq, 0);
+    }
+
+    #[test]
+    fn get_rules() {
+        let mut relay = Relay::new(Settings::default());
+        assert_eq!(got(&mut relay, b"c", None), None, "no message yet: wait");
+        for body in [b"0", b"1", b"2"] {
+            write(&mut relay, b"c", body);
+        }
+        assert_eq!(got(&mut relay, b"c", None), Some(2), "no seqid: the newest");
+        assert_eq!(got(&mut relay, b"c", Some(1)), Some(1), "exact");
+        assert_eq!(
+            got(&mut relay, b"c", Some(3)),
+            None,
+            "the next to be written: wait"
+        );
+        assert_eq!(
+            got(&mut relay, b"c", Some(50)),
+            None,
+            "too new: wait for the next"
+        );
+    }
+
+    #[test]
+    fn too_old_gets_the_oldest_retained() {
+        let mut relay = Relay::new(Settings {
+            mcast_retain: 25,
+            ..Settings::default()
+        });
+        for _ in 0..5 {
+            write(&mut relay, b"r", &[7; 10]);
+        }
+        // 50 bytes written, 25 retained: messages 3 and 4 remain (20 bytes).
+        assert_eq!(relay.mcast_held_bytes(), 20);
+        assert_eq!(got(&mut relay, b"r", Some(0)), Some(3));
+        assert_eq!(got(&mut relay, b"r", Some(4)), Some(4));
+    }
+
+    #[test]
+    fn the_newest_message_is_kept_even_over_budget() {
+        let mut relay = Relay::new(Settings {
+            mcast_retain: 5,
+            ..Settings::default()
+        });
+        write(&mut relay, b"r", &[1; 10]);
+        write(&mut relay, b"r", &[1; 10]);
+        assert_eq!(relay.mcast_held_bytes(), 10);
+        assert_eq!(got(&mut relay, b"r", Some(0)), Some(1));
+    }
+
+    #[test]
+    fn waiting_readers_are_woken_by_the_next_message() {
+        let mut relay = Relay::new(Settings::default());
+        for n in 1..=3 {
+            assert!(matches!(
+                relay.mcast_get(0, b"w", None, WaiterId(n)),
+                McastGet::Parked
+            ));
+        }
+        relay.mcast_leave(0, b"w", WaiterId(2));
+        let mut woken = Vec::new();
+        let m = relay
+            .mcast_publish(0, b"w", b"", meta(None), &mut woken)
+            .unwrap();
+        assert_eq!(woken, vec![WaiterId(1), WaiterId(3)]);
+        assert_eq!(m.state(), MessageState::Uploading);
+        assert_eq!(relay.waiter_count(), 0);
+    }
+
+    #[test]
+    fn an_uploading_message_is_readable_and_growing() {
+        let mut relay = Relay::new(Settings::default());
+        let mut woken = Vec::new();
+        let m = relay
+            .mcast_publish(0, b"u", b"", meta(None), &mut woken)
+            .unwrap();
+        m.append(b"abc", 10).unwrap();
+        let McastGet::Message(seen) = relay.mcast_get(0, b"u", None, WaiterId(1)) else {
+            panic!("the uploading message is the newest");
+        };
+        assert!(Rc::ptr_eq(&seen, &m), "one shared copy");
+        seen.follow(WaiterId(1));
+        seen.follow(WaiterId(1));
+        m.append(b"def", 10).unwrap();
+        let mut followers = Vec::new();
+        m.take_followers(&mut followers);
+        assert_eq!(followers, vec![WaiterId(1)]);
+        assert_eq!(seen.with_bytes(2, <[u8]>::to_vec), b"cdef");
+        assert_eq!(m.append(b"12345", 10), Err(RelayError::TooLarge));
+        assert_eq!(m.len(), 6, "a refused append adds nothing");
+    }
+
+    #[test]
+    fn a_failed_upload_disappears() {
+        let mut relay = Relay::new(Settings::default());
+        write(&mut relay, b"f", b"0");
+        let mut woken = Vec::new();
+        let broken = relay
+            .mcast_publish(0, b"f", b"", meta(None), &mut woken)
+            .unwrap();
+        write(&mut relay, b"f", b"2");
+        relay.mcast_abort(0, b"f", &broken);
+        assert_eq!(broken.state(), MessageState::Aborted);
+        assert_eq!(
+            got(&mut relay, b"f", Some(1)),
+            Some(2),
+            "the next that exists"
+        );
+        assert_eq!(got(&mut relay, b"f", None), Some(2));
+    }
+
+    #[test]
+    fn mcast_secret_guards_producers_only() {
+        let mut relay = Relay::new(Settings::default());
+        let mut woken = Vec::new();
+        relay
+            .mcast_publish(0, b"s", b"k", meta(None), &mut woken)
+            .unwrap();
+        assert_eq!(
+            relay
+                .mcast_publish(0, b"s", b"other", meta(None), &mut woken)
+                .unwrap_err(),
+            RelayError::WrongSecret
+        );
+        assert!(matches!(
+            relay.mcast_get(0, b"s", None, WaiterId(1)),
+            McastGet::Message(_)
+        ));
+    }
+
+    #[test]
+    fn mcast_channels_expire_with_their_messages() {
+        let mut relay = Relay::new(Settings {
+            idle_expiry: 100,
+            ..Settings::default()
+        });
+        let mut woken = Vec::new();
+        let uploading = relay
+            .mcast_publish(0, b"e", b"", meta(None), &mut woken)
+            .unwrap();
+        relay.handle_timeout(1_000);
+        assert_eq!(
+            relay.channel_count(),
+            1,
+            "an upload in progress keeps the channel"
+        );
+        relay.mcast_complete(1_000, b"e", &uploading);
+        let mut now = 1_000;
+        while relay.channel_count() > 0 && now < 5_000 {
+            now += 10;
+            relay.handle_timeout(now);
+        }
+        assert_eq!(relay.channel_count(), 0);
+        assert_eq!(relay.mcast_held_bytes(), 0);
+    }
+}
+
+#[cfg(test)]
+mod sync_tests {
+    use super::*;
+
+    #[test]
+    fn pairs_form_two_by_two() {
+        let mut relay = Relay::new(Settings::default());
+        assert_eq!(relay.sync_arrive(0, b"s", WaiterId(1)), SyncArrival::Parked);
+        assert_eq!(
+            relay.sync_arrive(0, b"s", WaiterId(2)),
+            SyncArrival::Paired(WaiterId(1))
+        );
+        assert_eq!(
+            relay.sync_arrive(0, b"s", WaiterId(3)),
+            SyncArrival::Parked,
+            "a third starts a new pair"
+        );
+        assert_eq!(
+            relay.sync_arrive(0, b"s", WaiterId(4)),
+            SyncArrival::Paired(WaiterId(3))
+        );
+    }
+
+    #[test]
+    fn a_finished_pair_never_removes_a_newer_waiter() {
+        let mut relay = Relay::new(Settings::default());
+        relay.sync_arrive(0, b"s", WaiterId(1));
+        relay.sync_arrive(0, b"s", WaiterId(2));
+        relay.sync_arrive(0, b"s", WaiterId(3));
+        // The finished pair's connections closing must not touch waiter 3.
+        assert!(!relay.sync_leave(0, b"s", WaiterId(1)));
+        assert!(!relay.sync_leave(0, b"s", WaiterId(2)));
+        assert_eq!(
+            relay.sync_arrive(0, b"s", WaiterId(4)),
+            SyncArrival::Paired(WaiterId(3))
+        );
+    }
+
+    #[test]
+    fn a_waiter_that_left_is_not_paired() {
+        let mut relay = Relay::new(Settings::default());
+        relay.sync_arrive(0, b"s", WaiterId(1));
+        assert!(relay.sync_leave(0, b"s", WaiterId(1)));
+        assert_eq!(relay.sync_arrive(0, b"s", WaiterId(2)), SyncArrival::Parked);
+    }
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::*;
+
+    fn dispatched(d: ProxyDispatch) -> (JobId, WaiterId) {
+        match d {
+            ProxyDispatch::Dispatched { job, counterpart } => (job, counterpart),
+            ProxyDispatch::Parked => panic!("expected a dispatch"),
+        }
+    }
+
+    #[test]
+    fn job_ids_are_eight_alphanumerics_and_differ() {
+        let mut relay = Relay::new(Settings::default());
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..1000 {
+            let (job, _) = relay.proxy_request(0, b"p", WaiterId(n));
+            assert!(job.iter().all(u8::is_ascii_alphanumeric), "{job:?}");
+            assert!(seen.insert(job), "duplicate job id");
+        }
+    }
+
+    #[test]
+    fn a_waiting_server_takes_the_next_request() {
+        let mut relay = Relay::new(Settings::default());
+        assert_eq!(
+            relay.proxy_serve(0, b"p", WaiterId(1), b"").unwrap(),
+            ProxyDispatch::Parked
+        );
+        let (job, d) = relay.proxy_request(0, b"p", WaiterId(2));
+        assert_eq!(dispatched(d), (job, WaiterId(1)));
+        assert_eq!(
+            relay.proxy_result(0, b"p", b"", &job),
+            Err(RelayError::UnknownJob),
+            "not delivered yet"
+        );
+        relay.proxy_delivered(0, b"p", &job);
+        assert_eq!(relay.proxy_result(0, b"p", b"", &job), Ok(WaiterId(2)));
+        assert_eq!(
+            relay.proxy_result(0, b"p", b"", &job),
+            Err(RelayError::UnknownJob),
+            "answered once"
+        );
+    }
+
+    #[test]
+    fn queued_jobs_go_to_servers_in_order_one_each() {
+        let mut relay = Relay::new(Settings::default());
+        let (j1, _) = relay.proxy_request(0, b"p", WaiterId(1));
+        let (j2, _) = relay.proxy_request(0, b"p", WaiterId(2));
+        assert_eq!(
+            dispatched(relay.proxy_serve(0, b"p", WaiterId(10), b"").unwrap()),
+            (j1, WaiterId(1))
+        );
+        assert_eq!(
+            dispatched(relay.proxy_serve(0, b"p", WaiterId(11), b"").unwrap()),
+            (j2, WaiterId(2))
+        );
+        assert_eq!(
+            relay.proxy_serve(0, b"p", WaiterId(12), b"").unwrap(),
+            ProxyDispatch::Parked
+        );
+    }
+
+    #[test]
+    fn a_client_that_leaves_takes_its_job_along() {
+        let mut relay = Relay::new(Settings::default());
+        let (queued, _) = relay.proxy_request(0, b"p", WaiterId(1));
+        assert!(relay.proxy_client_leave(0, b"p", &queued));
+        assert_eq!(
+            relay.proxy_serve(0, b"p", WaiterId(10), b"").unwrap(),
+            ProxyDispatch::Parked
+        );
+        let (job, _) = relay.proxy_request(0, b"p", WaiterId(2));
+        relay.proxy_delivered(0, b"p", &job);
+        relay.proxy_client_leave(0, b"p", &job);
+        assert_eq!(
+            relay.proxy_result(0, b"p", b"", &job),
+            Err(RelayError::UnknownJob),
+            "late result"
+        );
+    }
+
+    #[test]
+    fn a_server_that_leaves_gets_no_job() {
+        let mut relay = Relay::new(Settings::default());
+        relay.proxy_serve(0, b"p", WaiterId(10), b"").unwrap();
+        assert!(relay.proxy_server_leave(0, b"p", WaiterId(10)));
+        assert_eq!(
+            relay.proxy_request(0, b"p", WaiterId(1)).1,
+            ProxyDispatch::Parked
+        );
+    }
+
+    #[test]
+    fn serve_secret() {
+        let mut relay = Relay::new(Settings::default());
+        relay.proxy_serve(0, b"p", WaiterId(10), b"k").unwrap();
+        assert_eq!(
+            relay.proxy_serve(0, b"p", WaiterId(11), b"x"),
+            Err(RelayError::WrongSecret)
+        );
+        let (job, _) = relay.proxy_request(0, b"p", WaiterId(1));
+        relay.proxy_delivered(0, b"p", &job);
+        assert_eq!(
+            relay.proxy_result(0, b"p", b"x", &job),
+            Err(RelayError::WrongSecret)
+        );
+        assert_eq!(relay.proxy_result(0, b"p", b"k", &job), Ok(WaiterId(1)));
+    }
+
+    #[test]
+    fn drain_returns_servers_and_waiting_clients() {
+        let mut relay = Relay::new(Settings::default());
+        relay.proxy_serve(0, b"c", WaiterId(10), b"").unwrap();
+        relay.proxy_request(0, b"b", WaiterId(1));
+        relay.proxy_serve(0, b"a", WaiterId(11), b"").unwrap();
+        let (job, d) = relay.proxy_request(0, b"a", WaiterId(2));
+        assert_eq!(
+            dispatched(d),
+            (job, WaiterId(11)),
+            "server 11 is busy, not waiting"
+        );
+        relay.proxy_delivered(0, b"a", &job);
+        let mut out = Vec::new();
+        relay.drain_waiters(&mut out);
+        out.sort();
+        assert_eq!(out, vec![WaiterId(1), WaiterId(2), WaiterId(10)]);
+    }
+}

@@ -120,7 +120,7 @@ fn proxy_single_round_trip() {
     // Its response is the next job.
     client.send(&req_host(
         "POST",
-        "/proxy/srv",
+        "/proxy/srv?z=9&a=%2F+x&wsecret=w",
         "relay.test:8123",
         &[],
         b"second",
@@ -129,6 +129,11 @@ fn proxy_single_round_trip() {
     assert_eq!(job.body, b"second");
     assert_eq!(job.header("HttpRelay-Proxy-Method"), "POST");
     assert_eq!(job.header("HttpRelay-Proxy-Path"), "/");
+    assert_eq!(
+        job.header("HttpRelay-Proxy-Query"),
+        "z=9&a=%2F+x&wsecret=w",
+        "the query is passed on raw"
+    );
     server.send(&result("/proxy/srv", &job.id(), &[], b"done"));
     let got = client.read_response();
     assert_eq!(got.status(), 200);
@@ -275,9 +280,10 @@ fn proxy_client_leaving_before_pickup_removes_its_job() {
     thread::sleep(PARK);
 
     let mut server = relay.connect();
+    // Any path after the server id is fine for SERVE.
     send_waiting(
         &mut server,
-        &serve("/proxy/gone"),
+        &serve("/proxy/gone/serve/path"),
         "a SERVE whose only client left",
     );
     let mut client = relay.connect();
