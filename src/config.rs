@@ -29,6 +29,20 @@ pub struct Config {
     pub sync_max_body: usize,
     /// Peers whose `X-Real-IP`/`X-Real-Port`/`X-Forwarded-*` are believed.
     pub trust_proxy: Vec<IpAddr>,
+    /// A request head must be complete this long after its first byte.
+    pub head_timeout: Duration,
+    /// An idle connection (between requests, or fresh) is closed after this long.
+    pub idle_timeout: Duration,
+    /// A transfer or response that makes no progress for this long is closed.
+    pub body_timeout: Duration,
+    /// A parked waiter gets `504` after this long (`None`: waits forever).
+    pub wait_timeout: Option<Duration>,
+    /// Most open client connections (`None`: derived from `RLIMIT_NOFILE`).
+    pub max_conns: Option<usize>,
+    /// Most bytes held by mcast messages over all channels.
+    pub mcast_total: usize,
+    /// Most bytes held by sync bodies over all channels.
+    pub sync_total: usize,
 }
 
 /// What the command line asks for.
@@ -60,6 +74,11 @@ pub const DEFAULT_MAX_HEAD: usize = 16 * 1024;
 pub const DEFAULT_MCAST_MAX_MESSAGE: usize = 10 * 1024 * 1024;
 pub const DEFAULT_MCAST_RETAIN: usize = 11_000_000;
 pub const DEFAULT_SYNC_MAX_BODY: usize = 10 * 1024 * 1024;
+pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MCAST_TOTAL: usize = 64 * 1024 * 1024;
+pub const DEFAULT_SYNC_TOTAL: usize = 64 * 1024 * 1024;
 /// Largest `--max-head` accepted: a response head reflects at most two request
 /// heads (own Origin, counterpart's query and content type), and must fit in one
 /// output buffer.
@@ -91,6 +110,23 @@ Proxies:
 
 Limits:
       --max-head BYTES            largest request head, 431 beyond [default: 16384]
+      --max-conns N               most open connections; at the limit the oldest
+                                  connections without a complete request head are
+                                  closed, else accepting pauses
+                                  [default: the descriptor limit minus 32]
+      --mcast-total BYTES         most bytes held by mcast messages in all;
+                                  503 for new uploads beyond [default: 67108864]
+      --sync-total BYTES          most bytes held by sync bodies in all; 503 for
+                                  new uploads beyond [default: 67108864]
+
+Timeouts (seconds, fractions allowed):
+      --head-timeout SECS         a request head must be complete this long after
+                                  its first byte, else 408 [default: 10]
+      --idle-timeout SECS         close idle connections after [default: 60]
+      --body-timeout SECS         close a transfer or response that makes no
+                                  progress this long [default: 60]
+      --wait-timeout SECS         answer a waiting request 504 after this long;
+                                  0 waits forever [default: 0]
 
 Other:
   -h, --help               print this help
@@ -116,6 +152,13 @@ pub fn parse(
     let mut mcast_retain = DEFAULT_MCAST_RETAIN;
     let mut sync_max_body = DEFAULT_SYNC_MAX_BODY;
     let mut trust_proxy = Vec::new();
+    let mut head_timeout = DEFAULT_HEAD_TIMEOUT;
+    let mut idle_timeout = DEFAULT_IDLE_TIMEOUT;
+    let mut body_timeout = DEFAULT_BODY_TIMEOUT;
+    let mut wait_timeout = None;
+    let mut max_conns = None;
+    let mut mcast_total = DEFAULT_MCAST_TOTAL;
+    let mut sync_total = DEFAULT_SYNC_TOTAL;
 
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
@@ -123,15 +166,7 @@ pub fn parse(
             Short('a') | Long("addr") => addr = parser.value()?.string()?,
             Short('p') | Long("port") => port = number(&mut parser, "port")?,
             Short('u') | Long("unix") => unix = Some(parser.value()?.into()),
-            Long("idle-expiry") => {
-                let secs: f64 = number(&mut parser, "idle-expiry")?;
-                if !(secs > 0.0 && secs.is_finite()) {
-                    return Err(UsageError(
-                        "--idle-expiry must be a positive number of seconds".into(),
-                    ));
-                }
-                idle_expiry = Duration::from_secs_f64(secs);
-            }
+            Long("idle-expiry") => idle_expiry = seconds(&mut parser, "idle-expiry")?,
             Long("max-head") => {
                 max_head = number(&mut parser, "max-head")?;
                 if !(1024..=MAX_MAX_HEAD).contains(&max_head) {
@@ -145,6 +180,27 @@ pub fn parse(
             }
             Long("mcast-retain") => mcast_retain = number(&mut parser, "mcast-retain")?,
             Long("sync-max-body") => sync_max_body = number(&mut parser, "sync-max-body")?,
+            Long("head-timeout") => head_timeout = seconds(&mut parser, "head-timeout")?,
+            Long("idle-timeout") => idle_timeout = seconds(&mut parser, "idle-timeout")?,
+            Long("body-timeout") => body_timeout = seconds(&mut parser, "body-timeout")?,
+            Long("wait-timeout") => {
+                let secs: f64 = number(&mut parser, "wait-timeout")?;
+                if !(secs >= 0.0 && secs.is_finite()) {
+                    return Err(UsageError(
+                        "--wait-timeout must be 0 or a positive number of seconds".into(),
+                    ));
+                }
+                wait_timeout = (secs > 0.0).then(|| Duration::from_secs_f64(secs));
+            }
+            Long("max-conns") => {
+                let n: usize = number(&mut parser, "max-conns")?;
+                if n == 0 {
+                    return Err(UsageError("--max-conns must be at least 1".into()));
+                }
+                max_conns = Some(n);
+            }
+            Long("mcast-total") => mcast_total = number(&mut parser, "mcast-total")?,
+            Long("sync-total") => sync_total = number(&mut parser, "sync-total")?,
             Long("trust-proxy") => {
                 let list = parser.value()?.string()?;
                 for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -171,7 +227,25 @@ pub fn parse(
         mcast_retain,
         sync_max_body,
         trust_proxy,
+        head_timeout,
+        idle_timeout,
+        body_timeout,
+        wait_timeout,
+        max_conns,
+        mcast_total,
+        sync_total,
     }))
+}
+
+/// A positive number of seconds (fractions allowed).
+fn seconds(parser: &mut lexopt::Parser, flag: &str) -> Result<Duration, UsageError> {
+    let secs: f64 = number(parser, flag)?;
+    if !(secs > 0.0 && secs.is_finite() && secs < 1e9) {
+        return Err(UsageError(format!(
+            "--{flag} must be a positive number of seconds"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn number<T: std::str::FromStr>(parser: &mut lexopt::Parser, flag: &str) -> Result<T, UsageError> {
@@ -215,6 +289,32 @@ mod tests {
         assert_eq!(c.mcast_retain, 11_000_000);
         assert_eq!(c.sync_max_body, 10 * 1024 * 1024);
         assert!(c.trust_proxy.is_empty());
+        assert_eq!(c.head_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.body_timeout, Duration::from_secs(60));
+        assert_eq!(c.wait_timeout, None);
+        assert_eq!(c.max_conns, None);
+    }
+
+    #[test]
+    fn timeouts() {
+        let c = config(
+            &[
+                "--head-timeout",
+                "0.5",
+                "--wait-timeout",
+                "3",
+                "--max-conns",
+                "9",
+            ],
+            None,
+        );
+        assert_eq!(c.head_timeout, Duration::from_millis(500));
+        assert_eq!(c.wait_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(c.max_conns, Some(9));
+        assert_eq!(config(&["--wait-timeout", "0"], None).wait_timeout, None);
+        assert!(run(&["--body-timeout", "0"], None).is_err());
+        assert!(run(&["--max-conns", "0"], None).is_err());
     }
 
     #[test]

@@ -105,35 +105,61 @@ pub enum After {
 }
 
 /// The socket kinds the server accepts.
-pub enum Stream {
+enum Socket {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
+/// A client socket that remembers whether bytes moved since it was last asked
+/// (the body timeout's notion of progress).
+pub struct Stream {
+    socket: Socket,
+    /// Set when a read or write moved at least one byte.
+    pub progressed: bool,
+}
+
 impl Stream {
+    pub fn tcp(s: TcpStream) -> Stream {
+        Stream {
+            socket: Socket::Tcp(s),
+            progressed: false,
+        }
+    }
+
+    pub fn unix(s: UnixStream) -> Stream {
+        Stream {
+            socket: Socket::Unix(s),
+            progressed: false,
+        }
+    }
+
     pub fn shutdown_write(&self) {
-        let _ = match self {
-            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
-            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        let _ = match &self.socket {
+            Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Socket::Unix(s) => s.shutdown(std::net::Shutdown::Write),
         };
     }
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
+        let n = match &mut self.socket {
+            Socket::Tcp(s) => s.read(buf),
+            Socket::Unix(s) => s.read(buf),
+        }?;
+        self.progressed |= n > 0;
+        Ok(n)
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
+        let n = match &mut self.socket {
+            Socket::Tcp(s) => s.write(buf),
+            Socket::Unix(s) => s.write(buf),
+        }?;
+        self.progressed |= n > 0;
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -148,9 +174,9 @@ impl Source for Stream {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.register(registry, token, interests),
-            Stream::Unix(s) => s.register(registry, token, interests),
+        match &mut self.socket {
+            Socket::Tcp(s) => s.register(registry, token, interests),
+            Socket::Unix(s) => s.register(registry, token, interests),
         }
     }
 
@@ -160,18 +186,35 @@ impl Source for Stream {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.reregister(registry, token, interests),
-            Stream::Unix(s) => s.reregister(registry, token, interests),
+        match &mut self.socket {
+            Socket::Tcp(s) => s.reregister(registry, token, interests),
+            Socket::Unix(s) => s.reregister(registry, token, interests),
         }
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.deregister(registry),
-            Stream::Unix(s) => s.deregister(registry),
+        match &mut self.socket {
+            Socket::Tcp(s) => s.deregister(registry),
+            Socket::Unix(s) => s.deregister(registry),
         }
     }
+}
+
+/// Which timeout a connection's deadline stands for (one at a time, chosen by
+/// its phase).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    None,
+    /// Between requests, or fresh and silent: closed quietly.
+    Idle,
+    /// A request head has started: it must complete in time, else `408`.
+    Head,
+    /// A body or response is moving: checked every quarter of the body timeout.
+    Progress,
+    /// Parked, with a wait timeout configured: `504` when it passes.
+    Wait,
+    /// Lingering after an error response.
+    Linger,
 }
 
 pub struct Conn {
@@ -211,12 +254,18 @@ pub struct Conn {
     pub head_copy: Vec<u8>,
     /// proxy: the job this client request became.
     pub job: JobId,
-    /// When the current phase times out.
+    /// When the current timer fires.
     pub deadline: Option<Instant>,
+    pub timer: Timer,
+    /// When the current timer was chosen (the oldest idle connections are
+    /// evicted first at the connection limit).
+    pub timer_since: Instant,
+    /// Consecutive body-timeout checks without progress.
+    pub quiet_checks: u8,
 }
 
 impl Conn {
-    pub fn new(stream: Stream, peer: Option<SocketAddr>) -> Conn {
+    pub fn new(stream: Stream, peer: Option<SocketAddr>, now: Instant) -> Conn {
         Conn {
             stream,
             peer,
@@ -238,6 +287,9 @@ impl Conn {
             head_copy: Vec::new(),
             job: [0; 8],
             deadline: None,
+            timer: Timer::None,
+            timer_since: now,
+            quiet_checks: 0,
         }
     }
 }

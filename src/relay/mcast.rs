@@ -67,8 +67,9 @@ impl Message {
     }
 
     /// Appends uploaded bytes. Fails, appending nothing, when the message would
-    /// exceed `max_len`.
-    pub fn append(&self, bytes: &[u8], max_len: usize) -> Result<(), RelayError> {
+    /// exceed `max_len`. (The relay's [`super::Relay::mcast_append`] also keeps
+    /// the total over all channels.)
+    pub(super) fn append(&self, bytes: &[u8], max_len: usize) -> Result<(), RelayError> {
         let mut data = self.data.borrow_mut();
         if data.len() + bytes.len() > max_len {
             return Err(RelayError::TooLarge);
@@ -138,8 +139,11 @@ impl McastChannel {
         Ok(message)
     }
 
-    pub(super) fn complete(&mut self, now: Millis, message: &Message, retain: usize) {
+    /// Marks the message complete and drops old ones over `retain`; returns the
+    /// bytes of the messages dropped.
+    pub(super) fn complete(&mut self, now: Millis, message: &Message, retain: usize) -> usize {
         self.last_active = now;
+        let mut dropped_bytes = 0;
         message.state.set(MessageState::Complete);
         message.data.borrow_mut().shrink_to_fit();
         self.held += message.len();
@@ -157,17 +161,27 @@ impl McastChannel {
             }
             let dropped = self.messages.remove(at).expect("position is in range");
             self.held -= dropped.len();
+            dropped_bytes += dropped.len();
         }
+        dropped_bytes
     }
 
-    pub(super) fn abort(&mut self, now: Millis, message: &Message) {
+    /// Removes a failed upload; returns the bytes it held (0 if it was already gone).
+    pub(super) fn abort(&mut self, now: Millis, message: &Message) -> usize {
         self.last_active = now;
-        if message.state() == MessageState::Complete {
+        let before = self.messages.len();
+        self.messages
+            .retain(|m| !std::ptr::eq(Rc::as_ptr(m), message));
+        let was_here = self.messages.len() != before;
+        if message.state() == MessageState::Complete && was_here {
             self.held -= message.len();
         }
         message.state.set(MessageState::Aborted);
-        self.messages
-            .retain(|m| !std::ptr::eq(Rc::as_ptr(m), message));
+        if was_here {
+            message.len()
+        } else {
+            0
+        }
     }
 
     pub(super) fn get(

@@ -46,6 +46,8 @@ pub enum RelayError {
     TooLarge,
     /// A proxy result names a job that does not exist or is not awaiting one.
     UnknownJob,
+    /// The bytes held by all mcast messages reached their total.
+    Full,
 }
 
 impl std::fmt::Display for RelayError {
@@ -54,6 +56,7 @@ impl std::fmt::Display for RelayError {
             RelayError::WrongSecret => "wrong write secret for this channel",
             RelayError::TooLarge => "message too large",
             RelayError::UnknownJob => "unknown or already answered job",
+            RelayError::Full => "relay storage for messages is full",
         })
     }
 }
@@ -67,6 +70,8 @@ pub struct Settings {
     pub idle_expiry: Millis,
     /// Bytes of complete mcast messages a channel retains (oldest dropped beyond).
     pub mcast_retain: usize,
+    /// Bytes all mcast messages (retained or uploading) may hold together.
+    pub mcast_total: usize,
     /// Seed for job ids (the shell supplies randomness; the core has no IO).
     pub seed: u64,
 }
@@ -76,6 +81,7 @@ impl Default for Settings {
         Settings {
             idle_expiry: DEFAULT_IDLE_EXPIRY,
             mcast_retain: 11_000_000,
+            mcast_total: 64 * 1024 * 1024,
             seed: 0x9e37_79b9_7f4a_7c15,
         }
     }
@@ -89,6 +95,8 @@ pub struct Relay {
     syncs: HashMap<Box<[u8]>, SyncChannel>,
     proxies: HashMap<Box<[u8]>, ProxyChannel>,
     settings: Settings,
+    /// Bytes held by mcast messages that channels own (retained or uploading).
+    mcast_bytes: usize,
     rng: u64,
     /// When the next sweep for idle channels is due, if any channel exists.
     next_sweep: Option<Millis>,
@@ -111,6 +119,7 @@ impl Relay {
             syncs: HashMap::new(),
             proxies: HashMap::new(),
             rng: settings.seed | 1,
+            mcast_bytes: 0,
             settings,
             next_sweep: None,
         }
@@ -159,19 +168,46 @@ impl Relay {
         published
     }
 
+    /// Whether a new upload of `len` bytes (if known) fits in the total now.
+    pub fn mcast_has_room(&self, len: Option<u64>) -> bool {
+        let wanted = len.map_or(1, |n| n.max(1));
+        (self.mcast_bytes as u64).saturating_add(wanted) <= self.settings.mcast_total as u64
+    }
+
+    /// Appends uploaded bytes to a message: `TooLarge` past `max_len`, `Full`
+    /// past the total of all messages. A refused append adds nothing.
+    pub fn mcast_append(
+        &mut self,
+        message: &Message,
+        bytes: &[u8],
+        max_len: usize,
+    ) -> Result<(), RelayError> {
+        if self.mcast_bytes + bytes.len() > self.settings.mcast_total {
+            return Err(RelayError::Full);
+        }
+        message.append(bytes, max_len)?;
+        self.mcast_bytes += bytes.len();
+        Ok(())
+    }
+
     /// The message's upload finished; older messages may be dropped.
     pub fn mcast_complete(&mut self, now: Millis, id: &[u8], message: &Message) {
         let retain = self.settings.mcast_retain;
         if let Some(c) = self.mcasts.get_mut(id) {
-            c.complete(now, message, retain);
+            self.mcast_bytes -= c.complete(now, message, retain);
         }
     }
 
     /// The message's upload failed: it is removed.
     pub fn mcast_abort(&mut self, now: Millis, id: &[u8], message: &Message) {
         if let Some(c) = self.mcasts.get_mut(id) {
-            c.abort(now, message);
+            self.mcast_bytes -= c.abort(now, message);
         }
+    }
+
+    /// Bytes held by mcast messages over all channels (retained or uploading).
+    pub fn mcast_bytes(&self) -> usize {
+        self.mcast_bytes
     }
 
     /// A reader asks for a message (`requested`: its sequence number, if any).
@@ -301,7 +337,15 @@ impl Relay {
         }
         let expiry = self.settings.idle_expiry;
         self.links.retain(|_, c| !c.is_expired(now, expiry));
-        self.mcasts.retain(|_, c| !c.is_expired(now, expiry));
+        let mut freed = 0;
+        self.mcasts.retain(|_, c| {
+            let expired = c.is_expired(now, expiry);
+            if expired {
+                freed += c.held_bytes();
+            }
+            !expired
+        });
+        self.mcast_bytes -= freed;
         self.syncs.retain(|_, c| !c.is_expired(now, expiry));
         self.proxies.retain(|_, c| !c.is_expired(now, expiry));
         self.next_sweep = None;
@@ -609,7 +653,7 @@ mod mcast_tests {
         let m = relay
             .mcast_publish(0, id, b"", meta(Some(body.len() as u64)), &mut woken)
             .unwrap();
-        m.append(body, usize::MAX).unwrap();
+        relay.mcast_append(&m, body, usize::MAX).unwrap();
         relay.mcast_complete(0, id, &m);
         m
     }
@@ -706,20 +750,24 @@ mod mcast_tests {
         let m = relay
             .mcast_publish(0, b"u", b"", meta(None), &mut woken)
             .unwrap();
-        m.append(b"abc", 10).unwrap();
+        relay.mcast_append(&m, b"abc", 10).unwrap();
         let McastGet::Message(seen) = relay.mcast_get(0, b"u", None, WaiterId(1)) else {
             panic!("the uploading message is the newest");
         };
         assert!(Rc::ptr_eq(&seen, &m), "one shared copy");
         seen.follow(WaiterId(1));
         seen.follow(WaiterId(1));
-        m.append(b"def", 10).unwrap();
+        relay.mcast_append(&m, b"def", 10).unwrap();
         let mut followers = Vec::new();
         m.take_followers(&mut followers);
         assert_eq!(followers, vec![WaiterId(1)]);
         assert_eq!(seen.with_bytes(2, <[u8]>::to_vec), b"cdef");
-        assert_eq!(m.append(b"12345", 10), Err(RelayError::TooLarge));
+        assert_eq!(
+            relay.mcast_append(&m, b"12345", 10),
+            Err(RelayError::TooLarge)
+        );
         assert_eq!(m.len(), 6, "a refused append adds nothing");
+        assert_eq!(relay.mcast_bytes(), 6);
     }
 
     #[test]
@@ -739,6 +787,53 @@ mod mcast_tests {
             "the next that exists"
         );
         assert_eq!(got(&mut relay, b"f", None), Some(2));
+    }
+
+    #[test]
+    fn the_total_over_all_channels_is_kept() {
+        let mut relay = Relay::new(Settings {
+            mcast_total: 10,
+            mcast_retain: 100,
+            ..Settings::default()
+        });
+        write(&mut relay, b"a", b"123456");
+        assert!(relay.mcast_has_room(Some(4)));
+        assert!(!relay.mcast_has_room(Some(5)));
+        let mut woken = Vec::new();
+        let m = relay
+            .mcast_publish(0, b"b", b"", meta(None), &mut woken)
+            .unwrap();
+        relay.mcast_append(&m, b"1234", 100).unwrap();
+        assert_eq!(relay.mcast_append(&m, b"5", 100), Err(RelayError::Full));
+        relay.mcast_abort(0, b"b", &m);
+        assert_eq!(
+            relay.mcast_bytes(),
+            6,
+            "an aborted upload gives its bytes back"
+        );
+        relay.mcast_abort(0, b"b", &m);
+        assert_eq!(
+            relay.mcast_bytes(),
+            6,
+            "aborting twice gives nothing back twice"
+        );
+    }
+
+    #[test]
+    fn retention_and_expiry_give_bytes_back() {
+        let mut relay = Relay::new(Settings {
+            mcast_retain: 10,
+            idle_expiry: 100,
+            ..Settings::default()
+        });
+        for _ in 0..5 {
+            write(&mut relay, b"r", &[0; 8]);
+        }
+        assert_eq!(relay.mcast_bytes(), 8, "only the newest is retained");
+        relay.handle_timeout(10_000);
+        relay.handle_timeout(20_000);
+        assert_eq!(relay.channel_count(), 0);
+        assert_eq!(relay.mcast_bytes(), 0);
     }
 
     #[test]

@@ -34,6 +34,14 @@ impl Server {
             let text = format!("413 message larger than {} bytes\n", self.mcast_max_message);
             return self.refuse(id, Status(413), &text);
         }
+        let declared = match framing {
+            Framing::Length(n) => Some(n),
+            Framing::Empty => Some(0),
+            Framing::Chunked => None,
+        };
+        if !self.relay.mcast_has_room(declared) {
+            return self.refuse(id, Status(503), "503 relay storage for messages is full\n");
+        }
         self.load_secret(id);
         let now = self.now_millis();
         let conn = &self.conns[id.0];
@@ -44,11 +52,7 @@ impl Server {
             method: conn.req.method.as_slice().into(),
             query: conn.query_meta.as_slice().into(),
             content_type: conn.req.content_type.as_slice().into(),
-            content_length: match framing {
-                Framing::Length(n) => Some(n),
-                Framing::Empty => Some(0),
-                Framing::Chunked => None,
-            },
+            content_length: declared,
         };
         let mut woken = std::mem::take(&mut self.waiters);
         woken.clear();
@@ -101,10 +105,22 @@ impl Server {
                         }
                     };
                     let data = &input.pending()[decoded.data.clone()];
-                    if message.append(data, self.mcast_max_message).is_err() {
-                        let text =
-                            format!("413 message larger than {} bytes\n", self.mcast_max_message);
-                        return self.fail_publishing(id, &message, Status(413), &text);
+                    match self
+                        .relay
+                        .mcast_append(&message, data, self.mcast_max_message)
+                    {
+                        Ok(()) => {}
+                        Err(RelayError::Full) => {
+                            let text = "503 relay storage for messages is full\n";
+                            return self.fail_publishing(id, &message, Status(503), text);
+                        }
+                        Err(_) => {
+                            let text = format!(
+                                "413 message larger than {} bytes\n",
+                                self.mcast_max_message
+                            );
+                            return self.fail_publishing(id, &message, Status(413), &text);
+                        }
                     }
                     input.consume(decoded.consumed);
                     progress = true;

@@ -15,7 +15,7 @@ use slab::Slab;
 
 use crate::buf::BufPool;
 use crate::config::{Config, Listen};
-use crate::conn::{After, Conn, ConnId, Phase, Stream, Wait};
+use crate::conn::{After, Conn, ConnId, Phase, Stream, Timer, Wait};
 use crate::http::{
     find_param, parse_request, Framing, HeadWriter, HttpDate, QueryFilter, Status, Target,
 };
@@ -39,6 +39,9 @@ const OUTPUT_BUF_SIZE: usize = 64 * 1024;
 const POOL_KEEP: usize = 256;
 /// How long a connection lingers after an error response before it is closed.
 const LINGER: Duration = Duration::from_secs(2);
+/// Descriptors kept free for the listener, the poller and the signal pipe when
+/// the connection limit is derived from `RLIMIT_NOFILE`.
+const RESERVED_FDS: usize = 32;
 /// Most bytes discarded while lingering.
 const LINGER_MAX_BYTES: usize = 1 << 20;
 /// How long shutdown waits for transfers in progress.
@@ -90,7 +93,19 @@ pub struct Server {
     max_head: usize,
     mcast_max_message: usize,
     sync_max_body: usize,
+    sync_total: usize,
+    /// Bytes held by sync bodies in all connections.
+    sync_held: usize,
     trust_proxy: Vec<IpAddr>,
+    head_timeout: Duration,
+    idle_timeout: Duration,
+    body_timeout: Duration,
+    wait_timeout: Option<Duration>,
+    max_conns: usize,
+    /// Accepting is paused at the connection limit until a connection closes.
+    accept_paused: bool,
+    /// The time of the current loop iteration (read once per poll).
+    now: Instant,
     started: Instant,
     date: HttpDate,
     query_filter: QueryFilter,
@@ -141,6 +156,10 @@ impl Server {
         registry
             .register(&mut signals, SIGNAL, Interest::READABLE)
             .map_err(ServerError::Poll)?;
+        let descriptors = raise_descriptor_limit();
+        let max_conns = config
+            .max_conns
+            .unwrap_or_else(|| descriptors.saturating_sub(RESERVED_FDS).max(16));
         eprintln!("httprelay {} listening on {shown}", reply::VERSION);
         let idle_expiry = config.idle_expiry.as_millis().min(u128::from(u64::MAX)) as u64;
         Ok(Server {
@@ -151,6 +170,7 @@ impl Server {
             relay: Relay::new(Settings {
                 idle_expiry: idle_expiry.max(1),
                 mcast_retain: config.mcast_retain,
+                mcast_total: config.mcast_total,
                 seed: random_seed(),
             }),
             input_pool: BufPool::new(config.max_head, POOL_KEEP),
@@ -158,7 +178,16 @@ impl Server {
             max_head: config.max_head,
             mcast_max_message: config.mcast_max_message,
             sync_max_body: config.sync_max_body,
+            sync_total: config.sync_total,
+            sync_held: 0,
             trust_proxy: config.trust_proxy.clone(),
+            head_timeout: config.head_timeout,
+            idle_timeout: config.idle_timeout,
+            body_timeout: config.body_timeout,
+            wait_timeout: config.wait_timeout,
+            max_conns,
+            accept_paused: false,
+            now: Instant::now(),
             started: Instant::now(),
             date: HttpDate::default(),
             query_filter: QueryFilter::default(),
@@ -183,6 +212,7 @@ impl Server {
                 }
                 return Err(ServerError::Poll(e));
             }
+            self.now = Instant::now();
             self.refresh_date();
             for event in events.iter() {
                 match event.token() {
@@ -200,7 +230,8 @@ impl Server {
                 }
             }
             self.drive_ready();
-            self.fire_timers(Instant::now());
+            self.now = Instant::now();
+            self.fire_timers(self.now);
             self.drive_ready();
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || Instant::now() >= deadline {
@@ -260,31 +291,173 @@ impl Server {
             }
             self.timers.pop();
             if self.conns.get(key).is_some_and(|c| c.deadline == Some(at)) {
-                // The only connection deadline so far: lingering is over.
-                self.close(ConnId(key));
+                self.on_timeout(ConnId(key));
             }
         }
     }
 
-    fn set_deadline(&mut self, id: ConnId, after: Duration) {
-        let at = Instant::now() + after;
-        if let Some(conn) = self.conns.get_mut(id.0) {
-            conn.deadline = Some(at);
+    /// The timer a connection needs in its phase.
+    fn timer_for(&self, conn: &Conn) -> Timer {
+        match conn.phase {
+            Phase::ReadingHead if conn.input.as_ref().is_some_and(|i| !i.is_empty()) => Timer::Head,
+            Phase::ReadingHead => Timer::Idle,
+            Phase::Parked(_) if self.wait_timeout.is_some() => Timer::Wait,
+            Phase::Parked(_) => Timer::None,
+            Phase::Lingering => Timer::Linger,
+            _ => Timer::Progress,
+        }
+    }
+
+    /// Arms the timer the connection's phase calls for, unless it is armed
+    /// already (a head's deadline counts from its first byte, not its last).
+    fn rearm(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get(id.0) else {
+            return;
+        };
+        let timer = self.timer_for(conn);
+        if timer == conn.timer {
+            return;
+        }
+        let after = match timer {
+            Timer::None => None,
+            Timer::Idle => Some(self.idle_timeout),
+            Timer::Head => Some(self.head_timeout),
+            Timer::Progress => Some(self.body_timeout / 4),
+            Timer::Wait => self.wait_timeout,
+            Timer::Linger => Some(LINGER),
+        };
+        let conn = &mut self.conns[id.0];
+        conn.timer = timer;
+        conn.timer_since = self.now;
+        conn.quiet_checks = 0;
+        conn.stream.progressed = false;
+        conn.deadline = after.map(|after| self.now + after);
+        if let Some(at) = conn.deadline {
             self.timers.push(Reverse((at, id.0)));
+        }
+    }
+
+    fn on_timeout(&mut self, id: ConnId) {
+        let conn = &mut self.conns[id.0];
+        conn.deadline = None;
+        match conn.timer {
+            Timer::None => {}
+            Timer::Idle | Timer::Linger => self.close(id),
+            Timer::Head => {
+                conn.req.keep_alive = false;
+                conn.req.method.clear();
+                conn.req.origin.clear();
+                if let Some(input) = conn.input.take() {
+                    self.input_pool.give(input);
+                }
+                self.respond_text(
+                    id,
+                    Status(408),
+                    "408 request head not received in time\n",
+                    After::Close,
+                );
+                self.ready.push(id);
+            }
+            Timer::Progress => {
+                if conn.stream.progressed {
+                    conn.stream.progressed = false;
+                    conn.quiet_checks = 0;
+                } else {
+                    conn.quiet_checks += 1;
+                }
+                if conn.quiet_checks < 4 {
+                    let at = self.now + self.body_timeout / 4;
+                    conn.deadline = Some(at);
+                    self.timers.push(Reverse((at, id.0)));
+                    return;
+                }
+                // No progress for the whole body timeout: close both sides of
+                // a transfer (the counterpart's response ends truncated).
+                let counterpart = match conn.phase {
+                    Phase::Producing { consumer, .. } => Some(consumer),
+                    Phase::Consuming { producer, .. } => Some(producer),
+                    _ => None,
+                };
+                self.close(id);
+                if let Some(other) = counterpart {
+                    self.close(other);
+                }
+            }
+            Timer::Wait => {
+                let Phase::Parked(wait) = conn.phase else {
+                    return;
+                };
+                self.leave_core(id, wait);
+                let conn = &mut self.conns[id.0];
+                conn.phase = Phase::ReadingHead;
+                conn.req.keep_alive = false;
+                let after = if matches!(wait, Wait::Link(_)) && conn.req.framing().has_body() {
+                    After::Linger
+                } else {
+                    After::Close
+                };
+                self.respond_text(
+                    id,
+                    Status(504),
+                    "504 nobody came within the wait timeout\n",
+                    after,
+                );
+                self.ready.push(id);
+            }
+        }
+    }
+
+    /// Removes a parked connection from the core's queue for `wait`.
+    fn leave_core(&mut self, id: ConnId, wait: Wait) {
+        let now = self.now_millis();
+        let conn = &self.conns[id.0];
+        let (channel, waiter) = (&conn.channel, WaiterId(id.0));
+        match wait {
+            Wait::Link(_) => self.relay.link_leave(now, channel, waiter),
+            Wait::McastReader => self.relay.mcast_leave(now, channel, waiter),
+            Wait::Sync => self.relay.sync_leave(now, channel, waiter),
+            Wait::ProxyClient => self.relay.proxy_client_leave(now, channel, &conn.job),
+            Wait::ProxyServer => self.relay.proxy_server_leave(now, channel, waiter),
+        };
+    }
+
+    /// At the connection limit: closes the connection that has waited longest
+    /// without a complete request head (slow or idle clients), never a parked
+    /// waiter or a transfer. Returns whether one was closed.
+    fn evict_one(&mut self) -> bool {
+        let oldest = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::ReadingHead))
+            .min_by_key(|(_, c)| c.timer_since)
+            .map(|(key, _)| key);
+        match oldest {
+            Some(key) => {
+                self.close(ConnId(key));
+                true
+            }
+            None => false,
         }
     }
 
     // ---- accepting and shutting down -------------------------------------------
 
     fn accept_all(&mut self) {
+        self.accept_paused = false;
         loop {
+            if self.conns.len() >= self.max_conns && !self.evict_one() {
+                // Full of real work: leave further clients in the kernel's
+                // backlog until a connection closes.
+                self.accept_paused = true;
+                return;
+            }
             let accepted = match &self.listener {
                 Some(Listener::Tcp(l)) => l.accept().map(|(s, addr)| {
                     // Small relayed messages must not wait for Nagle's algorithm.
                     let _ = s.set_nodelay(true);
-                    (Stream::Tcp(s), Some(addr))
+                    (Stream::tcp(s), Some(addr))
                 }),
-                Some(Listener::Unix(l, _)) => l.accept().map(|(s, _)| (Stream::Unix(s), None)),
+                Some(Listener::Unix(l, _)) => l.accept().map(|(s, _)| (Stream::unix(s), None)),
                 None => return,
             };
             match accepted {
@@ -292,10 +465,17 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_resource_exhaustion(&e) => {
-                    // Readiness is edge-triggered: retry on a timer, not on an event.
-                    eprintln!("httprelay: accept paused: {e}");
-                    self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
-                    return;
+                    // Out of descriptors before the configured limit: make room
+                    // the same way, or retry on a timer (readiness is
+                    // edge-triggered, so no new event would come).
+                    if !self.evict_one() {
+                        if self.accept_retry.is_none() {
+                            eprintln!("httprelay: accept paused: {e}");
+                        }
+                        self.accept_retry = Some(self.now + ACCEPT_RETRY);
+                        self.accept_paused = true;
+                        return;
+                    }
                 }
                 // The client gave up before we accepted (ECONNABORTED and such).
                 Err(_) => {}
@@ -315,7 +495,8 @@ impl Server {
             eprintln!("httprelay: cannot register connection: {e}");
             return;
         }
-        entry.insert(Conn::new(stream, peer));
+        entry.insert(Conn::new(stream, peer, self.now));
+        self.rearm(ConnId(key));
     }
 
     fn on_signal(&mut self) {
@@ -397,10 +578,15 @@ impl Server {
             };
             match step {
                 Step::Again => {}
-                Step::Blocked | Step::Closed => return,
+                Step::Blocked => {
+                    self.rearm(id);
+                    return;
+                }
+                Step::Closed => return,
             }
         }
         // More work remains; let other connections run first.
+        self.rearm(id);
         self.ready.push(id);
     }
 
@@ -463,6 +649,8 @@ impl Server {
     fn handle_request(&mut self, id: ConnId) -> Step {
         let conn = &mut self.conns[id.0];
         conn.arrived_unix_ms = unix_millis();
+        // The next head (maybe already buffered) gets its own deadline.
+        conn.timer = Timer::None;
         let trusted = conn
             .peer
             .is_some_and(|p| self.trust_proxy.contains(&p.ip().to_canonical()));
@@ -586,7 +774,6 @@ impl Server {
                 if let Some(input) = conn.input.take() {
                     self.input_pool.give(input);
                 }
-                self.set_deadline(id, LINGER);
                 Step::Again
             }
         }
@@ -701,21 +888,14 @@ impl Server {
         if !self.conns.contains(id.0) {
             return;
         }
+        if let Phase::Parked(wait) = self.conns[id.0].phase {
+            self.leave_core(id, wait);
+        }
         let mut conn = self.conns.remove(id.0);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let now = self.now_millis();
-        let waiter = WaiterId(id.0);
+        self.sync_held -= conn.held.len();
         match conn.phase {
-            Phase::Parked(wait) => {
-                let channel = &conn.channel;
-                match wait {
-                    Wait::Link(_) => self.relay.link_leave(now, channel, waiter),
-                    Wait::McastReader => self.relay.mcast_leave(now, channel, waiter),
-                    Wait::Sync => self.relay.sync_leave(now, channel, waiter),
-                    Wait::ProxyClient => self.relay.proxy_client_leave(now, channel, &conn.job),
-                    Wait::ProxyServer => self.relay.proxy_server_leave(now, channel, waiter),
-                };
-            }
             Phase::Producing { consumer, kind, .. } => {
                 if kind == crate::conn::Transfer::ProxyJob {
                     self.relay.proxy_client_leave(now, &conn.channel, &conn.job);
@@ -735,9 +915,9 @@ impl Server {
         if let Some(buf) = conn.output.take() {
             self.output_pool.give(buf);
         }
-        if self.accept_retry.is_some() {
+        if self.accept_paused {
             // A descriptor was freed: try accepting again now.
-            self.accept_retry = Some(Instant::now());
+            self.accept_retry = Some(self.now);
         }
     }
 }
@@ -886,4 +1066,27 @@ fn random_seed() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
+}
+
+/// Raises the soft descriptor limit to the hard one; returns the limit in force.
+fn raise_descriptor_limit() -> usize {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+        usize::try_from(limit.rlim_cur)
+            .unwrap_or(usize::MAX)
+            .min(1 << 24)
+    }
 }

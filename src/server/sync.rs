@@ -54,6 +54,7 @@ impl Server {
                         Err(e) => {
                             conn.phase = Phase::ReadingHead;
                             conn.req.keep_alive = false;
+                            self.sync_held -= conn.held.len();
                             conn.held = Vec::new();
                             self.respond_text(
                                 id,
@@ -65,14 +66,28 @@ impl Server {
                         }
                     };
                     let data = &input.pending()[decoded.data.clone()];
-                    if conn.held.len() + data.len() > self.sync_max_body {
+                    let refusal = if conn.held.len() + data.len() > self.sync_max_body {
+                        Some((
+                            Status(413),
+                            format!("413 body larger than {} bytes\n", self.sync_max_body),
+                        ))
+                    } else if self.sync_held + data.len() > self.sync_total {
+                        Some((
+                            Status(503),
+                            "503 relay storage for sync bodies is full\n".to_string(),
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some((status, text)) = refusal {
                         conn.phase = Phase::ReadingHead;
                         conn.req.keep_alive = false;
+                        self.sync_held -= conn.held.len();
                         conn.held = Vec::new();
-                        let text = format!("413 body larger than {} bytes\n", self.sync_max_body);
-                        self.respond_text(id, Status(413), &text, After::Linger);
+                        self.respond_text(id, status, &text, After::Linger);
                         return Step::Again;
                     }
+                    self.sync_held += data.len();
                     conn.held.extend_from_slice(data);
                     input.consume(decoded.consumed);
                     progress = true;
@@ -169,6 +184,7 @@ impl Server {
             return Step::Blocked;
         }
         // Bodies can be large: give the memory back rather than keep it per connection.
+        self.sync_held -= conn.held.len();
         conn.held = Vec::new();
         conn.phase = Phase::Responding(if conn.req.keep_alive {
             After::NextRequest
