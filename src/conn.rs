@@ -15,6 +15,7 @@ use std::rc::Rc;
 
 use crate::http::{BodyDecoder, Request};
 use crate::relay::{JobId, Message, Role};
+use crate::reply::Meta;
 
 /// A connection's key in the server's slab (also its poll token and its
 /// [`crate::relay::WaiterId`]).
@@ -265,6 +266,17 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// What a counterpart learns about this connection's current request.
+    pub fn meta(&self) -> Meta<'_> {
+        Meta {
+            ip: self.real_ip,
+            port: self.real_port,
+            arrived_unix_ms: self.arrived_unix_ms,
+            method: &self.req.method,
+            query: &self.query_meta,
+        }
+    }
+
     pub fn new(stream: Stream, peer: Option<SocketAddr>, now: Instant) -> Conn {
         Conn {
             stream,

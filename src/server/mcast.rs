@@ -162,7 +162,10 @@ impl Server {
             .mcast_complete(now, &self.conns[id.0].channel, message);
         self.wake_followers(message);
         let conn = &mut self.conns[id.0];
-        let output = conn.output.get_or_insert_with(|| self.output_pool.take());
+        let mut output = conn
+            .output
+            .take()
+            .unwrap_or_else(|| self.output_pool.take());
         let mut w = HeadWriter::new(output.spare(), Status(200));
         reply::common(
             &mut w,
@@ -171,18 +174,13 @@ impl Server {
             Expose::Mcast,
         );
         w.header_number("HttpRelay-SeqId", message.seq);
-        let meta = Meta {
-            ip: conn.real_ip,
-            port: conn.real_port,
-            arrived_unix_ms: conn.arrived_unix_ms,
-            method: &conn.req.method,
-            query: &conn.query_meta,
-        };
-        reply::metadata(&mut w, &meta, conn.arrived_unix_ms);
+        // The producer's own metadata.
+        reply::metadata(&mut w, &conn.meta(), conn.arrived_unix_ms);
         w.header_number("Content-Length", 0);
         reply::persistence(&mut w, conn.req.keep_alive, conn.req.minor_version);
         let n = w.finish().unwrap_or(0);
         output.commit(n);
+        conn.output = Some(output);
         let after = if conn.req.keep_alive {
             After::NextRequest
         } else {

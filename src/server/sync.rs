@@ -9,7 +9,7 @@ use crate::buf::BufPool;
 use crate::conn::{After, Conn, ConnId, Phase, Wait};
 use crate::http::{BodyDecoder, Framing, HeadWriter, Status};
 use crate::relay::{SyncArrival, WaiterId};
-use crate::reply::{self, Expose, Meta};
+use crate::reply::{self, Expose};
 
 impl Server {
     pub(super) fn handle_sync(&mut self, id: ConnId) -> Step {
@@ -200,14 +200,7 @@ fn sync_head(me: &mut Conn, other: &Conn, date: &[u8], pool: &mut BufPool) {
     let output = me.output.get_or_insert_with(|| pool.take());
     let mut w = HeadWriter::new(output.spare(), Status(200));
     reply::common(&mut w, date, &me.req.origin, Expose::Metadata);
-    let meta = Meta {
-        ip: other.real_ip,
-        port: other.real_port,
-        arrived_unix_ms: other.arrived_unix_ms,
-        method: &other.req.method,
-        query: &other.query_meta,
-    };
-    reply::metadata(&mut w, &meta, me.arrived_unix_ms);
+    reply::metadata(&mut w, &other.meta(), me.arrived_unix_ms);
     if !other.req.content_type.is_empty() {
         w.header("Content-Type", &other.req.content_type);
     }

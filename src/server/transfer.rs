@@ -9,7 +9,7 @@ use super::{flush, Server, Step};
 use crate::buf::Buf;
 use crate::conn::{After, ConnId, Phase, Transfer};
 use crate::http::{chunk_header, BodyDecoder, BodyError, Framing, HeadWriter, Status};
-use crate::reply::{self, Expose, Meta};
+use crate::reply::{self, Expose};
 
 /// Room kept in the consumer's output for a chunk-size line and its CRLF.
 const CHUNK_OVERHEAD: usize = 20;
@@ -27,53 +27,26 @@ impl Server {
         let output = consumer
             .output
             .get_or_insert_with(|| self.output_pool.take());
-        let head = match kind {
+        let (status, expose) = match kind {
+            Transfer::Link => (Status(200), Expose::Metadata),
+            Transfer::ProxyJob => (Status(200), Expose::All),
+            Transfer::ProxyResult => (
+                super::proxy::result_status(&producer.head_copy),
+                Expose::All,
+            ),
+        };
+        let mut w = HeadWriter::new(output.spare(), status);
+        reply::common(&mut w, self.date.as_bytes(), &consumer.req.origin, expose);
+        match kind {
             Transfer::Link => {
-                let mut w = HeadWriter::new(output.spare(), Status(200));
-                reply::common(
-                    &mut w,
-                    self.date.as_bytes(),
-                    &consumer.req.origin,
-                    Expose::Metadata,
-                );
-                let meta = Meta {
-                    ip: producer.real_ip,
-                    port: producer.real_port,
-                    arrived_unix_ms: producer.arrived_unix_ms,
-                    method: &producer.req.method,
-                    query: &producer.query_meta,
-                };
-                reply::metadata(&mut w, &meta, consumer.arrived_unix_ms);
+                reply::metadata(&mut w, &producer.meta(), consumer.arrived_unix_ms);
                 if !producer.req.content_type.is_empty() {
                     w.header("Content-Type", &producer.req.content_type);
                 }
-                Some((w, Status(200)))
             }
-            Transfer::ProxyJob => {
-                let mut w = HeadWriter::new(output.spare(), Status(200));
-                reply::common(
-                    &mut w,
-                    self.date.as_bytes(),
-                    &consumer.req.origin,
-                    Expose::All,
-                );
-                super::proxy::job_fields(&mut w, producer);
-                Some((w, Status(200)))
-            }
-            Transfer::ProxyResult => {
-                let status = super::proxy::result_status(&producer.head_copy);
-                let mut w = HeadWriter::new(output.spare(), status);
-                reply::common(
-                    &mut w,
-                    self.date.as_bytes(),
-                    &consumer.req.origin,
-                    Expose::All,
-                );
-                super::proxy::result_fields(&mut w, producer);
-                Some((w, status))
-            }
-        };
-        let Some((mut w, status)) = head else { return };
+            Transfer::ProxyJob => super::proxy::job_fields(&mut w, producer),
+            Transfer::ProxyResult => super::proxy::result_fields(&mut w, producer),
+        }
         // No body for HEAD, 204 and 304 (RFC 9110 §6.4.1); the bytes are dropped.
         let no_content = matches!(status.0, 204 | 304);
         let discard = no_content || consumer.req.method_is("HEAD");
@@ -319,14 +292,7 @@ impl Server {
                     &producer.req.origin,
                     Expose::Metadata,
                 );
-                let meta = Meta {
-                    ip: consumer.real_ip,
-                    port: consumer.real_port,
-                    arrived_unix_ms: consumer.arrived_unix_ms,
-                    method: &consumer.req.method,
-                    query: &consumer.query_meta,
-                };
-                reply::metadata(&mut w, &meta, producer.arrived_unix_ms);
+                reply::metadata(&mut w, &consumer.meta(), producer.arrived_unix_ms);
                 w.header_number("Content-Length", 0);
                 reply::persistence(&mut w, producer.req.keep_alive, producer.req.minor_version);
                 let after = if producer.req.keep_alive {
