@@ -134,6 +134,30 @@ impl Stream {
         }
     }
 
+    /// Makes the coming close reset the connection, discarding unsent bytes,
+    /// so that a client that stopped reading cannot keep them in kernel memory.
+    pub fn reset_on_close(&self) {
+        use std::os::fd::AsRawFd;
+        let fd = match &self.socket {
+            Socket::Tcp(s) => s.as_raw_fd(),
+            Socket::Unix(s) => s.as_raw_fd(),
+        };
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid descriptor and a correctly sized option value.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+    }
+
     pub fn shutdown_write(&self) {
         let _ = match &self.socket {
             Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Write),

@@ -378,6 +378,12 @@ impl Server {
                     Phase::Consuming { producer, .. } => Some(producer),
                     _ => None,
                 };
+                // Reset rather than close: unsent bytes would otherwise stay
+                // queued in the kernel for a client that stopped reading.
+                conn.stream.reset_on_close();
+                if let Some(other) = counterpart.and_then(|o| self.conns.get(o.0)) {
+                    other.stream.reset_on_close();
+                }
                 self.close(id);
                 if let Some(other) = counterpart {
                     self.close(other);
@@ -664,6 +670,7 @@ impl Server {
             if req.method_is("OPTIONS") {
                 return self.refuse(id, Status(200), "");
             }
+            conn.req.keep_alive = false;
             return self.refuse(id, Status(400), "400 the * target is only for OPTIONS\n");
         }
         let path = req.path.as_slice();
