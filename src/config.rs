@@ -43,12 +43,14 @@ pub struct Config {
     pub mcast_total: usize,
     /// Most bytes held by sync bodies over all channels.
     pub sync_total: usize,
+    /// Log one line per completed request on stderr.
+    pub access_log: bool,
 }
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    Run(Config),
+    Run(Box<Config>),
     Help,
     Version,
 }
@@ -128,6 +130,10 @@ Timeouts (seconds, fractions allowed):
       --wait-timeout SECS         answer a waiting request 504 after this long;
                                   0 waits forever [default: 0]
 
+Logging:
+      --access-log                one line per completed request on stderr
+                                  (errors are always logged) [default: off]
+
 Other:
   -h, --help               print this help
   -V, --version            print the version
@@ -159,6 +165,7 @@ pub fn parse(
     let mut max_conns = None;
     let mut mcast_total = DEFAULT_MCAST_TOTAL;
     let mut sync_total = DEFAULT_SYNC_TOTAL;
+    let mut access_log = false;
 
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
@@ -201,6 +208,7 @@ pub fn parse(
             }
             Long("mcast-total") => mcast_total = number(&mut parser, "mcast-total")?,
             Long("sync-total") => sync_total = number(&mut parser, "sync-total")?,
+            Long("access-log") => access_log = true,
             Long("trust-proxy") => {
                 let list = parser.value()?.string()?;
                 for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -219,7 +227,7 @@ pub fn parse(
         Some(path) => Listen::Unix(path),
         None => Listen::Tcp { addr, port },
     };
-    Ok(Command::Run(Config {
+    Ok(Command::Run(Box::new(Config {
         listen,
         idle_expiry,
         max_head,
@@ -234,7 +242,8 @@ pub fn parse(
         max_conns,
         mcast_total,
         sync_total,
-    }))
+        access_log,
+    })))
 }
 
 /// A positive number of seconds (fractions allowed).
@@ -268,7 +277,7 @@ mod tests {
 
     fn config(args: &[&str], port_env: Option<&str>) -> Config {
         match run(args, port_env).unwrap() {
-            Command::Run(c) => c,
+            Command::Run(c) => *c,
             other => panic!("expected a config, got {other:?}"),
         }
     }

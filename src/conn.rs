@@ -117,6 +117,8 @@ pub struct Stream {
     socket: Socket,
     /// Set when a read or write moved at least one byte.
     pub progressed: bool,
+    /// Bytes written since the current request began (for the access log).
+    pub written: u64,
 }
 
 impl Stream {
@@ -124,6 +126,7 @@ impl Stream {
         Stream {
             socket: Socket::Tcp(s),
             progressed: false,
+            written: 0,
         }
     }
 
@@ -131,6 +134,7 @@ impl Stream {
         Stream {
             socket: Socket::Unix(s),
             progressed: false,
+            written: 0,
         }
     }
 
@@ -184,6 +188,7 @@ impl Write for Stream {
             Socket::Unix(s) => s.write(buf),
         }?;
         self.progressed |= n > 0;
+        self.written += n as u64;
         Ok(n)
     }
 
@@ -287,6 +292,8 @@ pub struct Conn {
     pub timer_since: Instant,
     /// Consecutive body-timeout checks without progress.
     pub quiet_checks: u8,
+    /// The status of the response to the current request (0 before its head).
+    pub status: u16,
 }
 
 impl Conn {
@@ -326,6 +333,7 @@ impl Conn {
             timer: Timer::None,
             timer_since: now,
             quiet_checks: 0,
+            status: 0,
         }
     }
 }

@@ -6,6 +6,9 @@ use super::head::{hex_value, Framing};
 /// Longest chunk extension or trailer section accepted, so that a body cannot
 /// make the relay scan framing bytes forever without moving data.
 const MAX_FRAMING_RUN: u32 = 16 * 1024;
+/// Most characters in a chunk-size (leading zeros included) and most blanks
+/// after it: enough for any real client, and a bound on framing without data.
+const MAX_SIZE_DIGITS: u8 = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyError {
@@ -44,6 +47,7 @@ enum State {
     /// Whitespace after the size, before `;` or CR.
     SizeSpace {
         size: u64,
+        blanks: u8,
     },
     /// Inside a chunk extension, skipped up to CR.
     Extension {
@@ -141,6 +145,8 @@ impl BodyDecoder {
                     });
                 }
                 State::Size { size, digits } => match hex_value(byte) {
+                    // Leading zeros never overflow: bound the digits instead.
+                    Some(_) if digits >= MAX_SIZE_DIGITS => return Err(BodyError::FramingTooLong),
                     Some(v) => {
                         let size = size
                             .checked_mul(16)
@@ -154,7 +160,16 @@ impl BodyDecoder {
                     None if digits == 0 => return Err(BodyError::BadChunkSize),
                     None => after_size(size, byte)?,
                 },
-                State::SizeSpace { size } => after_size(size, byte)?,
+                State::SizeSpace { size, blanks } => match byte {
+                    b' ' | b'\t' if blanks >= MAX_SIZE_DIGITS => {
+                        return Err(BodyError::FramingTooLong)
+                    }
+                    b' ' | b'\t' => State::SizeSpace {
+                        size,
+                        blanks: blanks + 1,
+                    },
+                    _ => after_size(size, byte)?,
+                },
                 State::Extension { size, seen } => match byte {
                     b'\r' => State::SizeLf { size },
                     b'\n' => return Err(BodyError::MissingCrlf),
@@ -217,7 +232,7 @@ fn after_size(size: u64, byte: u8) -> Result<State, BodyError> {
     match byte {
         b'\r' => Ok(State::SizeLf { size }),
         b';' => Ok(State::Extension { size, seen: 0 }),
-        b' ' | b'\t' => Ok(State::SizeSpace { size }),
+        b' ' | b'\t' => Ok(State::SizeSpace { size, blanks: 1 }),
         b'\n' => Err(BodyError::MissingCrlf),
         _ => Err(BodyError::BadChunkSize),
     }
@@ -321,6 +336,28 @@ mod tests {
         assert_eq!(
             decode_all(Framing::Chunked, &input, 4096, 16).unwrap_err(),
             BodyError::FramingTooLong
+        );
+    }
+
+    #[test]
+    fn endless_size_digits_or_blanks_are_refused() {
+        let zeros = vec![b'0'; 40_000];
+        assert_eq!(
+            decode_all(Framing::Chunked, &zeros, 4096, 16).unwrap_err(),
+            BodyError::FramingTooLong
+        );
+        let mut blanks = b"1".to_vec();
+        blanks.extend(std::iter::repeat_n(b' ', 40_000));
+        assert_eq!(
+            decode_all(Framing::Chunked, &blanks, 4096, 16).unwrap_err(),
+            BodyError::FramingTooLong
+        );
+        let (out, done, _) =
+            decode_all(Framing::Chunked, b"1 \t ;x\r\na\r\n0\r\n\r\n", 3, 8).unwrap();
+        assert_eq!(
+            (out.as_slice(), done),
+            (&b"a"[..], true),
+            "a few blanks are fine"
         );
     }
 

@@ -56,6 +56,27 @@ impl HttpDate {
     }
 }
 
+/// Writes `unix_seconds` as `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, UTC).
+pub fn format_rfc3339(unix_seconds: u64, out: &mut [u8; 20]) {
+    let days = unix_seconds / 86_400;
+    let secs = unix_seconds % 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    let y = year as u64;
+    two(&mut out[0..2], y / 100 % 100);
+    two(&mut out[2..4], y % 100);
+    out[4] = b'-';
+    two(&mut out[5..7], u64::from(month));
+    out[7] = b'-';
+    two(&mut out[8..10], u64::from(day));
+    out[10] = b'T';
+    two(&mut out[11..13], secs / 3600);
+    out[13] = b':';
+    two(&mut out[14..16], secs / 60 % 60);
+    out[16] = b':';
+    two(&mut out[17..19], secs % 60);
+    out[19] = b'Z';
+}
+
 fn two(out: &mut [u8], n: u64) {
     out[0] = b'0' + (n / 10 % 10) as u8;
     out[1] = b'0' + (n % 10) as u8;
@@ -83,6 +104,13 @@ mod tests {
         let mut d = HttpDate::default();
         d.update(secs);
         String::from_utf8(d.as_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn rfc3339() {
+        let mut out = [0u8; 20];
+        format_rfc3339(784_111_777, &mut out);
+        assert_eq!(&out, b"1994-11-06T08:49:37Z");
     }
 
     #[test]

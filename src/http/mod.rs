@@ -9,7 +9,7 @@ mod query;
 mod response;
 
 pub use body::{BodyDecoder, BodyError, Decoded};
-pub use date::HttpDate;
+pub use date::{format_rfc3339, HttpDate};
 pub use head::{
     parse_request, parse_seqid, Framing, HeadError, Request, Target, MAX_HEADER_FIELDS,
 };

@@ -156,7 +156,12 @@ impl McastChannel {
             else {
                 break;
             };
-            if Rc::ptr_eq(&self.messages[at], self.messages.back().expect("non-empty")) {
+            // Never drop the newest message, nor the one that just completed
+            // (a newer upload may still be in progress).
+            let candidate = &self.messages[at];
+            if Rc::ptr_eq(candidate, self.messages.back().expect("non-empty"))
+                || std::ptr::eq(Rc::as_ptr(candidate), message)
+            {
                 break;
             }
             let dropped = self.messages.remove(at).expect("position is in range");

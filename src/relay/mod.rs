@@ -359,6 +359,16 @@ impl Relay {
         self.links.len() + self.mcasts.len() + self.syncs.len() + self.proxies.len()
     }
 
+    /// Requests parked per method: link, mcast, sync, proxy.
+    pub fn waiters_by_method(&self) -> [usize; 4] {
+        [
+            self.links.values().map(LinkChannel::waiting_len).sum(),
+            self.mcasts.values().map(McastChannel::waiting_len).sum(),
+            self.syncs.values().map(SyncChannel::waiting_len).sum(),
+            self.proxies.values().map(ProxyChannel::waiting_len).sum(),
+        ]
+    }
+
     /// Number of requests parked on any channel.
     pub fn waiter_count(&self) -> usize {
         self.links

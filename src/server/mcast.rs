@@ -161,7 +161,9 @@ impl Server {
         self.relay
             .mcast_complete(now, &self.conns[id.0].channel, message);
         self.wake_followers(message);
+        self.stats.messages += 1;
         let conn = &mut self.conns[id.0];
+        conn.status = 200;
         let mut output = conn
             .output
             .take()
@@ -274,6 +276,7 @@ impl Server {
             // browsers accept only on Secure cookies, so only over HTTPS.
             self.text.extend_from_slice(b"; SameSite=None; Secure");
         }
+        conn.status = 200;
         let output = conn.output.get_or_insert_with(|| self.output_pool.take());
         let mut w = HeadWriter::new(output.spare(), Status(200));
         reply::common(
@@ -370,6 +373,7 @@ impl Server {
                     data.len()
                 });
                 *offset += copied;
+                self.stats.relayed_bytes += copied as u64;
                 progress = true;
             }
             let mut done = false;
@@ -406,6 +410,7 @@ impl Server {
                 }
             }
             if done && output.is_empty() {
+                self.stats.transfers[1] += 1;
                 let after = if conn.req.keep_alive {
                     After::NextRequest
                 } else {

@@ -26,8 +26,11 @@ use crate::signal;
 mod link;
 mod mcast;
 mod proxy;
+mod stats;
 mod sync;
 mod transfer;
+
+use stats::{Gauges, Stats};
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNAL: Token = Token(usize::MAX - 1);
@@ -106,6 +109,8 @@ pub struct Server {
     accept_paused: bool,
     /// The time of the current loop iteration (read once per poll).
     now: Instant,
+    stats: Stats,
+    access_log: bool,
     started: Instant,
     date: HttpDate,
     query_filter: QueryFilter,
@@ -188,6 +193,8 @@ impl Server {
             max_conns,
             accept_paused: false,
             now: Instant::now(),
+            stats: Stats::default(),
+            access_log: config.access_log,
             started: Instant::now(),
             date: HttpDate::default(),
             query_filter: QueryFilter::default(),
@@ -342,8 +349,13 @@ impl Server {
         conn.deadline = None;
         match conn.timer {
             Timer::None => {}
-            Timer::Idle | Timer::Linger => self.close(id),
+            Timer::Idle => {
+                self.stats.timeouts[0] += 1;
+                self.close(id);
+            }
+            Timer::Linger => self.close(id),
             Timer::Head => {
+                self.stats.timeouts[1] += 1;
                 conn.req.keep_alive = false;
                 conn.req.method.clear();
                 conn.req.origin.clear();
@@ -378,6 +390,7 @@ impl Server {
                     Phase::Consuming { producer, .. } => Some(producer),
                     _ => None,
                 };
+                self.stats.timeouts[2] += 1;
                 // Reset rather than close: unsent bytes would otherwise stay
                 // queued in the kernel for a client that stopped reading.
                 conn.stream.reset_on_close();
@@ -393,6 +406,7 @@ impl Server {
                 let Phase::Parked(wait) = conn.phase else {
                     return;
                 };
+                self.stats.timeouts[3] += 1;
                 self.leave_core(id, wait);
                 let conn = &mut self.conns[id.0];
                 conn.phase = Phase::ReadingHead;
@@ -439,6 +453,7 @@ impl Server {
             .map(|(key, _)| key);
         match oldest {
             Some(key) => {
+                self.stats.evicted += 1;
                 self.close(ConnId(key));
                 true
             }
@@ -502,6 +517,7 @@ impl Server {
             return;
         }
         entry.insert(Conn::new(stream, peer, self.now));
+        self.stats.accepted += 1;
         self.rearm(ConnId(key));
     }
 
@@ -657,6 +673,8 @@ impl Server {
         conn.arrived_unix_ms = unix_millis();
         // The next head (maybe already buffered) gets its own deadline.
         conn.timer = Timer::None;
+        conn.status = 0;
+        conn.stream.written = 0;
         let trusted = conn
             .peer
             .is_some_and(|p| self.trust_proxy.contains(&p.ip().to_canonical()));
@@ -676,6 +694,9 @@ impl Server {
         let path = req.path.as_slice();
         if path == b"/health" {
             return self.refuse(id, Status(200), reply::VERSION);
+        }
+        if path == b"/metrics" {
+            return self.respond_metrics(id);
         }
         let Some((method, rest)) = route(path) else {
             return self.refuse(id, Status(404), "404 page not found\n");
@@ -766,6 +787,10 @@ impl Server {
             return Step::Blocked;
         }
         self.output_pool.give_if_empty(&mut conn.output);
+        if self.access_log && conn.status != 0 {
+            log_request(conn);
+            conn.status = 0;
+        }
         match after {
             After::NextRequest => {
                 conn.phase = Phase::ReadingHead;
@@ -814,9 +839,32 @@ impl Server {
     /// Queues a complete response with a short text body (no body for `HEAD`)
     /// and moves the connection to [`Phase::Responding`].
     fn respond_text(&mut self, id: ConnId, status: Status, text: &str, after: After) {
+        self.respond_body(
+            id,
+            status,
+            b"text/plain; charset=utf-8",
+            text.as_bytes(),
+            after,
+        );
+    }
+
+    /// Queues a complete response with a short body (no body for `HEAD`) and
+    /// moves the connection to [`Phase::Responding`].
+    fn respond_body(
+        &mut self,
+        id: ConnId,
+        status: Status,
+        content_type: &[u8],
+        body: &[u8],
+        after: After,
+    ) {
         let Some(conn) = self.conns.get_mut(id.0) else {
             return;
         };
+        conn.status = status.0;
+        if status.0 >= 400 {
+            self.stats.reject(status.0);
+        }
         let after = match after {
             After::NextRequest if !conn.req.keep_alive => After::Close,
             other => other,
@@ -826,8 +874,8 @@ impl Server {
         let mut w = HeadWriter::new(output.spare(), status);
         let expose = expose_for(&conn.req.path);
         reply::common(&mut w, self.date.as_bytes(), &conn.req.origin, expose);
-        if !text.is_empty() {
-            w.header("Content-Type", b"text/plain; charset=utf-8");
+        if !body.is_empty() {
+            w.header("Content-Type", content_type);
         }
         if status.0 == 405 {
             let allow: &[u8] = if expose == Expose::Metadata && conn.req.path.starts_with(b"/sync/")
@@ -838,12 +886,12 @@ impl Server {
             };
             w.header("Allow", allow);
         }
-        w.header_number("Content-Length", text.len() as u64);
+        w.header_number("Content-Length", body.len() as u64);
         reply::persistence(&mut w, keep_alive, conn.req.minor_version);
         let body = if conn.req.method_is("HEAD") {
             b""
         } else {
-            text.as_bytes()
+            body
         };
         if let Some(n) = w.finish_with_body(body) {
             output.commit(n);
@@ -861,8 +909,31 @@ impl Server {
         conn.phase = Phase::Responding(after);
     }
 
+    fn respond_metrics(&mut self, id: ConnId) -> Step {
+        let gauges = Gauges {
+            open_connections: self.conns.len(),
+            waiters: self.relay.waiters_by_method(),
+            channels: self.relay.channel_count(),
+            mcast_bytes: self.relay.mcast_bytes(),
+            sync_bytes: self.sync_held,
+        };
+        let mut text = std::mem::take(&mut self.text);
+        self.stats.render(&gauges, &mut text);
+        let after = body_after(&mut self.conns[id.0]);
+        self.respond_body(
+            id,
+            Status(200),
+            b"text/plain; version=0.0.4; charset=utf-8",
+            &text,
+            after,
+        );
+        self.text = text;
+        Step::Again
+    }
+
     fn respond_preflight(&mut self, id: ConnId, proxy: bool) {
         let conn = &mut self.conns[id.0];
+        conn.status = 200;
         let after = body_after(conn);
         let keep_alive = after == After::NextRequest;
         let output = conn.output.get_or_insert_with(|| self.output_pool.take());
@@ -1096,4 +1167,25 @@ fn raise_descriptor_limit() -> usize {
             .unwrap_or(usize::MAX)
             .min(1 << 24)
     }
+}
+
+/// One access-log line: time, client, method, path (never the query: it may
+/// carry a write secret), status, bytes sent, duration.
+fn log_request(conn: &Conn) {
+    let now_ms = unix_millis();
+    let mut time = [0u8; 20];
+    crate::http::format_rfc3339(now_ms / 1000, &mut time);
+    let client = match conn.peer {
+        Some(peer) => peer.to_string(),
+        None => String::from("unix"),
+    };
+    eprintln!(
+        "{} {client} {} {} {} {} {}ms",
+        String::from_utf8_lossy(&time),
+        String::from_utf8_lossy(&conn.req.method),
+        String::from_utf8_lossy(&conn.req.raw_path),
+        conn.status,
+        conn.stream.written,
+        now_ms.saturating_sub(conn.arrived_unix_ms),
+    );
 }

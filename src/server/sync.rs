@@ -143,6 +143,7 @@ impl Server {
         sync_head(first, second, date, &mut self.output_pool);
         sync_head(second, first, date, &mut self.output_pool);
         std::mem::swap(&mut first.held, &mut second.held);
+        self.stats.transfers[2] += 1;
         for conn in [first, second] {
             // HEAD gets the head only.
             let offset = if conn.req.method_is("HEAD") {
@@ -171,7 +172,10 @@ impl Server {
         };
         while *offset < conn.held.len() && conn.writable {
             match conn.stream.write(&conn.held[*offset..]) {
-                Ok(n) => *offset += n,
+                Ok(n) => {
+                    *offset += n;
+                    self.stats.relayed_bytes += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -197,6 +201,7 @@ impl Server {
 
 /// `me`'s response head: `other`'s metadata and content headers.
 fn sync_head(me: &mut Conn, other: &Conn, date: &[u8], pool: &mut BufPool) {
+    me.status = 200;
     let output = me.output.get_or_insert_with(|| pool.take());
     let mut w = HeadWriter::new(output.spare(), Status(200));
     reply::common(&mut w, date, &me.req.origin, Expose::Metadata);

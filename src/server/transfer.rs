@@ -35,6 +35,7 @@ impl Server {
                 Expose::All,
             ),
         };
+        consumer.status = status.0;
         let mut w = HeadWriter::new(output.spare(), status);
         reply::common(&mut w, self.date.as_bytes(), &consumer.req.origin, expose);
         match kind {
@@ -156,6 +157,7 @@ impl Server {
                     };
                     if !decoded.data.is_empty() && !discard {
                         let data = &input.pending()[decoded.data.clone()];
+                        self.stats.relayed_bytes += data.len() as u64;
                         if chunked {
                             let mut line = [0u8; CHUNK_OVERHEAD];
                             let n = chunk_header(data.len(), &mut line);
@@ -217,6 +219,7 @@ impl Server {
                         Ok(n) => {
                             let _ = body.decode(&spare[..n], n);
                             output.commit(n);
+                            self.stats.relayed_bytes += n as u64;
                             progress = true;
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -282,6 +285,8 @@ impl Server {
         self.ready.extend([p, c]);
         match kind {
             Transfer::Link => {
+                self.stats.transfers[0] += 1;
+                producer.status = 200;
                 let output = producer
                     .output
                     .get_or_insert_with(|| self.output_pool.take());
@@ -321,6 +326,7 @@ impl Server {
             Transfer::ProxyJob => self.proxy_job_delivered(p),
             // The result reached the client: the SERVE request waits for the next job.
             Transfer::ProxyResult => {
+                self.stats.transfers[3] += 1;
                 self.proxy_wait_for_job(p);
             }
         }

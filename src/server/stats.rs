@@ -1,0 +1,210 @@
+//! Counters for `/metrics` (Prometheus text format) and the access log. The
+//! counters are plain integers bumped in the loop; a scrape formats them into
+//! one reused buffer.
+
+use std::io::Write as _;
+
+use crate::reply::VERSION;
+
+/// The relay methods, as metric labels.
+pub const METHODS: [&str; 4] = ["link", "mcast", "sync", "proxy"];
+
+/// Error statuses the relay sends, counted by `httprelay_rejections_total`.
+const REJECTIONS: [u16; 16] = [
+    400, 401, 404, 405, 406, 408, 413, 417, 431, 500, 501, 502, 503, 504, 505, 0,
+];
+
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub accepted: u64,
+    /// Connections closed to make room at the connection limit.
+    pub evicted: u64,
+    /// Completed exchanges per method: link transfers, mcast deliveries to
+    /// readers, sync pairs, proxy results delivered.
+    pub transfers: [u64; 4],
+    /// mcast messages stored.
+    pub messages: u64,
+    /// Body bytes delivered to receivers.
+    pub relayed_bytes: u64,
+    /// Responses by error status (index into `REJECTIONS`; the last counts others).
+    rejections: [u64; REJECTIONS.len()],
+    /// Connections closed by a timeout: idle, head, body, wait.
+    pub timeouts: [u64; 4],
+}
+
+/// Values read at scrape time rather than counted.
+pub struct Gauges {
+    pub open_connections: usize,
+    pub waiters: [usize; 4],
+    pub channels: usize,
+    pub mcast_bytes: usize,
+    pub sync_bytes: usize,
+}
+
+impl Stats {
+    pub fn reject(&mut self, status: u16) {
+        let at = REJECTIONS
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(REJECTIONS.len() - 1);
+        self.rejections[at] += 1;
+    }
+
+    /// Writes the Prometheus text exposition into `out` (cleared first).
+    pub fn render(&self, gauges: &Gauges, out: &mut Vec<u8>) {
+        out.clear();
+        let w = out;
+        let _ = writeln!(
+            w,
+            "# HELP httprelay_build_info Version of the running relay."
+        );
+        let _ = writeln!(w, "# TYPE httprelay_build_info gauge");
+        let _ = writeln!(w, "httprelay_build_info{{version=\"{VERSION}\"}} 1");
+        metric(
+            w,
+            "connections_open",
+            "gauge",
+            "Client connections open.",
+            gauges.open_connections as u64,
+        );
+        metric(
+            w,
+            "connections_accepted_total",
+            "counter",
+            "Client connections accepted.",
+            self.accepted,
+        );
+        metric(
+            w,
+            "connections_evicted_total",
+            "counter",
+            "Connections without a complete request head closed at the connection limit.",
+            self.evicted,
+        );
+        let _ = writeln!(
+            w,
+            "# HELP httprelay_waiters Requests waiting for a counterpart."
+        );
+        let _ = writeln!(w, "# TYPE httprelay_waiters gauge");
+        for (method, n) in METHODS.iter().zip(gauges.waiters) {
+            let _ = writeln!(w, "httprelay_waiters{{method=\"{method}\"}} {n}");
+        }
+        let _ = writeln!(
+            w,
+            "# HELP httprelay_transfers_total Completed exchanges: link transfers, mcast deliveries, sync pairs, proxy results."
+        );
+        let _ = writeln!(w, "# TYPE httprelay_transfers_total counter");
+        for (method, n) in METHODS.iter().zip(self.transfers) {
+            let _ = writeln!(w, "httprelay_transfers_total{{method=\"{method}\"}} {n}");
+        }
+        metric(
+            w,
+            "mcast_messages_total",
+            "counter",
+            "mcast messages stored.",
+            self.messages,
+        );
+        metric(
+            w,
+            "relayed_bytes_total",
+            "counter",
+            "Body bytes delivered to receivers.",
+            self.relayed_bytes,
+        );
+        let _ = writeln!(
+            w,
+            "# HELP httprelay_rejections_total Error responses by status."
+        );
+        let _ = writeln!(w, "# TYPE httprelay_rejections_total counter");
+        for (status, n) in REJECTIONS.iter().zip(self.rejections) {
+            if *status == 0 {
+                let _ = writeln!(w, "httprelay_rejections_total{{status=\"other\"}} {n}");
+            } else {
+                let _ = writeln!(w, "httprelay_rejections_total{{status=\"{status}\"}} {n}");
+            }
+        }
+        let _ = writeln!(
+            w,
+            "# HELP httprelay_timeouts_total Connections ended by a timeout."
+        );
+        let _ = writeln!(w, "# TYPE httprelay_timeouts_total counter");
+        for (kind, n) in ["idle", "head", "body", "wait"].iter().zip(self.timeouts) {
+            let _ = writeln!(w, "httprelay_timeouts_total{{timeout=\"{kind}\"}} {n}");
+        }
+        let _ = writeln!(w, "# HELP httprelay_held_bytes Body bytes held in memory (mcast messages, waiting sync bodies).");
+        let _ = writeln!(w, "# TYPE httprelay_held_bytes gauge");
+        let _ = writeln!(
+            w,
+            "httprelay_held_bytes{{method=\"mcast\"}} {}",
+            gauges.mcast_bytes
+        );
+        let _ = writeln!(
+            w,
+            "httprelay_held_bytes{{method=\"sync\"}} {}",
+            gauges.sync_bytes
+        );
+        metric(
+            w,
+            "channels",
+            "gauge",
+            "Channels remembered (all methods).",
+            gauges.channels as u64,
+        );
+    }
+}
+
+fn metric(w: &mut Vec<u8>, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(w, "# HELP httprelay_{name} {help}");
+    let _ = writeln!(w, "# TYPE httprelay_{name} {kind}");
+    let _ = writeln!(w, "httprelay_{name} {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_values() {
+        let mut stats = Stats {
+            accepted: 7,
+            ..Stats::default()
+        };
+        stats.transfers[2] = 3;
+        stats.reject(404);
+        stats.reject(404);
+        stats.reject(418);
+        let gauges = Gauges {
+            open_connections: 2,
+            waiters: [1, 0, 0, 4],
+            channels: 5,
+            mcast_bytes: 10,
+            sync_bytes: 0,
+        };
+        let mut out = Vec::new();
+        stats.render(&gauges, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        for line in [
+            "httprelay_connections_accepted_total 7",
+            "httprelay_connections_open 2",
+            "httprelay_transfers_total{method=\"sync\"} 3",
+            "httprelay_rejections_total{status=\"404\"} 2",
+            "httprelay_rejections_total{status=\"other\"} 1",
+            "httprelay_waiters{method=\"proxy\"} 4",
+            "httprelay_held_bytes{method=\"mcast\"} 10",
+            "httprelay_channels 5",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // Every sample line belongs to a family announced by a TYPE line.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "no TYPE for {name}"
+            );
+        }
+    }
+}
