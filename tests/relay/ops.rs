@@ -1,0 +1,246 @@
+//! Operators' view: `/metrics` counts exactly the traffic a test made, and the
+//! access log has one line per completed request.
+
+use std::thread;
+use std::time::Duration;
+
+use crate::support::{req, Relay, PARK};
+
+/// The value of one sample line (`name` including labels) in a scrape.
+fn sample(scrape: &str, name: &str) -> u64 {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in\n{scrape}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("sample {name} is not a number"))
+}
+
+fn scrape(relay: &Relay) -> String {
+    let mut conn = relay.connect();
+    let r = conn.exchange(&req("GET", "/metrics", &[], b""));
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.header("Content-Type")
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        r.head
+    );
+    r.text()
+}
+
+#[test]
+fn metrics_count_the_traffic_made() {
+    let relay = Relay::start();
+    let mut connections = 0;
+    let mut relayed = 0u64;
+
+    // Two link transfers (5 and 7 bytes), on keep-alive connections.
+    let mut consumer = relay.connect();
+    let mut producer = relay.connect();
+    connections += 2;
+    for body in [&b"hello"[..], b"goodbye"] {
+        consumer.send(&req("GET", "/link/m", &[], b""));
+        thread::sleep(PARK);
+        producer.send(&req("POST", "/link/m", &[], body));
+        assert_eq!(consumer.read_response().body(), body);
+        assert_eq!(producer.read_response().status(), 200);
+        relayed += body.len() as u64;
+    }
+
+    // One mcast message (11 bytes) read by two readers.
+    let mut publisher = relay.connect();
+    connections += 1;
+    let stored = publisher.exchange(&req("POST", "/mcast/m", &[], b"to everyone"));
+    assert_eq!(stored.status(), 200);
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let mut reader = relay.connect();
+        connections += 1;
+        assert_eq!(
+            reader
+                .exchange(&req("GET", "/mcast/m?seqid=0", &[], b""))
+                .body(),
+            b"to everyone"
+        );
+        relayed += 11;
+        readers.push(reader);
+    }
+
+    // One sync pair (3 and 4 bytes, each delivered to the other).
+    let mut a = relay.connect();
+    let mut b = relay.connect();
+    connections += 2;
+    a.send(&req("POST", "/sync/m", &[], b"abc"));
+    thread::sleep(PARK);
+    b.send(&req("POST", "/sync/m", &[], b"defg"));
+    assert_eq!(a.read_response().body(), b"defg");
+    assert_eq!(b.read_response().body(), b"abc");
+    relayed += 7;
+
+    // One proxy round trip: the job body (2 bytes) to the server, the result
+    // (6 bytes) to the client.
+    let mut server = relay.connect();
+    let mut client = relay.connect();
+    connections += 2;
+    server.send(&req("SERVE", "/proxy/m", &[], b""));
+    thread::sleep(PARK);
+    client.send(&req("POST", "/proxy/m/x", &[], b"hi"));
+    let job = server.read_response();
+    assert_eq!(job.body(), b"hi");
+    let job_id = job.header("HttpRelay-Proxy-JobId").unwrap().to_string();
+    server.send(&req(
+        "SERVE",
+        "/proxy/m",
+        &[("HttpRelay-Proxy-JobId", &job_id)],
+        b"answer",
+    ));
+    assert_eq!(client.read_response().body(), b"answer");
+    relayed += 8;
+    // That SERVE now waits for the next job: one proxy waiter.
+
+    // Rejections: a 404 and a 405; and one link consumer left waiting.
+    let mut errors = relay.connect();
+    connections += 1;
+    assert_eq!(
+        errors.exchange(&req("GET", "/nowhere", &[], b"")).status(),
+        404
+    );
+    assert_eq!(
+        errors
+            .exchange(&req("DELETE", "/link/m", &[], b""))
+            .status(),
+        405
+    );
+    let mut waiting = relay.connect();
+    connections += 1;
+    waiting.send(&req("GET", "/link/waits", &[], b""));
+    thread::sleep(PARK);
+
+    let scraped = scrape(&relay);
+    connections += 1; // the scrape's own connection
+    assert_eq!(
+        sample(&scraped, "httprelay_connections_accepted_total"),
+        connections
+    );
+    assert_eq!(sample(&scraped, "httprelay_connections_open"), connections);
+    assert_eq!(
+        sample(&scraped, "httprelay_transfers_total{method=\"link\"}"),
+        2
+    );
+    assert_eq!(
+        sample(&scraped, "httprelay_transfers_total{method=\"mcast\"}"),
+        2
+    );
+    assert_eq!(
+        sample(&scraped, "httprelay_transfers_total{method=\"sync\"}"),
+        1
+    );
+    assert_eq!(
+        sample(&scraped, "httprelay_transfers_total{method=\"proxy\"}"),
+        1
+    );
+    assert_eq!(sample(&scraped, "httprelay_mcast_messages_total"), 1);
+    assert_eq!(sample(&scraped, "httprelay_relayed_bytes_total"), relayed);
+    assert_eq!(
+        sample(&scraped, "httprelay_rejections_total{status=\"404\"}"),
+        1
+    );
+    assert_eq!(
+        sample(&scraped, "httprelay_rejections_total{status=\"405\"}"),
+        1
+    );
+    assert_eq!(
+        sample(&scraped, "httprelay_rejections_total{status=\"401\"}"),
+        0
+    );
+    assert_eq!(sample(&scraped, "httprelay_waiters{method=\"link\"}"), 1);
+    assert_eq!(sample(&scraped, "httprelay_waiters{method=\"proxy\"}"), 1);
+    assert_eq!(sample(&scraped, "httprelay_waiters{method=\"sync\"}"), 0);
+    assert_eq!(
+        sample(&scraped, "httprelay_held_bytes{method=\"mcast\"}"),
+        11
+    );
+    assert_eq!(sample(&scraped, "httprelay_held_bytes{method=\"sync\"}"), 0);
+    assert_eq!(
+        sample(&scraped, "httprelay_build_info{version=\"0.1.0\"}"),
+        1
+    );
+    // link m and waits, mcast m, sync m, proxy m.
+    assert_eq!(sample(&scraped, "httprelay_channels"), 5);
+
+    // Closing the waiter is seen at once.
+    drop(waiting);
+    thread::sleep(PARK);
+    let scraped = scrape(&relay);
+    assert_eq!(sample(&scraped, "httprelay_waiters{method=\"link\"}"), 0);
+    assert_eq!(
+        sample(&scraped, "httprelay_connections_accepted_total"),
+        connections + 1
+    );
+}
+
+#[test]
+fn access_log_has_a_line_per_request_without_the_query() {
+    let relay = Relay::start_flags(&["--access-log"]);
+    let mut conn = relay.connect();
+    assert_eq!(
+        conn.exchange(&req("GET", "/health", &[], b"")).status(),
+        200
+    );
+    assert_eq!(
+        conn.exchange(&req("GET", "/nope?wsecret=hidden", &[], b""))
+            .status(),
+        404
+    );
+    let mut consumer = relay.connect();
+    consumer.send(&req("GET", "/link/log?wsecret=hidden", &[], b""));
+    thread::sleep(PARK);
+    let mut producer = relay.connect();
+    assert_eq!(
+        producer
+            .exchange(&req("PUT", "/link/log", &[], b"12345"))
+            .status(),
+        200
+    );
+    assert_eq!(consumer.read_response().body(), b"12345");
+    thread::sleep(Duration::from_millis(100));
+
+    let log = relay.output();
+    let lines: Vec<&str> = log
+        .lines()
+        .map(|l| l.strip_prefix("[stderr] ").unwrap_or(l))
+        .filter(|l| l.contains(" 127.0.0.1:") && l.ends_with("ms"))
+        .collect();
+    assert_eq!(lines.len(), 4, "one line per request:\n{log}");
+    let find = |needle: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?}:\n{log}"))
+            .split(' ')
+            .collect::<Vec<_>>()
+    };
+    // time client method path status bytes duration
+    let health = find("GET /health ");
+    assert_eq!(health.len(), 7, "{health:?}");
+    assert!(
+        health[0].ends_with('Z') && health[0].contains('T'),
+        "{health:?}"
+    );
+    assert_eq!(health[4], "200");
+    assert!(health[6].ends_with("ms"));
+    assert_eq!(find("GET /nope ")[4], "404");
+    let put = find("PUT /link/log ");
+    assert_eq!(put[4], "200");
+    let get = find("GET /link/log ");
+    assert_eq!(get[4], "200");
+    assert!(
+        get[5].parse::<u64>().unwrap() > 5,
+        "bytes sent include the head and the body"
+    );
+    assert!(
+        !log.contains("hidden"),
+        "the query (and its secret) is never logged:\n{log}"
+    );
+}
