@@ -57,6 +57,11 @@ pub fn common(w: &mut HeadWriter, date: &[u8], origin: &[u8], expose: Expose) {
         Expose::All => b"*",
     };
     w.header("Access-Control-Expose-Headers", exposed);
+    if expose == Expose::Mcast {
+        // Pages follow mcast with `credentials: 'include'` (the SeqId cookie);
+        // every mcast response, errors included, must allow that to be readable.
+        w.header("Access-Control-Allow-Credentials", b"true");
+    }
 }
 
 /// The counterpart's metadata (`X-Real-IP`, times, method, query).

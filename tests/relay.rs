@@ -6,10 +6,18 @@
 
 mod support;
 
+#[path = "relay/browser.rs"]
+mod browser;
+#[path = "relay/hostile.rs"]
+mod hostile;
 #[path = "relay/mcast.rs"]
 mod mcast;
+#[path = "relay/ops.rs"]
+mod ops;
 #[path = "relay/proxy.rs"]
 mod proxy;
+#[path = "relay/stress.rs"]
+mod stress;
 #[path = "relay/sync.rs"]
 mod sync;
 #[path = "relay/trust.rs"]

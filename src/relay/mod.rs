@@ -331,10 +331,12 @@ impl Relay {
     }
 
     /// Forgets channels that have been idle (nobody waiting) for the expiry time.
-    pub fn handle_timeout(&mut self, now: Millis) {
+    /// Returns how many were forgotten.
+    pub fn handle_timeout(&mut self, now: Millis) -> usize {
         if self.next_sweep.is_none_or(|due| due > now) {
-            return;
+            return 0;
         }
+        let before = self.channel_count();
         let expiry = self.settings.idle_expiry;
         self.links.retain(|_, c| !c.is_expired(now, expiry));
         let mut freed = 0;
@@ -348,10 +350,17 @@ impl Relay {
         self.mcast_bytes -= freed;
         self.syncs.retain(|_, c| !c.is_expired(now, expiry));
         self.proxies.retain(|_, c| !c.is_expired(now, expiry));
+        // A burst of ids leaves a large table behind; give it back once the
+        // burst is over so that memory returns to its baseline.
+        shrink_if_sparse(&mut self.links);
+        shrink_if_sparse(&mut self.mcasts);
+        shrink_if_sparse(&mut self.syncs);
+        shrink_if_sparse(&mut self.proxies);
         self.next_sweep = None;
         if self.channel_count() > 0 {
             self.schedule_sweep(now);
         }
+        before - self.channel_count()
     }
 
     /// Number of channels remembered (for tests, metrics and leak checks).
@@ -400,6 +409,12 @@ impl Relay {
         if self.next_sweep.is_none() {
             self.next_sweep = Some(now + interval);
         }
+    }
+}
+
+fn shrink_if_sparse<C>(map: &mut HashMap<Box<[u8]>, C>) {
+    if map.capacity() > 64 && map.capacity() > 4 * map.len() {
+        map.shrink_to(map.len() * 2);
     }
 }
 

@@ -285,7 +285,6 @@ impl Server {
             &conn.req.origin,
             Expose::Mcast,
         );
-        w.header("Access-Control-Allow-Credentials", b"true");
         let producer = &message.meta;
         let meta = Meta {
             ip: producer.ip,

@@ -39,7 +39,7 @@ const SIGNAL: Token = Token(usize::MAX - 1);
 /// keeps syscalls per relayed megabyte low.
 const OUTPUT_BUF_SIZE: usize = 64 * 1024;
 /// Buffers kept in each pool for reuse.
-const POOL_KEEP: usize = 256;
+const POOL_KEEP: usize = 64;
 /// How long a connection lingers after an error response before it is closed.
 const LINGER: Duration = Duration::from_secs(2);
 /// Descriptors kept free for the listener, the poller and the signal pipe when
@@ -287,7 +287,10 @@ impl Server {
     }
 
     fn fire_timers(&mut self, now: Instant) {
-        self.relay.handle_timeout(self.now_millis());
+        let forgotten = self.relay.handle_timeout(self.now_millis());
+        if forgotten >= 1024 {
+            release_free_memory();
+        }
         if self.accept_retry.is_some_and(|at| at <= now) {
             self.accept_retry = None;
             self.accept_all();
@@ -948,9 +951,6 @@ impl Server {
         w.header("Access-Control-Allow-Methods", reply::ALLOW_METHODS)
             .header("Access-Control-Allow-Headers", allow_headers)
             .header("Access-Control-Max-Age", b"86400");
-        if expose == Expose::Mcast {
-            w.header("Access-Control-Allow-Credentials", b"true");
-        }
         w.header_number("Content-Length", 0);
         reply::persistence(&mut w, keep_alive, conn.req.minor_version);
         let n = w.finish().unwrap_or(0);
@@ -1188,4 +1188,14 @@ fn log_request(conn: &Conn) {
         conn.stream.written,
         now_ms.saturating_sub(conn.arrived_unix_ms),
     );
+}
+
+/// Hands freed heap pages back to the system after a burst (glibc keeps them
+/// otherwise; other allocators return them on their own).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -167,7 +167,7 @@ fn trim(s: &[u8]) -> &[u8] {
 /// the `HttpRelay-Proxy-*` fields.
 pub(super) fn job_fields(w: &mut HeadWriter, client: &Conn) {
     for_each_field(&client.head_copy, |name, value| {
-        if !HOP_FIELDS.iter().any(|hop| name.eq_ignore_ascii_case(hop)) {
+        if forwardable(name) {
             w.header(name, value);
         }
     });
@@ -228,6 +228,24 @@ pub(super) fn job_fields(w: &mut HeadWriter, client: &Conn) {
         .header("HttpRelay-Proxy-Port", port)
         .header("HttpRelay-Proxy-Path", path)
         .header("HttpRelay-Proxy-Query", &req.query);
+}
+
+/// Whether a client's field goes into the job description. Not: the fields of
+/// the client's own hop, and fields the relay sets on the `SERVE` response
+/// itself, which a client could otherwise duplicate to confuse the page (two
+/// `Access-Control-Allow-Origin` values make the browser refuse the response;
+/// a second `HttpRelay-Proxy-JobId` would name another job).
+fn forwardable(name: &str) -> bool {
+    let lower_starts = |prefix: &str| {
+        name.len() >= prefix.len()
+            && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    };
+    !(HOP_FIELDS.iter().any(|hop| name.eq_ignore_ascii_case(hop))
+        || lower_starts("access-control-")
+        || lower_starts("httprelay-")
+        || ["vary", "date", "set-cookie"]
+            .iter()
+            .any(|f| name.eq_ignore_ascii_case(f)))
 }
 
 /// `host[:port]` (or `[v6]:port`) into host and port.

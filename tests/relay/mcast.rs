@@ -606,3 +606,27 @@ fn mcast_other_methods_405() {
     // None of them stored anything.
     assert_message(&read(&relay, "/mcast/m"), 0, b"kept", "newest");
 }
+
+#[test]
+fn mcast_errors_are_readable_by_credentialed_pages() {
+    let relay = Relay::start_flags(&["--wait-timeout", "0.3"]);
+    let origin = [("Origin", "http://page.example")];
+    let mut conn = relay.connect();
+    let refused = conn.exchange(&req("DELETE", "/mcast/cred", &origin, b""));
+    assert_eq!(refused.status(), 405);
+    assert_eq!(
+        refused.header("Access-Control-Allow-Origin"),
+        Some("http://page.example")
+    );
+    assert_eq!(
+        refused.header("Access-Control-Allow-Credentials"),
+        Some("true")
+    );
+    let mut waiting = relay.connect();
+    let timed_out = waiting.exchange(&req("GET", "/mcast/cred?seqid=0", &origin, b""));
+    assert_eq!(timed_out.status(), 504);
+    assert_eq!(
+        timed_out.header("Access-Control-Allow-Credentials"),
+        Some("true")
+    );
+}

@@ -441,3 +441,55 @@ fn proxy_preflight_allows_any_header() {
         "a SERVE after a preflight only",
     );
 }
+
+#[test]
+fn client_fields_cannot_forge_the_relays_own_fields() {
+    let relay = Relay::start();
+    let mut server = relay.connect();
+    send_waiting(
+        &mut server,
+        &req(
+            "SERVE",
+            "/proxy/forge",
+            &[("Origin", "http://page.example")],
+            b"",
+        ),
+        "a SERVE",
+    );
+    let mut client = relay.connect();
+    client.send(&req(
+        "GET",
+        "/proxy/forge/x",
+        &[
+            ("Access-Control-Allow-Origin", "http://evil.example"),
+            ("HttpRelay-Proxy-JobId", "AAAAAAAA"),
+            ("Vary", "Evil"),
+            ("X-Kept", "yes"),
+        ],
+        b"",
+    ));
+    let job = server.read_response();
+    assert_eq!(job.status(), 200);
+    let head = &job.head;
+    assert_eq!(
+        head.header_all("Access-Control-Allow-Origin"),
+        vec!["http://page.example"]
+    );
+    let ids = head.header_all("HttpRelay-Proxy-JobId");
+    assert_eq!(ids.len(), 1, "one job id: {ids:?}");
+    assert_ne!(ids[0], "AAAAAAAA");
+    assert!(!head.header_all("Vary").contains(&"Evil"));
+    assert_eq!(
+        head.header("X-Kept"),
+        Some("yes"),
+        "ordinary client fields are forwarded"
+    );
+    let job_id = ids[0].to_string();
+    server.send(&req(
+        "SERVE",
+        "/proxy/forge",
+        &[("HttpRelay-Proxy-JobId", &job_id)],
+        b"ok",
+    ));
+    assert_eq!(client.read_response().body(), b"ok");
+}

@@ -263,7 +263,9 @@ fn many_link_channels(relay: &Relay, prefix: &str, count: usize, pairs: usize) {
 fn memory_returns_to_baseline_after_100k_idle_channels_expire() {
     const CHANNELS: usize = 100_000;
     const PAIRS: usize = 8;
-    const SLACK_KIB: u64 = 2 * 1024;
+    // Without expiry the same run grows the relay by over 30 MiB; a few MiB of
+    // slack absorbs allocator fragmentation when other tests load the machine.
+    const SLACK_KIB: u64 = 4 * 1024;
     let relay = Relay::start_flags(&["--idle-expiry", "0.2"]);
 
     // Warm up (allocator arenas, buffers, tables), let it expire, then measure.

@@ -753,3 +753,308 @@ impl Conn {
         })
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Helpers for the hostile-input and stress tests.
+
+impl Relay {
+    /// Starts the relay on 127.0.0.1 with an OS-chosen port and extra flags, with its
+    /// descriptor limit (RLIMIT_NOFILE, soft and hard) set to `nofile` before exec, so
+    /// only the relay process is limited.
+    pub fn start_nofile(nofile: u64, extra: &[&str]) -> Relay {
+        use std::os::unix::process::CommandExt;
+
+        let mut args = vec!["-a", "127.0.0.1", "-p", "0"];
+        args.extend_from_slice(extra);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_httprelay"));
+        command
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let limit = libc::rlimit {
+            rlim_cur: nofile as libc::rlim_t,
+            rlim_max: nofile as libc::rlim_t,
+        };
+        // SAFETY: setrlimit(2) is async-signal-safe and only reads `limit`, a plain
+        // value copied into the closure.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            });
+        }
+        let mut child = command.spawn().expect("spawn the httprelay binary");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (lines_tx, lines_rx) = mpsc::channel::<String>();
+        let stderr = child.stderr.take().expect("stderr pipe");
+        let stdout = child.stdout.take().expect("stdout pipe");
+        drain(stderr, "stderr", lines_tx.clone(), log.clone());
+        drain(stdout, "stdout", lines_tx, log.clone());
+
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = parse_listening(&line) {
+                        break addr;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "relay {args:?} (nofile {nofile}) never printed `listening on ADDR`; \
+                         output:\n{}",
+                        log.lock().unwrap()
+                    );
+                }
+            }
+        };
+        Relay { child, addr, log }
+    }
+
+    /// Whether the relay process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// CPU time (user + system) the relay has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        cpu_time_of(self.pid()).expect("relay process stat")
+    }
+
+    /// The relay's TCP address (panics for a Unix-socket relay).
+    pub fn tcp_addr(&self) -> SocketAddr {
+        match &self.addr {
+            Addr::Tcp(a) => *a,
+            Addr::Unix(p) => panic!("relay listens on {p:?}, not TCP"),
+        }
+    }
+}
+
+/// User + system CPU time of a process, from /proc/PID/stat.
+pub fn cpu_time_of(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no memory effects.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = if ticks > 0 { ticks as u64 } else { 100 };
+    Some(Duration::from_micros((utime + stime) * 1_000_000 / ticks))
+}
+
+/// A write-only handle on a connection's socket, for a thread that writes while
+/// another reads.
+pub struct Writer(Stream);
+
+impl Writer {
+    pub fn send(&mut self, data: &[u8]) {
+        self.try_send(data).expect("write to relay")
+    }
+
+    pub fn try_send(&mut self, data: &[u8]) -> io::Result<()> {
+        match &mut self.0 {
+            Stream::Tcp(s) => s.write_all(data),
+            Stream::Unix(s) => s.write_all(data),
+        }
+    }
+}
+
+impl Conn {
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match &self.stream {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    /// A second handle on the socket that can write.
+    pub fn writer(&self) -> Writer {
+        Writer(match &self.stream {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone().expect("clone socket")),
+            Stream::Unix(s) => Stream::Unix(s.try_clone().expect("clone socket")),
+        })
+    }
+
+    /// Shuts the sending direction down (the relay sees end of stream); reads still work.
+    pub fn shutdown_write(&self) {
+        match &self.stream {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+        .expect("shutdown(Write)")
+    }
+
+    /// Closes a TCP connection abortively: SO_LINGER with a zero timeout, then close,
+    /// so that the relay receives a RST instead of a FIN.
+    pub fn reset(self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: `linger` lives across the call and its size is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &linger as *const libc::linger as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
+        drop(self);
+    }
+
+    /// How the connection ends without any further request: `None` if it stays open
+    /// and silent for `wait`, else `Some(bytes)` with whatever arrived before the relay
+    /// closed it (end of stream or reset). Panics if the relay sends bytes and keeps
+    /// the connection open past `wait`.
+    pub fn closed_within(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + wait;
+        let mut got = self.buffered().to_vec();
+        self.pos = self.buf.len();
+        let mut probe = [0u8; 4096];
+        let result = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break if got.is_empty() {
+                    None
+                } else {
+                    panic!(
+                        "the relay sent {:?} and kept the connection open",
+                        String::from_utf8_lossy(&got)
+                    )
+                };
+            }
+            self.set_read_timeout(left);
+            match self.raw_read(&mut probe) {
+                Ok(0) => break Some(got),
+                Ok(n) => got.extend_from_slice(&probe[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => break Some(got),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => panic!("waiting for the relay to close the connection: {e}"),
+            }
+        };
+        self.set_read_timeout(READ_TIMEOUT);
+        result
+    }
+}
+
+/// Byte `offset` of the background transfers' pattern.
+fn background_byte(offset: u64) -> u8 {
+    (offset.wrapping_mul(7).wrapping_add(offset >> 8) % 253) as u8
+}
+
+/// A link transfer running on its own two connections while a test does something
+/// hostile on others: the producer streams a chunked body in small pieces (a piece
+/// every 20 ms, so it never looks stalled), the consumer checks every byte.
+pub struct Background {
+    id: String,
+    stop: Arc<AtomicBool>,
+    producer: JoinHandle<(u64, Response)>,
+    consumer: JoinHandle<(Head, End, u64, Option<u64>)>,
+}
+
+impl Background {
+    /// Starts the transfer and returns once the consumer has received body bytes.
+    pub fn start(relay: &Relay, what: &str) -> Background {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = format!("bg-{what}-{n}");
+        let path = format!("/link/{id}");
+        let stop = Arc::new(AtomicBool::new(false));
+        let (started_tx, started_rx) = mpsc::channel::<()>();
+
+        let mut consumer = relay.connect();
+        consumer.send(&req("GET", &path, &[], b""));
+        let consumer = thread::spawn(move || {
+            let head = consumer.read_head();
+            let mut offset = 0u64;
+            let mut mismatch = None;
+            let (end, received) = consumer.stream_body(&head, false, 16 * 1024, |piece| {
+                for &b in piece {
+                    if mismatch.is_none() && b != background_byte(offset) {
+                        mismatch = Some(offset);
+                    }
+                    offset += 1;
+                }
+                let _ = started_tx.send(());
+            });
+            (head, end, received, mismatch)
+        });
+
+        let mut producer = relay.connect();
+        let flag = stop.clone();
+        let producer = thread::spawn(move || {
+            producer.send(&req(
+                "POST",
+                &path,
+                &[
+                    ("Content-Type", "application/x-background"),
+                    ("Transfer-Encoding", "chunked"),
+                ],
+                b"",
+            ));
+            let mut sent = 0u64;
+            let mut piece = 1usize;
+            while !flag.load(Ordering::Relaxed) {
+                let data: Vec<u8> = (sent..sent + piece as u64).map(background_byte).collect();
+                producer.send(&chunked(&[&data], false));
+                sent += piece as u64;
+                piece = piece % 3000 + 97;
+                thread::sleep(Duration::from_millis(20));
+            }
+            producer.send(b"0\r\n\r\n");
+            (sent, producer.read_response())
+        });
+
+        if started_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            stop.store(true, Ordering::Relaxed);
+            panic!("background transfer {id}: no body bytes reached the consumer within 10 s");
+        }
+        Background {
+            id,
+            stop,
+            producer,
+            consumer,
+        }
+    }
+
+    /// Ends the upload and checks every byte arrived intact and both sides got `200`.
+    pub fn finish(self) {
+        let id = &self.id;
+        self.stop.store(true, Ordering::Relaxed);
+        let (sent, done) = self
+            .producer
+            .join()
+            .unwrap_or_else(|_| panic!("background transfer {id}: producer failed"));
+        let (head, end, received, mismatch) = self
+            .consumer
+            .join()
+            .unwrap_or_else(|_| panic!("background transfer {id}: consumer failed"));
+        assert_eq!(head.status, 200, "background transfer {id}: {head:?}");
+        assert_eq!(end, End::Complete, "background transfer {id}: body ended");
+        assert_eq!(received, sent, "background transfer {id}: byte count");
+        assert_eq!(
+            mismatch, None,
+            "background transfer {id}: first corrupted byte"
+        );
+        assert_eq!(
+            done.status(),
+            200,
+            "background transfer {id}: producer's response {:?}",
+            done.head
+        );
+    }
+}
