@@ -51,6 +51,9 @@ pub struct Config {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     Run(Box<Config>),
+    /// Ask a running relay at the configured address for `/health` (for
+    /// container health checks, where no other client exists).
+    HealthCheck(Box<Config>),
     Help,
     Version,
 }
@@ -135,6 +138,8 @@ Logging:
                                   (errors are always logged) [default: off]
 
 Other:
+      --health-check              ask the relay at -a/-p (or -u) for /health and
+                                  exit 0 if it answers 200, else 1
   -h, --help               print this help
   -V, --version            print the version
 ";
@@ -166,6 +171,7 @@ pub fn parse(
     let mut mcast_total = DEFAULT_MCAST_TOTAL;
     let mut sync_total = DEFAULT_SYNC_TOTAL;
     let mut access_log = false;
+    let mut health_check = false;
 
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
@@ -209,6 +215,7 @@ pub fn parse(
             Long("mcast-total") => mcast_total = number(&mut parser, "mcast-total")?,
             Long("sync-total") => sync_total = number(&mut parser, "sync-total")?,
             Long("access-log") => access_log = true,
+            Long("health-check") => health_check = true,
             Long("trust-proxy") => {
                 let list = parser.value()?.string()?;
                 for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -227,7 +234,7 @@ pub fn parse(
         Some(path) => Listen::Unix(path),
         None => Listen::Tcp { addr, port },
     };
-    Ok(Command::Run(Box::new(Config {
+    let config = Box::new(Config {
         listen,
         idle_expiry,
         max_head,
@@ -243,7 +250,12 @@ pub fn parse(
         mcast_total,
         sync_total,
         access_log,
-    })))
+    });
+    Ok(if health_check {
+        Command::HealthCheck(config)
+    } else {
+        Command::Run(config)
+    })
 }
 
 /// A positive number of seconds (fractions allowed).
@@ -394,6 +406,9 @@ mod tests {
         );
         assert_eq!(run(&["-h"], None).unwrap(), Command::Help);
         assert_eq!(run(&["--version"], None).unwrap(), Command::Version);
+        assert!(
+            matches!(run(&["--health-check", "-p", "9"], None).unwrap(), Command::HealthCheck(c) if c.listen == Listen::Tcp { addr: "0.0.0.0".into(), port: 9 })
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 use std::process::ExitCode;
 
-use httprelay::config::{self, Command};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use httprelay::config::{self, Command, Config, Listen};
 use httprelay::reply::VERSION;
 use httprelay::server::Server;
 
@@ -19,6 +22,13 @@ fn main() -> ExitCode {
             eprintln!("httprelay: {e} (see --help)");
             ExitCode::from(2)
         }
+        Ok(Command::HealthCheck(config)) => match health_check(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("httprelay: health check failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Ok(Command::Run(config)) => match Server::bind(&config).and_then(|mut s| s.run()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -26,5 +36,49 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `GET /health` from the relay at the configured address; Ok if it says 200.
+fn health_check(config: &Config) -> std::io::Result<()> {
+    const REQUEST: &[u8] = b"GET /health HTTP/1.0\r\n\r\n";
+    let timeout = Some(Duration::from_secs(5));
+    let mut answer = Vec::new();
+    match &config.listen {
+        Listen::Tcp { addr, port } => {
+            // A wildcard bind address is reached on loopback.
+            let host = match addr.as_str() {
+                "0.0.0.0" => "127.0.0.1",
+                "::" => "::1",
+                other => other,
+            };
+            let target = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            let addr = std::net::ToSocketAddrs::to_socket_addrs(&target)?
+                .next()
+                .ok_or_else(|| std::io::Error::other("no address"))?;
+            let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+            stream.set_read_timeout(timeout)?;
+            stream.write_all(REQUEST)?;
+            stream.take(4096).read_to_end(&mut answer)?;
+        }
+        Listen::Unix(path) => {
+            let mut stream = std::os::unix::net::UnixStream::connect(path)?;
+            stream.set_read_timeout(timeout)?;
+            stream.write_all(REQUEST)?;
+            stream.take(4096).read_to_end(&mut answer)?;
+        }
+    }
+    if answer.starts_with(b"HTTP/1.1 200 ") {
+        Ok(())
+    } else {
+        let line = answer.split(|&b| b == b'\r').next().unwrap_or_default();
+        Err(std::io::Error::other(format!(
+            "answer: {:?}",
+            String::from_utf8_lossy(line)
+        )))
     }
 }

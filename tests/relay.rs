@@ -16,6 +16,8 @@ mod mcast;
 mod ops;
 #[path = "relay/proxy.rs"]
 mod proxy;
+#[path = "relay/readme.rs"]
+mod readme;
 #[path = "relay/stress.rs"]
 mod stress;
 #[path = "relay/sync.rs"]

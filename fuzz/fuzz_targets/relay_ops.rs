@@ -386,12 +386,13 @@ impl Model {
             assert_eq!(message.state(), MessageState::Complete);
             c.messages[at].complete = true;
             c.held += message.len();
-            // The oldest complete messages go while over budget; the newest stays.
+            // The oldest complete messages go while over budget; the newest
+            // and the one just completed stay.
             while c.held > retain {
                 let Some(oldest) = c.messages.iter().position(|m| m.complete) else {
                     break;
                 };
-                if oldest + 1 == c.messages.len() {
+                if oldest + 1 == c.messages.len() || Rc::ptr_eq(&c.messages[oldest].message, &message) {
                     break;
                 }
                 let dropped = c.messages.remove(oldest).expect("in range");
@@ -646,8 +647,11 @@ impl Model {
         }
         self.now = now;
         let due = self.relay.poll_timeout();
-        self.relay.handle_timeout(now);
+        let before = self.relay.channel_count();
+        let forgotten = self.relay.handle_timeout(now);
+        assert_eq!(forgotten, before - self.relay.channel_count(), "handle_timeout's count");
         if due.is_none_or(|due| due > now) {
+            assert_eq!(forgotten, 0, "nothing is forgotten before the sweep is due");
             return;
         }
         let idle = |a: &Activity| now - a.sure >= self.expiry;

@@ -244,3 +244,28 @@ fn access_log_has_a_line_per_request_without_the_query() {
         "the query (and its secret) is never logged:\n{log}"
     );
 }
+
+#[test]
+fn health_check_flag_exits_0_only_when_the_relay_answers() {
+    let relay = Relay::start();
+    let crate::support::Addr::Tcp(addr) = relay.addr().clone() else {
+        panic!("a TCP relay")
+    };
+    let check = |port: u16| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_httprelay"))
+            .args(["--health-check", "-a", "127.0.0.1", "-p", &port.to_string()])
+            .output()
+            .expect("run httprelay --health-check")
+    };
+    let up = check(addr.port());
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    drop(relay);
+    thread::sleep(PARK);
+    let down = check(addr.port());
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("health check failed"));
+}
