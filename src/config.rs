@@ -90,15 +90,23 @@ pub const DEFAULT_SYNC_TOTAL: usize = 64 * 1024 * 1024;
 pub const MAX_MAX_HEAD: usize = 24 * 1024;
 
 pub const HELP: &str = "\
-httprelay: an HTTP relay server (httprelay 2.0.0 protocol)
+httprelay: an HTTP relay server (httprelay 2.0.0 protocol). Clients that cannot
+accept connections talk to each other through it.
 
 Usage: httprelay [OPTIONS]
 
+Endpoints:
+  /link/{id}                  one producer (POST, PUT) to one consumer (GET)
+  /mcast/{id}                 one producer to many readers, numbered messages
+  /sync/{id}                  two requests swap bodies
+  /proxy/{serverId}/{path}    a SERVE long-poll loop answers clients
+  /health, /metrics           version; Prometheus metrics
+
 Listening:
-  -a, --addr ADDR          bind address [default: 0.0.0.0]
-  -p, --port PORT          TCP port [default: $PORT if it is a number, else 8080]
-  -u, --unix PATH          listen on a Unix socket instead (an existing socket
-                           file is replaced)
+  -a, --addr ADDR             bind address [default: 0.0.0.0]
+  -p, --port PORT             TCP port [default: $PORT if it is a number, else 8080]
+  -u, --unix PATH             listen on a Unix socket instead (an existing socket
+                              file is replaced)
 
 Channels:
       --idle-expiry SECS          forget channels idle this long [default: 1200]
@@ -140,8 +148,12 @@ Logging:
 Other:
       --health-check              ask the relay at -a/-p (or -u) for /health and
                                   exit 0 if it answers 200, else 1
-  -h, --help               print this help
-  -V, --version            print the version
+  -h, --help                      print this help
+  -V, --version                   print the version
+
+Signals: SIGINT or SIGTERM stop accepting, answer waiting requests 503, let
+transfers finish (at most 10 s) and exit 0.
+Exit status: 0 after a signal, 1 when listening fails, 2 for a bad command line.
 ";
 
 /// Parses the arguments (without the program name). `port_env` is `$PORT`.
@@ -336,6 +348,43 @@ mod tests {
         assert_eq!(config(&["--wait-timeout", "0"], None).wait_timeout, None);
         assert!(run(&["--body-timeout", "0"], None).is_err());
         assert!(run(&["--max-conns", "0"], None).is_err());
+    }
+
+    #[test]
+    fn help_lists_every_flag_the_parser_takes() {
+        let flags: [(&str, Option<&str>); 22] = [
+            ("--addr", Some("1.2.3.4")),
+            ("--port", Some("1")),
+            ("--unix", Some("/x")),
+            ("--idle-expiry", Some("1")),
+            ("--mcast-max-message", Some("1")),
+            ("--mcast-retain", Some("1")),
+            ("--sync-max-body", Some("1")),
+            ("--trust-proxy", Some("::1")),
+            ("--max-head", Some("2048")),
+            ("--max-conns", Some("1")),
+            ("--mcast-total", Some("1")),
+            ("--sync-total", Some("1")),
+            ("--head-timeout", Some("1")),
+            ("--idle-timeout", Some("1")),
+            ("--body-timeout", Some("1")),
+            ("--wait-timeout", Some("1")),
+            ("--access-log", None),
+            ("--health-check", None),
+            ("--help", None),
+            ("--version", None),
+            ("-h", None),
+            ("-V", None),
+        ];
+        for (flag, value) in flags {
+            assert!(
+                HELP.contains(&format!("{flag} ")) || HELP.contains(&format!("{flag},")),
+                "{flag} missing from --help"
+            );
+            let mut args = vec![flag];
+            args.extend(value);
+            assert!(run(&args, None).is_ok(), "{flag} not accepted");
+        }
     }
 
     #[test]
