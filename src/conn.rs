@@ -138,6 +138,22 @@ impl Stream {
         }
     }
 
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match &self.socket {
+            Socket::Tcp(s) => s.as_raw_fd(),
+            Socket::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    /// Records bytes moved by zero-copy transfer (they bypass `Read`/`Write`).
+    pub fn moved(&mut self, n: usize, outgoing: bool) {
+        self.progressed |= n > 0;
+        if outgoing {
+            self.written += n as u64;
+        }
+    }
+
     /// Makes the coming close reset the connection, discarding unsent bytes,
     /// so that a client that stopped reading cannot keep them in kernel memory.
     pub fn reset_on_close(&self) {
@@ -294,6 +310,9 @@ pub struct Conn {
     pub quiet_checks: u8,
     /// The status of the response to the current request (0 before its head).
     pub status: u16,
+    /// The pipe carrying a body to this consumer without copying (Linux).
+    #[cfg(target_os = "linux")]
+    pub pipe: Option<crate::splice::Pipe>,
 }
 
 impl Conn {
@@ -334,6 +353,8 @@ impl Conn {
             timer_since: now,
             quiet_checks: 0,
             status: 0,
+            #[cfg(target_os = "linux")]
+            pipe: None,
         }
     }
 }

@@ -12,3 +12,5 @@ pub mod relay;
 pub mod reply;
 pub mod server;
 mod signal;
+#[cfg(target_os = "linux")]
+pub mod splice;

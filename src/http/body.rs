@@ -117,6 +117,20 @@ impl BodyDecoder {
         }
     }
 
+    /// Accounts for `n` bytes of a `Content-Length` body that were moved
+    /// without passing through [`BodyDecoder::decode`] (zero-copy relay).
+    pub fn advance_length(&mut self, n: u64) {
+        if let State::Length { remaining } = self.state {
+            debug_assert!(n <= remaining);
+            let left = remaining.saturating_sub(n);
+            self.state = if left == 0 {
+                State::Done
+            } else {
+                State::Length { remaining: left }
+            };
+        }
+    }
+
     /// Decodes from `input`, yielding at most `max_data` bytes of content. Stops
     /// after the first run of content, at the end of the body, or when the input
     /// is used up. Call again with the unconsumed rest.

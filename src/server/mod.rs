@@ -111,6 +111,8 @@ pub struct Server {
     now: Instant,
     stats: Stats,
     access_log: bool,
+    #[cfg(target_os = "linux")]
+    pipes: crate::splice::PipePool,
     started: Instant,
     date: HttpDate,
     query_filter: QueryFilter,
@@ -195,6 +197,8 @@ impl Server {
             now: Instant::now(),
             stats: Stats::default(),
             access_log: config.access_log,
+            #[cfg(target_os = "linux")]
+            pipes: crate::splice::PipePool::default(),
             started: Instant::now(),
             date: HttpDate::default(),
             query_filter: QueryFilter::default(),
@@ -992,6 +996,10 @@ impl Server {
         }
         if let Some(buf) = conn.output.take() {
             self.output_pool.give(buf);
+        }
+        #[cfg(target_os = "linux")]
+        if let Some(pipe) = conn.pipe.take() {
+            self.pipes.give(pipe);
         }
         if self.accept_paused {
             // A descriptor was freed: try accepting again now.

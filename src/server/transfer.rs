@@ -179,7 +179,6 @@ impl Server {
                 output.push(b"0\r\n\r\n");
                 *ended = true;
             }
-            let done = body.is_done() && (!chunked || *ended);
 
             // 2. Send what the consumer's output holds.
             if !output.is_empty() && consumer.writable {
@@ -197,12 +196,82 @@ impl Server {
                 }
             }
 
-            // 3. Read more of the body, only when the output has room for it
-            //    (this is the backpressure: a slow consumer slows the producer).
             let input_empty = producer.input.as_ref().is_none_or(Buf::is_empty);
+
+            // 3a. Zero copy: once nothing is buffered in user space, a
+            //     Content-Length body moves socket → pipe → socket. The pipe is
+            //     refilled only when empty, so a would-block on filling can only
+            //     mean the producer has nothing more yet (and the pipe's size is
+            //     the backpressure).
+            #[cfg(target_os = "linux")]
+            let spliced = {
+                let pipe_busy = consumer.pipe.as_ref().is_some_and(|pipe| pipe.filled > 0);
+                let eligible = pipe_busy
+                    || (!chunked
+                        && !discard
+                        && input_empty
+                        && output.is_empty()
+                        && body.remaining_in_length().is_some_and(|r| r > 0));
+                if eligible && consumer.pipe.is_none() {
+                    consumer.pipe = self.pipes.take();
+                }
+                match consumer.pipe.as_mut().filter(|_| eligible) {
+                    None => false,
+                    Some(pipe) => {
+                        if pipe.filled > 0 && consumer.writable {
+                            match pipe.drain_into(consumer.stream.raw_fd()) {
+                                Ok(n) => {
+                                    consumer.stream.moved(n, true);
+                                    self.stats.relayed_bytes += n as u64;
+                                    progress |= n > 0;
+                                }
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                    consumer.writable = false
+                                }
+                                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                                Err(_) => {
+                                    self.close(c);
+                                    return Step::Again;
+                                }
+                            }
+                        }
+                        let remaining = body.remaining_in_length().unwrap_or(0);
+                        if pipe.filled == 0 && remaining > 0 && producer.readable {
+                            let want = usize::try_from(remaining).unwrap_or(usize::MAX);
+                            match pipe.fill_from(producer.stream.raw_fd(), want) {
+                                Ok(0) => {
+                                    // The producer left mid-body.
+                                    self.close(p);
+                                    return Step::Again;
+                                }
+                                Ok(n) => {
+                                    producer.stream.moved(n, false);
+                                    body.advance_length(n as u64);
+                                    progress = true;
+                                }
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                    producer.readable = false
+                                }
+                                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                                Err(_) => {
+                                    self.close(p);
+                                    return Step::Again;
+                                }
+                            }
+                        }
+                        true
+                    }
+                }
+            };
+            #[cfg(not(target_os = "linux"))]
+            let spliced = false;
+
+            // 3b. Otherwise read more of the body, only when the output has room
+            //     for it (this is the backpressure: a slow consumer slows the
+            //     producer).
             let direct = body
                 .remaining_in_length()
-                .filter(|_| input_empty && !chunked && !discard);
+                .filter(|_| input_empty && !chunked && !discard && !spliced);
             if let Some(remaining) = direct.filter(|_| producer.readable) {
                 // A Content-Length body needs no decoding: read it straight into
                 // the consumer's output, never past its end (pipelined bytes
@@ -233,6 +302,7 @@ impl Server {
                     }
                 }
             } else if direct.is_none()
+                && !spliced
                 && !body.is_done()
                 && input_empty
                 && producer.readable
@@ -259,7 +329,12 @@ impl Server {
                 }
             }
 
-            if done && output.is_empty() {
+            #[cfg(target_os = "linux")]
+            let pipe_empty = consumer.pipe.as_ref().is_none_or(|pipe| pipe.filled == 0);
+            #[cfg(not(target_os = "linux"))]
+            let pipe_empty = true;
+            let done = body.is_done() && (!chunked || *ended);
+            if done && output.is_empty() && pipe_empty {
                 self.finish_transfer(p, c);
                 return Step::Again;
             }
@@ -277,6 +352,10 @@ impl Server {
         let Phase::Producing { kind, .. } = producer.phase else {
             return;
         };
+        #[cfg(target_os = "linux")]
+        if let Some(pipe) = consumer.pipe.take() {
+            self.pipes.give(pipe);
+        }
         consumer.phase = Phase::Responding(if consumer.req.keep_alive {
             After::NextRequest
         } else {
