@@ -302,6 +302,9 @@ pub struct Conn {
     pub job: JobId,
     /// When the current timer fires.
     pub deadline: Option<Instant>,
+    /// The earliest entry the server's timer heap holds for this connection
+    /// (at or before `deadline`).
+    pub scheduled: Option<Instant>,
     pub timer: Timer,
     /// When the current timer was chosen (the oldest idle connections are
     /// evicted first at the connection limit).
@@ -349,6 +352,7 @@ impl Conn {
             head_copy: Vec::new(),
             job: [0; 8],
             deadline: None,
+            scheduled: None,
             timer: Timer::None,
             timer_since: now,
             quiet_checks: 0,

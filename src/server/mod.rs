@@ -119,6 +119,7 @@ pub struct Server {
     secret: Vec<u8>,
     /// Connections to drive once the current batch of events is handled.
     ready: Vec<ConnId>,
+    ready_spare: Vec<ConnId>,
     waiters: Vec<WaiterId>,
     /// Scratch for header values built from parts (cookie paths, URLs).
     text: Vec<u8>,
@@ -204,6 +205,7 @@ impl Server {
             query_filter: QueryFilter::default(),
             secret: Vec::new(),
             ready: Vec::new(),
+            ready_spare: Vec::new(),
             waiters: Vec::new(),
             text: Vec::new(),
             timers: BinaryHeap::new(),
@@ -271,7 +273,7 @@ impl Server {
         // Drop timer entries that no longer match their connection.
         while let Some(Reverse((at, key))) = self.timers.peek().copied() {
             match self.conns.get(key) {
-                Some(conn) if conn.deadline == Some(at) => break,
+                Some(conn) if conn.scheduled == Some(at) => break,
                 _ => {
                     self.timers.pop();
                 }
@@ -304,8 +306,31 @@ impl Server {
                 break;
             }
             self.timers.pop();
-            if self.conns.get(key).is_some_and(|c| c.deadline == Some(at)) {
-                self.on_timeout(ConnId(key));
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.scheduled == Some(at)) else {
+                continue;
+            };
+            conn.scheduled = None;
+            match conn.deadline {
+                Some(deadline) if deadline <= now => self.on_timeout(ConnId(key)),
+                // The deadline moved later since this entry was pushed.
+                Some(_) => self.schedule(ConnId(key)),
+                None => {}
+            }
+        }
+    }
+
+    /// Makes sure the heap holds an entry no later than the connection's
+    /// deadline. A later deadline reuses the earlier entry (which re-schedules
+    /// when it fires), so phase changes on a busy connection push nothing and
+    /// the heap stays as small as the number of connections.
+    fn schedule(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id.0) else {
+            return;
+        };
+        if let Some(deadline) = conn.deadline {
+            if conn.scheduled.is_none_or(|s| deadline < s) {
+                conn.scheduled = Some(deadline);
+                self.timers.push(Reverse((deadline, id.0)));
             }
         }
     }
@@ -346,9 +371,7 @@ impl Server {
         conn.quiet_checks = 0;
         conn.stream.progressed = false;
         conn.deadline = after.map(|after| self.now + after);
-        if let Some(at) = conn.deadline {
-            self.timers.push(Reverse((at, id.0)));
-        }
+        self.schedule(id);
     }
 
     fn on_timeout(&mut self, id: ConnId) {
@@ -385,9 +408,8 @@ impl Server {
                     conn.quiet_checks += 1;
                 }
                 if conn.quiet_checks < 4 {
-                    let at = self.now + self.body_timeout / 4;
-                    conn.deadline = Some(at);
-                    self.timers.push(Reverse((at, id.0)));
+                    conn.deadline = Some(self.now + self.body_timeout / 4);
+                    self.schedule(id);
                     return;
                 }
                 // No progress for the whole body timeout: close both sides of
@@ -573,18 +595,18 @@ impl Server {
 
     fn drive_ready(&mut self) {
         // Driving may queue more connections (counterparts); take turns until quiet.
+        // Two vectors take turns (the batch being driven, the one filling up),
+        // so that neither is reallocated once warm.
         let mut rounds = 0;
         while !self.ready.is_empty() && rounds < 16 {
             rounds += 1;
-            let batch = std::mem::take(&mut self.ready);
+            let mut batch =
+                std::mem::replace(&mut self.ready, std::mem::take(&mut self.ready_spare));
             for &id in &batch {
                 self.drive(id);
             }
-            let mut batch = batch;
             batch.clear();
-            if self.ready.is_empty() {
-                self.ready = batch;
-            }
+            self.ready_spare = batch;
         }
     }
 
@@ -652,6 +674,7 @@ impl Server {
             return Step::Blocked;
         }
         let input = conn.input.get_or_insert_with(|| self.input_pool.take());
+        let asked = input.spare().len();
         match conn.stream.read(input.spare()) {
             Ok(0) => {
                 // The client closed between requests (or mid-head: nothing to answer).
@@ -660,6 +683,7 @@ impl Server {
             }
             Ok(n) => {
                 input.commit(n);
+                note_short_read(&mut conn.readable, conn.peer_closed, n, asked);
                 Step::Again
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -1008,15 +1032,33 @@ impl Server {
     }
 }
 
+/// A read that returned less than asked drained the socket: with
+/// edge-triggered readiness the next arrival is reported again, so the read
+/// that would only say `WouldBlock` can be skipped. Not after the peer's FIN
+/// was reported: that event has been used up, and only reading finds the end.
+pub(crate) fn note_short_read(conn_readable: &mut bool, peer_closed: bool, n: usize, asked: usize) {
+    if n < asked && !peer_closed {
+        *conn_readable = false;
+    }
+}
+
 /// Writes pending output until it is empty or the socket would block.
 fn flush(conn: &mut Conn) -> io::Result<()> {
     let Some(output) = conn.output.as_mut() else {
         return Ok(());
     };
     while !output.is_empty() && conn.writable {
+        let asked = output.len();
         match conn.stream.write(output.pending()) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => output.consume(n),
+            Ok(n) => {
+                output.consume(n);
+                // A short write means the socket buffer is full: readiness will
+                // be reported again when it drains (saves a write that would block).
+                if n < asked {
+                    conn.writable = false;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),

@@ -288,6 +288,12 @@ impl Server {
                         Ok(n) => {
                             let _ = body.decode(&spare[..n], n);
                             output.commit(n);
+                            super::note_short_read(
+                                &mut producer.readable,
+                                producer.peer_closed,
+                                n,
+                                limit,
+                            );
                             self.stats.relayed_bytes += n as u64;
                             progress = true;
                         }
@@ -309,6 +315,7 @@ impl Server {
                 && output.spare_len() > CHUNK_OVERHEAD
             {
                 let input = producer.input.get_or_insert_with(|| self.input_pool.take());
+                let asked = input.spare().len();
                 match producer.stream.read(input.spare()) {
                     Ok(0) => {
                         // The producer left mid-body: the consumer's response stays
@@ -318,6 +325,12 @@ impl Server {
                     }
                     Ok(n) => {
                         input.commit(n);
+                        super::note_short_read(
+                            &mut producer.readable,
+                            producer.peer_closed,
+                            n,
+                            asked,
+                        );
                         progress = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => producer.readable = false,
