@@ -9,7 +9,7 @@ use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use crate::buf::Buf;
+use crate::buf::{Buf, BufPool};
 use std::net::IpAddr;
 use std::rc::Rc;
 
@@ -318,7 +318,48 @@ pub struct Conn {
     pub pipe: Option<crate::splice::Pipe>,
 }
 
+/// A read that returned less than asked drained the socket: with
+/// edge-triggered readiness the next arrival is reported again, so the read
+/// that would only say `WouldBlock` can be skipped. Not after the peer's FIN
+/// was reported: that event has been used up, and only reading finds the end.
+pub fn note_short_read(readable: &mut bool, peer_closed: bool, n: usize, asked: usize) {
+    if n < asked && !peer_closed {
+        *readable = false;
+    }
+}
+
+/// What reading more of a request brought.
+pub enum Fill {
+    /// Bytes arrived (they are in `Conn::input`).
+    Read,
+    /// Nothing more for now.
+    Blocked,
+    /// The client closed or reset its side.
+    Gone,
+}
+
 impl Conn {
+    /// Reads what the socket has into the input buffer (taken from `pool` if
+    /// needed). Call only when `readable`.
+    pub fn fill_input(&mut self, pool: &mut BufPool) -> Fill {
+        let input = self.input.get_or_insert_with(|| pool.take());
+        let asked = input.spare().len();
+        match self.stream.read(input.spare()) {
+            Ok(0) => Fill::Gone,
+            Ok(n) => {
+                input.commit(n);
+                note_short_read(&mut self.readable, self.peer_closed, n, asked);
+                Fill::Read
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                Fill::Blocked
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Fill::Read,
+            Err(_) => Fill::Gone,
+        }
+    }
+
     /// What a counterpart learns about this connection's current request.
     pub fn meta(&self) -> Meta<'_> {
         Meta {

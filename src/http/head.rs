@@ -356,7 +356,8 @@ fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
     Ok(value.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
-fn trim(s: &[u8]) -> &[u8] {
+/// `s` without leading and trailing spaces and tabs (optional whitespace).
+pub(crate) fn trim(s: &[u8]) -> &[u8] {
     let start = s
         .iter()
         .position(|&b| b != b' ' && b != b'\t')

@@ -10,6 +10,7 @@ mod response;
 
 pub use body::{BodyDecoder, BodyError, Decoded};
 pub use date::{format_rfc3339, HttpDate};
+pub(crate) use head::trim;
 pub use head::{
     parse_request, parse_seqid, Framing, HeadError, Request, Target, MAX_HEADER_FIELDS,
 };

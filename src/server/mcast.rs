@@ -1,11 +1,11 @@
 //! mcast: producers store numbered messages; readers each get one, streamed
 //! from the shared stored copy at their own pace (even while it still uploads).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::rc::Rc;
 
 use super::{flush, Server, Step};
-use crate::conn::{After, ConnId, Phase, Wait};
+use crate::conn::{After, ConnId, Fill, Phase, Wait};
 use crate::http::{
     chunk_header, find_param, parse_seqid, BodyDecoder, Framing, HeadWriter, Status,
 };
@@ -130,20 +130,11 @@ impl Server {
                 return self.finish_publishing(id, &message);
             }
             if conn.readable {
-                let input = conn.input.get_or_insert_with(|| self.input_pool.take());
-                match conn.stream.read(input.spare()) {
-                    Ok(0) => {
+                match conn.fill_input(&mut self.input_pool) {
+                    Fill::Read => progress = true,
+                    Fill::Blocked => {}
+                    Fill::Gone => {
                         // The producer left mid-body: close aborts the message.
-                        self.close(id);
-                        return Step::Closed;
-                    }
-                    Ok(n) => {
-                        input.commit(n);
-                        progress = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                    Err(_) => {
                         self.close(id);
                         return Step::Closed;
                     }

@@ -15,7 +15,7 @@ use slab::Slab;
 
 use crate::buf::BufPool;
 use crate::config::{Config, Listen};
-use crate::conn::{After, Conn, ConnId, Phase, Stream, Timer, Wait};
+use crate::conn::{After, Conn, ConnId, Fill, Phase, Stream, Timer, Wait};
 use crate::http::{
     find_param, parse_request, Framing, HeadWriter, HttpDate, QueryFilter, Status, Target,
 };
@@ -673,26 +673,14 @@ impl Server {
             self.input_pool.give_if_empty(&mut conn.input);
             return Step::Blocked;
         }
-        let input = conn.input.get_or_insert_with(|| self.input_pool.take());
-        let asked = input.spare().len();
-        match conn.stream.read(input.spare()) {
-            Ok(0) => {
-                // The client closed between requests (or mid-head: nothing to answer).
-                self.close(id);
-                Step::Closed
-            }
-            Ok(n) => {
-                input.commit(n);
-                note_short_read(&mut conn.readable, conn.peer_closed, n, asked);
-                Step::Again
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                conn.readable = false;
+        match conn.fill_input(&mut self.input_pool) {
+            Fill::Read => Step::Again,
+            Fill::Blocked => {
                 self.input_pool.give_if_empty(&mut conn.input);
                 Step::Blocked
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Again,
-            Err(_) => {
+            Fill::Gone => {
+                // The client closed between requests (or mid-head: nothing to answer).
                 self.close(id);
                 Step::Closed
             }
@@ -1029,16 +1017,6 @@ impl Server {
             // A descriptor was freed: try accepting again now.
             self.accept_retry = Some(self.now);
         }
-    }
-}
-
-/// A read that returned less than asked drained the socket: with
-/// edge-triggered readiness the next arrival is reported again, so the read
-/// that would only say `WouldBlock` can be skipped. Not after the peer's FIN
-/// was reported: that event has been used up, and only reading finds the end.
-pub(crate) fn note_short_read(conn_readable: &mut bool, peer_closed: bool, n: usize, asked: usize) {
-    if n < asked && !peer_closed {
-        *conn_readable = false;
     }
 }
 

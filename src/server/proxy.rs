@@ -5,7 +5,7 @@
 
 use super::{Server, Step};
 use crate::conn::{Conn, ConnId, Phase, Transfer, Wait};
-use crate::http::{HeadWriter, Status};
+use crate::http::{trim, HeadWriter, Status};
 use crate::relay::{JobId, ProxyDispatch, RelayError, WaiterId};
 
 /// Client fields not forwarded to the server: they describe this hop's
@@ -149,18 +149,6 @@ fn for_each_field(head: &[u8], mut f: impl FnMut(&str, &[u8])) {
             f(field.name, trim(field.value));
         }
     }
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |i| i + 1);
-    &s[start..end]
 }
 
 /// The job description a `SERVE` response carries: the client's fields, then

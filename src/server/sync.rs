@@ -2,11 +2,11 @@
 //! before its request waits, so two clients that both upload before reading
 //! can never block each other.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use super::{flush, Server, Step};
 use crate::buf::BufPool;
-use crate::conn::{After, Conn, ConnId, Phase, Wait};
+use crate::conn::{After, Conn, ConnId, Fill, Phase, Wait};
 use crate::http::{BodyDecoder, Framing, HeadWriter, Status};
 use crate::relay::{SyncArrival, WaiterId};
 use crate::reply::{self, Expose};
@@ -97,19 +97,10 @@ impl Server {
                 return self.sync_arrive(id);
             }
             if conn.readable {
-                let input = conn.input.get_or_insert_with(|| self.input_pool.take());
-                match conn.stream.read(input.spare()) {
-                    Ok(0) => {
-                        self.close(id);
-                        return Step::Closed;
-                    }
-                    Ok(n) => {
-                        input.commit(n);
-                        progress = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                    Err(_) => {
+                match conn.fill_input(&mut self.input_pool) {
+                    Fill::Read => progress = true,
+                    Fill::Blocked => {}
+                    Fill::Gone => {
                         self.close(id);
                         return Step::Closed;
                     }

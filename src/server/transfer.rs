@@ -288,7 +288,7 @@ impl Server {
                         Ok(n) => {
                             let _ = body.decode(&spare[..n], n);
                             output.commit(n);
-                            super::note_short_read(
+                            crate::conn::note_short_read(
                                 &mut producer.readable,
                                 producer.peer_closed,
                                 n,
@@ -325,7 +325,7 @@ impl Server {
                     }
                     Ok(n) => {
                         input.commit(n);
-                        super::note_short_read(
+                        crate::conn::note_short_read(
                             &mut producer.readable,
                             producer.peer_closed,
                             n,
