@@ -18,6 +18,8 @@ mod ops;
 mod proxy;
 #[path = "relay/readme.rs"]
 mod readme;
+#[path = "relay/sharding.rs"]
+mod sharding;
 #[path = "relay/stress.rs"]
 mod stress;
 #[path = "relay/sync.rs"]

@@ -1058,3 +1058,100 @@ impl Background {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Helpers for the sharding test: HAProxy in front of several relays.
+
+/// The `haproxy` binary: `$HTTPRELAY_HAPROXY`, else `haproxy` on `PATH`, else
+/// `/usr/sbin/haproxy` (not on every user's `PATH`). `None` when there is none.
+pub fn haproxy_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("HTTPRELAY_HAPROXY") {
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|dir| dir.join("haproxy"))
+        .find(|p| p.is_file())
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (for programs that cannot be
+/// told to pick one themselves and report it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A running `haproxy -db -f CONFIG` (foreground); killed when dropped.
+pub struct Haproxy {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Haproxy {
+    /// Starts haproxy on `config`, after `haproxy -c` accepted it. Does not wait for
+    /// its listeners: the caller knows what to poll.
+    pub fn start(binary: &Path, config: &Path) -> Haproxy {
+        let check = Command::new(binary)
+            .arg("-c")
+            .arg("-f")
+            .arg(config)
+            .output()
+            .expect("run haproxy -c");
+        assert!(
+            check.status.success(),
+            "haproxy -c rejects {}:\n{}{}",
+            config.display(),
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let mut child = Command::new(binary)
+            .arg("-db")
+            .arg("-f")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn haproxy");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (lines_tx, _) = mpsc::channel::<String>();
+        let stderr = child.stderr.take().expect("stderr pipe");
+        let stdout = child.stdout.take().expect("stdout pipe");
+        drain(stderr, "stderr", lines_tx.clone(), log.clone());
+        drain(stdout, "stdout", lines_tx, log.clone());
+        Haproxy { child, log }
+    }
+
+    /// Everything haproxy printed so far.
+    pub fn output(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Relay {
+    /// Kills the relay at once (SIGKILL): no answers to its waiters, no goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
