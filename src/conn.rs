@@ -50,6 +50,10 @@ pub enum Phase {
         message: Rc<Message>,
         body: BodyDecoder,
     },
+    /// An mcast reader that has its message but has not written its head yet.
+    /// Heads are written when the reader is driven, one reader after another,
+    /// so that a message for many readers needs few output buffers at once.
+    Delivering { message: Rc<Message> },
     /// An mcast reader sending `message` from `offset` on.
     Reading {
         message: Rc<Message>,

@@ -232,8 +232,26 @@ impl Server {
         }
     }
 
-    /// Writes the reader's response head; the body follows from the message.
+    /// The reader gets `message`; its head is written when it is driven.
     fn start_reading(&mut self, id: ConnId, message: Rc<Message>) {
+        if let Some(conn) = self.conns.get_mut(id.0) {
+            conn.phase = Phase::Delivering { message };
+            self.ready.push(id);
+        }
+    }
+
+    pub(super) fn begin_reading(&mut self, id: ConnId) -> Step {
+        let conn = &mut self.conns[id.0];
+        let Phase::Delivering { message } = std::mem::replace(&mut conn.phase, Phase::ReadingHead)
+        else {
+            return Step::Again;
+        };
+        self.write_reader_head(id, message);
+        Step::Again
+    }
+
+    /// Writes the reader's response head; the body follows from the message.
+    fn write_reader_head(&mut self, id: ConnId, message: Rc<Message>) {
         let Some(conn) = self.conns.get_mut(id.0) else {
             return;
         };

@@ -621,6 +621,7 @@ impl Server {
                 Phase::Producing { consumer, .. } => self.pump(id, consumer),
                 Phase::Consuming { producer, .. } => self.pump(producer, id),
                 Phase::Publishing { .. } => self.drive_publishing(id),
+                Phase::Delivering { .. } => self.begin_reading(id),
                 Phase::Reading { .. } => self.drive_reading(id),
                 Phase::Holding { .. } => self.drive_holding(id),
                 Phase::SendingHeld { .. } => self.drive_sending_held(id),

@@ -199,10 +199,11 @@ impl Server {
             let input_empty = producer.input.as_ref().is_none_or(Buf::is_empty);
 
             // 3a. Zero copy: once nothing is buffered in user space, a
-            //     Content-Length body moves socket → pipe → socket. The pipe is
-            //     refilled only when empty, so a would-block on filling can only
-            //     mean the producer has nothing more yet (and the pipe's size is
-            //     the backpressure).
+            //     Content-Length body moves socket → pipe → socket, filling and
+            //     draining the pipe as each side allows (the pipe's size is the
+            //     backpressure). A would-block on filling means "producer has
+            //     nothing more" only when the pipe is empty; with bytes in it, it
+            //     may mean the pipe is full, so readiness is kept.
             #[cfg(target_os = "linux")]
             let spliced = {
                 let pipe_busy = consumer.pipe.as_ref().is_some_and(|pipe| pipe.filled > 0);
@@ -236,7 +237,7 @@ impl Server {
                             }
                         }
                         let remaining = body.remaining_in_length().unwrap_or(0);
-                        if pipe.filled == 0 && remaining > 0 && producer.readable {
+                        if pipe.filled < pipe.capacity && remaining > 0 && producer.readable {
                             let want = usize::try_from(remaining).unwrap_or(usize::MAX);
                             match pipe.fill_from(producer.stream.raw_fd(), want) {
                                 Ok(0) => {
@@ -250,7 +251,9 @@ impl Server {
                                     progress = true;
                                 }
                                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                    producer.readable = false
+                                    if pipe.filled == 0 {
+                                        producer.readable = false;
+                                    }
                                 }
                                 Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
                                 Err(_) => {
