@@ -117,6 +117,33 @@ impl BodyDecoder {
         }
     }
 
+    /// Content bytes that can be taken as they are, without decoding: the rest
+    /// of a `Content-Length` body, or the rest of the current chunk's data.
+    pub fn remaining_plain(&self) -> Option<u64> {
+        match self.state {
+            State::Length { remaining } | State::Data { remaining } => Some(remaining),
+            _ => None,
+        }
+    }
+
+    /// Accounts for `n` content bytes read past the decoder (at most
+    /// [`BodyDecoder::remaining_plain`]).
+    pub fn advance_plain(&mut self, n: u64) {
+        match self.state {
+            State::Length { .. } => self.advance_length(n),
+            State::Data { remaining } => {
+                debug_assert!(n <= remaining);
+                let left = remaining.saturating_sub(n);
+                self.state = if left == 0 {
+                    State::DataCr
+                } else {
+                    State::Data { remaining: left }
+                };
+            }
+            _ => debug_assert!(n == 0, "no plain content in this state"),
+        }
+    }
+
     /// Accounts for `n` bytes of a `Content-Length` body that were moved
     /// without passing through [`BodyDecoder::decode`] (zero-copy relay).
     pub fn advance_length(&mut self, n: u64) {
@@ -373,6 +400,28 @@ mod tests {
             (&b"a"[..], true),
             "a few blanks are fine"
         );
+    }
+
+    #[test]
+    fn plain_content_can_be_taken_past_the_decoder() {
+        let mut dec = BodyDecoder::new(Framing::Chunked);
+        assert_eq!(dec.remaining_plain(), None, "inside framing");
+        let d = dec.decode(b"a\r\n", 100).unwrap();
+        assert_eq!(d.consumed, 3);
+        assert_eq!(dec.remaining_plain(), Some(10));
+        dec.advance_plain(4);
+        assert_eq!(dec.remaining_plain(), Some(6));
+        dec.advance_plain(6);
+        assert_eq!(
+            dec.remaining_plain(),
+            None,
+            "the CRLF after the data follows"
+        );
+        dec.decode(b"\r\n0\r\n\r\n", 100).unwrap();
+        assert!(dec.is_done());
+        let mut dec = BodyDecoder::new(Framing::Length(5));
+        dec.advance_plain(5);
+        assert!(dec.is_done());
     }
 
     #[test]

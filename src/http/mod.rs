@@ -15,4 +15,6 @@ pub use head::{
     parse_request, parse_seqid, Framing, HeadError, Request, Target, MAX_HEADER_FIELDS,
 };
 pub use query::{find_param, QueryFilter};
-pub use response::{chunk_header, format_decimal, HeadWriter, Status};
+pub use response::{
+    chunk_header, chunk_header_fixed, format_decimal, HeadWriter, Status, FIXED_CHUNK_HEADER,
+};

@@ -152,6 +152,21 @@ pub fn chunk_header(size: usize, out: &mut [u8]) -> usize {
     digits + 2
 }
 
+/// Length of a fixed-width chunk-size line (see [`chunk_header_fixed`]).
+pub const FIXED_CHUNK_HEADER: usize = 10;
+
+/// Writes `size` as an 8-digit hex chunk-size line (`0000abcd\r\n`). Leading
+/// zeros are valid chunk syntax; the fixed width lets the line be written after
+/// the data was read in behind it.
+pub fn chunk_header_fixed(size: usize, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    debug_assert!(size <= 0xffff_ffff);
+    for (i, byte) in out[..8].iter_mut().enumerate() {
+        *byte = HEX[(size >> (4 * (7 - i))) & 15];
+    }
+    out[8..10].copy_from_slice(b"\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +204,13 @@ mod tests {
             let len = chunk_header(n, &mut buf);
             assert_eq!(&buf[..len], text.as_bytes());
         }
+    }
+
+    #[test]
+    fn fixed_chunk_headers() {
+        let mut buf = [0u8; FIXED_CHUNK_HEADER];
+        chunk_header_fixed(0x1a2b, &mut buf);
+        assert_eq!(&buf, b"00001a2b\r\n");
     }
 
     #[test]

@@ -8,7 +8,10 @@ use std::io::{self, Read, Write};
 use super::{flush, Server, Step};
 use crate::buf::Buf;
 use crate::conn::{After, ConnId, Phase, Transfer};
-use crate::http::{chunk_header, BodyDecoder, BodyError, Framing, HeadWriter, Status};
+use crate::http::{
+    chunk_header, chunk_header_fixed, BodyDecoder, BodyError, Framing, HeadWriter, Status,
+    FIXED_CHUNK_HEADER,
+};
 use crate::reply::{self, Expose};
 
 /// Room kept in the consumer's output for a chunk-size line and its CRLF.
@@ -273,24 +276,36 @@ impl Server {
             //     for it (this is the backpressure: a slow consumer slows the
             //     producer).
             let direct = body
-                .remaining_in_length()
-                .filter(|_| input_empty && !chunked && !discard && !spliced);
+                .remaining_plain()
+                .filter(|&r| r > 0 && input_empty && !discard && !spliced);
             if let Some(remaining) = direct.filter(|_| producer.readable) {
-                // A Content-Length body needs no decoding: read it straight into
-                // the consumer's output, never past its end (pipelined bytes
-                // after it belong to the producer's next request).
+                // Content that needs no decoding (a Content-Length body, or the
+                // data of the current chunk) is read straight into the
+                // consumer's output, never past its end (pipelined bytes after
+                // it belong to the producer's next request). Re-chunked, it goes
+                // behind a fixed-width chunk-size line written after the read.
+                let (head, tail) = if chunked {
+                    (FIXED_CHUNK_HEADER, 2)
+                } else {
+                    (0, 0)
+                };
                 let spare = output.spare();
-                let limit = usize::try_from(remaining).map_or(spare.len(), |r| r.min(spare.len()));
+                let room = spare.len().saturating_sub(head + tail);
+                let limit = usize::try_from(remaining).map_or(room, |r| r.min(room));
                 if limit > 0 {
-                    match producer.stream.read(&mut spare[..limit]) {
+                    match producer.stream.read(&mut spare[head..head + limit]) {
                         Ok(0) => {
                             // The producer left mid-body.
                             self.close(p);
                             return Step::Again;
                         }
                         Ok(n) => {
-                            let _ = body.decode(&spare[..n], n);
-                            output.commit(n);
+                            body.advance_plain(n as u64);
+                            if chunked {
+                                chunk_header_fixed(n, &mut spare[..head]);
+                                spare[head + n..head + n + tail].copy_from_slice(b"\r\n");
+                            }
+                            output.commit(head + n + tail);
                             crate::conn::note_short_read(
                                 &mut producer.readable,
                                 producer.peer_closed,
