@@ -380,25 +380,7 @@ impl Relay {
 
     /// Number of requests parked on any channel.
     pub fn waiter_count(&self) -> usize {
-        self.links
-            .values()
-            .map(LinkChannel::waiting_len)
-            .sum::<usize>()
-            + self
-                .mcasts
-                .values()
-                .map(McastChannel::waiting_len)
-                .sum::<usize>()
-            + self
-                .syncs
-                .values()
-                .map(SyncChannel::waiting_len)
-                .sum::<usize>()
-            + self
-                .proxies
-                .values()
-                .map(ProxyChannel::waiting_len)
-                .sum::<usize>()
+        self.waiters_by_method().iter().sum()
     }
 
     fn schedule_sweep(&mut self, now: Millis) {

@@ -171,8 +171,10 @@ impl Server {
         reply::metadata(&mut w, &conn.meta(), conn.arrived_unix_ms);
         w.header_number("Content-Length", 0);
         reply::persistence(&mut w, conn.req.keep_alive, conn.req.minor_version);
-        let n = w.finish().unwrap_or(0);
-        output.commit(n);
+        let written = w.finish();
+        if let Some(n) = written {
+            output.commit(n);
+        }
         conn.output = Some(output);
         let after = if conn.req.keep_alive {
             After::NextRequest
@@ -180,6 +182,9 @@ impl Server {
             After::Close
         };
         conn.phase = Phase::Responding(after);
+        if written.is_none() {
+            self.refuse_oversized_head(id);
+        }
         Step::Again
     }
 
@@ -332,16 +337,7 @@ impl Server {
                     ended: false,
                 };
             }
-            None => {
-                conn.phase = Phase::ReadingHead;
-                conn.req.keep_alive = false;
-                self.respond_text(
-                    id,
-                    Status(500),
-                    "500 response head too large\n",
-                    After::Close,
-                );
-            }
+            None => self.refuse_oversized_head(id),
         }
         self.ready.push(id);
     }

@@ -898,13 +898,8 @@ impl Server {
             w.header("Content-Type", content_type);
         }
         if status.0 == 405 {
-            let allow: &[u8] = if expose == Expose::Metadata && conn.req.path.starts_with(b"/sync/")
-            {
-                b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
-            } else {
-                b"GET, POST, PUT, OPTIONS"
-            };
-            w.header("Allow", allow);
+            // Only link and mcast refuse methods (sync takes any).
+            w.header("Allow", b"GET, POST, PUT, OPTIONS");
         }
         w.header_number("Content-Length", body.len() as u64);
         reply::persistence(&mut w, keep_alive, conn.req.minor_version);
@@ -927,6 +922,24 @@ impl Server {
             return;
         }
         conn.phase = Phase::Responding(after);
+    }
+
+    /// A response head did not fit in the output buffer (it reflects values
+    /// from up to two request heads, and the `HttpRelay-Query` re-encoding can
+    /// triple a query): the request gets `500` instead, and the connection closes.
+    fn refuse_oversized_head(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id.0) else {
+            return;
+        };
+        conn.phase = Phase::ReadingHead;
+        conn.req.keep_alive = false;
+        let after = if conn.req.framing().has_body() {
+            After::Linger
+        } else {
+            After::Close
+        };
+        self.respond_text(id, Status(500), "500 response head too large\n", after);
+        self.ready.push(id);
     }
 
     fn respond_metrics(&mut self, id: ConnId) -> Step {
@@ -983,20 +996,20 @@ impl Server {
         if !self.conns.contains(id.0) {
             return;
         }
-        if let Phase::Parked(wait) = self.conns[id.0].phase {
-            self.leave_core(id, wait);
+        match self.conns[id.0].phase {
+            Phase::Parked(wait) => self.leave_core(id, wait),
+            Phase::Producing {
+                kind: crate::conn::Transfer::ProxyJob,
+                ..
+            } => self.proxy_forget_job(id),
+            _ => {}
         }
         let mut conn = self.conns.remove(id.0);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let now = self.now_millis();
         self.sync_held -= conn.held.len();
         match conn.phase {
-            Phase::Producing { consumer, kind, .. } => {
-                if kind == crate::conn::Transfer::ProxyJob {
-                    self.relay.proxy_client_leave(now, &conn.channel, &conn.job);
-                }
-                self.truncate_consumer(consumer);
-            }
+            Phase::Producing { consumer, .. } => self.truncate_consumer(consumer),
             Phase::Consuming { producer, kind, .. } => self.consumer_left(producer, kind),
             Phase::Publishing { ref message, .. } => {
                 self.relay.mcast_abort(now, &conn.channel, message);

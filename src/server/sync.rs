@@ -131,8 +131,32 @@ impl Server {
             return;
         };
         let date = self.date.as_bytes();
-        sync_head(first, second, date, &mut self.output_pool);
-        sync_head(second, first, date, &mut self.output_pool);
+        // Heads are written into each output's spare room and committed only
+        // when both fit, so a refusal never follows half an answer.
+        let heads = (
+            sync_head(first, second, date, &mut self.output_pool),
+            sync_head(second, first, date, &mut self.output_pool),
+        );
+        if let (Some(n1), Some(n2)) = heads {
+            first
+                .output
+                .as_mut()
+                .expect("sync_head took a buffer")
+                .commit(n1);
+            second
+                .output
+                .as_mut()
+                .expect("sync_head took a buffer")
+                .commit(n2);
+        } else {
+            for conn in [first, second] {
+                self.sync_held -= conn.held.len();
+                conn.held = Vec::new();
+            }
+            self.refuse_oversized_head(a);
+            self.refuse_oversized_head(b);
+            return;
+        }
         std::mem::swap(&mut first.held, &mut second.held);
         self.stats.transfers[2] += 1;
         for conn in [first, second] {
@@ -190,8 +214,9 @@ impl Server {
     }
 }
 
-/// `me`'s response head: `other`'s metadata and content headers.
-fn sync_head(me: &mut Conn, other: &Conn, date: &[u8], pool: &mut BufPool) {
+/// Writes `me`'s response head (`other`'s metadata and content headers) into
+/// the spare room of its output, uncommitted; returns its length if it fit.
+fn sync_head(me: &mut Conn, other: &Conn, date: &[u8], pool: &mut BufPool) -> Option<usize> {
     me.status = 200;
     let output = me.output.get_or_insert_with(|| pool.take());
     let mut w = HeadWriter::new(output.spare(), Status(200));
@@ -202,6 +227,5 @@ fn sync_head(me: &mut Conn, other: &Conn, date: &[u8], pool: &mut BufPool) {
     }
     w.header_number("Content-Length", other.held.len() as u64);
     reply::persistence(&mut w, me.req.keep_alive, me.req.minor_version);
-    let n = w.finish().unwrap_or(0);
-    output.commit(n);
+    w.finish()
 }

@@ -79,15 +79,9 @@ impl Server {
         match w.finish() {
             Some(n) => output.commit(n),
             None => {
-                // Reflected values too large for one head: refuse both sides.
-                producer.phase = Phase::ReadingHead;
-                consumer.phase = Phase::ReadingHead;
-                producer.req.keep_alive = false;
-                consumer.req.keep_alive = false;
-                let text = "500 response head too large\n";
-                self.respond_text(c, Status(500), text, After::Close);
-                self.respond_text(p, Status(500), text, After::Linger);
-                self.ready.extend([p, c]);
+                // Both sides are refused: neither can be paired any more.
+                self.refuse_oversized_head(c);
+                self.refuse_oversized_head(p);
                 return;
             }
         }
@@ -420,16 +414,7 @@ impl Server {
                         output.commit(n);
                         producer.phase = Phase::Responding(after);
                     }
-                    None => {
-                        producer.phase = Phase::ReadingHead;
-                        producer.req.keep_alive = false;
-                        self.respond_text(
-                            p,
-                            Status(500),
-                            "500 response head too large\n",
-                            After::Close,
-                        );
-                    }
+                    None => self.refuse_oversized_head(p),
                 }
             }
             // The client's request reached its server: it now waits for the result.

@@ -630,3 +630,29 @@ fn mcast_errors_are_readable_by_credentialed_pages() {
         Some("true")
     );
 }
+
+#[test]
+fn mcast_head_too_large_is_500_and_the_channel_goes_on() {
+    // The producer's own query comes back re-encoded (`*` → `%2A`), tripled.
+    let relay = Relay::start_flags(&["--max-head", "24576"]);
+    let query = "*".repeat(24_000);
+    let mut producer = relay.connect();
+    let r = producer.exchange(&req(
+        "POST",
+        &format!("/mcast/huge?q={query}"),
+        &[],
+        b"kept",
+    ));
+    assert_eq!(r.status(), 500, "{:?}", r.head);
+    assert!(producer.is_closed_by_peer());
+    // Readers of that message get the same refusal (its metadata is in their
+    // head too), and the channel goes on: the next message is readable.
+    let mut reader = relay.connect();
+    assert_eq!(reader.exchange(&get("/mcast/huge?seqid=0")).status(), 500);
+    let mut producer = relay.connect();
+    let stored = producer.exchange(&post("/mcast/huge", b"next"));
+    assert_eq!(stored.status(), 200);
+    assert_eq!(stored.header("HttpRelay-SeqId"), Some("1"));
+    let mut reader = relay.connect();
+    assert_eq!(reader.exchange(&get("/mcast/huge?seqid=1")).body(), b"next");
+}

@@ -257,3 +257,34 @@ fn sync_waiting_peer_that_disconnects_is_not_paired() {
     assert_eq!(got.body(), b"fresh 1");
     assert_eq!(peer.read_response().body(), b"fresh 2");
 }
+
+#[test]
+fn sync_head_too_large_for_the_peer_is_500_for_both() {
+    // `*` is re-encoded as `%2A` in HttpRelay-Query: a 24,000-byte query becomes
+    // 72,000 bytes in the peer's response head, more than one output buffer.
+    let relay = Relay::start_flags(&["--max-head", "24576"]);
+    let query = "*".repeat(24_000);
+    let mut a = relay.connect();
+    send_waiting(
+        &mut a,
+        &req("POST", &format!("/sync/huge?q={query}"), &[], b"from a"),
+        "a",
+    );
+    let mut b = relay.connect();
+    b.send(&req("POST", "/sync/huge", &[], b"from b"));
+    for (conn, who) in [(&mut a, "a"), (&mut b, "b")] {
+        let r = conn.read_response();
+        assert_eq!(r.status(), 500, "{who}: {:?}", r.head);
+        assert!(r.text().starts_with("500 "), "{who}: one-line body");
+        assert!(
+            conn.is_closed_by_peer(),
+            "{who}: nothing may follow the refusal"
+        );
+    }
+    // The pair is gone, the held bodies given back: a new pair works.
+    let mut c = relay.connect();
+    send_waiting(&mut c, &post("/sync/huge", b"c"), "c");
+    let mut d = relay.connect();
+    assert_eq!(d.exchange(&post("/sync/huge", b"d")).body(), b"c");
+    assert_eq!(c.read_response().body(), b"d");
+}
