@@ -27,31 +27,15 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Writes straight to the process's stderr: the test harness captures `eprintln!`
-/// of passing tests, and these lines must be seen.
-fn loud(text: &str) {
-    let mut err = io::stderr().lock();
-    let _ = err.write_all(text.as_bytes());
-    let _ = err.flush();
-}
-
 /// Skips (loudly) or, with `HTTPRELAY_REQUIRE_BROWSER=1`, fails.
 fn unavailable(reason: &str) {
-    let required = std::env::var("HTTPRELAY_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
-    let rule = "!".repeat(78);
-    if required {
-        panic!(
-            "\n{rule}\nBROWSER TEST FAILED: {reason}\nHTTPRELAY_REQUIRE_BROWSER=1 is set, so the \
-             browser end-to-end test may not be skipped.\nRun scripts/install-browser.sh to \
-             install Chromium and the Node.js dependencies.\n{rule}"
-        );
-    }
-    loud(&format!(
-        "\n{rule}\n!!\n!!  BROWSER TEST SKIPPED: {reason}\n!!\n!!  tests/relay/browser.rs did NOT \
-         run: the relay was not tried in a real browser.\n!!  Run scripts/install-browser.sh \
-         (Chromium + Node.js deps), or set\n!!  HTTPRELAY_REQUIRE_BROWSER=1 to make this a \
-         failure.\n!!\n{rule}\n\n"
-    ));
+    super::support::unavailable(
+        "BROWSER",
+        "HTTPRELAY_REQUIRE_BROWSER",
+        reason,
+        "tests/relay/browser.rs did NOT run: the relay was not tried in a real browser.",
+        "Run scripts/install-browser.sh (Chromium + Node.js deps)",
+    );
 }
 
 /// Checks for Chromium, Node.js and the npm dependencies (running `npm ci` when only
@@ -85,7 +69,9 @@ fn prerequisites() -> Result<PathBuf, String> {
         .join("node_modules/playwright-core/package.json")
         .is_file()
     {
-        loud("browser test: tests/browser/node_modules is missing, running `npm ci`\n");
+        super::support::loud(
+            "browser test: tests/browser/node_modules is missing, running `npm ci`\n",
+        );
         let out = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--prefix"])
             .arg(&dir)
@@ -223,7 +209,7 @@ fn forward(pipe: impl Read + Send + 'static, log: Arc<Mutex<String>>) -> JoinHan
     thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
-            loud(&format!("[browser] {line}\n"));
+            super::support::loud(&format!("[browser] {line}\n"));
             let mut log = log.lock().unwrap();
             log.push_str(&line);
             log.push('\n');
@@ -304,7 +290,7 @@ fn browser_end_to_end() {
         "browser test: no screenshot at {}",
         screenshot.display()
     );
-    loud(&format!(
+    super::support::loud(&format!(
         "browser test: passed in {:.1} s; screenshot {}\n",
         started.elapsed().as_secs_f64(),
         screenshot.display()

@@ -18,7 +18,6 @@
 //! another binary.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::thread;
@@ -45,30 +44,15 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Writes straight to the process's stderr: the harness captures `eprintln!` of
-/// passing tests, and these lines must be seen.
-fn loud(text: &str) {
-    let mut err = io::stderr().lock();
-    let _ = err.write_all(text.as_bytes());
-    let _ = err.flush();
-}
-
 /// Skips (loudly) or, with `HTTPRELAY_REQUIRE_HAPROXY=1`, fails.
 fn unavailable(reason: &str) {
-    let required = std::env::var("HTTPRELAY_REQUIRE_HAPROXY").is_ok_and(|v| v == "1");
-    let rule = "!".repeat(78);
-    if required {
-        panic!(
-            "\n{rule}\nSHARDING TEST FAILED: {reason}\nHTTPRELAY_REQUIRE_HAPROXY=1 is set, so the \
-             HAProxy sharding test may not be skipped.\nRun scripts/install-haproxy.sh to install \
-             haproxy.\n{rule}"
-        );
-    }
-    loud(&format!(
-        "\n{rule}\n!!\n!!  SHARDING TEST SKIPPED: {reason}\n!!\n!!  tests/relay/sharding.rs did \
-         NOT run: deploy/haproxy.cfg was not tried.\n!!  Run scripts/install-haproxy.sh, or set \
-         HTTPRELAY_REQUIRE_HAPROXY=1 to make\n!!  this a failure.\n!!\n{rule}\n\n"
-    ));
+    super::support::unavailable(
+        "SHARDING",
+        "HTTPRELAY_REQUIRE_HAPROXY",
+        reason,
+        "tests/relay/sharding.rs did NOT run: deploy/haproxy.cfg was not tried.",
+        "Run scripts/install-haproxy.sh",
+    );
 }
 
 /// Replaces the one occurrence of `from`; a shipped file that no longer has it
@@ -147,21 +131,7 @@ fn link(
     body: &[u8],
     what: &str,
 ) -> (Response, Response, u16, u16) {
-    let mut consumer = connect(front);
-    consumer.send(&get(consumer_path));
-    let mut producer = connect(front);
-    producer.send(&post(producer_path, body));
-    let got = consumer.read_response();
-    assert_eq!(got.status(), 200, "{what}: consumer {:?}", got.head);
-    assert!(
-        got.body() == body,
-        "{what}: {} bytes arrived, {} sent, or the bytes differ",
-        got.body().len(),
-        body.len()
-    );
-    let done = producer.read_response();
-    assert_eq!(done.status(), 200, "{what}: producer {:?}", done.head);
-    (got, done, producer.local_port(), consumer.local_port())
+    super::support::link_exchange(front, producer_path, consumer_path, body, ANSWER, what)
 }
 
 /// A plain GET on a fresh connection; returns the body as text.
@@ -594,7 +564,7 @@ fn relays_behind_haproxy_shard_by_channel_id() {
         );
     }
 
-    loud(&format!(
+    super::support::loud(&format!(
         "sharding: {TRANSFERS} transfers in {after_transfers:?} (link counts per relay \
          {counts:?}); killed relay marked DOWN after {marked_down:?}; lost-shard 503 before \
          that took {early_took:?}; whole test {:?}\n",

@@ -30,22 +30,7 @@ fn body_for(seed: u64, len: usize) -> Vec<u8> {
 /// One link transfer on fresh connections (consumer first); panics unless the bytes
 /// arrive intact and both sides get `200`.
 fn transfer(relay: &Relay, path: &str, body: &[u8], what: &str) {
-    let mut consumer = relay.connect();
-    consumer.set_read_timeout(ANSWER);
-    consumer.send(&get(path));
-    let mut producer = relay.connect();
-    producer.set_read_timeout(ANSWER);
-    producer.send(&post(path, body));
-    let got = consumer.read_response();
-    assert_eq!(got.status(), 200, "{what}: consumer {:?}", got.head);
-    assert!(
-        got.body() == body,
-        "{what}: {} bytes arrived, {} sent, or the bytes differ",
-        got.body().len(),
-        body.len()
-    );
-    let done = producer.read_response();
-    assert_eq!(done.status(), 200, "{what}: producer {:?}", done.head);
+    super::support::link_exchange(relay.addr(), path, path, body, ANSWER, what);
 }
 
 /// A health check on a fresh connection.

@@ -45,8 +45,15 @@ impl Relay {
 
     /// Starts the relay with the given flags and waits for its `listening on ADDR` line.
     pub fn start_with(args: &[&str]) -> Relay {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_httprelay"))
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_httprelay"));
+        command.args(args);
+        Relay::launch(command, &format!("{args:?}"))
+    }
+
+    /// Spawns `command` (the relay binary with its flags) and waits for its
+    /// `listening on ADDR` line; `what` names it in a failure.
+    fn launch(mut command: Command, what: &str) -> Relay {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -73,7 +80,7 @@ impl Relay {
                     let _ = child.kill();
                     let _ = child.wait();
                     panic!(
-                        "relay {args:?} never printed `listening on ADDR`; output:\n{}",
+                        "relay {what} never printed `listening on ADDR`; output:\n{}",
                         log.lock().unwrap()
                     );
                 }
@@ -767,11 +774,7 @@ impl Relay {
         let mut args = vec!["-a", "127.0.0.1", "-p", "0"];
         args.extend_from_slice(extra);
         let mut command = Command::new(env!("CARGO_BIN_EXE_httprelay"));
-        command
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.args(&args);
         let limit = libc::rlimit {
             rlim_cur: nofile as libc::rlim_t,
             rlim_max: nofile as libc::rlim_t,
@@ -787,35 +790,7 @@ impl Relay {
                 }
             });
         }
-        let mut child = command.spawn().expect("spawn the httprelay binary");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (lines_tx, lines_rx) = mpsc::channel::<String>();
-        let stderr = child.stderr.take().expect("stderr pipe");
-        let stdout = child.stdout.take().expect("stdout pipe");
-        drain(stderr, "stderr", lines_tx.clone(), log.clone());
-        drain(stdout, "stdout", lines_tx, log.clone());
-
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines_rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = parse_listening(&line) {
-                        break addr;
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "relay {args:?} (nofile {nofile}) never printed `listening on ADDR`; \
-                         output:\n{}",
-                        log.lock().unwrap()
-                    );
-                }
-            }
-        };
-        Relay { child, addr, log }
+        Relay::launch(command, &format!("{args:?} (nofile {nofile})"))
     }
 
     /// Whether the relay process is still running.
@@ -1154,4 +1129,64 @@ impl Relay {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Writes straight to the process's stderr: the test harness captures
+/// `eprintln!` of passing tests, and these lines must be seen.
+pub fn loud(text: &str) {
+    let mut err = io::stderr().lock();
+    let _ = err.write_all(text.as_bytes());
+    let _ = err.flush();
+}
+
+/// A test whose outside tool (`tool`, e.g. "BROWSER") is missing: it fails when
+/// `require_var=1` (as in CI), else prints a loud SKIPPED banner. `what_not`
+/// says what went untested; `hint` how to get the tool.
+pub fn unavailable(tool: &str, require_var: &str, reason: &str, what_not: &str, hint: &str) {
+    let required = std::env::var(require_var).is_ok_and(|v| v == "1");
+    let rule = "!".repeat(78);
+    if required {
+        panic!(
+            "\n{rule}\n{tool} TEST FAILED: {reason}\n{require_var}=1 is set, so this test may \
+             not be skipped.\n{hint}\n{rule}"
+        );
+    }
+    loud(&format!(
+        "\n{rule}\n!!\n!!  {tool} TEST SKIPPED: {reason}\n!!\n!!  {what_not}\n!!  {hint}, or set \
+         {require_var}=1 to make this a failure.\n!!\n{rule}\n\n"
+    ));
+}
+
+/// One link transfer on fresh connections (consumer's request sent first, then
+/// the producer's, on the given paths); panics unless the bytes arrive intact and
+/// both sides get `200`. Returns both responses and the producer's and
+/// consumer's local ports.
+pub fn link_exchange(
+    addr: &Addr,
+    producer_path: &str,
+    consumer_path: &str,
+    body: &[u8],
+    timeout: Duration,
+    what: &str,
+) -> (Response, Response, u16, u16) {
+    let connect = || {
+        let mut conn = Conn::open(addr);
+        conn.set_read_timeout(timeout);
+        conn
+    };
+    let mut consumer = connect();
+    consumer.send(&req("GET", consumer_path, &[], b""));
+    let mut producer = connect();
+    producer.send(&req("POST", producer_path, &[], body));
+    let got = consumer.read_response();
+    assert_eq!(got.status(), 200, "{what}: consumer {:?}", got.head);
+    assert!(
+        got.body() == body,
+        "{what}: {} bytes arrived, {} sent, or the bytes differ",
+        got.body().len(),
+        body.len()
+    );
+    let done = producer.read_response();
+    assert_eq!(done.status(), 200, "{what}: producer {:?}", done.head);
+    (got, done, producer.local_port(), consumer.local_port())
 }
