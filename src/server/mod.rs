@@ -913,10 +913,12 @@ impl Server {
         } else {
             // Only a huge reflected Origin can overflow; answer without it.
             conn.req.origin.clear();
+            const TEXT: &[u8] = b"431 Origin too large to reflect\n";
             let mut w = HeadWriter::new(output.spare(), Status(431));
-            w.header_number("Content-Length", 0)
+            w.header("Content-Type", b"text/plain; charset=utf-8")
+                .header_number("Content-Length", TEXT.len() as u64)
                 .header("Connection", b"close");
-            let n = w.finish().unwrap_or(0);
+            let n = w.finish_with_body(TEXT).unwrap_or(0);
             output.commit(n);
             conn.phase = Phase::Responding(After::Linger);
             return;
