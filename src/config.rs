@@ -43,6 +43,8 @@ pub struct Config {
     pub mcast_total: usize,
     /// Most bytes held by sync bodies over all channels.
     pub sync_total: usize,
+    /// Most channels remembered for a write-secret claim or mcast messages.
+    pub max_channels: usize,
     /// Log one line per completed request on stderr.
     pub access_log: bool,
 }
@@ -109,7 +111,13 @@ Listening:
                               file is replaced)
 
 Channels:
-      --idle-expiry SECS          forget channels idle this long [default: 1200]
+      --idle-expiry SECS          forget a channel that holds only a write-secret
+                                  claim or mcast messages once idle this long
+                                  (channels that hold nothing are forgotten at
+                                  once) [default: 1200]
+      --max-channels N            most channels remembered for a claim or mcast
+                                  messages; requests that would add one get 503
+                                  beyond [default: 32768]
       --mcast-max-message BYTES   largest mcast message, 413 beyond
                                   [default: 10485760]
       --mcast-retain BYTES        bytes of messages an mcast channel keeps; the
@@ -182,6 +190,7 @@ pub fn parse(
     let mut max_conns = None;
     let mut mcast_total = DEFAULT_MCAST_TOTAL;
     let mut sync_total = DEFAULT_SYNC_TOTAL;
+    let mut max_channels = relay::DEFAULT_MAX_CHANNELS;
     let mut access_log = false;
     let mut health_check = false;
 
@@ -226,6 +235,7 @@ pub fn parse(
             }
             Long("mcast-total") => mcast_total = number(&mut parser, "mcast-total")?,
             Long("sync-total") => sync_total = number(&mut parser, "sync-total")?,
+            Long("max-channels") => max_channels = number(&mut parser, "max-channels")?,
             Long("access-log") => access_log = true,
             Long("health-check") => health_check = true,
             Long("trust-proxy") => {
@@ -261,6 +271,7 @@ pub fn parse(
         max_conns,
         mcast_total,
         sync_total,
+        max_channels,
         access_log,
     });
     Ok(if health_check {
@@ -327,6 +338,7 @@ mod tests {
         assert_eq!(c.body_timeout, Duration::from_secs(60));
         assert_eq!(c.wait_timeout, None);
         assert_eq!(c.max_conns, None);
+        assert_eq!(c.max_channels, 32 * 1024);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 
 use std::collections::VecDeque;
 
-use super::secret::WriteSecret;
+use super::secret::{Presented, WriteSecret};
+use super::table::Channel;
 use super::{Millis, RelayError, Role, WaiterId};
 
 /// What became of an arriving link request.
@@ -24,17 +25,21 @@ pub struct LinkChannel {
     last_active: Millis,
 }
 
+/// Queue capacity a recycled channel may keep.
+const RECYCLE_CAPACITY: usize = 8;
+
 impl LinkChannel {
     pub(super) fn arrive(
         &mut self,
         now: Millis,
         role: Role,
         waiter: WaiterId,
-        secret: &[u8],
+        secret: Presented,
+        room: bool,
     ) -> Result<LinkArrival, RelayError> {
         self.last_active = now;
         if role == Role::Producer {
-            self.secret.admit(secret)?;
+            self.secret.admit(secret, room)?;
         }
         if self.waiting_role.is_some_and(|r| r != role) {
             if let Some(counterpart) = self.waiting.pop_front() {
@@ -60,17 +65,36 @@ impl LinkChannel {
         self.last_active = now;
         true
     }
+}
 
-    pub(super) fn drain(&mut self, out: &mut Vec<WaiterId>) {
+impl Channel for LinkChannel {
+    fn waiting_len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    fn is_busy(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    fn is_remembered(&self) -> bool {
+        self.secret.is_claimed()
+    }
+
+    fn last_active(&self) -> Millis {
+        self.last_active
+    }
+
+    fn drain(&mut self, out: &mut Vec<WaiterId>) {
         out.extend(self.waiting.drain(..));
         self.waiting_role = None;
     }
 
-    pub(super) fn is_expired(&self, now: Millis, expiry: Millis) -> bool {
-        self.waiting.is_empty() && now.saturating_sub(self.last_active) >= expiry
-    }
-
-    pub(super) fn waiting_len(&self) -> usize {
-        self.waiting.len()
+    fn recycle(&mut self) -> bool {
+        let keep = self.waiting.capacity() <= RECYCLE_CAPACITY;
+        self.waiting.clear();
+        self.waiting_role = None;
+        self.secret = WriteSecret::default();
+        self.last_active = 0;
+        keep
     }
 }

@@ -10,8 +10,14 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::rc::Rc;
 
-use super::secret::WriteSecret;
+use super::secret::{Presented, WriteSecret};
+use super::table::Channel;
 use super::{Millis, RelayError, WaiterId};
+
+/// What a message costs beyond its body and metadata bytes (its record, the
+/// channel's reference, the allocator's share), counted against the retention
+/// budget and the total so that empty messages are not free.
+pub const MESSAGE_OVERHEAD: usize = 256;
 
 /// What a reader learns about the producer of a message.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -25,6 +31,13 @@ pub struct ProducerMeta {
     pub content_type: Box<[u8]>,
     /// The declared body length, when the producer sent one.
     pub content_length: Option<u64>,
+}
+
+impl ProducerMeta {
+    /// Bytes the metadata holds on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        self.method.len() + self.query.len() + self.content_type.len()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +71,11 @@ impl Message {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// What holding this message costs: body, metadata and [`MESSAGE_OVERHEAD`].
+    pub fn cost(&self) -> usize {
+        self.len() + self.meta.heap_bytes() + MESSAGE_OVERHEAD
     }
 
     /// Calls `f` with the bytes from `offset` on (empty if none yet).
@@ -106,8 +124,10 @@ pub struct McastChannel {
     /// Retained and uploading messages, in sequence order.
     messages: VecDeque<Rc<Message>>,
     next_seq: u64,
-    /// Bytes of the complete messages retained.
+    /// Cost ([`Message::cost`]) of the complete messages retained.
     held: usize,
+    /// Messages still uploading.
+    uploading: usize,
     /// Readers waiting for the next message.
     waiting: Vec<WaiterId>,
     secret: WriteSecret,
@@ -118,12 +138,18 @@ impl McastChannel {
     pub(super) fn publish(
         &mut self,
         now: Millis,
-        secret: &[u8],
+        secret: Presented,
+        room: bool,
         meta: ProducerMeta,
         woken: &mut Vec<WaiterId>,
     ) -> Result<Rc<Message>, RelayError> {
         self.last_active = now;
-        self.secret.admit(secret)?;
+        // A channel that already holds something is counted already.
+        let room = room || self.is_remembered();
+        self.secret.admit(secret, room)?;
+        if !room {
+            return Err(RelayError::NoRoom);
+        }
         let capacity = meta.content_length.map_or(0, |n| n as usize);
         let message = Rc::new(Message {
             seq: self.next_seq,
@@ -133,6 +159,7 @@ impl McastChannel {
             followers: RefCell::new(Vec::new()),
         });
         self.next_seq += 1;
+        self.uploading += 1;
         self.messages.push_back(Rc::clone(&message));
         // Everyone waiting was waiting for exactly this: the next message.
         woken.append(&mut self.waiting);
@@ -140,13 +167,17 @@ impl McastChannel {
     }
 
     /// Marks the message complete and drops old ones over `retain`; returns the
-    /// bytes of the messages dropped.
+    /// cost of the messages dropped.
     pub(super) fn complete(&mut self, now: Millis, message: &Message, retain: usize) -> usize {
         self.last_active = now;
         let mut dropped_bytes = 0;
+        if message.state() != MessageState::Uploading {
+            return 0;
+        }
         message.state.set(MessageState::Complete);
         message.data.borrow_mut().shrink_to_fit();
-        self.held += message.len();
+        self.uploading -= 1;
+        self.held += message.cost();
         // Drop the oldest complete messages while over budget, keeping the newest.
         while self.held > retain {
             let Some(at) = self
@@ -165,28 +196,32 @@ impl McastChannel {
                 break;
             }
             let dropped = self.messages.remove(at).expect("position is in range");
-            self.held -= dropped.len();
-            dropped_bytes += dropped.len();
+            self.held -= dropped.cost();
+            dropped_bytes += dropped.cost();
         }
         dropped_bytes
     }
 
-    /// Removes a failed upload; returns the bytes it held (0 if it was already gone).
+    /// Removes a failed upload; returns its cost (0 if it was already gone).
     pub(super) fn abort(&mut self, now: Millis, message: &Message) -> usize {
         self.last_active = now;
-        let before = self.messages.len();
-        self.messages
-            .retain(|m| !std::ptr::eq(Rc::as_ptr(m), message));
-        let was_here = self.messages.len() != before;
-        if message.state() == MessageState::Complete && was_here {
-            self.held -= message.len();
-        }
+        // Uploads are among the newest messages: look from the back.
+        let at = self
+            .messages
+            .iter()
+            .rposition(|m| std::ptr::eq(Rc::as_ptr(m), message));
+        let state = message.state();
         message.state.set(MessageState::Aborted);
-        if was_here {
-            message.len()
-        } else {
-            0
+        let Some(at) = at else {
+            return 0;
+        };
+        self.messages.remove(at);
+        match state {
+            MessageState::Uploading => self.uploading -= 1,
+            MessageState::Complete => self.held -= message.cost(),
+            MessageState::Aborted => {}
         }
+        message.cost()
     }
 
     pub(super) fn get(
@@ -201,7 +236,9 @@ impl McastChannel {
             Some(seq) if seq >= self.next_seq => None,
             // Too old: the oldest retained. Otherwise that one, or the next that
             // exists when it was removed by a failed upload.
-            Some(seq) => self.messages.iter().find(|m| m.seq >= seq),
+            Some(seq) => self
+                .messages
+                .get(self.messages.partition_point(|m| m.seq < seq)),
         };
         match found {
             Some(message) => McastGet::Message(Rc::clone(message)),
@@ -219,24 +256,45 @@ impl McastChannel {
         self.waiting.len() != before
     }
 
-    pub(super) fn drain(&mut self, out: &mut Vec<WaiterId>) {
-        out.append(&mut self.waiting);
+    pub(super) fn held_bytes(&self) -> usize {
+        self.held
     }
+}
 
-    pub(super) fn is_expired(&self, now: Millis, expiry: Millis) -> bool {
-        self.waiting.is_empty()
-            && self
-                .messages
-                .iter()
-                .all(|m| m.state() != MessageState::Uploading)
-            && now.saturating_sub(self.last_active) >= expiry
-    }
-
-    pub(super) fn waiting_len(&self) -> usize {
+impl Channel for McastChannel {
+    fn waiting_len(&self) -> usize {
         self.waiting.len()
     }
 
-    pub(super) fn held_bytes(&self) -> usize {
-        self.held
+    fn is_busy(&self) -> bool {
+        !self.waiting.is_empty() || self.uploading > 0
+    }
+
+    fn is_remembered(&self) -> bool {
+        !self.messages.is_empty() || self.secret.is_claimed()
+    }
+
+    fn last_active(&self) -> Millis {
+        self.last_active
+    }
+
+    fn drain(&mut self, out: &mut Vec<WaiterId>) {
+        out.append(&mut self.waiting);
+    }
+
+    fn recycle(&mut self) -> bool {
+        let keep = self.messages.capacity() <= 8 && self.waiting.capacity() <= 8;
+        self.messages.clear();
+        self.waiting.clear();
+        let (messages, waiting) = (
+            std::mem::take(&mut self.messages),
+            std::mem::take(&mut self.waiting),
+        );
+        *self = McastChannel {
+            messages,
+            waiting,
+            ..McastChannel::default()
+        };
+        keep
     }
 }

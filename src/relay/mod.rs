@@ -7,19 +7,23 @@
 //! Body bytes never pass through the core: it only decides pairings; the shell
 //! moves the bytes.
 
+mod key;
 mod link;
 mod mcast;
 mod proxy;
 mod secret;
 mod sync;
+mod table;
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
+use key::Hashing;
+pub use key::Key;
 pub use link::{LinkArrival, LinkChannel};
-pub use mcast::{McastChannel, McastGet, Message, MessageState, ProducerMeta};
+pub use mcast::{McastChannel, McastGet, Message, MessageState, ProducerMeta, MESSAGE_OVERHEAD};
 pub use proxy::{JobId, ProxyChannel, ProxyDispatch};
 pub use sync::{SyncArrival, SyncChannel};
+use table::{Table, EXPIRE_BATCH};
 
 /// Milliseconds on the caller's monotonic clock.
 pub type Millis = u64;
@@ -48,6 +52,9 @@ pub enum RelayError {
     UnknownJob,
     /// The bytes held by all mcast messages reached their total.
     Full,
+    /// The request would make the relay remember one more channel (a claim,
+    /// a first mcast message) and the cap on remembered channels is reached.
+    NoRoom,
 }
 
 impl std::fmt::Display for RelayError {
@@ -57,12 +64,15 @@ impl std::fmt::Display for RelayError {
             RelayError::TooLarge => "message too large",
             RelayError::UnknownJob => "unknown or already answered job",
             RelayError::Full => "relay storage for messages is full",
+            RelayError::NoRoom => "relay remembers too many channels",
         })
     }
 }
 
 /// Default time an idle channel (nobody waiting) is remembered: 20 minutes.
 pub const DEFAULT_IDLE_EXPIRY: Millis = 20 * 60 * 1000;
+/// Default cap on remembered channels (those holding a claim or messages).
+pub const DEFAULT_MAX_CHANNELS: usize = 32 * 1024;
 
 /// The core's limits and settings.
 #[derive(Clone, Copy, Debug)]
@@ -72,7 +82,10 @@ pub struct Settings {
     pub mcast_retain: usize,
     /// Bytes all mcast messages (retained or uploading) may hold together.
     pub mcast_total: usize,
-    /// Seed for job ids (the shell supplies randomness; the core has no IO).
+    /// Most channels remembered for a claim or messages, over all methods.
+    pub max_channels: usize,
+    /// Seed for job ids and the keyed hashes of ids and secrets (the shell
+    /// supplies randomness; the core has no IO).
     pub seed: u64,
 }
 
@@ -82,47 +95,94 @@ impl Default for Settings {
             idle_expiry: DEFAULT_IDLE_EXPIRY,
             mcast_retain: 11_000_000,
             mcast_total: 64 * 1024 * 1024,
+            max_channels: DEFAULT_MAX_CHANNELS,
             seed: 0x9e37_79b9_7f4a_7c15,
         }
+    }
+}
+
+/// The relay methods, in the order every per-method figure uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Link,
+    Mcast,
+    Sync,
+    Proxy,
+}
+
+impl Method {
+    pub const ALL: [Method; 4] = [Method::Link, Method::Mcast, Method::Sync, Method::Proxy];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Link => "link",
+            Method::Mcast => "mcast",
+            Method::Sync => "sync",
+            Method::Proxy => "proxy",
+        }
+    }
+}
+
+/// A figure per method, indexed by [`Method`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PerMethod<T>(pub [T; 4]);
+
+impl<T: Copy> PerMethod<T> {
+    pub fn get(&self, method: Method) -> T {
+        self.0[method as usize]
     }
 }
 
 /// The registry of channels for every method. Each method has its own
 /// namespace of ids, as in the original.
 pub struct Relay {
-    links: HashMap<Box<[u8]>, LinkChannel>,
-    mcasts: HashMap<Box<[u8]>, McastChannel>,
-    syncs: HashMap<Box<[u8]>, SyncChannel>,
-    proxies: HashMap<Box<[u8]>, ProxyChannel>,
+    links: Table<LinkChannel>,
+    mcasts: Table<McastChannel>,
+    syncs: Table<SyncChannel>,
+    proxies: Table<ProxyChannel>,
     settings: Settings,
-    /// Bytes held by mcast messages that channels own (retained or uploading).
+    hashing: Hashing,
+    /// Bytes held by mcast messages that channels own (retained or uploading),
+    /// as [`Message::cost`] counts them.
     mcast_bytes: usize,
     rng: u64,
-    /// When the next sweep for idle channels is due, if any channel exists.
-    next_sweep: Option<Millis>,
-}
-
-/// The channel for `id`, created on first use. Looking up before inserting
-/// keeps a warm channel free of allocation.
-fn channel<'a, C: Default>(map: &'a mut HashMap<Box<[u8]>, C>, id: &[u8]) -> &'a mut C {
-    if !map.contains_key(id) {
-        map.insert(id.into(), C::default());
-    }
-    map.get_mut(id).expect("inserted above")
+    /// Requests refused because the cap on remembered channels was reached.
+    refused_no_room: u64,
 }
 
 impl Relay {
     pub fn new(settings: Settings) -> Relay {
         Relay {
-            links: HashMap::new(),
-            mcasts: HashMap::new(),
-            syncs: HashMap::new(),
-            proxies: HashMap::new(),
+            links: Table::default(),
+            mcasts: Table::default(),
+            syncs: Table::default(),
+            proxies: Table::default(),
             rng: settings.seed | 1,
+            hashing: Hashing::new(settings.seed),
             mcast_bytes: 0,
             settings,
-            next_sweep: None,
+            refused_no_room: 0,
         }
+    }
+
+    fn id(&self, id: &[u8]) -> Key {
+        self.hashing.key(key::ID, id)
+    }
+
+    fn secret(&self, secret: &[u8]) -> secret::Presented {
+        (!secret.is_empty()).then(|| self.hashing.key(key::SECRET, secret))
+    }
+
+    /// Whether one more channel may be remembered.
+    fn room(&self) -> bool {
+        self.remembered_channels() < self.settings.max_channels
+    }
+
+    fn note<T>(&mut self, result: Result<T, RelayError>) -> Result<T, RelayError> {
+        if result.as_ref().err() == Some(&RelayError::NoRoom) {
+            self.refused_no_room += 1;
+        }
+        result
     }
 
     // ---- link ----
@@ -141,14 +201,20 @@ impl Relay {
         waiter: WaiterId,
         secret: &[u8],
     ) -> Result<LinkArrival, RelayError> {
-        let arrival = channel(&mut self.links, id).arrive(now, role, waiter, secret);
-        self.schedule_sweep(now);
-        arrival
+        let (key, secret, room) = (self.id(id), self.secret(secret), self.room());
+        let expiry = self.settings.idle_expiry;
+        let arrival = self
+            .links
+            .with(key, expiry, |c| c.arrive(now, role, waiter, secret, room));
+        self.note(arrival)
     }
 
     /// A parked link waiter went away. Returns whether it was still waiting.
     pub fn link_leave(&mut self, now: Millis, id: &[u8], waiter: WaiterId) -> bool {
-        self.links.get_mut(id).is_some_and(|c| c.leave(now, waiter))
+        let expiry = self.settings.idle_expiry;
+        self.links
+            .with_existing(self.id(id), expiry, |c| c.leave(now, waiter))
+            .unwrap_or(false)
     }
 
     // ---- mcast ----
@@ -163,14 +229,24 @@ impl Relay {
         meta: ProducerMeta,
         woken: &mut Vec<WaiterId>,
     ) -> Result<Rc<Message>, RelayError> {
-        let published = channel(&mut self.mcasts, id).publish(now, secret, meta, woken);
-        self.schedule_sweep(now);
-        published
+        let cost = MESSAGE_OVERHEAD + meta.heap_bytes();
+        if self.mcast_bytes + cost > self.settings.mcast_total {
+            return Err(RelayError::Full);
+        }
+        let (key, secret, room) = (self.id(id), self.secret(secret), self.room());
+        let expiry = self.settings.idle_expiry;
+        let published = self
+            .mcasts
+            .with(key, expiry, |c| c.publish(now, secret, room, meta, woken));
+        if published.is_ok() {
+            self.mcast_bytes += cost;
+        }
+        self.note(published)
     }
 
     /// Whether a new upload of `len` bytes (if known) fits in the total now.
     pub fn mcast_has_room(&self, len: Option<u64>) -> bool {
-        let wanted = len.map_or(1, |n| n.max(1));
+        let wanted = len.unwrap_or(0).saturating_add(MESSAGE_OVERHEAD as u64);
         (self.mcast_bytes as u64).saturating_add(wanted) <= self.settings.mcast_total as u64
     }
 
@@ -192,20 +268,24 @@ impl Relay {
 
     /// The message's upload finished; older messages may be dropped.
     pub fn mcast_complete(&mut self, now: Millis, id: &[u8], message: &Message) {
-        let retain = self.settings.mcast_retain;
-        if let Some(c) = self.mcasts.get_mut(id) {
-            self.mcast_bytes -= c.complete(now, message, retain);
-        }
+        let (retain, expiry) = (self.settings.mcast_retain, self.settings.idle_expiry);
+        let dropped = self
+            .mcasts
+            .with_existing(self.id(id), expiry, |c| c.complete(now, message, retain));
+        self.mcast_bytes -= dropped.unwrap_or(0);
     }
 
     /// The message's upload failed: it is removed.
     pub fn mcast_abort(&mut self, now: Millis, id: &[u8], message: &Message) {
-        if let Some(c) = self.mcasts.get_mut(id) {
-            self.mcast_bytes -= c.abort(now, message);
-        }
+        let expiry = self.settings.idle_expiry;
+        let freed = self
+            .mcasts
+            .with_existing(self.id(id), expiry, |c| c.abort(now, message));
+        self.mcast_bytes -= freed.unwrap_or(0);
     }
 
-    /// Bytes held by mcast messages over all channels (retained or uploading).
+    /// What mcast messages hold over all channels (retained or uploading): body
+    /// and metadata bytes plus [`MESSAGE_OVERHEAD`] each.
     pub fn mcast_bytes(&self) -> usize {
         self.mcast_bytes
     }
@@ -218,32 +298,36 @@ impl Relay {
         requested: Option<u64>,
         reader: WaiterId,
     ) -> McastGet {
-        let got = channel(&mut self.mcasts, id).get(now, requested, reader);
-        self.schedule_sweep(now);
-        got
+        let (key, expiry) = (self.id(id), self.settings.idle_expiry);
+        self.mcasts
+            .with(key, expiry, |c| c.get(now, requested, reader))
     }
 
     pub fn mcast_leave(&mut self, now: Millis, id: &[u8], reader: WaiterId) -> bool {
+        let expiry = self.settings.idle_expiry;
         self.mcasts
-            .get_mut(id)
-            .is_some_and(|c| c.leave(now, reader))
+            .with_existing(self.id(id), expiry, |c| c.leave(now, reader))
+            .unwrap_or(false)
     }
 
-    /// Bytes of complete mcast messages retained, over all channels.
+    /// Cost of the complete mcast messages retained, over all channels (visits
+    /// every channel: for tests and model checks).
     pub fn mcast_held_bytes(&self) -> usize {
-        self.mcasts.values().map(McastChannel::held_bytes).sum()
+        self.mcasts.channels().map(McastChannel::held_bytes).sum()
     }
 
     // ---- sync ----
 
     pub fn sync_arrive(&mut self, now: Millis, id: &[u8], waiter: WaiterId) -> SyncArrival {
-        let arrival = channel(&mut self.syncs, id).arrive(now, waiter);
-        self.schedule_sweep(now);
-        arrival
+        let (key, expiry) = (self.id(id), self.settings.idle_expiry);
+        self.syncs.with(key, expiry, |c| c.arrive(now, waiter))
     }
 
     pub fn sync_leave(&mut self, now: Millis, id: &[u8], waiter: WaiterId) -> bool {
-        self.syncs.get_mut(id).is_some_and(|c| c.leave(now, waiter))
+        let expiry = self.settings.idle_expiry;
+        self.syncs
+            .with_existing(self.id(id), expiry, |c| c.leave(now, waiter))
+            .unwrap_or(false)
     }
 
     // ---- proxy ----
@@ -256,14 +340,15 @@ impl Relay {
         id: &[u8],
         client: WaiterId,
     ) -> (JobId, ProxyDispatch) {
-        let mut job = self.next_job_id();
-        let proxy = channel(&mut self.proxies, id);
-        while proxy.has_job(&job) {
-            job = next_job_id(&mut self.rng);
-        }
-        let dispatch = proxy.request(now, client, job);
-        self.schedule_sweep(now);
-        (job, dispatch)
+        let (key, expiry) = (self.id(id), self.settings.idle_expiry);
+        let rng = &mut self.rng;
+        self.proxies.with(key, expiry, |proxy| {
+            let mut job = next_job_id(rng);
+            while proxy.has_job(&job) {
+                job = next_job_id(rng);
+            }
+            (job, proxy.request(now, client, job))
+        })
     }
 
     /// A `SERVE` is ready for the next job.
@@ -274,16 +359,19 @@ impl Relay {
         server: WaiterId,
         secret: &[u8],
     ) -> Result<ProxyDispatch, RelayError> {
-        let dispatch = channel(&mut self.proxies, id).serve(now, server, secret);
-        self.schedule_sweep(now);
-        dispatch
+        let (key, secret, room) = (self.id(id), self.secret(secret), self.room());
+        let expiry = self.settings.idle_expiry;
+        let dispatch = self
+            .proxies
+            .with(key, expiry, |c| c.serve(now, server, secret, room));
+        self.note(dispatch)
     }
 
     /// A job's request was fully delivered to its `SERVE`.
     pub fn proxy_delivered(&mut self, now: Millis, id: &[u8], job: &JobId) {
-        if let Some(c) = self.proxies.get_mut(id) {
-            c.delivered(now, job);
-        }
+        let expiry = self.settings.idle_expiry;
+        self.proxies
+            .with_existing(self.id(id), expiry, |c| c.delivered(now, job));
     }
 
     /// A `SERVE` brings the result of `job`: returns the client to answer.
@@ -294,109 +382,112 @@ impl Relay {
         secret: &[u8],
         job: &JobId,
     ) -> Result<WaiterId, RelayError> {
-        let result = channel(&mut self.proxies, id).result(now, secret, job);
-        self.schedule_sweep(now);
-        result
+        let (key, secret, room) = (self.id(id), self.secret(secret), self.room());
+        let expiry = self.settings.idle_expiry;
+        let result = self
+            .proxies
+            .with(key, expiry, |c| c.result(now, secret, room, job));
+        self.note(result)
     }
 
     pub fn proxy_client_leave(&mut self, now: Millis, id: &[u8], job: &JobId) -> bool {
+        let expiry = self.settings.idle_expiry;
         self.proxies
-            .get_mut(id)
-            .is_some_and(|c| c.client_leave(now, job))
+            .with_existing(self.id(id), expiry, |c| c.client_leave(now, job))
+            .unwrap_or(false)
     }
 
     pub fn proxy_server_leave(&mut self, now: Millis, id: &[u8], server: WaiterId) -> bool {
+        let expiry = self.settings.idle_expiry;
         self.proxies
-            .get_mut(id)
-            .is_some_and(|c| c.server_leave(now, server))
-    }
-
-    fn next_job_id(&mut self) -> JobId {
-        next_job_id(&mut self.rng)
+            .with_existing(self.id(id), expiry, |c| c.server_leave(now, server))
+            .unwrap_or(false)
     }
 
     // ---- all methods ----
 
     /// Removes every parked waiter of every channel (for shutdown) and returns them.
     pub fn drain_waiters(&mut self, out: &mut Vec<WaiterId>) {
-        self.links.values_mut().for_each(|c| c.drain(out));
-        self.mcasts.values_mut().for_each(|c| c.drain(out));
-        self.syncs.values_mut().for_each(|c| c.drain(out));
-        self.proxies.values_mut().for_each(|c| c.drain(out));
+        let expiry = self.settings.idle_expiry;
+        self.links.drain(out, expiry);
+        self.mcasts.drain(out, expiry);
+        self.syncs.drain(out, expiry);
+        self.proxies.drain(out, expiry);
     }
 
     /// The next time [`Relay::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        self.next_sweep
-    }
-
-    /// Forgets channels that have been idle (nobody waiting) for the expiry time.
-    /// Returns how many were forgotten.
-    pub fn handle_timeout(&mut self, now: Millis) -> usize {
-        if self.next_sweep.is_none_or(|due| due > now) {
-            return 0;
-        }
-        let before = self.channel_count();
-        let expiry = self.settings.idle_expiry;
-        self.links.retain(|_, c| !c.is_expired(now, expiry));
-        let mut freed = 0;
-        self.mcasts.retain(|_, c| {
-            let expired = c.is_expired(now, expiry);
-            if expired {
-                freed += c.held_bytes();
-            }
-            !expired
-        });
-        self.mcast_bytes -= freed;
-        self.syncs.retain(|_, c| !c.is_expired(now, expiry));
-        self.proxies.retain(|_, c| !c.is_expired(now, expiry));
-        // A burst of ids leaves a large table behind; give it back once the
-        // burst is over so that memory returns to its baseline.
-        shrink_if_sparse(&mut self.links);
-        shrink_if_sparse(&mut self.mcasts);
-        shrink_if_sparse(&mut self.syncs);
-        shrink_if_sparse(&mut self.proxies);
-        self.next_sweep = None;
-        if self.channel_count() > 0 {
-            self.schedule_sweep(now);
-        }
-        before - self.channel_count()
-    }
-
-    /// Number of channels remembered (for tests, metrics and leak checks).
-    pub fn channel_count(&self) -> usize {
-        self.links.len() + self.mcasts.len() + self.syncs.len() + self.proxies.len()
-    }
-
-    /// Requests parked per method: link, mcast, sync, proxy.
-    pub fn waiters_by_method(&self) -> [usize; 4] {
         [
-            self.links.values().map(LinkChannel::waiting_len).sum(),
-            self.mcasts.values().map(McastChannel::waiting_len).sum(),
-            self.syncs.values().map(SyncChannel::waiting_len).sum(),
-            self.proxies.values().map(ProxyChannel::waiting_len).sum(),
+            self.links.next_due(),
+            self.mcasts.next_due(),
+            self.syncs.next_due(),
+            self.proxies.next_due(),
         ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Forgets remembered channels that have been idle for the expiry time.
+    /// Does a bounded amount of work per call (more is due at once when
+    /// [`Relay::poll_timeout`] says so). Returns how many were forgotten.
+    pub fn handle_timeout(&mut self, now: Millis) -> usize {
+        let expiry = self.settings.idle_expiry;
+        let mut budget = EXPIRE_BATCH;
+        let mut forgotten = 0;
+        let mut freed = 0;
+        let (looked, gone) = self.links.expire(now, expiry, budget, |_| {});
+        (budget, forgotten) = (budget - looked, forgotten + gone);
+        let (looked, gone) = self
+            .mcasts
+            .expire(now, expiry, budget, |c| freed += c.held_bytes());
+        (budget, forgotten) = (budget - looked, forgotten + gone);
+        let (looked, gone) = self.syncs.expire(now, expiry, budget, |_| {});
+        (budget, forgotten) = (budget - looked, forgotten + gone);
+        let (_, gone) = self.proxies.expire(now, expiry, budget, |_| {});
+        forgotten += gone;
+        self.mcast_bytes -= freed;
+        forgotten
+    }
+
+    /// Number of channels in memory (for tests, metrics and leak checks).
+    pub fn channel_count(&self) -> usize {
+        self.channels_by_method().0.iter().sum()
+    }
+
+    /// Channels in memory per method.
+    pub fn channels_by_method(&self) -> PerMethod<usize> {
+        PerMethod([
+            self.links.len(),
+            self.mcasts.len(),
+            self.syncs.len(),
+            self.proxies.len(),
+        ])
+    }
+
+    /// Channels holding a claim or messages (counted against `max_channels`).
+    pub fn remembered_channels(&self) -> usize {
+        self.links.remembered() + self.mcasts.remembered() + self.proxies.remembered()
+    }
+
+    /// Requests refused because the cap on remembered channels was reached.
+    pub fn refused_no_room(&self) -> u64 {
+        self.refused_no_room
+    }
+
+    /// Requests parked per method.
+    pub fn waiters_by_method(&self) -> PerMethod<usize> {
+        PerMethod([
+            self.links.waiting(),
+            self.mcasts.waiting(),
+            self.syncs.waiting(),
+            self.proxies.waiting(),
+        ])
     }
 
     /// Number of requests parked on any channel.
     pub fn waiter_count(&self) -> usize {
-        self.waiters_by_method().iter().sum()
-    }
-
-    fn schedule_sweep(&mut self, now: Millis) {
-        // Sweeping every channel at a fraction of the expiry keeps the core free of
-        // per-request timer entries (no allocation); a channel is forgotten between
-        // `expiry` and `expiry + interval` after it went idle.
-        let interval = (self.settings.idle_expiry / 16).clamp(10, 60_000);
-        if self.next_sweep.is_none() {
-            self.next_sweep = Some(now + interval);
-        }
-    }
-}
-
-fn shrink_if_sparse<C>(map: &mut HashMap<Box<[u8]>, C>) {
-    if map.capacity() > 64 && map.capacity() > 4 * map.len() {
-        map.shrink_to(map.len() * 2);
+        self.waiters_by_method().0.iter().sum()
     }
 }
 
@@ -571,27 +662,97 @@ mod tests {
             ..Settings::default()
         });
         relay.link_arrive(0, b"s", P, w(1), b"abc").unwrap();
+        assert_eq!(relay.poll_timeout(), None, "a waiter never expires");
         relay.link_arrive(10, b"s", C, w(2), b"").unwrap();
+        assert_eq!(relay.channel_count(), 1, "the claim is remembered");
+        assert_eq!(relay.remembered_channels(), 1);
+        assert_eq!(relay.poll_timeout(), Some(1_010), "idle since 10");
+        assert_eq!(relay.handle_timeout(1_009), 0, "not idle long enough yet");
         assert_eq!(relay.channel_count(), 1);
-        let due = relay.poll_timeout().expect("a sweep is scheduled");
-        relay.handle_timeout(due);
-        assert_eq!(relay.channel_count(), 1, "not idle long enough yet");
-        let mut now = due;
-        while relay.channel_count() > 0 {
-            now = relay
-                .poll_timeout()
-                .expect("sweeps continue while channels exist");
-            relay.handle_timeout(now);
-        }
-        assert!(now >= 1_010, "expired only after the idle time: {now}");
-        assert!(
-            now <= 1_010 + 1_000 / 16 + 10,
-            "expired soon after the idle time: {now}"
-        );
-        assert_eq!(relay.poll_timeout(), None, "nothing left to sweep");
+        assert_eq!(relay.handle_timeout(1_010), 1);
+        assert_eq!(relay.channel_count(), 0);
+        assert_eq!(relay.remembered_channels(), 0);
+        assert_eq!(relay.poll_timeout(), None, "nothing left to expire");
         // The secret went with the channel: a new writer may claim it.
         assert_eq!(
-            relay.link_arrive(now, b"s", P, w(3), b"new"),
+            relay.link_arrive(1_011, b"s", P, w(3), b"new"),
+            Ok(LinkArrival::Parked)
+        );
+    }
+
+    #[test]
+    fn a_channel_that_holds_nothing_is_forgotten_at_once() {
+        let mut relay = Relay::new(Settings::default());
+        relay.link_arrive(0, b"a", C, w(1), b"").unwrap();
+        relay.link_arrive(0, b"a", P, w(2), b"").unwrap();
+        relay.link_arrive(0, b"b", C, w(3), b"").unwrap();
+        relay.link_leave(0, b"b", w(3));
+        relay.sync_arrive(0, b"s", w(4));
+        relay.sync_arrive(0, b"s", w(5));
+        relay.sync_arrive(0, b"t", w(6));
+        relay.sync_leave(0, b"t", w(6));
+        relay.mcast_get(0, b"m", None, w(7));
+        relay.mcast_leave(0, b"m", w(7));
+        let (job, _) = relay.proxy_request(0, b"p", w(8));
+        relay.proxy_client_leave(0, b"p", &job);
+        relay.proxy_serve(0, b"p", w(9), b"").unwrap();
+        relay.proxy_server_leave(0, b"p", w(9));
+        assert_eq!(relay.channel_count(), 0);
+        assert_eq!(relay.waiter_count(), 0);
+        assert_eq!(relay.poll_timeout(), None);
+    }
+
+    #[test]
+    fn remembered_channels_are_capped_and_claims_are_never_given_up() {
+        let mut relay = Relay::new(Settings {
+            max_channels: 2,
+            idle_expiry: 1_000,
+            ..Settings::default()
+        });
+        relay.link_arrive(0, b"a", P, w(1), b"ka").unwrap();
+        relay.link_arrive(0, b"b", P, w(2), b"kb").unwrap();
+        assert_eq!(
+            relay.link_arrive(0, b"c", P, w(3), b"kc"),
+            Err(RelayError::NoRoom),
+            "a third claim"
+        );
+        let mut woken = Vec::new();
+        assert_eq!(
+            relay
+                .mcast_publish(0, b"m", b"", ProducerMeta::default(), &mut woken)
+                .err(),
+            Some(RelayError::NoRoom),
+            "a first message"
+        );
+        assert_eq!(
+            relay.proxy_serve(0, b"p", w(4), b"kp"),
+            Err(RelayError::NoRoom),
+            "a SERVE claim"
+        );
+        assert_eq!(relay.refused_no_room(), 3);
+        // What needs no memory past its waiters still works, and so do the
+        // channels remembered already.
+        assert_eq!(
+            relay.link_arrive(0, b"c", P, w(5), b""),
+            Ok(LinkArrival::Parked)
+        );
+        assert_eq!(
+            relay.link_arrive(0, b"a", C, w(6), b""),
+            Ok(LinkArrival::Paired(w(1)))
+        );
+        assert_eq!(
+            relay.link_arrive(1, b"a", P, w(7), b"other"),
+            Err(RelayError::WrongSecret),
+            "the claim holds"
+        );
+        // Expiry frees a place.
+        relay.link_arrive(2, b"b", C, w(8), b"").unwrap();
+        while let Some(due) = relay.poll_timeout() {
+            relay.handle_timeout(due);
+        }
+        assert_eq!(relay.remembered_channels(), 0);
+        assert_eq!(
+            relay.link_arrive(5_000, b"d", P, w(9), b"kd"),
             Ok(LinkArrival::Parked)
         );
     }
@@ -622,10 +783,12 @@ mod tests {
         for step in 0..10u64 {
             let now = step * 600;
             relay.handle_timeout(now);
-            relay.link_arrive(now, b"busy", C, w(1), b"").unwrap();
+            relay.link_arrive(now, b"busy", P, w(1), b"k").unwrap();
             relay.link_leave(now, b"busy", w(1));
         }
         assert_eq!(relay.channel_count(), 1);
+        assert_eq!(relay.handle_timeout(5_400 + 999), 0);
+        assert_eq!(relay.handle_timeout(5_400 + 1_000), 1);
     }
 
     #[test]
@@ -706,15 +869,16 @@ mod mcast_tests {
 
     #[test]
     fn too_old_gets_the_oldest_retained() {
+        let cost = 10 + MESSAGE_OVERHEAD;
         let mut relay = Relay::new(Settings {
-            mcast_retain: 25,
+            mcast_retain: 2 * cost + cost / 2,
             ..Settings::default()
         });
         for _ in 0..5 {
             write(&mut relay, b"r", &[7; 10]);
         }
-        // 50 bytes written, 25 retained: messages 3 and 4 remain (20 bytes).
-        assert_eq!(relay.mcast_held_bytes(), 20);
+        // Five messages written, two and a half retained: messages 3 and 4 remain.
+        assert_eq!(relay.mcast_held_bytes(), 2 * cost);
         assert_eq!(got(&mut relay, b"r", Some(0)), Some(3));
         assert_eq!(got(&mut relay, b"r", Some(4)), Some(4));
     }
@@ -727,7 +891,7 @@ mod mcast_tests {
         });
         write(&mut relay, b"r", &[1; 10]);
         write(&mut relay, b"r", &[1; 10]);
-        assert_eq!(relay.mcast_held_bytes(), 10);
+        assert_eq!(relay.mcast_held_bytes(), 10 + MESSAGE_OVERHEAD);
         assert_eq!(got(&mut relay, b"r", Some(0)), Some(1));
     }
 
@@ -774,7 +938,7 @@ mod mcast_tests {
             Err(RelayError::TooLarge)
         );
         assert_eq!(m.len(), 6, "a refused append adds nothing");
-        assert_eq!(relay.mcast_bytes(), 6);
+        assert_eq!(relay.mcast_bytes(), 6 + MESSAGE_OVERHEAD);
     }
 
     #[test]
@@ -798,12 +962,14 @@ mod mcast_tests {
 
     #[test]
     fn the_total_over_all_channels_is_kept() {
+        let o = MESSAGE_OVERHEAD;
         let mut relay = Relay::new(Settings {
-            mcast_total: 10,
-            mcast_retain: 100,
+            mcast_total: 2 * o + 10,
+            mcast_retain: 10 * o,
             ..Settings::default()
         });
         write(&mut relay, b"a", b"123456");
+        assert_eq!(relay.mcast_bytes(), o + 6);
         assert!(relay.mcast_has_room(Some(4)));
         assert!(!relay.mcast_has_room(Some(5)));
         let mut woken = Vec::new();
@@ -812,18 +978,45 @@ mod mcast_tests {
             .unwrap();
         relay.mcast_append(&m, b"1234", 100).unwrap();
         assert_eq!(relay.mcast_append(&m, b"5", 100), Err(RelayError::Full));
+        assert_eq!(
+            relay
+                .mcast_publish(0, b"c", b"", meta(None), &mut woken)
+                .err(),
+            Some(RelayError::Full),
+            "even an empty message costs its overhead"
+        );
         relay.mcast_abort(0, b"b", &m);
         assert_eq!(
             relay.mcast_bytes(),
-            6,
+            o + 6,
             "an aborted upload gives its bytes back"
         );
         relay.mcast_abort(0, b"b", &m);
         assert_eq!(
             relay.mcast_bytes(),
-            6,
+            o + 6,
             "aborting twice gives nothing back twice"
         );
+        assert_eq!(
+            relay.channel_count(),
+            1,
+            "the aborted upload's channel is gone"
+        );
+    }
+
+    #[test]
+    fn empty_messages_are_not_free() {
+        let o = MESSAGE_OVERHEAD;
+        let mut relay = Relay::new(Settings {
+            mcast_retain: 3 * o,
+            ..Settings::default()
+        });
+        for _ in 0..100 {
+            write(&mut relay, b"e", b"");
+        }
+        assert_eq!(relay.mcast_held_bytes(), 3 * o, "three retained");
+        assert_eq!(relay.mcast_bytes(), 3 * o);
+        assert_eq!(got(&mut relay, b"e", Some(0)), Some(97));
     }
 
     #[test]
@@ -836,7 +1029,11 @@ mod mcast_tests {
         for _ in 0..5 {
             write(&mut relay, b"r", &[0; 8]);
         }
-        assert_eq!(relay.mcast_bytes(), 8, "only the newest is retained");
+        assert_eq!(
+            relay.mcast_bytes(),
+            8 + MESSAGE_OVERHEAD,
+            "only the newest is retained"
+        );
         relay.handle_timeout(10_000);
         relay.handle_timeout(20_000);
         assert_eq!(relay.channel_count(), 0);

@@ -4,7 +4,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::secret::WriteSecret;
+use super::secret::{Presented, WriteSecret};
+use super::table::Channel;
 use super::{Millis, RelayError, WaiterId};
 
 /// A job id: 8 characters from `[0-9a-zA-Z]`.
@@ -42,6 +43,8 @@ pub struct ProxyChannel {
     /// Jobs not yet handed out, oldest first.
     queued: VecDeque<JobId>,
     jobs: HashMap<JobId, Job>,
+    /// Jobs in `JobState::Dispatched` (not counted as waiting).
+    dispatched: usize,
     secret: WriteSecret,
     last_active: Millis,
 }
@@ -51,6 +54,7 @@ impl ProxyChannel {
     pub(super) fn request(&mut self, now: Millis, client: WaiterId, job: JobId) -> ProxyDispatch {
         self.last_active = now;
         if let Some(server) = self.servers.pop_front() {
+            self.dispatched += 1;
             self.jobs.insert(
                 job,
                 Job {
@@ -83,13 +87,15 @@ impl ProxyChannel {
         &mut self,
         now: Millis,
         server: WaiterId,
-        secret: &[u8],
+        secret: Presented,
+        room: bool,
     ) -> Result<ProxyDispatch, RelayError> {
         self.last_active = now;
-        self.secret.admit(secret)?;
+        self.secret.admit(secret, room)?;
         while let Some(job) = self.queued.pop_front() {
             if let Some(entry) = self.jobs.get_mut(&job) {
                 entry.state = JobState::Dispatched;
+                self.dispatched += 1;
                 return Ok(ProxyDispatch::Dispatched {
                     job,
                     counterpart: entry.client,
@@ -104,6 +110,9 @@ impl ProxyChannel {
     pub(super) fn delivered(&mut self, now: Millis, job: &JobId) {
         self.last_active = now;
         if let Some(entry) = self.jobs.get_mut(job) {
+            if entry.state == JobState::Dispatched {
+                self.dispatched -= 1;
+            }
             entry.state = JobState::AwaitingResult;
         }
     }
@@ -112,11 +121,12 @@ impl ProxyChannel {
     pub(super) fn result(
         &mut self,
         now: Millis,
-        secret: &[u8],
+        secret: Presented,
+        room: bool,
         job: &JobId,
     ) -> Result<WaiterId, RelayError> {
         self.last_active = now;
-        self.secret.admit(secret)?;
+        self.secret.admit(secret, room)?;
         match self.jobs.get(job) {
             Some(entry) if entry.state == JobState::AwaitingResult => {
                 let client = entry.client;
@@ -130,8 +140,15 @@ impl ProxyChannel {
     /// A client went away (waiting, or being served): its job is forgotten.
     pub(super) fn client_leave(&mut self, now: Millis, job: &JobId) -> bool {
         self.last_active = now;
-        self.queued.retain(|j| j != job);
-        self.jobs.remove(job).is_some()
+        let Some(gone) = self.jobs.remove(job) else {
+            return false;
+        };
+        match gone.state {
+            JobState::Queued => self.queued.retain(|j| j != job),
+            JobState::Dispatched => self.dispatched -= 1,
+            JobState::AwaitingResult => {}
+        }
+        true
     }
 
     /// A waiting `SERVE` went away.
@@ -141,39 +158,43 @@ impl ProxyChannel {
         self.servers.retain(|&s| s != server);
         before != self.servers.len()
     }
+}
 
-    pub(super) fn drain(&mut self, out: &mut Vec<WaiterId>) {
+impl Channel for ProxyChannel {
+    fn waiting_len(&self) -> usize {
+        self.servers.len() + self.jobs.len() - self.dispatched
+    }
+
+    fn is_busy(&self) -> bool {
+        !self.servers.is_empty() || !self.jobs.is_empty()
+    }
+
+    fn is_remembered(&self) -> bool {
+        self.secret.is_claimed()
+    }
+
+    fn last_active(&self) -> Millis {
+        self.last_active
+    }
+
+    fn drain(&mut self, out: &mut Vec<WaiterId>) {
         out.extend(self.servers.drain(..));
         for job in self.queued.drain(..) {
             if let Some(entry) = self.jobs.remove(&job) {
                 out.push(entry.client);
             }
         }
-        let awaiting: Vec<JobId> = self
-            .jobs
-            .iter()
-            .filter(|(_, j)| j.state == JobState::AwaitingResult)
-            .map(|(id, _)| *id)
-            .collect();
-        for job in awaiting {
-            if let Some(entry) = self.jobs.remove(&job) {
-                out.push(entry.client);
+        self.jobs.retain(|_, j| {
+            let awaiting = j.state == JobState::AwaitingResult;
+            if awaiting {
+                out.push(j.client);
             }
-        }
+            !awaiting
+        });
     }
 
-    pub(super) fn is_expired(&self, now: Millis, expiry: Millis) -> bool {
-        self.servers.is_empty()
-            && self.jobs.is_empty()
-            && now.saturating_sub(self.last_active) >= expiry
-    }
-
-    pub(super) fn waiting_len(&self) -> usize {
-        self.servers.len()
-            + self
-                .jobs
-                .values()
-                .filter(|j| j.state != JobState::Dispatched)
-                .count()
+    fn recycle(&mut self) -> bool {
+        *self = ProxyChannel::default();
+        true
     }
 }

@@ -1,25 +1,36 @@
 //! Write secrets: the first writer that presents a non-empty secret claims the
-//! channel; afterwards every writer must present the same one.
+//! channel; afterwards every writer must present the same one. The claim is
+//! kept as a keyed hash ([`super::key`]), never as sent.
 
+use super::key::Key;
 use super::RelayError;
 
 #[derive(Default, Debug)]
 pub struct WriteSecret {
-    claimed: Option<Box<[u8]>>,
+    claimed: Option<Key>,
 }
 
+/// A writer's secret as the core sees it: `None` when none was presented.
+pub type Presented = Option<Key>;
+
 impl WriteSecret {
-    /// Checks a writer's secret, claiming the channel if it is unclaimed and the
-    /// secret is non-empty.
-    pub fn admit(&mut self, presented: &[u8]) -> Result<(), RelayError> {
-        match &self.claimed {
-            Some(claimed) if **claimed == *presented => Ok(()),
-            Some(_) => Err(RelayError::WrongSecret),
-            None if presented.is_empty() => Ok(()),
-            None => {
-                self.claimed = Some(presented.into());
+    /// Checks a writer's secret, claiming the channel if it is unclaimed and a
+    /// secret is presented. A new claim needs `room` (the cap on remembered
+    /// channels): a claim is never forgotten early to make room.
+    pub fn admit(&mut self, presented: Presented, room: bool) -> Result<(), RelayError> {
+        match (self.claimed, presented) {
+            (Some(claimed), Some(p)) if claimed == p => Ok(()),
+            (Some(_), _) => Err(RelayError::WrongSecret),
+            (None, None) => Ok(()),
+            (None, Some(_)) if !room => Err(RelayError::NoRoom),
+            (None, Some(p)) => {
+                self.claimed = Some(p);
                 Ok(())
             }
         }
+    }
+
+    pub fn is_claimed(&self) -> bool {
+        self.claimed.is_some()
     }
 }

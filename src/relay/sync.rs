@@ -1,6 +1,7 @@
 //! sync: two requests swap bodies. The first waits; the second completes the
 //! pair; a third starts a new pair.
 
+use super::table::Channel;
 use super::{Millis, WaiterId};
 
 /// What became of an arriving sync request.
@@ -39,16 +40,32 @@ impl SyncChannel {
         }
         false
     }
+}
 
-    pub(super) fn drain(&mut self, out: &mut Vec<WaiterId>) {
+impl Channel for SyncChannel {
+    fn waiting_len(&self) -> usize {
+        usize::from(self.waiting.is_some())
+    }
+
+    fn is_busy(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// A sync channel has nothing but its waiter: it is never remembered.
+    fn is_remembered(&self) -> bool {
+        false
+    }
+
+    fn last_active(&self) -> Millis {
+        self.last_active
+    }
+
+    fn drain(&mut self, out: &mut Vec<WaiterId>) {
         out.extend(self.waiting.take());
     }
 
-    pub(super) fn is_expired(&self, now: Millis, expiry: Millis) -> bool {
-        self.waiting.is_none() && now.saturating_sub(self.last_active) >= expiry
-    }
-
-    pub(super) fn waiting_len(&self) -> usize {
-        usize::from(self.waiting.is_some())
+    fn recycle(&mut self) -> bool {
+        *self = SyncChannel::default();
+        true
     }
 }

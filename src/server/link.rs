@@ -28,6 +28,7 @@ impl Server {
             Err(RelayError::WrongSecret) => {
                 self.refuse(id, Status(401), "401 wrong write secret for this channel\n")
             }
+            Err(RelayError::NoRoom) => self.refuse(id, Status(503), super::NO_ROOM),
             Err(_) => self.refuse(id, Status(500), "500 unexpected relay state\n"),
             Ok(LinkArrival::Parked) => {
                 self.continue_body(id);

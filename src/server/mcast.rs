@@ -9,7 +9,7 @@ use crate::conn::{After, ConnId, Fill, Phase, Wait};
 use crate::http::{
     chunk_header, find_param, parse_seqid, BodyDecoder, Framing, HeadWriter, Status,
 };
-use crate::relay::{McastGet, Message, MessageState, ProducerMeta, RelayError, WaiterId};
+use crate::relay::{McastGet, Message, MessageState, Method, ProducerMeta, RelayError, WaiterId};
 use crate::reply::{self, Expose, Meta};
 
 /// Room kept in a reader's output for a chunk-size line and its CRLF.
@@ -62,6 +62,10 @@ impl Server {
         let step = match published {
             Err(RelayError::WrongSecret) => {
                 self.refuse(id, Status(401), "401 wrong write secret for this channel\n")
+            }
+            Err(RelayError::NoRoom) => self.refuse(id, Status(503), super::NO_ROOM),
+            Err(RelayError::Full) => {
+                self.refuse(id, Status(503), "503 relay storage for messages is full\n")
             }
             Err(_) => self.refuse(id, Status(500), "500 unexpected relay state\n"),
             Ok(message) => {
@@ -414,7 +418,7 @@ impl Server {
                 }
             }
             if done && output.is_empty() {
-                self.stats.transfers[1] += 1;
+                self.stats.transferred(Method::Mcast);
                 let after = if conn.req.keep_alive {
                     After::NextRequest
                 } else {

@@ -19,7 +19,7 @@ use crate::conn::{After, Conn, ConnId, Fill, Phase, Stream, Timer, Wait};
 use crate::http::{
     find_param, parse_request, Framing, HeadWriter, HttpDate, QueryFilter, Status, Target,
 };
-use crate::relay::{Millis, Relay, Settings, WaiterId};
+use crate::relay::{Method, Millis, Relay, Settings, WaiterId};
 use crate::reply::{self, Expose};
 use crate::signal;
 
@@ -51,6 +51,9 @@ const LINGER_MAX_BYTES: usize = 1 << 20;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Phase steps one connection may take before others get a turn.
 const MAX_STEPS: usize = 64;
+/// The answer when a request would make the relay remember one channel more
+/// than `--max-channels`.
+const NO_ROOM: &str = "503 relay remembers too many channels\n";
 /// Retry interval when accept fails for lack of descriptors or memory.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -179,6 +182,7 @@ impl Server {
                 idle_expiry: idle_expiry.max(1),
                 mcast_retain: config.mcast_retain,
                 mcast_total: config.mcast_total,
+                max_channels: config.max_channels,
                 seed: random_seed(),
             }),
             input_pool: BufPool::new(config.max_head, POOL_KEEP),
@@ -948,7 +952,9 @@ impl Server {
         let gauges = Gauges {
             open_connections: self.conns.len(),
             waiters: self.relay.waiters_by_method(),
-            channels: self.relay.channel_count(),
+            channels: self.relay.channels_by_method(),
+            remembered_channels: self.relay.remembered_channels(),
+            refused_no_room: self.relay.refused_no_room(),
             mcast_bytes: self.relay.mcast_bytes(),
             sync_bytes: self.sync_held,
         };
@@ -1117,15 +1123,6 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
-}
-
-/// Which relay method a path belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Method {
-    Link,
-    Mcast,
-    Sync,
-    Proxy,
 }
 
 /// The method and the rest of the path after its prefix.

@@ -73,6 +73,7 @@ impl Server {
             Err(RelayError::WrongSecret) => {
                 self.refuse(id, Status(401), "401 wrong write secret for this server\n")
             }
+            Err(RelayError::NoRoom) => self.refuse(id, Status(503), super::NO_ROOM),
             Err(_) => self.refuse(id, Status(406), "406 unknown or already answered job\n"),
             Ok(WaiterId(client)) => {
                 self.continue_body(id);
@@ -91,6 +92,7 @@ impl Server {
             .relay
             .proxy_serve(now, &conn.channel, WaiterId(id.0), &self.secret)
         {
+            Err(RelayError::NoRoom) => self.refuse(id, Status(503), super::NO_ROOM),
             Err(_) => self.refuse(id, Status(401), "401 wrong write secret for this server\n"),
             Ok(ProxyDispatch::Dispatched {
                 counterpart: WaiterId(client),

@@ -4,10 +4,8 @@
 
 use std::io::Write as _;
 
+use crate::relay::{Method, PerMethod};
 use crate::reply::VERSION;
-
-/// The relay methods, as metric labels.
-pub const METHODS: [&str; 4] = ["link", "mcast", "sync", "proxy"];
 
 /// Error statuses the relay sends, counted by `httprelay_rejections_total`.
 const REJECTIONS: [u16; 16] = [
@@ -21,7 +19,7 @@ pub struct Stats {
     pub evicted: u64,
     /// Completed exchanges per method: link transfers, mcast deliveries to
     /// readers, sync pairs, proxy results delivered.
-    pub transfers: [u64; 4],
+    pub transfers: PerMethod<u64>,
     /// mcast messages stored.
     pub messages: u64,
     /// Body bytes delivered to receivers.
@@ -35,13 +33,22 @@ pub struct Stats {
 /// Values read at scrape time rather than counted.
 pub struct Gauges {
     pub open_connections: usize,
-    pub waiters: [usize; 4],
-    pub channels: usize,
+    pub waiters: PerMethod<usize>,
+    pub channels: PerMethod<usize>,
+    /// Channels holding a claim or messages (capped by `--max-channels`).
+    pub remembered_channels: usize,
+    /// Requests refused because that cap was reached.
+    pub refused_no_room: u64,
     pub mcast_bytes: usize,
     pub sync_bytes: usize,
 }
 
 impl Stats {
+    /// Counts one completed exchange of `method`.
+    pub fn transferred(&mut self, method: Method) {
+        self.transfers.0[method as usize] += 1;
+    }
+
     pub fn reject(&mut self, status: u16) {
         let at = REJECTIONS
             .iter()
@@ -86,16 +93,18 @@ impl Stats {
             "# HELP httprelay_waiters Requests waiting for a counterpart."
         );
         let _ = writeln!(w, "# TYPE httprelay_waiters gauge");
-        for (method, n) in METHODS.iter().zip(gauges.waiters) {
-            let _ = writeln!(w, "httprelay_waiters{{method=\"{method}\"}} {n}");
+        for method in Method::ALL {
+            let (name, n) = (method.name(), gauges.waiters.get(method));
+            let _ = writeln!(w, "httprelay_waiters{{method=\"{name}\"}} {n}");
         }
         let _ = writeln!(
             w,
             "# HELP httprelay_transfers_total Completed exchanges: link transfers, mcast deliveries, sync pairs, proxy results."
         );
         let _ = writeln!(w, "# TYPE httprelay_transfers_total counter");
-        for (method, n) in METHODS.iter().zip(self.transfers) {
-            let _ = writeln!(w, "httprelay_transfers_total{{method=\"{method}\"}} {n}");
+        for method in Method::ALL {
+            let (name, n) = (method.name(), self.transfers.get(method));
+            let _ = writeln!(w, "httprelay_transfers_total{{method=\"{name}\"}} {n}");
         }
         metric(
             w,
@@ -143,12 +152,28 @@ impl Stats {
             "httprelay_held_bytes{{method=\"sync\"}} {}",
             gauges.sync_bytes
         );
+        let _ = writeln!(
+            w,
+            "# HELP httprelay_channels Channels in memory: with a waiter, an upload, a claim or messages."
+        );
+        let _ = writeln!(w, "# TYPE httprelay_channels gauge");
+        for method in Method::ALL {
+            let (name, n) = (method.name(), gauges.channels.get(method));
+            let _ = writeln!(w, "httprelay_channels{{method=\"{name}\"}} {n}");
+        }
         metric(
             w,
-            "channels",
+            "channels_remembered",
             "gauge",
-            "Channels remembered (all methods).",
-            gauges.channels as u64,
+            "Channels holding a write-secret claim or mcast messages (capped by --max-channels).",
+            gauges.remembered_channels as u64,
+        );
+        metric(
+            w,
+            "channels_refused_total",
+            "counter",
+            "Requests refused with 503 because --max-channels channels are remembered.",
+            gauges.refused_no_room,
         );
     }
 }
@@ -169,14 +194,18 @@ mod tests {
             accepted: 7,
             ..Stats::default()
         };
-        stats.transfers[2] = 3;
+        stats.transferred(Method::Sync);
+        stats.transferred(Method::Sync);
+        stats.transferred(Method::Sync);
         stats.reject(404);
         stats.reject(404);
         stats.reject(418);
         let gauges = Gauges {
             open_connections: 2,
-            waiters: [1, 0, 0, 4],
-            channels: 5,
+            waiters: PerMethod([1, 0, 0, 4]),
+            channels: PerMethod([5, 0, 1, 0]),
+            remembered_channels: 3,
+            refused_no_room: 2,
             mcast_bytes: 10,
             sync_bytes: 0,
         };
@@ -191,7 +220,10 @@ mod tests {
             "httprelay_rejections_total{status=\"other\"} 1",
             "httprelay_waiters{method=\"proxy\"} 4",
             "httprelay_held_bytes{method=\"mcast\"} 10",
-            "httprelay_channels 5",
+            "httprelay_channels{method=\"link\"} 5",
+            "httprelay_channels{method=\"sync\"} 1",
+            "httprelay_channels_remembered 3",
+            "httprelay_channels_refused_total 2",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

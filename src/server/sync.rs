@@ -8,7 +8,7 @@ use super::{flush, Server, Step};
 use crate::buf::BufPool;
 use crate::conn::{After, Conn, ConnId, Fill, Phase, Wait};
 use crate::http::{BodyDecoder, Framing, HeadWriter, Status};
-use crate::relay::{SyncArrival, WaiterId};
+use crate::relay::{Method, SyncArrival, WaiterId};
 use crate::reply::{self, Expose};
 
 impl Server {
@@ -158,7 +158,7 @@ impl Server {
             return;
         }
         std::mem::swap(&mut first.held, &mut second.held);
-        self.stats.transfers[2] += 1;
+        self.stats.transferred(Method::Sync);
         for conn in [first, second] {
             // HEAD gets the head only.
             let offset = if conn.req.method_is("HEAD") {

@@ -12,6 +12,7 @@ use crate::http::{
     chunk_header, chunk_header_fixed, BodyDecoder, BodyError, Framing, HeadWriter, Status,
     FIXED_CHUNK_HEADER,
 };
+use crate::relay::Method;
 use crate::reply::{self, Expose};
 
 /// Room kept in the consumer's output for a chunk-size line and its CRLF.
@@ -389,7 +390,7 @@ impl Server {
         self.ready.extend([p, c]);
         match kind {
             Transfer::Link => {
-                self.stats.transfers[0] += 1;
+                self.stats.transferred(Method::Link);
                 producer.status = 200;
                 let output = producer
                     .output
@@ -421,7 +422,7 @@ impl Server {
             Transfer::ProxyJob => self.proxy_job_delivered(p),
             // The result reached the client: the SERVE request waits for the next job.
             Transfer::ProxyResult => {
-                self.stats.transfers[3] += 1;
+                self.stats.transferred(Method::Proxy);
                 self.proxy_wait_for_job(p);
             }
         }

@@ -141,8 +141,9 @@ fn mcast_seqid_beyond_next_waits_for_the_next_message() {
 
 #[test]
 fn mcast_seqid_older_than_oldest_retained_gets_the_oldest() {
-    // 400-byte messages, at most 1000 bytes held: two messages stay.
-    let relay = Relay::start_flags(&["--mcast-retain", "1000"]);
+    // 400-byte messages (each also counts its metadata and 256 bytes of
+    // bookkeeping), at most 1600 bytes held: two messages stay.
+    let relay = Relay::start_flags(&["--mcast-retain", "1600"]);
     let bodies: Vec<Vec<u8>> = (0..3).map(|i| vec![b'a' + i; 400]).collect();
     for (i, body) in bodies.iter().enumerate() {
         assert_eq!(write(&relay, "/mcast/old", body), i as u64);
@@ -406,12 +407,13 @@ fn mcast_reader_catches_up_by_following_the_cookie() {
 
 #[test]
 fn mcast_retention_drops_the_oldest_messages() {
-    let relay = Relay::start_flags(&["--mcast-retain", "1000"]);
+    let relay = Relay::start_flags(&["--mcast-retain", "1600"]);
     let bodies: Vec<Vec<u8>> = (0..10u8).map(|i| vec![b'A' + i; 400]).collect();
     for (i, body) in bodies.iter().enumerate() {
         assert_eq!(write(&relay, "/mcast/keep", body), i as u64);
     }
-    // 2 x 400 bytes fit in 1000; a third would not: messages 8 and 9 remain.
+    // A message costs its 400 bytes, its metadata and 256 bytes of bookkeeping:
+    // two fit in 1600, a third would not: messages 8 and 9 remain.
     for (asked, seq) in [(9, 9), (8, 8), (7, 8), (3, 8), (0, 8)] {
         let got = read(&relay, &format!("/mcast/keep?seqid={asked}"));
         assert_message(&got, seq, &bodies[seq as usize], &format!("seqid={asked}"));

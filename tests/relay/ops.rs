@@ -157,17 +157,24 @@ fn metrics_count_the_traffic_made() {
     assert_eq!(sample(&scraped, "httprelay_waiters{method=\"link\"}"), 1);
     assert_eq!(sample(&scraped, "httprelay_waiters{method=\"proxy\"}"), 1);
     assert_eq!(sample(&scraped, "httprelay_waiters{method=\"sync\"}"), 0);
+    // The message's 11 bytes, its method (4) and the 256 a message costs beyond.
     assert_eq!(
         sample(&scraped, "httprelay_held_bytes{method=\"mcast\"}"),
-        11
+        11 + 4 + 256
     );
     assert_eq!(sample(&scraped, "httprelay_held_bytes{method=\"sync\"}"), 0);
     assert_eq!(
         sample(&scraped, "httprelay_build_info{version=\"0.1.0\"}"),
         1
     );
-    // link m and waits, mcast m, sync m, proxy m.
-    assert_eq!(sample(&scraped, "httprelay_channels"), 5);
+    // Channels that hold something: the link waiter's, the mcast message's and
+    // the waiting SERVE's. Finished link and sync pairs leave nothing behind.
+    assert_eq!(sample(&scraped, "httprelay_channels{method=\"link\"}"), 1);
+    assert_eq!(sample(&scraped, "httprelay_channels{method=\"mcast\"}"), 1);
+    assert_eq!(sample(&scraped, "httprelay_channels{method=\"sync\"}"), 0);
+    assert_eq!(sample(&scraped, "httprelay_channels{method=\"proxy\"}"), 1);
+    assert_eq!(sample(&scraped, "httprelay_channels_remembered"), 1);
+    assert_eq!(sample(&scraped, "httprelay_channels_refused_total"), 0);
 
     // Closing the waiter is seen at once.
     drop(waiting);
