@@ -130,6 +130,35 @@ impl BufPool {
     pub fn outstanding(&self) -> usize {
         self.outstanding
     }
+
+    /// Gives `slot`'s buffer back, keeping its pending bytes (if any) in an
+    /// allocation of their own size: a request that waits costs what it sent,
+    /// not a whole buffer.
+    pub fn stash(&mut self, slot: &mut Option<Buf>) -> Box<[u8]> {
+        let Some(buf) = slot.take() else {
+            return Box::default();
+        };
+        let kept: Box<[u8]> = buf.pending().into();
+        self.give(buf);
+        kept
+    }
+
+    /// Undoes [`BufPool::stash`]: the kept bytes go back into a buffer, ahead of
+    /// anything the slot holds already.
+    pub fn unstash(&mut self, kept: &mut Box<[u8]>, slot: &mut Option<Buf>) {
+        if kept.is_empty() {
+            return;
+        }
+        let mut buf = self.take();
+        let mut pushed = buf.push(kept);
+        if let Some(old) = slot.take() {
+            pushed &= buf.push(old.pending());
+            self.give(old);
+        }
+        debug_assert!(pushed, "stashed bytes came from one buffer");
+        *slot = Some(buf);
+        *kept = Box::default();
+    }
 }
 
 #[cfg(test)]
@@ -151,6 +180,29 @@ mod tests {
         assert!(buf.is_empty());
         assert_eq!(buf.spare().len(), 8);
         pool.give(buf);
+        assert_eq!(pool.outstanding(), 0);
+    }
+
+    #[test]
+    fn stash_keeps_only_the_pending_bytes_and_unstash_restores_them() {
+        let mut pool = BufPool::new(16, 2);
+        let mut slot = Some(pool.take());
+        slot.as_mut().unwrap().push(b"headbody");
+        slot.as_mut().unwrap().consume(4);
+        let mut kept = pool.stash(&mut slot);
+        assert!(slot.is_none());
+        assert_eq!(&kept[..], b"body");
+        assert_eq!(pool.outstanding(), 0, "the buffer went back");
+        pool.unstash(&mut kept, &mut slot);
+        assert_eq!(slot.as_ref().unwrap().pending(), b"body");
+        assert!(kept.is_empty());
+        // Nothing stashed: nothing taken.
+        let mut empty = Some(pool.take());
+        let mut kept = pool.stash(&mut empty);
+        assert!(kept.is_empty());
+        pool.unstash(&mut kept, &mut empty);
+        assert!(empty.is_none());
+        pool.give(slot.take().unwrap());
         assert_eq!(pool.outstanding(), 0);
     }
 

@@ -123,6 +123,9 @@ pub struct Stream {
     pub progressed: bool,
     /// Bytes written since the current request began (for the access log).
     pub written: u64,
+    /// Bytes moved either way since the connection opened (a runaway
+    /// connection is one that is driven again and again without moving any).
+    pub moved_total: u64,
 }
 
 impl Stream {
@@ -131,6 +134,7 @@ impl Stream {
             socket: Socket::Tcp(s),
             progressed: false,
             written: 0,
+            moved_total: 0,
         }
     }
 
@@ -139,6 +143,7 @@ impl Stream {
             socket: Socket::Unix(s),
             progressed: false,
             written: 0,
+            moved_total: 0,
         }
     }
 
@@ -153,6 +158,7 @@ impl Stream {
     /// Records bytes moved by zero-copy transfer (they bypass `Read`/`Write`).
     pub fn moved(&mut self, n: usize, outgoing: bool) {
         self.progressed |= n > 0;
+        self.moved_total += n as u64;
         if outgoing {
             self.written += n as u64;
         }
@@ -197,6 +203,7 @@ impl Read for Stream {
             Socket::Unix(s) => s.read(buf),
         }?;
         self.progressed |= n > 0;
+        self.moved_total += n as u64;
         Ok(n)
     }
 }
@@ -209,6 +216,7 @@ impl Write for Stream {
         }?;
         self.progressed |= n > 0;
         self.written += n as u64;
+        self.moved_total += n as u64;
         Ok(n)
     }
 
@@ -280,6 +288,9 @@ pub struct Conn {
     pub peer_closed: bool,
     /// Bytes received and not yet used. Held only while reading or relaying.
     pub input: Option<Buf>,
+    /// While parked: the input's pending bytes (body bytes that came with the
+    /// head, a pipelined request), in an allocation of their size.
+    pub stashed: Box<[u8]>,
     /// Bytes to send. Held only while a response is being written.
     pub output: Option<Buf>,
     /// The current request's head.
@@ -315,6 +326,8 @@ pub struct Conn {
     pub timer_since: Instant,
     /// Consecutive body-timeout checks without progress.
     pub quiet_checks: u8,
+    /// Consecutive turns that used up their steps without moving a byte.
+    pub spins: u8,
     /// The status of the response to the current request (0 before its head).
     pub status: u16,
     /// The pipe carrying a body to this consumer without copying (Linux).
@@ -364,6 +377,15 @@ impl Conn {
         }
     }
 
+    /// Gives back field capacity an earlier, larger request left behind (see
+    /// [`crate::http::trim_capacity`]); done when the connection waits or idles.
+    pub fn trim_fields(&mut self) {
+        self.req.trim_capacity();
+        for field in [&mut self.query_meta, &mut self.channel, &mut self.head_copy] {
+            crate::http::trim_capacity(field);
+        }
+    }
+
     /// What a counterpart learns about this connection's current request.
     pub fn meta(&self) -> Meta<'_> {
         Meta {
@@ -384,6 +406,7 @@ impl Conn {
             writable: false,
             peer_closed: false,
             input: None,
+            stashed: Box::default(),
             output: None,
             req: Request::default(),
             arrived_unix_ms: 0,
@@ -401,6 +424,7 @@ impl Conn {
             timer: Timer::None,
             timer_since: now,
             quiet_checks: 0,
+            spins: 0,
             status: 0,
             #[cfg(target_os = "linux")]
             pipe: None,

@@ -64,6 +64,28 @@ pub struct Request {
 }
 
 impl Request {
+    /// Gives back field capacity a larger earlier request left behind, so that
+    /// a waiting or idle connection holds what its current request needs.
+    pub fn trim_capacity(&mut self) {
+        for field in [
+            &mut self.method,
+            &mut self.path,
+            &mut self.query,
+            &mut self.origin,
+            &mut self.content_type,
+            &mut self.wsecret_header,
+            &mut self.raw_path,
+            &mut self.host,
+            &mut self.x_real_ip,
+            &mut self.x_real_port,
+            &mut self.forwarded_proto,
+            &mut self.forwarded_host,
+            &mut self.forwarded_port,
+        ] {
+            trim_capacity(field);
+        }
+    }
+
     pub fn framing(&self) -> Framing {
         self.framing.unwrap_or(Framing::Empty)
     }
@@ -140,6 +162,14 @@ pub const MAX_HEADER_FIELDS: usize = 100;
 ///
 /// `Ok(None)`: the head is incomplete (and still within `max_head` bytes).
 /// `Ok(Some(n))`: the head is the first `n` bytes of `buf`.
+/// Shrinks `v` when its capacity is well beyond its length. Requests of one
+/// size never trigger it, so the warm path does not reallocate.
+pub fn trim_capacity(v: &mut Vec<u8>) {
+    if v.capacity() > 2 * v.len() + 64 {
+        v.shrink_to(v.len());
+    }
+}
+
 pub fn parse_request(
     buf: &[u8],
     max_head: usize,

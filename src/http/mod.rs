@@ -12,7 +12,8 @@ pub use body::{BodyDecoder, BodyError, Decoded};
 pub use date::{format_rfc3339, HttpDate};
 pub(crate) use head::trim;
 pub use head::{
-    parse_request, parse_seqid, Framing, HeadError, Request, Target, MAX_HEADER_FIELDS,
+    parse_request, parse_seqid, trim_capacity, Framing, HeadError, Request, Target,
+    MAX_HEADER_FIELDS,
 };
 pub use query::{find_param, QueryFilter};
 pub use response::{

@@ -54,6 +54,9 @@ const MAX_STEPS: usize = 64;
 /// The answer when a request would make the relay remember one channel more
 /// than `--max-channels`.
 const NO_ROOM: &str = "503 relay remembers too many channels\n";
+/// Turns of `MAX_STEPS` steps without moving a byte after which a connection
+/// counts as runaway and is closed.
+const RUNAWAY_TURNS: u8 = 16;
 /// Retry interval when accept fails for lack of descriptors or memory.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -230,6 +233,7 @@ impl Server {
                 return Err(ServerError::Poll(e));
             }
             self.now = Instant::now();
+            let iteration_start = self.now;
             self.refresh_date();
             for event in events.iter() {
                 match event.token() {
@@ -250,6 +254,7 @@ impl Server {
             self.now = Instant::now();
             self.fire_timers(self.now);
             self.drive_ready();
+            self.stats.loop_iteration(iteration_start.elapsed());
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || Instant::now() >= deadline {
                     return Ok(());
@@ -615,7 +620,16 @@ impl Server {
     }
 
     fn drive(&mut self, id: ConnId) {
+        let Some(moved_before) = self.conns.get(id.0).map(|c| c.stream.moved_total) else {
+            return;
+        };
         for _ in 0..MAX_STEPS {
+            let Some(conn) = self.conns.get(id.0) else {
+                return;
+            };
+            if !conn.stashed.is_empty() && !matches!(conn.phase, Phase::Parked(_)) {
+                self.unstash_input(id);
+            }
             let Some(conn) = self.conns.get(id.0) else {
                 return;
             };
@@ -641,7 +655,27 @@ impl Server {
                 Step::Closed => return,
             }
         }
-        // More work remains; let other connections run first.
+        // More work remains; let other connections run first. A connection that
+        // keeps using up its steps without moving a byte is a bug in its phase
+        // logic: close it loudly rather than spin at full CPU forever.
+        let Some(conn) = self.conns.get_mut(id.0) else {
+            return;
+        };
+        if conn.stream.moved_total == moved_before {
+            conn.spins += 1;
+        } else {
+            conn.spins = 0;
+        }
+        if conn.spins >= RUNAWAY_TURNS {
+            eprintln!(
+                "httprelay: closing a runaway connection ({} turns of {MAX_STEPS} steps without moving a byte, phase {:?})",
+                conn.spins,
+                phase_name(&conn.phase)
+            );
+            self.stats.runaway += 1;
+            self.close(id);
+            return;
+        }
         self.rearm(id);
         self.ready.push(id);
     }
@@ -777,9 +811,17 @@ impl Server {
     fn park(&mut self, id: ConnId, wait: Wait) -> Step {
         let conn = &mut self.conns[id.0];
         conn.phase = Phase::Parked(wait);
-        // A waiter whose body has not started arriving needs no input buffer.
-        self.input_pool.give_if_empty(&mut conn.input);
+        // A waiter keeps no input buffer, only the bytes it already sent.
+        conn.stashed = self.input_pool.stash(&mut conn.input);
+        conn.trim_fields();
         Step::Again
+    }
+
+    /// A connection left `Parked`: the bytes it stashed are input again.
+    fn unstash_input(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(id.0) {
+            self.input_pool.unstash(&mut conn.stashed, &mut conn.input);
+        }
     }
 
     fn drive_parked(&mut self, id: ConnId) -> Step {
@@ -818,6 +860,7 @@ impl Server {
         match after {
             After::NextRequest => {
                 conn.phase = Phase::ReadingHead;
+                conn.trim_fields();
                 Step::Again
             }
             After::Close => {
@@ -1089,6 +1132,23 @@ fn body_after(conn: &mut Conn) -> After {
             conn.req.keep_alive = false;
             After::Linger
         }
+    }
+}
+
+/// A phase's name, for log lines.
+fn phase_name(phase: &Phase) -> &'static str {
+    match phase {
+        Phase::ReadingHead => "reading head",
+        Phase::Parked(_) => "parked",
+        Phase::Producing { .. } => "producing",
+        Phase::Consuming { .. } => "consuming",
+        Phase::Publishing { .. } => "publishing",
+        Phase::Delivering { .. } => "delivering",
+        Phase::Reading { .. } => "reading",
+        Phase::Holding { .. } => "holding",
+        Phase::SendingHeld { .. } => "sending held",
+        Phase::Responding(_) => "responding",
+        Phase::Lingering => "lingering",
     }
 }
 

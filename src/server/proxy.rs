@@ -113,7 +113,8 @@ impl Server {
         };
         self.relay.proxy_delivered(now, &conn.channel, &conn.job);
         conn.phase = Phase::Parked(Wait::ProxyClient);
-        self.input_pool.give_if_empty(&mut conn.input);
+        conn.stashed = self.input_pool.stash(&mut conn.input);
+        conn.trim_fields();
     }
 
     /// The client's job can no longer be answered.

@@ -3,6 +3,7 @@
 //! one reused buffer.
 
 use std::io::Write as _;
+use std::time::Duration;
 
 use crate::relay::{Method, PerMethod};
 use crate::reply::VERSION;
@@ -28,7 +29,17 @@ pub struct Stats {
     rejections: [u64; REJECTIONS.len()],
     /// Connections closed by a timeout: idle, head, body, wait.
     pub timeouts: [u64; 4],
+    /// Connections closed for being driven again and again without moving a byte.
+    pub runaway: u64,
+    /// Loop iterations (events handled, connections driven, timers fired) by
+    /// duration: counts per bucket of `LOOP_BUCKETS`, the last for longer ones.
+    loop_buckets: [u64; LOOP_BUCKETS.len() + 1],
+    loop_seconds: f64,
+    loop_longest: Duration,
 }
+
+/// Upper bounds of the loop-iteration histogram buckets, in seconds.
+const LOOP_BUCKETS: [f64; 6] = [0.0001, 0.001, 0.005, 0.025, 0.1, 1.0];
 
 /// Values read at scrape time rather than counted.
 pub struct Gauges {
@@ -44,6 +55,18 @@ pub struct Gauges {
 }
 
 impl Stats {
+    /// Records how long one loop iteration took.
+    pub fn loop_iteration(&mut self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let at = LOOP_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(LOOP_BUCKETS.len());
+        self.loop_buckets[at] += 1;
+        self.loop_seconds += secs;
+        self.loop_longest = self.loop_longest.max(took);
+    }
+
     /// Counts one completed exchange of `method`.
     pub fn transferred(&mut self, method: Method) {
         self.transfers.0[method as usize] += 1;
@@ -163,6 +186,47 @@ impl Stats {
         }
         metric(
             w,
+            "runaway_closed_total",
+            "counter",
+            "Connections closed for being driven repeatedly without moving a byte.",
+            self.runaway,
+        );
+        let _ = writeln!(
+            w,
+            "# HELP httprelay_loop_iteration_seconds Event-loop iterations by how long they took (a long one delays every connection)."
+        );
+        let _ = writeln!(w, "# TYPE httprelay_loop_iteration_seconds histogram");
+        let mut cumulative = 0;
+        for (le, n) in LOOP_BUCKETS.iter().zip(self.loop_buckets) {
+            cumulative += n;
+            let _ = writeln!(
+                w,
+                "httprelay_loop_iteration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.loop_buckets[LOOP_BUCKETS.len()];
+        let _ = writeln!(
+            w,
+            "httprelay_loop_iteration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            w,
+            "httprelay_loop_iteration_seconds_sum {:.6}",
+            self.loop_seconds
+        );
+        let _ = writeln!(w, "httprelay_loop_iteration_seconds_count {cumulative}");
+        let _ = writeln!(
+            w,
+            "# HELP httprelay_loop_iteration_max_seconds The longest event-loop iteration since start."
+        );
+        let _ = writeln!(w, "# TYPE httprelay_loop_iteration_max_seconds gauge");
+        let _ = writeln!(
+            w,
+            "httprelay_loop_iteration_max_seconds {:.6}",
+            self.loop_longest.as_secs_f64()
+        );
+        metric(
+            w,
             "channels_remembered",
             "gauge",
             "Channels holding a write-secret claim or mcast messages (capped by --max-channels).",
@@ -200,6 +264,9 @@ mod tests {
         stats.reject(404);
         stats.reject(404);
         stats.reject(418);
+        stats.loop_iteration(Duration::from_micros(50));
+        stats.loop_iteration(Duration::from_millis(3));
+        stats.loop_iteration(Duration::from_secs(2));
         let gauges = Gauges {
             open_connections: 2,
             waiters: PerMethod([1, 0, 0, 4]),
@@ -223,6 +290,14 @@ mod tests {
             "httprelay_channels{method=\"link\"} 5",
             "httprelay_channels{method=\"sync\"} 1",
             "httprelay_channels_remembered 3",
+            "httprelay_loop_iteration_seconds_bucket{le=\"0.0001\"} 1",
+            "httprelay_loop_iteration_seconds_bucket{le=\"0.001\"} 1",
+            "httprelay_loop_iteration_seconds_bucket{le=\"0.005\"} 2",
+            "httprelay_loop_iteration_seconds_bucket{le=\"1\"} 2",
+            "httprelay_loop_iteration_seconds_bucket{le=\"+Inf\"} 3",
+            "httprelay_loop_iteration_seconds_count 3",
+            "httprelay_loop_iteration_max_seconds 2.000000",
+            "httprelay_runaway_closed_total 0",
             "httprelay_channels_refused_total 2",
         ] {
             assert!(
@@ -233,8 +308,12 @@ mod tests {
         // Every sample line belongs to a family announced by a TYPE line.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
+            let histogram = ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|suffix| name.strip_suffix(suffix))
+                .any(|base| text.contains(&format!("# TYPE {base} histogram")));
             assert!(
-                text.contains(&format!("# TYPE {name} ")),
+                histogram || text.contains(&format!("# TYPE {name} ")),
                 "no TYPE for {name}"
             );
         }

@@ -23,6 +23,9 @@ impl Server {
     /// consumer's response head goes out at once and the producer's body follows
     /// as it arrives.
     pub(super) fn start_transfer(&mut self, p: ConnId, c: ConnId, kind: Transfer) {
+        // Either side may have been parked: its stashed bytes come first.
+        self.unstash_input(p);
+        self.unstash_input(c);
         let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
             debug_assert!(false, "paired with a connection that is gone");
             return;
