@@ -35,8 +35,11 @@ pub(super) trait Channel: Default {
     fn recycle(&mut self) -> bool;
 }
 
+/// A table entry. The channel lives in its own allocation, so that the table's
+/// buckets (a power of two, up to twice the entries) stay small whatever the
+/// size of a method's channel record.
 struct Slot<C> {
-    channel: C,
+    channel: Box<C>,
     /// Counted in `remembered` (mirrors `channel.is_remembered()` after each operation).
     counted: bool,
     /// The live expiry entry's epoch; 0 when the channel has none.
@@ -54,7 +57,7 @@ pub(super) struct Table<C> {
     map: HashMap<Key, Slot<C>, PassThrough>,
     expiry: BinaryHeap<Reverse<(Millis, Key, u32)>>,
     next_epoch: u32,
-    spare: Vec<C>,
+    spare: Vec<Box<C>>,
     waiting: usize,
     remembered: usize,
 }
@@ -132,7 +135,7 @@ impl<C: Channel> Table<C> {
         }
     }
 
-    fn recycle(&mut self, mut channel: C) {
+    fn recycle(&mut self, mut channel: Box<C>) {
         if self.spare.len() < SPARE_KEEP && channel.recycle() {
             self.spare.push(channel);
         }
@@ -215,7 +218,7 @@ impl<C: Channel> Table<C> {
 
     /// Every channel (for tests and model checks: it visits the whole table).
     pub fn channels(&self) -> impl Iterator<Item = &C> {
-        self.map.values().map(|s| &s.channel)
+        self.map.values().map(|s| &*s.channel)
     }
 }
 
