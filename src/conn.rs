@@ -321,9 +321,12 @@ pub struct Conn {
     /// (at or before `deadline`).
     pub scheduled: Option<Instant>,
     pub timer: Timer,
-    /// When the current timer was chosen (the oldest idle connections are
-    /// evicted first at the connection limit).
-    pub timer_since: Instant,
+    /// When the connection began waiting for its current request head (the
+    /// oldest are evicted first at the connection limit).
+    pub head_since: Instant,
+    /// Its place among the connections waiting for a head: a member exactly
+    /// while in [`Phase::ReadingHead`].
+    pub(crate) head_queue: crate::server::evict::Link,
     /// Consecutive body-timeout checks without progress.
     pub quiet_checks: u8,
     /// Consecutive turns that used up their steps without moving a byte.
@@ -422,7 +425,8 @@ impl Conn {
             deadline: None,
             scheduled: None,
             timer: Timer::None,
-            timer_since: now,
+            head_since: now,
+            head_queue: Default::default(),
             quiet_checks: 0,
             spins: 0,
             status: 0,

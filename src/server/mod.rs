@@ -23,6 +23,7 @@ use crate::relay::{Method, Millis, Relay, Settings, WaiterId};
 use crate::reply::{self, Expose};
 use crate::signal;
 
+pub(crate) mod evict;
 mod link;
 mod mcast;
 mod proxy;
@@ -30,6 +31,7 @@ mod stats;
 mod sync;
 mod transfer;
 
+use evict::Queue;
 use stats::{Gauges, Stats};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -59,6 +61,9 @@ const NO_ROOM: &str = "503 relay remembers too many channels\n";
 const RUNAWAY_TURNS: u8 = 16;
 /// Retry interval when accept fails for lack of descriptors or memory.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// How long a connection waits for a request head before it may be evicted:
+/// every client gets a chance to send its head.
+const EVICT_GRACE: Duration = Duration::from_millis(500);
 
 /// Errors that stop the server: bind, poll, signal setup.
 #[derive(Debug)]
@@ -111,8 +116,16 @@ pub struct Server {
     body_timeout: Duration,
     wait_timeout: Option<Duration>,
     max_conns: usize,
-    /// Accepting is paused at the connection limit until a connection closes.
+    /// Accepting is paused at the connection limit until a connection closes
+    /// or one becomes evictable (`accept_retry`).
     accept_paused: bool,
+    /// A client accepted at the limit while nothing could be evicted: it gets
+    /// the next free slot (not registered meanwhile; its bytes wait in the
+    /// kernel), and later clients wait in the listen backlog.
+    held_back: Option<(Stream, Option<SocketAddr>)>,
+    /// The connections in `Phase::ReadingHead`, in the order they began
+    /// waiting for their head: the eviction candidates, oldest first.
+    head_queue: Queue,
     /// The time of the current loop iteration (read once per poll).
     now: Instant,
     stats: Stats,
@@ -202,6 +215,8 @@ impl Server {
             wait_timeout: config.wait_timeout,
             max_conns,
             accept_paused: false,
+            held_back: None,
+            head_queue: Queue::default(),
             now: Instant::now(),
             stats: Stats::default(),
             access_log: config.access_log,
@@ -235,9 +250,13 @@ impl Server {
             self.now = Instant::now();
             let iteration_start = self.now;
             self.refresh_date();
+            let mut accept = false;
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_all(),
+                    // After the batch: an eviction frees a key that a new
+                    // connection reuses, and the evicted one's events in this
+                    // batch must not reach the new one.
+                    LISTENER => accept = true,
                     SIGNAL => self.on_signal(),
                     Token(key) => {
                         let Some(conn) = self.conns.get_mut(key) else {
@@ -249,6 +268,9 @@ impl Server {
                         self.ready.push(ConnId(key));
                     }
                 }
+            }
+            if accept {
+                self.accept_all();
             }
             self.drive_ready();
             self.now = Instant::now();
@@ -362,6 +384,7 @@ impl Server {
         let Some(conn) = self.conns.get(id.0) else {
             return;
         };
+        debug_assert_queued(conn);
         let timer = self.timer_for(conn);
         if timer == conn.timer {
             return;
@@ -376,7 +399,6 @@ impl Server {
         };
         let conn = &mut self.conns[id.0];
         conn.timer = timer;
-        conn.timer_since = self.now;
         conn.quiet_checks = 0;
         conn.stream.progressed = false;
         conn.deadline = after.map(|after| self.now + after);
@@ -479,37 +501,72 @@ impl Server {
         };
     }
 
-    /// At the connection limit: closes the connection that has waited longest
-    /// without a complete request head (slow or idle clients), never a parked
-    /// waiter or a transfer. Returns whether one was closed.
-    fn evict_one(&mut self) -> bool {
-        let oldest = self
-            .conns
-            .iter()
-            .filter(|(_, c)| matches!(c.phase, Phase::ReadingHead))
-            .min_by_key(|(_, c)| c.timer_since)
-            .map(|(key, _)| key);
-        match oldest {
-            Some(key) => {
-                self.stats.evicted += 1;
-                self.close(ConnId(key));
-                true
-            }
-            None => false,
+    /// The connection begins waiting for a request head: it joins the
+    /// eviction candidates as the newest.
+    fn await_head(&mut self, id: ConnId) {
+        let conn = &mut self.conns[id.0];
+        conn.phase = Phase::ReadingHead;
+        conn.head_since = self.now;
+        self.head_queue.push_back(&mut self.conns, id.0);
+        if self.accept_paused {
+            // A client may be held back: it can have this slot after the grace.
+            self.retry_accept_at(self.now + EVICT_GRACE);
         }
+    }
+
+    /// The connection no longer waits for a head (one arrived, or it is being
+    /// answered or closed): it is no eviction candidate any more.
+    fn head_done(&mut self, id: ConnId) {
+        self.head_queue.unlink(&mut self.conns, id.0);
+    }
+
+    fn retry_accept_at(&mut self, at: Instant) {
+        self.accept_retry = Some(self.accept_retry.map_or(at, |r| r.min(at)));
+    }
+
+    /// Closes the connection that has waited longest for a request head (a
+    /// slow or idle client), never a parked waiter or a transfer, and only
+    /// once it has waited [`EVICT_GRACE`]. Returns whether one was closed; if
+    /// the oldest is too young, `accept_retry` is set to when it is not.
+    fn evict_one(&mut self) -> bool {
+        let Some(key) = self.head_queue.front() else {
+            return false;
+        };
+        let evictable_at = self.conns[key].head_since + EVICT_GRACE;
+        if evictable_at > self.now {
+            self.retry_accept_at(evictable_at);
+            return false;
+        }
+        debug_assert!(matches!(self.conns[key].phase, Phase::ReadingHead));
+        self.head_queue.pop_front(&mut self.conns);
+        self.stats.evicted += 1;
+        self.close(ConnId(key));
+        true
+    }
+
+    /// Room for one more connection: below the limit, or after an eviction.
+    fn make_room(&mut self) -> bool {
+        self.conns.len() < self.max_conns || self.evict_one()
     }
 
     // ---- accepting and shutting down -------------------------------------------
 
+    /// Accepts until `WouldBlock`. Nothing is evicted before an `accept` that
+    /// may find nobody: a client is taken first (descriptors are reserved for
+    /// one more), then room is made for it. If nothing can be evicted yet it is
+    /// held back and accepting pauses until a connection closes or the oldest
+    /// one waiting for a head has had its grace.
     fn accept_all(&mut self) {
-        self.accept_paused = false;
-        loop {
-            if self.conns.len() >= self.max_conns && !self.evict_one() {
-                // Full of real work: leave further clients in the kernel's
-                // backlog until a connection closes.
+        let was_paused = std::mem::replace(&mut self.accept_paused, false);
+        if let Some((stream, peer)) = self.held_back.take() {
+            if !self.make_room() {
+                self.held_back = Some((stream, peer));
                 self.accept_paused = true;
                 return;
             }
+            self.add_conn(stream, peer);
+        }
+        loop {
             let accepted = match &self.listener {
                 Some(Listener::Tcp(l)) => l.accept().map(|(s, addr)| {
                     // Small relayed messages must not wait for Nagle's algorithm.
@@ -520,26 +577,60 @@ impl Server {
                 None => return,
             };
             match accepted {
-                Ok((stream, peer)) => self.add_conn(stream, peer),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_resource_exhaustion(&e) => {
-                    // Out of descriptors before the configured limit: make room
-                    // the same way, or retry on a timer (readiness is
-                    // edge-triggered, so no new event would come).
-                    if !self.evict_one() {
-                        if self.accept_retry.is_none() {
-                            eprintln!("httprelay: accept paused: {e}");
-                        }
-                        self.accept_retry = Some(self.now + ACCEPT_RETRY);
+                Ok((stream, peer)) => {
+                    if !self.make_room() {
+                        // Full of real work or of clients still within their
+                        // grace: this one waits for the next slot (its bytes
+                        // stay in the kernel), later ones in the backlog.
+                        self.held_back = Some((stream, peer));
                         self.accept_paused = true;
                         return;
                     }
+                    self.add_conn(stream, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_resource_exhaustion(&e) => {
+                    // Out of descriptors before the configured limit (accept
+                    // fails so even when nobody waits). With a client waiting,
+                    // make room the same way, or retry on a timer (readiness is
+                    // edge-triggered, so no new event would come); with nobody
+                    // waiting, the next client is reported anyway.
+                    if !self.listener_has_pending() {
+                        return;
+                    }
+                    if self.evict_one() {
+                        continue;
+                    }
+                    if !was_paused {
+                        eprintln!("httprelay: accept paused: {e}");
+                    }
+                    self.retry_accept_at(self.now + ACCEPT_RETRY);
+                    self.accept_paused = true;
+                    return;
                 }
                 // The client gave up before we accepted (ECONNABORTED and such).
                 Err(_) => {}
             }
         }
+    }
+
+    /// Whether a client waits in the listen backlog.
+    fn listener_has_pending(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = match &self.listener {
+            Some(Listener::Tcp(l)) => l.as_raw_fd(),
+            Some(Listener::Unix(l, _)) => l.as_raw_fd(),
+            None => return false,
+        };
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, and no waiting.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+        ready > 0 && pfd.revents & libc::POLLIN != 0
     }
 
     fn add_conn(&mut self, mut stream: Stream, peer: Option<SocketAddr>) {
@@ -555,6 +646,7 @@ impl Server {
             return;
         }
         entry.insert(Conn::new(stream, peer, self.now));
+        self.head_queue.push_back(&mut self.conns, key);
         self.stats.accepted += 1;
         self.rearm(ConnId(key));
     }
@@ -577,6 +669,7 @@ impl Server {
             }
             None => {}
         }
+        self.held_back = None;
         let mut waiters = std::mem::take(&mut self.waiters);
         waiters.clear();
         self.relay.drain_waiters(&mut waiters);
@@ -633,6 +726,7 @@ impl Server {
             let Some(conn) = self.conns.get(id.0) else {
                 return;
             };
+            debug_assert_queued(conn);
             let step = match conn.phase {
                 Phase::ReadingHead => self.read_head(id),
                 Phase::Parked(_) => self.drive_parked(id),
@@ -727,6 +821,7 @@ impl Server {
     }
 
     fn handle_request(&mut self, id: ConnId) -> Step {
+        self.head_done(id);
         let conn = &mut self.conns[id.0];
         conn.arrived_unix_ms = unix_millis();
         // The next head (maybe already buffered) gets its own deadline.
@@ -859,8 +954,8 @@ impl Server {
         }
         match after {
             After::NextRequest => {
-                conn.phase = Phase::ReadingHead;
                 conn.trim_fields();
+                self.await_head(id);
                 Step::Again
             }
             After::Close => {
@@ -925,6 +1020,8 @@ impl Server {
         body: &[u8],
         after: After,
     ) {
+        // Answered: no longer waiting for a head (if it was).
+        self.head_done(id);
         let Some(conn) = self.conns.get_mut(id.0) else {
             return;
         };
@@ -1055,6 +1152,7 @@ impl Server {
             } => self.proxy_forget_job(id),
             _ => {}
         }
+        self.head_done(id);
         let mut conn = self.conns.remove(id.0);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let now = self.now_millis();
@@ -1083,6 +1181,26 @@ impl Server {
             self.accept_retry = Some(self.now);
         }
     }
+}
+
+impl evict::Queued for Conn {
+    fn link(&self) -> &evict::Link {
+        &self.head_queue
+    }
+    fn link_mut(&mut self) -> &mut evict::Link {
+        &mut self.head_queue
+    }
+}
+
+/// A connection is among the eviction candidates exactly while it waits for
+/// a request head.
+fn debug_assert_queued(conn: &Conn) {
+    debug_assert_eq!(
+        conn.head_queue.is_queued(),
+        matches!(conn.phase, Phase::ReadingHead),
+        "eviction queue membership must follow the phase ({:?})",
+        conn.phase
+    );
 }
 
 /// Writes pending output until it is empty or the socket would block.

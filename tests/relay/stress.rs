@@ -390,3 +390,147 @@ fn max_conns_flag_evicts_stalled_heads_but_not_parked_waiters() {
     }
     assert!(relay.is_running(), "relay died:\n{}", relay.output());
 }
+
+/// Whether the relay closes `s` (end of stream or reset) within `wait`; bytes
+/// that arrive meanwhile are skipped.
+fn closed_by_relay_within(mut s: &TcpStream, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    let mut probe = [0u8; 256];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left)).expect("set_read_timeout");
+        match s.read(&mut probe) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// A /health exchange on a connection of its own that stays open afterwards.
+fn health_kept(relay: &Relay, what: &str) -> Conn {
+    let mut conn = relay.connect();
+    conn.set_read_timeout(ANSWER);
+    let r = conn.exchange(&get("/health"));
+    assert_eq!(r.status(), 200, "{what}: /health {:?}", r.head);
+    assert_eq!(r.text(), VERSION, "{what}: /health");
+    conn
+}
+
+#[test]
+fn max_conns_every_slot_is_usable_and_a_client_beyond_waits() {
+    let relay = Relay::start_flags(&["--max-conns", "8"]);
+    // As many parked consumers as the limit: none is evicted to make room.
+    let mut parked: Vec<Conn> = (0..8)
+        .map(|i| {
+            let mut c = relay.connect();
+            c.set_read_timeout(ANSWER);
+            c.send(&get(&format!("/link/slots-{i}")));
+            c
+        })
+        .collect();
+    thread::sleep(PARK);
+
+    // A ninth client waits (it is neither answered nor closed) while all are parked.
+    let mut ninth = relay.connect();
+    ninth.set_read_timeout(ANSWER);
+    ninth.send(&get("/health"));
+    assert!(
+        ninth.is_silent_for(Duration::from_millis(1500)),
+        "a client beyond --max-conns 8 with 8 parked waiters must wait, but it was answered \
+         or closed"
+    );
+    for (i, consumer) in parked.iter_mut().enumerate() {
+        assert!(
+            consumer.is_silent_for(Duration::from_millis(50)),
+            "parked consumer {i} was answered or closed at --max-conns 8"
+        );
+    }
+
+    // One parked consumer leaves: the waiting client gets its slot and its answer.
+    drop(parked.pop());
+    let r = ninth.read_response();
+    assert_eq!(r.status(), 200, "the waiting client: {:?}", r.head);
+    assert_eq!(r.text(), VERSION, "the waiting client");
+    drop(ninth);
+
+    // The others are still parked and pair (each producer takes a freed or
+    // evicted slot).
+    for (i, consumer) in parked.iter_mut().enumerate() {
+        let body = body_for(3000 + i as u64, 300 + i);
+        let mut producer = relay.connect();
+        producer.set_read_timeout(ANSWER);
+        producer.send(&post(&format!("/link/slots-{i}"), &body));
+        let got = consumer.read_response();
+        assert_eq!(got.status(), 200, "parked consumer {i}: {:?}", got.head);
+        assert!(got.body() == body.as_slice(), "parked consumer {i}: body");
+        assert_eq!(producer.read_response().status(), 200, "producer {i}");
+    }
+}
+
+#[test]
+fn max_conns_evicts_the_longest_waiting_for_a_head_first() {
+    let relay = Relay::start_flags(&["--max-conns", "8"]);
+    let addr = relay.tcp_addr();
+    // Four idle keep-alive connections (each answered once), then, well past the
+    // eviction grace, four whose heads stopped halfway.
+    let mut idle: Vec<Conn> = (0..4)
+        .map(|i| health_kept(&relay, &format!("idle connection {i}")))
+        .collect();
+    thread::sleep(Duration::from_millis(700));
+    let partial = stalled_connections(addr, 4, b"GET /health HTTP/1.1\r\nHost: relay.test\r\n");
+    assert_eq!(partial.len(), 4, "connections with a partial head");
+    thread::sleep(Duration::from_millis(700));
+
+    // Four newcomers are served; the idle connections, the oldest, make room.
+    let mut first: Vec<Conn> = (0..4)
+        .map(|i| health_kept(&relay, &format!("newcomer {i}")))
+        .collect();
+    for (i, conn) in idle.iter_mut().enumerate() {
+        assert!(
+            conn.closed_within(ANSWER).is_some(),
+            "idle connection {i}, among the oldest, was not evicted"
+        );
+    }
+    for (i, s) in partial.iter().enumerate() {
+        assert!(
+            !closed_by_relay(s),
+            "partial head {i} was evicted before older idle connections"
+        );
+    }
+
+    // Four more: now the partial heads are the oldest.
+    thread::sleep(Duration::from_millis(700));
+    let second: Vec<Conn> = (0..4)
+        .map(|i| health_kept(&relay, &format!("second newcomer {i}")))
+        .collect();
+    for (i, s) in partial.iter().enumerate() {
+        assert!(
+            closed_by_relay_within(s, ANSWER),
+            "partial head {i}, among the oldest, was not evicted"
+        );
+    }
+    for (i, conn) in first.iter_mut().enumerate() {
+        assert!(
+            conn.is_silent_for(Duration::from_millis(50)),
+            "newcomer {i} was closed, though older connections were there to evict"
+        );
+        let r = conn.exchange(&get("/health"));
+        assert_eq!(r.status(), 200, "newcomer {i} again: {:?}", r.head);
+    }
+    let metrics = first[0].exchange(&get("/metrics")).text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "httprelay_connections_evicted_total 8"),
+        "eight evictions counted:\n{metrics}"
+    );
+    drop(second);
+}
