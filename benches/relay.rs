@@ -246,7 +246,18 @@ struct RelayProc {
 impl RelayProc {
     fn start(bin: &Path) -> Res<RelayProc> {
         let mut child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", "0", "--idle-timeout", "3600"])
+            // As many connections as descriptors allow: the per-waiter figure
+            // parks tens of thousands.
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                "0",
+                "--idle-timeout",
+                "3600",
+                "--max-conns",
+                "1000000",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

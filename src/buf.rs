@@ -78,6 +78,22 @@ impl Buf {
     }
 }
 
+/// Makes room in `v` for `additional` more bytes. A body held whole grows by
+/// an eighth (at least 4 KiB) rather than doubling, and never past `limit`, so
+/// its allocation stays within an eighth of what it holds and of the totals
+/// that count it.
+pub fn reserve_body(v: &mut Vec<u8>, additional: usize, limit: usize) {
+    let needed = v.len() + additional;
+    if needed <= v.capacity() {
+        return;
+    }
+    let target = needed
+        .max(v.len() + v.len() / 8)
+        .max(v.len() + 4096)
+        .min(limit.max(needed));
+    v.reserve_exact(target - v.len());
+}
+
 /// Hands out buffers of one size, keeping up to `keep` returned ones for reuse so
 /// that the hot path does not allocate.
 pub struct BufPool {
@@ -204,6 +220,27 @@ mod tests {
         assert!(empty.is_none());
         pool.give(slot.take().unwrap());
         assert_eq!(pool.outstanding(), 0);
+    }
+
+    #[test]
+    fn a_held_body_grows_by_an_eighth_up_to_its_limit() {
+        let mut v = Vec::new();
+        reserve_body(&mut v, 10, 1 << 20);
+        assert!(v.capacity() >= 4096 && v.capacity() < 8192);
+        v.resize(100_000, 0);
+        v.shrink_to_fit();
+        reserve_body(&mut v, 1, 1 << 20);
+        assert!(
+            v.capacity() >= 112_500 && v.capacity() < 120_000,
+            "{}",
+            v.capacity()
+        );
+        reserve_body(&mut v, 1, 100_001);
+        v.shrink_to_fit();
+        reserve_body(&mut v, 1, 100_001);
+        assert!(v.capacity() <= 100_001 + 16, "never past the limit");
+        reserve_body(&mut v, 50, 100_001);
+        assert!(v.capacity() >= 100_050, "what is needed always fits");
     }
 
     #[test]

@@ -134,7 +134,8 @@ Limits:
       --max-conns N               most open connections; at the limit the oldest
                                   connections without a complete request head are
                                   closed, else accepting pauses
-                                  [default: the descriptor limit minus 32]
+                                  [default: 1024, or the descriptor limit minus
+                                  32 when that is lower]
       --mcast-total BYTES         most bytes held by mcast messages in all;
                                   503 for new uploads beyond [default: 67108864]
       --sync-total BYTES          most bytes held by sync bodies in all; 503 for

@@ -92,6 +92,7 @@ impl Message {
         if data.len() + bytes.len() > max_len {
             return Err(RelayError::TooLarge);
         }
+        crate::buf::reserve_body(&mut data, bytes.len(), max_len);
         data.extend_from_slice(bytes);
         Ok(())
     }

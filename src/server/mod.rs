@@ -47,6 +47,13 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Descriptors kept free for the listener, the poller and the signal pipe when
 /// the connection limit is derived from `RLIMIT_NOFILE`.
 const RESERVED_FDS: usize = 32;
+/// `--max-conns` when not given (fewer when descriptors are scarcer): what
+/// keeps the relay's worst case within a small gateway's memory (README,
+/// "Memory bound").
+pub const DEFAULT_MAX_CONNS: usize = 1024;
+/// Clients that may wait in the kernel's accept queue (the kernel caps it at
+/// `net.core.somaxconn`); at the connection limit they wait there.
+const LISTEN_BACKLOG: libc::c_int = 4096;
 /// Most bytes discarded while lingering.
 const LINGER_MAX_BYTES: usize = 1 << 20;
 /// How long shutdown waits for transfers in progress.
@@ -173,6 +180,7 @@ impl Server {
                 (Listener::Unix(l, path.clone()), shown)
             }
         };
+        widen_backlog(&listener);
         let registry = poll.registry();
         match &mut listener {
             Listener::Tcp(l) => registry.register(l, LISTENER, Interest::READABLE),
@@ -184,9 +192,11 @@ impl Server {
             .register(&mut signals, SIGNAL, Interest::READABLE)
             .map_err(ServerError::Poll)?;
         let descriptors = raise_descriptor_limit();
-        let max_conns = config
-            .max_conns
-            .unwrap_or_else(|| descriptors.saturating_sub(RESERVED_FDS).max(16));
+        let max_conns = config.max_conns.unwrap_or_else(|| {
+            descriptors
+                .saturating_sub(RESERVED_FDS)
+                .clamp(16, DEFAULT_MAX_CONNS)
+        });
         eprintln!("httprelay {} listening on {shown}", reply::VERSION);
         let idle_expiry = config.idle_expiry.as_millis().min(u128::from(u64::MAX)) as u64;
         Ok(Server {
@@ -1293,6 +1303,22 @@ fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
         )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// Raises the accept queue from the 128 that mio (like std) asks for, so that a
+/// burst of clients, or clients waiting for a free connection slot, are not
+/// dropped (a dropped SYN costs the client a second before it retries).
+fn widen_backlog(listener: &Listener) {
+    use std::os::fd::AsRawFd;
+    let fd = match listener {
+        Listener::Tcp(l) => l.as_raw_fd(),
+        Listener::Unix(l, _) => l.as_raw_fd(),
+    };
+    // SAFETY: listen(2) on a socket that is already listening only changes its
+    // backlog.
+    unsafe {
+        libc::listen(fd, LISTEN_BACKLOG);
     }
 }
 

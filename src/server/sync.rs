@@ -88,6 +88,7 @@ impl Server {
                         return Step::Again;
                     }
                     self.sync_held += data.len();
+                    crate::buf::reserve_body(&mut conn.held, data.len(), self.sync_max_body);
                     conn.held.extend_from_slice(data);
                     input.consume(decoded.consumed);
                     progress = true;
