@@ -4,6 +4,7 @@
 //! The relay core ([`relay`]) and the HTTP codec ([`http`]) are sans-IO and
 //! usable on their own (tests, fuzzing); [`server`] is the mio event loop.
 
+pub mod bound;
 pub mod buf;
 pub mod config;
 pub mod conn;

@@ -12,6 +12,8 @@ mod browser;
 mod hostile;
 #[path = "relay/mcast.rs"]
 mod mcast;
+#[path = "relay/memory.rs"]
+mod memory;
 #[path = "relay/ops.rs"]
 mod ops;
 #[path = "relay/proxy.rs"]

@@ -49,6 +49,12 @@ pub enum MessageState {
     Aborted,
 }
 
+/// What all live mcast messages cost together. Each message adds what it is
+/// charged and takes it back when its last holder lets go of it, so a message
+/// the channel dropped while readers still send it keeps counting against the
+/// total until they are done.
+pub type Ledger = Rc<Cell<usize>>;
+
 /// One mcast message.
 #[derive(Debug)]
 pub struct Message {
@@ -58,6 +64,15 @@ pub struct Message {
     state: Cell<MessageState>,
     /// Readers that have sent everything uploaded so far and wait for more.
     followers: RefCell<Vec<WaiterId>>,
+    ledger: Ledger,
+    /// What this message has added to the ledger.
+    charged: Cell<usize>,
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        self.ledger.set(self.ledger.get() - self.charged.get());
+    }
 }
 
 impl Message {
@@ -94,6 +109,8 @@ impl Message {
         }
         crate::buf::reserve_body(&mut data, bytes.len(), max_len);
         data.extend_from_slice(bytes);
+        self.charged.set(self.charged.get() + bytes.len());
+        self.ledger.set(self.ledger.get() + bytes.len());
         Ok(())
     }
 
@@ -142,6 +159,7 @@ impl McastChannel {
         secret: Presented,
         room: bool,
         meta: ProducerMeta,
+        ledger: &Ledger,
         woken: &mut Vec<WaiterId>,
     ) -> Result<Rc<Message>, RelayError> {
         self.last_active = now;
@@ -152,12 +170,16 @@ impl McastChannel {
             return Err(RelayError::NoRoom);
         }
         let capacity = meta.content_length.map_or(0, |n| n as usize);
+        let charged = MESSAGE_OVERHEAD + meta.heap_bytes();
+        ledger.set(ledger.get() + charged);
         let message = Rc::new(Message {
             seq: self.next_seq,
             meta,
             data: RefCell::new(Vec::with_capacity(capacity)),
             state: Cell::new(MessageState::Uploading),
             followers: RefCell::new(Vec::new()),
+            ledger: Rc::clone(ledger),
+            charged: Cell::new(charged),
         });
         self.next_seq += 1;
         self.uploading += 1;

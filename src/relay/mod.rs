@@ -142,9 +142,9 @@ pub struct Relay {
     proxies: Table<ProxyChannel>,
     settings: Settings,
     hashing: Hashing,
-    /// Bytes held by mcast messages that channels own (retained or uploading),
-    /// as [`Message::cost`] counts them.
-    mcast_bytes: usize,
+    /// What live mcast messages cost ([`Message::cost`]): retained, uploading,
+    /// or dropped by their channel but still being sent to a reader.
+    mcast_bytes: mcast::Ledger,
     rng: u64,
     /// Requests refused because the cap on remembered channels was reached.
     refused_no_room: u64,
@@ -159,7 +159,7 @@ impl Relay {
             proxies: Table::default(),
             rng: settings.seed | 1,
             hashing: Hashing::new(settings.seed),
-            mcast_bytes: 0,
+            mcast_bytes: mcast::Ledger::default(),
             settings,
             refused_no_room: 0,
         }
@@ -230,24 +230,22 @@ impl Relay {
         woken: &mut Vec<WaiterId>,
     ) -> Result<Rc<Message>, RelayError> {
         let cost = MESSAGE_OVERHEAD + meta.heap_bytes();
-        if self.mcast_bytes + cost > self.settings.mcast_total {
+        if self.mcast_bytes() + cost > self.settings.mcast_total {
             return Err(RelayError::Full);
         }
         let (key, secret, room) = (self.id(id), self.secret(secret), self.room());
         let expiry = self.settings.idle_expiry;
-        let published = self
-            .mcasts
-            .with(key, expiry, |c| c.publish(now, secret, room, meta, woken));
-        if published.is_ok() {
-            self.mcast_bytes += cost;
-        }
+        let ledger = &self.mcast_bytes;
+        let published = self.mcasts.with(key, expiry, |c| {
+            c.publish(now, secret, room, meta, ledger, woken)
+        });
         self.note(published)
     }
 
     /// Whether a new upload of `len` bytes (if known) fits in the total now.
     pub fn mcast_has_room(&self, len: Option<u64>) -> bool {
         let wanted = len.unwrap_or(0).saturating_add(MESSAGE_OVERHEAD as u64);
-        (self.mcast_bytes as u64).saturating_add(wanted) <= self.settings.mcast_total as u64
+        (self.mcast_bytes() as u64).saturating_add(wanted) <= self.settings.mcast_total as u64
     }
 
     /// Appends uploaded bytes to a message: `TooLarge` past `max_len`, `Full`
@@ -258,36 +256,31 @@ impl Relay {
         bytes: &[u8],
         max_len: usize,
     ) -> Result<(), RelayError> {
-        if self.mcast_bytes + bytes.len() > self.settings.mcast_total {
+        if self.mcast_bytes() + bytes.len() > self.settings.mcast_total {
             return Err(RelayError::Full);
         }
-        message.append(bytes, max_len)?;
-        self.mcast_bytes += bytes.len();
-        Ok(())
+        message.append(bytes, max_len)
     }
 
     /// The message's upload finished; older messages may be dropped.
     pub fn mcast_complete(&mut self, now: Millis, id: &[u8], message: &Message) {
         let (retain, expiry) = (self.settings.mcast_retain, self.settings.idle_expiry);
-        let dropped = self
-            .mcasts
+        self.mcasts
             .with_existing(self.id(id), expiry, |c| c.complete(now, message, retain));
-        self.mcast_bytes -= dropped.unwrap_or(0);
     }
 
     /// The message's upload failed: it is removed.
     pub fn mcast_abort(&mut self, now: Millis, id: &[u8], message: &Message) {
         let expiry = self.settings.idle_expiry;
-        let freed = self
-            .mcasts
+        self.mcasts
             .with_existing(self.id(id), expiry, |c| c.abort(now, message));
-        self.mcast_bytes -= freed.unwrap_or(0);
     }
 
-    /// What mcast messages hold over all channels (retained or uploading): body
-    /// and metadata bytes plus [`MESSAGE_OVERHEAD`] each.
+    /// What live mcast messages cost together (retained, uploading, or still
+    /// being sent to a reader): body and metadata bytes plus
+    /// [`MESSAGE_OVERHEAD`] each.
     pub fn mcast_bytes(&self) -> usize {
-        self.mcast_bytes
+        self.mcast_bytes.get()
     }
 
     /// A reader asks for a message (`requested`: its sequence number, if any).
@@ -435,18 +428,14 @@ impl Relay {
         let expiry = self.settings.idle_expiry;
         let mut budget = EXPIRE_BATCH;
         let mut forgotten = 0;
-        let mut freed = 0;
         let (looked, gone) = self.links.expire(now, expiry, budget, |_| {});
         (budget, forgotten) = (budget - looked, forgotten + gone);
-        let (looked, gone) = self
-            .mcasts
-            .expire(now, expiry, budget, |c| freed += c.held_bytes());
+        let (looked, gone) = self.mcasts.expire(now, expiry, budget, |_| {});
         (budget, forgotten) = (budget - looked, forgotten + gone);
         let (looked, gone) = self.syncs.expire(now, expiry, budget, |_| {});
         (budget, forgotten) = (budget - looked, forgotten + gone);
         let (_, gone) = self.proxies.expire(now, expiry, budget, |_| {});
         forgotten += gone;
-        self.mcast_bytes -= freed;
         forgotten
     }
 
@@ -986,22 +975,46 @@ mod mcast_tests {
             "even an empty message costs its overhead"
         );
         relay.mcast_abort(0, b"b", &m);
-        assert_eq!(
-            relay.mcast_bytes(),
-            o + 6,
-            "an aborted upload gives its bytes back"
-        );
         relay.mcast_abort(0, b"b", &m);
         assert_eq!(
             relay.mcast_bytes(),
+            2 * o + 10,
+            "a reader still holds the aborted message: it still counts"
+        );
+        drop(m);
+        assert_eq!(
+            relay.mcast_bytes(),
             o + 6,
-            "aborting twice gives nothing back twice"
+            "the last holder gone, its bytes are given back, once"
         );
         assert_eq!(
             relay.channel_count(),
             1,
             "the aborted upload's channel is gone"
         );
+    }
+
+    #[test]
+    fn a_dropped_message_counts_until_its_last_reader_is_done() {
+        let o = MESSAGE_OVERHEAD;
+        let mut relay = Relay::new(Settings {
+            mcast_retain: 0,
+            ..Settings::default()
+        });
+        let first = write(&mut relay, b"d", b"12345");
+        write(&mut relay, b"d", b"6789");
+        assert_eq!(
+            relay.mcast_held_bytes(),
+            o + 4,
+            "the channel keeps the newest"
+        );
+        assert_eq!(
+            relay.mcast_bytes(),
+            2 * o + 9,
+            "a reader still sends the first"
+        );
+        drop(first);
+        assert_eq!(relay.mcast_bytes(), o + 4);
     }
 
     #[test]

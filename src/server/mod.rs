@@ -39,9 +39,7 @@ const SIGNAL: Token = Token(usize::MAX - 1);
 
 /// Output buffers hold a response head plus a slice of relayed body; 64 KiB
 /// keeps syscalls per relayed megabyte low.
-const OUTPUT_BUF_SIZE: usize = 64 * 1024;
-/// Buffers kept in each pool for reuse.
-const POOL_KEEP: usize = 64;
+use crate::bound::{MemoryBound, OUTPUT_BUF_SIZE, POOL_KEEP};
 /// How long a connection lingers after an error response before it is closed.
 const LINGER: Duration = Duration::from_secs(2);
 /// Descriptors kept free for the listener, the poller and the signal pipe when
@@ -198,6 +196,10 @@ impl Server {
                 .clamp(16, DEFAULT_MAX_CONNS)
         });
         eprintln!("httprelay {} listening on {shown}", reply::VERSION);
+        eprintln!(
+            "httprelay: worst-case memory for these flags: {}",
+            MemoryBound::new(config, max_conns)
+        );
         let idle_expiry = config.idle_expiry.as_millis().min(u128::from(u64::MAX)) as u64;
         Ok(Server {
             poll,

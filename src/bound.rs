@@ -1,0 +1,108 @@
+//! The relay's worst-case memory as a function of its flags (README, "Memory
+//! bound"). Every term is a cap the code enforces; the figures per connection
+//! and per channel are measured (`scripts/waiter-cost.py`) and rounded up, and
+//! `tests/relay/memory.rs` checks the whole against a relay driven by every kind
+//! of traffic that makes it hold memory.
+
+use crate::config::Config;
+
+/// A response buffer: held by a connection while it writes a response.
+pub const OUTPUT_BUF_SIZE: usize = 64 * 1024;
+/// Buffers of each size kept for reuse when no connection holds them.
+pub const POOL_KEEP: usize = 64;
+/// The process before any client: code, libc, tables, event buffers.
+const BASE: u64 = 4 << 20;
+/// A connection's record, socket wrapper, timer and slab slot, with margin.
+const CONNECTION_RECORD: u64 = 4 << 10;
+/// Request fields a connection keeps, in units of `--max-head`: they are copies
+/// of parts of one head (at most one head), plus the decoded path, a copy of the
+/// head for proxy requests, the channel id, the input buffer, and the
+/// `HttpRelay-Query` form of the query (up to three times its length).
+const HEADS_PER_CONNECTION: u64 = 9;
+/// A remembered channel (record, key, claim, expiry entry, its share of the
+/// table), measured at the cap: at most 354 B (a proxy id with a claim).
+pub const CHANNEL_COST: u64 = 384;
+
+/// The parts of the bound, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryBound {
+    /// The process and the buffer pools.
+    pub fixed: u64,
+    /// Connections × (output buffer + 9 × `--max-head` + record).
+    pub connections: u64,
+    /// 1.25 × (`--mcast-total` + `--sync-total`): held bodies, and what the
+    /// allocator may keep beside them.
+    pub held: u64,
+    /// `--max-channels` × [`CHANNEL_COST`].
+    pub channels: u64,
+}
+
+impl MemoryBound {
+    pub fn new(config: &Config, max_conns: usize) -> MemoryBound {
+        let head = config.max_head as u64;
+        let output = OUTPUT_BUF_SIZE as u64;
+        let held = (config.mcast_total as u64).saturating_add(config.sync_total as u64);
+        MemoryBound {
+            fixed: BASE + POOL_KEEP as u64 * (head + output),
+            connections: (max_conns as u64)
+                .saturating_mul(output + HEADS_PER_CONNECTION * head + CONNECTION_RECORD),
+            held: held.saturating_add(held / 4),
+            channels: (config.max_channels as u64).saturating_mul(CHANNEL_COST),
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.fixed
+            .saturating_add(self.connections)
+            .saturating_add(self.held)
+            .saturating_add(self.channels)
+    }
+}
+
+impl std::fmt::Display for MemoryBound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |b: u64| b.div_ceil(1 << 20);
+        write!(
+            f,
+            "{} MiB (fixed {} + connections {} + held bodies {} + channels {})",
+            mib(self.total()),
+            mib(self.fixed),
+            mib(self.connections),
+            mib(self.held),
+            mib(self.channels)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, Command};
+
+    fn config(args: &[&str]) -> Config {
+        match parse(args.iter().map(Into::into), None).unwrap() {
+            Command::Run(c) => *c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_bound_at_the_defaults_is_the_one_in_the_readme() {
+        let bound = MemoryBound::new(&config(&[]), crate::server::DEFAULT_MAX_CONNS);
+        assert_eq!(
+            bound.to_string(),
+            "393 MiB (fixed 9 MiB + connections 212 MiB + held bodies 160 MiB + channels 12 MiB)"
+        );
+    }
+
+    #[test]
+    fn every_flag_moves_its_term() {
+        let base = MemoryBound::new(&config(&[]), 100);
+        let more = |args: &[&str], conns| MemoryBound::new(&config(args), conns);
+        assert!(more(&[], 200).connections > base.connections);
+        assert!(more(&["--max-head", "4096"], 100).connections < base.connections);
+        assert!(more(&["--mcast-total", "1"], 100).held < base.held);
+        assert!(more(&["--sync-total", "1"], 100).held < base.held);
+        assert!(more(&["--max-channels", "10"], 100).channels < base.channels);
+    }
+}

@@ -1,0 +1,278 @@
+//! The memory bound: a relay with small limits is driven by every kind of
+//! traffic that makes it hold memory, and its RSS never passes the bound the
+//! README gives for those flags (`httprelay::bound`), while it keeps answering.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use httprelay::bound::MemoryBound;
+use httprelay::config::{parse, Command};
+
+use super::support::{req, Conn, Relay, RssSampler, PARK};
+use super::{get, post, VERSION};
+
+const ANSWER: Duration = Duration::from_secs(10);
+
+const FLAGS: [&str; 16] = [
+    "--max-conns",
+    "64",
+    "--max-head",
+    "4096",
+    "--mcast-total",
+    "2000000",
+    "--sync-total",
+    "2000000",
+    "--max-channels",
+    "2000",
+    "--mcast-max-message",
+    "300000",
+    "--sync-max-body",
+    "300000",
+    "--mcast-retain",
+    "1000000",
+];
+
+fn bound_kib() -> u64 {
+    let args = FLAGS.iter().map(Into::into);
+    let Ok(Command::Run(config)) = parse(args, None) else {
+        panic!("the test's flags parse");
+    };
+    MemoryBound::new(&config, 64).total() / 1024
+}
+
+/// Sends `request` on a new connection and closes it at once, without waiting.
+fn fire(relay: &Relay, request: &[u8]) {
+    let mut s = TcpStream::connect(relay.tcp_addr()).expect("connect");
+    s.write_all(request).expect("send");
+}
+
+/// Sends `request` on a new connection and returns the response status.
+fn status_of(relay: &Relay, request: &[u8]) -> u16 {
+    let mut conn = relay.connect();
+    conn.set_read_timeout(ANSWER);
+    conn.exchange(request).status()
+}
+
+fn health(relay: &Relay, what: &str) {
+    let mut conn = relay.connect();
+    conn.set_read_timeout(ANSWER);
+    let r = conn.exchange(&get("/health"));
+    assert_eq!(r.status(), 200, "{what}: /health {:?}", r.head);
+    assert_eq!(r.text(), VERSION, "{what}");
+}
+
+fn metric(relay: &Relay, name: &str) -> u64 {
+    let mut conn = relay.connect();
+    let text = conn.exchange(&get("/metrics")).text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .parse()
+        .expect("a number")
+}
+
+/// Checks the relay's RSS against the bound and that it answers.
+fn check(relay: &Relay, bound: u64, what: &str) {
+    health(relay, what);
+    let rss = relay.rss_kib();
+    eprintln!("memory: {what}: RSS {rss} KiB (bound {bound} KiB)");
+    assert!(
+        rss <= bound,
+        "{what}: RSS {rss} KiB over the bound {bound} KiB"
+    );
+}
+
+#[test]
+fn rss_stays_within_the_bound_under_every_kind_of_state() {
+    let bound = bound_kib();
+    let relay = Relay::start_flags(&FLAGS);
+    let sampler = RssSampler::start(relay.pid());
+    let start = relay.rss_kib();
+    eprintln!("memory: bound {bound} KiB, RSS at start {start} KiB");
+
+    // A health check every 100 ms all along: the relay answers throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let prober = {
+        let (stop, answered, addr) = (stop.clone(), answered.clone(), relay.tcp_addr());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut s = TcpStream::connect(addr).expect("connect");
+                s.set_read_timeout(Some(ANSWER)).unwrap();
+                s.write_all(b"GET /health HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                let mut reply = Vec::new();
+                let _ = s.read_to_end(&mut reply);
+                assert!(
+                    reply.starts_with(b"HTTP/1.1 200"),
+                    "health check during the floods: {:?}",
+                    String::from_utf8_lossy(&reply)
+                );
+                answered.fetch_add(1, Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+
+    // Channels made before the floods: three mcast channels, and a claim.
+    for i in 0..3 {
+        assert_eq!(
+            status_of(&relay, &post(&format!("/mcast/big{i}"), b"")),
+            200
+        );
+    }
+    let mut owner = relay.connect();
+    owner.set_read_timeout(ANSWER);
+    owner.send(&post("/link/mine?wsecret=k", b"first"));
+    thread::sleep(PARK);
+
+    // 1. Pairs on unique ids: nothing stays behind.
+    for i in 0..3000 {
+        super::support::link_exchange(
+            relay.addr(),
+            &format!("/link/u{i}"),
+            &format!("/link/u{i}"),
+            b"unique",
+            ANSWER,
+            "unique-id pair",
+        );
+    }
+    assert_eq!(metric(&relay, "httprelay_channels{method=\"link\"}"), 1);
+    check(&relay, bound, "after 3000 pairs on unique ids");
+
+    // 2. Abandoned waiters of every method.
+    for i in 0..1500 {
+        fire(&relay, &get(&format!("/link/gone{i}")));
+        fire(&relay, &get(&format!("/mcast/gone{i}")));
+        fire(&relay, &post(&format!("/sync/gone{i}"), b"body"));
+        fire(&relay, &req("SERVE", &format!("/proxy/gone{i}"), &[], b""));
+    }
+    check(&relay, bound, "after 6000 abandoned waiters");
+
+    // 3. Secret claims by producers that leave, past the cap on remembered channels.
+    for i in 0..3000 {
+        fire(&relay, &post(&format!("/link/claim{i}?wsecret=s{i}"), b"x"));
+    }
+    thread::sleep(PARK);
+    let remembered = metric(&relay, "httprelay_channels_remembered");
+    assert!(remembered <= 2000, "{remembered} channels remembered");
+    check(&relay, bound, "after 3000 claims");
+
+    // 4. Empty mcast posts on new ids: refused with 503 at the cap.
+    let mut poster = relay.connect();
+    poster.set_read_timeout(ANSWER);
+    let (mut stored, mut refused) = (0, 0);
+    for i in 0..2500 {
+        match poster
+            .exchange(&post(&format!("/mcast/empty{i}"), b""))
+            .status()
+        {
+            200 => stored += 1,
+            503 => refused += 1,
+            other => panic!("empty mcast post: {other}"),
+        }
+    }
+    assert!(refused > 0, "the cap refused none of {stored} posts");
+    assert_eq!(
+        status_of(&relay, &post("/mcast/big0", b"more")),
+        200,
+        "a channel remembered already takes messages at the cap"
+    );
+    assert_eq!(
+        metric(&relay, "httprelay_channels_remembered"),
+        2000,
+        "the cap is full"
+    );
+    check(&relay, bound, "after 2500 empty mcast posts");
+
+    // 5. Proxy jobs with bodies whose clients leave, and big mcast messages and
+    // sync bodies up to their totals.
+    for i in 0..500 {
+        fire(&relay, &post(&format!("/proxy/jobs{i}/x"), &[b'j'; 3000]));
+    }
+    let big = vec![b'm'; 250_000];
+    let mut full = 0;
+    for i in 0..12 {
+        // Channels that exist need no place under the cap.
+        match status_of(&relay, &post(&format!("/mcast/big{}", i % 3), &big)) {
+            200 => {}
+            503 => full += 1,
+            other => panic!("big mcast post: {other}"),
+        }
+    }
+    assert!(full > 0, "--mcast-total never refused");
+    let mut syncs: Vec<Conn> = Vec::new();
+    let mut sync_full = 0;
+    for i in 0..12 {
+        let mut c = relay.connect();
+        c.set_read_timeout(ANSWER);
+        c.send(&post(&format!("/sync/big{i}"), &vec![b's'; 250_000]));
+        // A body held waits silently for its peer; past the total, 503.
+        if c.is_silent_for(Duration::from_millis(300)) {
+            syncs.push(c);
+        } else {
+            assert_eq!(c.read_head().status, 503, "sync past --sync-total");
+            sync_full += 1;
+        }
+    }
+    assert!(sync_full > 0, "--sync-total never refused");
+    check(&relay, bound, "with the mcast and sync totals full");
+
+    // 6. Parked producers with bodies, and consumers that do not read, up to
+    // the connection limit.
+    let mut parked: Vec<Conn> = (0..20)
+        .map(|i| {
+            let mut c = relay.connect();
+            c.send(&post(&format!("/link/parked{i}"), &[b'p'; 3000]));
+            c
+        })
+        .collect();
+    let mut stuck: Vec<Conn> = Vec::new();
+    for i in 0..10 {
+        let mut consumer = relay.connect();
+        consumer.send(&get(&format!("/link/stuck{i}")));
+        thread::sleep(Duration::from_millis(20));
+        let mut producer = relay.connect();
+        let head = req(
+            "POST",
+            &format!("/link/stuck{i}"),
+            &[("Content-Length", "10000000")],
+            b"",
+        );
+        producer.send(&head);
+        let _ = producer.try_send(&vec![b's'; 1 << 20]);
+        stuck.push(consumer);
+        stuck.push(producer);
+    }
+    thread::sleep(Duration::from_millis(300));
+    check(&relay, bound, "with parked producers and stuck transfers");
+
+    // The claim made before the floods still holds.
+    assert_eq!(
+        status_of(&relay, &post("/link/mine?wsecret=wrong", b"x")),
+        401,
+        "a wrong secret after the floods"
+    );
+    let mut consumer = relay.connect();
+    consumer.set_read_timeout(ANSWER);
+    let got = consumer.exchange(&get("/link/mine"));
+    assert_eq!(got.body(), b"first", "the owner's transfer still pairs");
+    assert_eq!(owner.read_response().status(), 200);
+
+    stop.store(true, Ordering::Relaxed);
+    prober.join().expect("the health checks all passed");
+    let (peak, samples) = sampler.finish();
+    eprintln!(
+        "memory: peak RSS {peak} KiB over {samples} samples, bound {bound} KiB; {} health checks",
+        answered.load(Ordering::Relaxed)
+    );
+    assert!(
+        peak <= bound,
+        "peak RSS {peak} KiB over the bound {bound} KiB"
+    );
+    drop((parked.drain(..), stuck, syncs));
+}
