@@ -64,7 +64,7 @@ impl std::fmt::Display for MemoryBound {
         let mib = |b: u64| b.div_ceil(1 << 20);
         write!(
             f,
-            "{} MiB (fixed {} + connections {} + held bodies {} + channels {})",
+            "{} MiB (fixed {} MiB + connections {} MiB + held bodies {} MiB + channels {} MiB)",
             mib(self.total()),
             mib(self.fixed),
             mib(self.connections),
