@@ -276,3 +276,66 @@ fn health_check_flag_exits_0_only_when_the_relay_answers() {
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr).contains("health check failed"));
 }
+
+#[test]
+fn at_the_channel_cap_new_claims_get_503_logged_and_counted() {
+    let relay = Relay::start_flags(&["--access-log", "--max-channels", "2"]);
+    let mut conn = relay.connect();
+    // Two remembered channels: a claim and an mcast message.
+    let mut owner = relay.connect();
+    owner.send(&req("POST", "/link/owned?wsecret=k", &[], b"mine"));
+    thread::sleep(PARK);
+    assert_eq!(
+        conn.exchange(&req("POST", "/mcast/news", &[], b"m"))
+            .status(),
+        200
+    );
+    // A third would need memory past the cap.
+    for (method, target) in [
+        ("POST", "/link/other?wsecret=x"),
+        ("POST", "/mcast/other"),
+        ("SERVE", "/proxy/other?wsecret=x"),
+    ] {
+        let mut c = relay.connect();
+        let got = c.exchange(&req(method, target, &[], b""));
+        assert_eq!(got.status(), 503, "{method} {target}: {:?}", got.head);
+        assert_eq!(got.text(), "503 relay remembers too many channels\n");
+    }
+    // What needs no remembering still works, and so do the channels kept.
+    super::support::link_exchange(
+        relay.addr(),
+        "/link/free",
+        "/link/free",
+        b"ok",
+        Duration::from_secs(10),
+        "a transfer without a secret at the cap",
+    );
+    assert_eq!(
+        conn.exchange(&req("POST", "/mcast/news", &[], b"n"))
+            .status(),
+        200
+    );
+    assert_eq!(
+        conn.exchange(&req("POST", "/link/owned?wsecret=bad", &[], b"x"))
+            .status(),
+        401
+    );
+    let scraped = scrape(&relay);
+    assert_eq!(sample(&scraped, "httprelay_channels_remembered"), 2);
+    assert_eq!(sample(&scraped, "httprelay_channels_refused_total"), 3);
+    assert_eq!(sample(&scraped, "httprelay_channels{method=\"link\"}"), 1);
+    assert_eq!(sample(&scraped, "httprelay_channels{method=\"mcast\"}"), 1);
+    assert_eq!(
+        sample(&scraped, "httprelay_rejections_total{status=\"503\"}"),
+        3
+    );
+    thread::sleep(Duration::from_millis(100));
+    let log = relay.output();
+    let refused = log
+        .lines()
+        .filter(|l| l.contains(" /link/other ") || l.contains(" /mcast/other "))
+        .filter(|l| l.split(' ').any(|field| field == "503"))
+        .count();
+    assert_eq!(refused, 2, "the 503s in the access log:\n{log}");
+    drop(owner);
+}
