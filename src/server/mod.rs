@@ -152,6 +152,8 @@ pub struct Server {
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     accept_retry: Option<Instant>,
     shutdown_deadline: Option<Instant>,
+    /// Channels expired since freed memory was last given back to the system.
+    forgotten_since_trim: usize,
 }
 
 impl Server {
@@ -245,6 +247,7 @@ impl Server {
             timers: BinaryHeap::new(),
             accept_retry: None,
             shutdown_deadline: None,
+            forgotten_since_trim: 0,
         })
     }
 
@@ -336,8 +339,13 @@ impl Server {
     }
 
     fn fire_timers(&mut self, now: Instant) {
-        let forgotten = self.relay.handle_timeout(self.now_millis());
-        if forgotten >= 1024 {
+        let now_ms = self.now_millis();
+        self.forgotten_since_trim += self.relay.handle_timeout(now_ms);
+        // Expiry runs in batches; once a large burst of it is over, give the
+        // freed pages back.
+        let burst_over = self.relay.poll_timeout().is_none_or(|due| due > now_ms);
+        if self.forgotten_since_trim >= 1024 && burst_over {
+            self.forgotten_since_trim = 0;
             release_free_memory();
         }
         if self.accept_retry.is_some_and(|at| at <= now) {
