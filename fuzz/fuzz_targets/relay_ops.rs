@@ -1,36 +1,98 @@
 //! The sans-IO relay core driven by a sequence of operations, checked against a
-//! model of who is parked where.
+//! model of who is parked where and of what each channel holds.
 //!
-//! The input is read as a byte stream: three bytes of settings, then operations
-//! (one byte picks the operation, the following bytes its parameters). Waiter ids
-//! are never reused within a run. The harness only makes calls the server could
-//! make (e.g. `mcast_complete`/`mcast_abort` once per uploading message,
-//! `proxy_delivered` only for a dispatched job).
+//! The input is read as a byte stream: four bytes of settings (idle expiry,
+//! mcast retention, start time; two bytes of hashing seed; mcast total, cap on
+//! remembered channels `max_channels` (0, 1, 2, ... up to large), mcast message
+//! limit), then operations (one byte picks the operation, the following bytes
+//! its parameters). Single operations use three channel ids per method; a bulk
+//! operation claims or publishes on hundreds of further ids at once (to fill the
+//! cap and to have more channels due at once than one `handle_timeout` call
+//! handles).
 //!
-//! After every step: `waiter_count()`, `channel_count()` and `mcast_held_bytes()`
-//! equal the model's; a sweep is scheduled while channels exist. Every returned
-//! counterpart is exactly the one the model expects (first come first served), so
-//! a waiter that left or was already paired is never returned; leaving returns
-//! whether the waiter was still parked; write secrets are honoured until the
-//! channel expired. At the end everyone leaves, time passes beyond the idle
-//! expiry, and no channel may remain.
+//! The harness only makes calls the server could make: waiter ids are never
+//! reused; an mcast upload is published only when `mcast_has_room` agreed and
+//! its declared length is within the message limit (a fixed setting), takes no
+//! bytes past its declared length, is aborted at once when an append fails, is
+//! completed only with its whole declared body, and ends once; `proxy_delivered`
+//! is reported once, for a dispatched job; after `drain_waiters` (shutdown)
+//! nothing arrives any more. Leaves may name a waiter that is no longer parked,
+//! or a channel it never waited on: the core reports whether it was waiting.
+//!
+//! The rules checked after every step:
+//! - a channel exists exactly while it holds something: a waiter (link queue,
+//!   mcast reader, sync waiter, proxy `SERVE` or job in any state), an upload in
+//!   progress, a write-secret claim or mcast messages: `channel_count()` and
+//!   `channels_by_method()` equal the model's; so do `waiter_count()` and
+//!   `waiters_by_method()`;
+//! - channels holding a claim or messages are remembered:
+//!   `remembered_channels()` equals the model's and never exceeds
+//!   `max_channels`; a request that would remember one more channel (a producer
+//!   or `SERVE` claiming with a secret, a first mcast message) at the cap is
+//!   refused with `NoRoom`, and `refused_no_room()` counts exactly those;
+//! - every returned counterpart is exactly the one the model expects (first
+//!   come first served), so a waiter that left or was already paired is never
+//!   returned; leaving returns whether the waiter was still parked; write
+//!   secrets (hashed by the core, compared in clear here) are honoured until the
+//!   channel expired, and a claim is never dropped early;
+//! - mcast accounting: a message costs its body, its metadata (method, query,
+//!   content type) and `MESSAGE_OVERHEAD`; `mcast_bytes()` (every message) and
+//!   `mcast_held_bytes()` (complete retained ones) equal the model's sums;
+//!   `Full`, `TooLarge`, retention and `mcast_has_room` follow from those;
+//! - expiry: while a remembered channel is idle (no waiter, no upload),
+//!   `poll_timeout()` is due no later than its deadline (last activity plus the
+//!   idle expiry), and it is `None` when nothing is remembered. On a clock step
+//!   the harness calls `handle_timeout(now)` once, then again while
+//!   `poll_timeout()` is not after `now`: no more calls than it takes to look at
+//!   each remembered channel once at 256 a call, each forgetting at most 256 and
+//!   returning how many it forgot. Afterwards every remembered idle channel past
+//!   its deadline is gone, every other channel is still there, and
+//!   `poll_timeout()` is after `now`. Where the rules leave open whether an
+//!   operation counts as activity (a refused or failed one, a drain), the clock
+//!   skips the ambiguous window.
+//!
+//! At the end everyone leaves, every upload ends, time passes beyond the idle
+//! expiry, and nothing may remain.
 #![no_main]
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use httprelay::relay::{
     JobId, LinkArrival, McastGet, Message, MessageState, Millis, ProducerMeta, ProxyDispatch,
-    Relay, RelayError, Role, Settings, SyncArrival, WaiterId,
+    Relay, RelayError, Role, Settings, SyncArrival, WaiterId, MESSAGE_OVERHEAD,
 };
 use libfuzzer_sys::fuzz_target;
 
 const IDS: [&[u8]; 3] = [b"a", b"b", b""];
 const SECRETS: [&[u8]; 3] = [b"", b"s1", b"s2"];
 const EXPIRIES: [Millis; 4] = [100, 1_000, 60_000, 20 * 60 * 1000];
-const RETAINS: [usize; 4] = [0, 8, 40, 11_000_000];
-const TOTALS: [usize; 4] = [0, 24, 100, 64 * 1024 * 1024];
+const RETAINS: [usize; 4] = [0, 300, 700, 11_000_000];
+const TOTALS: [usize; 8] = [0, 256, 300, 600, 1_000, 2_000, 5_000, 64 * 1024 * 1024];
+const MAX_CHANNELS: [usize; 8] = [0, 1, 2, 3, 8, 257, 400, 32 * 1024];
+const MAX_LENS: [usize; 4] = [0, 10, 40, usize::MAX];
 const STEPS: [Millis; 8] = [0, 1, 7, 60, 999, 5_000, 61_000, 25 * 60 * 1000];
+const BULK_COUNTS: [usize; 4] = [3, 40, 300, 520];
+
+const METHODS: [&[u8]; 2] = [b"POST", b"PUT"];
+const LONG_QUERY: &[u8] = b"q=0123456789012345678901234567890123456789012345678901234567";
+const QUERIES: [&[u8]; 3] = [b"", b"n=1", LONG_QUERY];
+const CONTENT_TYPES: [&[u8]; 2] = [b"", b"text/plain"];
+
+/// What every mcast message costs beyond its body and metadata.
+const OVERHEAD: usize = 256;
+const _: () = assert!(MESSAGE_OVERHEAD == OVERHEAD);
+/// Most channels one `handle_timeout` call forgets.
+const EXPIRE_BATCH: usize = 256;
+
+/// The id of channel `ch`: the first three are `IDS`, bulk ones are generated.
+fn id(ch: usize) -> Cow<'static, [u8]> {
+    match IDS.get(ch) {
+        Some(id) => Cow::Borrowed(id),
+        None => Cow::Owned(format!("bulk{ch}").into_bytes()),
+    }
+}
 
 struct Input<'a>(&'a [u8]);
 
@@ -47,11 +109,31 @@ impl Input<'_> {
 
 /// When a channel was last active: `sure` counts operations that certainly
 /// refresh it (arrivals, successful leaves, progress), `maybe` also those whose
-/// effect on idleness the API leaves open (a failed leave, a refused secret).
+/// effect on idleness the rules leave open (a failed leave, a refused secret, a
+/// result for an unknown job, a drain).
 #[derive(Clone, Copy)]
 struct Activity {
     sure: Millis,
     maybe: Millis,
+}
+
+impl Activity {
+    fn touch(&mut self, now: Millis, sure: bool) {
+        self.maybe = now;
+        if sure {
+            self.sure = now;
+        }
+    }
+}
+
+/// What the rules need to know of a channel of any method.
+trait State: Default {
+    /// Requests parked (what `waiter_count` counts).
+    fn waiting(&self) -> usize;
+    /// A waiter or an upload in progress: never expires.
+    fn busy(&self) -> bool;
+    /// A claim or mcast messages: counted against `max_channels`.
+    fn remembered(&self) -> bool;
 }
 
 #[derive(Default)]
@@ -60,9 +142,33 @@ struct LinkM {
     secret: Option<Vec<u8>>,
 }
 
+impl State for LinkM {
+    fn waiting(&self) -> usize {
+        self.queue.len()
+    }
+    fn busy(&self) -> bool {
+        !self.queue.is_empty()
+    }
+    fn remembered(&self) -> bool {
+        self.secret.is_some()
+    }
+}
+
 #[derive(Default)]
 struct SyncM {
     waiting: Option<WaiterId>,
+}
+
+impl State for SyncM {
+    fn waiting(&self) -> usize {
+        usize::from(self.waiting.is_some())
+    }
+    fn busy(&self) -> bool {
+        self.waiting.is_some()
+    }
+    fn remembered(&self) -> bool {
+        false
+    }
 }
 
 struct Msg {
@@ -70,13 +176,38 @@ struct Msg {
     complete: bool,
 }
 
+/// What holding a message costs: body, metadata and the overhead.
+fn cost(m: &Message) -> usize {
+    m.len() + m.meta.method.len() + m.meta.query.len() + m.meta.content_type.len() + OVERHEAD
+}
+
 #[derive(Default)]
 struct McastM {
+    /// Retained and uploading messages, in sequence order.
     messages: VecDeque<Msg>,
     next_seq: u64,
-    held: usize,
     waiting: Vec<WaiterId>,
     secret: Option<Vec<u8>>,
+}
+
+impl McastM {
+    /// Cost of the complete messages retained.
+    fn held(&self) -> usize {
+        let complete = self.messages.iter().filter(|m| m.complete);
+        complete.map(|m| cost(&m.message)).sum()
+    }
+}
+
+impl State for McastM {
+    fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+    fn busy(&self) -> bool {
+        !self.waiting.is_empty() || self.messages.iter().any(|m| !m.complete)
+    }
+    fn remembered(&self) -> bool {
+        !self.messages.is_empty() || self.secret.is_some()
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -94,53 +225,108 @@ struct ProxyM {
     secret: Option<Vec<u8>>,
 }
 
+impl State for ProxyM {
+    fn waiting(&self) -> usize {
+        let parked_jobs = self.jobs.values().filter(|j| j.1 != JobState::Dispatched);
+        self.servers.len() + parked_jobs.count()
+    }
+    fn busy(&self) -> bool {
+        !self.servers.is_empty() || !self.jobs.is_empty()
+    }
+    fn remembered(&self) -> bool {
+        self.secret.is_some()
+    }
+}
+
 struct Chan<T> {
     active: Activity,
     state: T,
 }
 
-/// Channels of one method, by index into `IDS`; present iff the relay has them.
-struct Method<T>(HashMap<usize, Chan<T>>);
+/// Channels of one method, by channel number (see [`id`]); present iff the
+/// relay has them.
+struct Channels<T>(HashMap<usize, Chan<T>>);
 
-impl<T: Default> Method<T> {
-    /// An arrival: the channel exists afterwards and is certainly refreshed.
-    fn arrive(&mut self, now: Millis, ch: usize) -> &mut T {
-        let c = self.0.entry(ch).or_insert_with(|| Chan {
-            active: Activity { sure: now, maybe: now },
+impl<T: State> Channels<T> {
+    /// The channel an operation that creates channels works on.
+    fn entry(&mut self, now: Millis, ch: usize) -> &mut Chan<T> {
+        self.0.entry(ch).or_insert_with(|| Chan {
+            active: Activity {
+                sure: now,
+                maybe: now,
+            },
             state: T::default(),
-        });
-        c.active = Activity { sure: now, maybe: now };
-        &mut c.state
+        })
     }
-    /// Anything else: touches an existing channel only.
+    /// Activity on an existing channel.
     fn touch(&mut self, now: Millis, ch: usize, sure: bool) {
         if let Some(c) = self.0.get_mut(&ch) {
-            c.active.maybe = now;
-            if sure {
-                c.active.sure = now;
-            }
+            c.active.touch(now, sure);
         }
     }
     fn get(&mut self, ch: usize) -> Option<&mut T> {
         self.0.get_mut(&ch).map(|c| &mut c.state)
     }
-}
-
-impl<T> Default for Method<T> {
-    fn default() -> Self {
-        Method(HashMap::new())
+    /// A channel that holds nothing is removed at once.
+    fn settle(&mut self) {
+        self.0.retain(|_, c| c.state.busy() || c.state.remembered());
+    }
+    fn settle_one(&mut self, ch: usize) {
+        if self
+            .0
+            .get(&ch)
+            .is_some_and(|c| !c.state.busy() && !c.state.remembered())
+        {
+            self.0.remove(&ch);
+        }
+    }
+    fn waiting(&self) -> usize {
+        self.0.values().map(|c| c.state.waiting()).sum()
+    }
+    fn remembered(&self) -> usize {
+        self.0.values().filter(|c| c.state.remembered()).count()
+    }
+    /// The activity of every remembered idle channel (those that may expire).
+    fn expiring(&self) -> impl Iterator<Item = &Activity> + '_ {
+        let idle = self
+            .0
+            .values()
+            .filter(|c| c.state.remembered() && !c.state.busy());
+        idle.map(|c| &c.active)
+    }
+    /// Forgets remembered idle channels idle since `now - expiry` or longer,
+    /// showing each to `on_forget`; returns how many.
+    fn expire(&mut self, now: Millis, expiry: Millis, mut on_forget: impl FnMut(&T)) -> usize {
+        let before = self.0.len();
+        self.0.retain(|_, c| {
+            let due = c.state.remembered() && !c.state.busy() && now - c.active.sure >= expiry;
+            if due {
+                on_forget(&c.state);
+            }
+            !due
+        });
+        before - self.0.len()
     }
 }
 
-/// Whether a writer with `presented` is admitted by `claimed` (claiming it).
-fn admit(claimed: &mut Option<Vec<u8>>, presented: &[u8]) -> bool {
+impl<T> Default for Channels<T> {
+    fn default() -> Self {
+        Channels(HashMap::new())
+    }
+}
+
+/// Whether a writer presenting `presented` is admitted by `claimed`, claiming
+/// the channel if it presents a secret and there is room for one more
+/// remembered channel.
+fn admit(claimed: &mut Option<Vec<u8>>, presented: &[u8], room: bool) -> Result<(), RelayError> {
     match claimed {
-        Some(c) => c == presented,
+        Some(c) if c == presented => Ok(()),
+        Some(_) => Err(RelayError::WrongSecret),
+        None if presented.is_empty() => Ok(()),
+        None if !room => Err(RelayError::NoRoom),
         None => {
-            if !presented.is_empty() {
-                *claimed = Some(presented.to_vec());
-            }
-            true
+            *claimed = Some(presented.to_vec());
+            Ok(())
         }
     }
 }
@@ -153,23 +339,38 @@ enum Kind {
     ProxyServer,
 }
 
+/// An mcast message still uploading.
+struct Upload {
+    ch: usize,
+    message: Rc<Message>,
+    declared: Option<u64>,
+}
+
 struct Model {
     relay: Relay,
     expiry: Millis,
     retain: usize,
     total: usize,
+    max_channels: usize,
+    max_len: usize,
     now: Millis,
     next_waiter: usize,
-    links: Method<LinkM>,
-    mcasts: Method<McastM>,
-    syncs: Method<SyncM>,
-    proxies: Method<ProxyM>,
+    links: Channels<LinkM>,
+    mcasts: Channels<McastM>,
+    syncs: Channels<SyncM>,
+    proxies: Channels<ProxyM>,
+    /// Remembered channels and mcast bytes, kept up to date by the operations
+    /// (bulk operations make thousands) and recounted by every check.
+    remembered: usize,
+    mcast_bytes: usize,
+    refused_no_room: u64,
+    /// `drain_waiters` was called: the server is shutting down.
+    shut_down: bool,
     /// Every waiter ever created (by kind and channel), for leave operations.
     waiters: Vec<(WaiterId, Kind, usize)>,
     /// Every proxy job ever created.
     jobs: Vec<(usize, JobId)>,
-    /// Messages still uploading, with their channel.
-    uploading: Vec<(usize, Rc<Message>)>,
+    uploading: Vec<Upload>,
 }
 
 impl Model {
@@ -209,70 +410,166 @@ impl Model {
         all
     }
 
-    /// Bytes of every message a channel owns, retained or uploading.
-    fn mcast_bytes(&self) -> usize {
+    /// What every message a channel owns costs, retained or uploading (counted
+    /// afresh; `self.mcast_bytes` is the running count).
+    fn count_mcast_bytes(&self) -> usize {
         let messages = self.mcasts.0.values().flat_map(|c| &c.state.messages);
-        messages.map(|m| m.message.len()).sum()
+        messages.map(|m| cost(&m.message)).sum()
     }
 
-    fn channels(&self) -> usize {
-        self.links.0.len() + self.mcasts.0.len() + self.syncs.0.len() + self.proxies.0.len()
+    /// Remembered channels, counted afresh (`self.remembered` is the running count).
+    fn count_remembered(&self) -> usize {
+        self.links.remembered() + self.mcasts.remembered() + self.proxies.remembered()
+    }
+
+    /// Whether one more channel may be remembered.
+    fn room(&self) -> bool {
+        self.remembered < self.max_channels
+    }
+
+    /// The earliest time a remembered idle channel is certainly due to expire.
+    fn deadline(&self) -> Option<Millis> {
+        let all = (self.links.expiring())
+            .chain(self.mcasts.expiring())
+            .chain(self.proxies.expiring());
+        all.map(|a| a.maybe + self.expiry).min()
+    }
+
+    fn settle(&mut self) {
+        self.links.settle();
+        self.mcasts.settle();
+        self.syncs.settle();
+        self.proxies.settle();
     }
 
     fn check(&self) {
-        let parked = self.parked();
-        assert_eq!(self.relay.waiter_count(), parked.len(), "waiter_count");
-        assert_eq!(self.relay.channel_count(), self.channels(), "channel_count");
-        let held: usize = self.mcasts.0.values().map(|c| c.state.held).sum();
+        let waiters = [
+            self.links.waiting(),
+            self.mcasts.waiting(),
+            self.syncs.waiting(),
+            self.proxies.waiting(),
+        ];
+        assert_eq!(
+            self.relay.waiters_by_method().0,
+            waiters,
+            "waiters_by_method"
+        );
+        assert_eq!(
+            self.relay.waiter_count(),
+            self.parked().len(),
+            "waiter_count"
+        );
+        let channels = [
+            self.links.0.len(),
+            self.mcasts.0.len(),
+            self.syncs.0.len(),
+            self.proxies.0.len(),
+        ];
+        assert_eq!(
+            self.relay.channels_by_method().0,
+            channels,
+            "channels_by_method"
+        );
+        assert_eq!(
+            self.relay.channel_count(),
+            channels.iter().sum(),
+            "channel_count"
+        );
+        let remembered = self.count_remembered();
+        assert_eq!(
+            self.remembered, remembered,
+            "the model's running count of remembered channels"
+        );
+        assert_eq!(
+            self.relay.remembered_channels(),
+            remembered,
+            "remembered_channels"
+        );
+        assert!(
+            remembered <= self.max_channels,
+            "more remembered channels than the cap"
+        );
+        assert_eq!(
+            self.relay.refused_no_room(),
+            self.refused_no_room,
+            "refused_no_room"
+        );
+
+        let held: usize = self.mcasts.0.values().map(|c| c.state.held()).sum();
         assert_eq!(self.relay.mcast_held_bytes(), held, "mcast_held_bytes");
-        assert_eq!(self.relay.mcast_bytes(), self.mcast_bytes(), "mcast_bytes");
+        let bytes = self.count_mcast_bytes();
+        assert_eq!(
+            self.mcast_bytes, bytes,
+            "the model's running count of mcast bytes"
+        );
+        assert_eq!(self.relay.mcast_bytes(), bytes, "mcast_bytes");
         for len in [None, Some(0), Some(1), Some(7), Some(u64::MAX)] {
-            let wanted = len.map_or(1, |n| n.max(1));
-            let room = (self.mcast_bytes() as u64).saturating_add(wanted) <= self.total as u64;
-            assert_eq!(self.relay.mcast_has_room(len), room, "mcast_has_room({len:?})");
+            let wanted = len.unwrap_or(0).saturating_add(OVERHEAD as u64);
+            let room = (bytes as u64).saturating_add(wanted) <= self.total as u64;
+            assert_eq!(
+                self.relay.mcast_has_room(len),
+                room,
+                "mcast_has_room({len:?})"
+            );
         }
-        if self.channels() > 0 {
-            let due = self.relay.poll_timeout().expect("channels exist but no sweep is due");
-            assert!(due <= self.now + self.expiry, "sweep due {due} too late (now {})", self.now);
+        for u in &self.uploading {
+            assert_eq!(u.message.state(), MessageState::Uploading);
+            assert!(u.declared.is_none_or(|n| u.message.len() as u64 <= n));
+        }
+
+        match (self.deadline(), self.relay.poll_timeout()) {
+            (Some(deadline), None) => {
+                panic!("a remembered channel is idle until {deadline} but no timeout is due")
+            }
+            (Some(deadline), Some(due)) => {
+                assert!(
+                    due <= deadline,
+                    "timeout due {due} after the deadline {deadline}"
+                )
+            }
+            (None, Some(due)) if remembered == 0 => {
+                panic!("timeout due {due} but nothing is remembered")
+            }
+            _ => {}
         }
     }
 
     // ---- link ----
 
-    fn link_arrive(&mut self, ch: usize, role: Role, secret: &[u8]) {
+    fn link_arrive(&mut self, ch: usize, role: Role, secret: &[u8]) -> WaiterId {
         let w = self.new_waiter(Kind::Link, ch);
-        let now = self.now;
-        let got = self.relay.link_arrive(now, IDS[ch], role, w, secret);
-        let refused = role == Role::Producer
-            && self
-                .links
-                .get(ch)
-                .is_some_and(|c| c.secret.as_deref().is_some_and(|s| s != secret));
-        if refused {
-            assert_eq!(got, Err(RelayError::WrongSecret), "link secret not honoured");
-            self.links.touch(now, ch, false);
-            return;
-        }
-        let c = self.links.arrive(now, ch);
+        let (now, room) = (self.now, self.room());
+        let got = self.relay.link_arrive(now, &id(ch), role, w, secret);
+        let c = self.links.entry(now, ch);
         if role == Role::Producer {
-            assert!(admit(&mut c.secret, secret));
+            let claimed = c.state.secret.is_some();
+            if let Err(e) = admit(&mut c.state.secret, secret, room) {
+                assert_eq!(got, Err(e), "link producer with secret {secret:?}");
+                c.active.touch(now, false);
+                self.refused_no_room += u64::from(e == RelayError::NoRoom);
+                return w;
+            }
+            self.remembered += usize::from(!claimed && c.state.secret.is_some());
         }
-        let expected = match c.queue.front() {
+        c.active.touch(now, true);
+        let queue = &mut c.state.queue;
+        let expected = match queue.front() {
             Some(&(head, r)) if r != role => {
-                c.queue.pop_front();
+                queue.pop_front();
                 LinkArrival::Paired(head)
             }
             _ => {
-                c.queue.push_back((w, role));
+                queue.push_back((w, role));
                 LinkArrival::Parked
             }
         };
         assert_eq!(got, Ok(expected), "link arrival");
+        w
     }
 
     fn link_leave(&mut self, ch: usize, w: WaiterId) {
         let now = self.now;
-        let got = self.relay.link_leave(now, IDS[ch], w);
+        let got = self.relay.link_leave(now, &id(ch), w);
         let expected = self.links.get(ch).is_some_and(|c| {
             let at = c.queue.iter().position(|&(q, _)| q == w);
             at.map(|at| c.queue.remove(at)).is_some()
@@ -286,12 +583,13 @@ impl Model {
     fn sync_arrive(&mut self, ch: usize) {
         let w = self.new_waiter(Kind::Sync, ch);
         let now = self.now;
-        let got = self.relay.sync_arrive(now, IDS[ch], w);
-        let c = self.syncs.arrive(now, ch);
-        let expected = match c.waiting.take() {
+        let got = self.relay.sync_arrive(now, &id(ch), w);
+        let c = self.syncs.entry(now, ch);
+        c.active.touch(now, true);
+        let expected = match c.state.waiting.take() {
             Some(peer) => SyncArrival::Paired(peer),
             None => {
-                c.waiting = Some(w);
+                c.state.waiting = Some(w);
                 SyncArrival::Parked
             }
         };
@@ -300,7 +598,7 @@ impl Model {
 
     fn sync_leave(&mut self, ch: usize, w: WaiterId) {
         let now = self.now;
-        let got = self.relay.sync_leave(now, IDS[ch], w);
+        let got = self.relay.sync_leave(now, &id(ch), w);
         let expected = self
             .syncs
             .get(ch)
@@ -311,97 +609,166 @@ impl Model {
 
     // ---- mcast ----
 
-    fn mcast_publish(&mut self, ch: usize, secret: &[u8], length: Option<u64>) {
+    /// A producer starts a message with the declared body length (`None`:
+    /// chunked) and metadata picked by `meta`.
+    fn mcast_publish(&mut self, ch: usize, secret: &[u8], declared: Option<u64>, meta: u8) {
+        // What the server refuses before asking the core: a declared length over
+        // the message limit, or one the total has no room for.
+        if declared.is_some_and(|n| n > self.max_len as u64) {
+            return;
+        }
+        if !self.relay.mcast_has_room(declared) {
+            return;
+        }
         let now = self.now;
         let meta = ProducerMeta {
-            content_length: length,
+            method: METHODS[usize::from(meta & 1)].into(),
+            query: QUERIES[usize::from(meta >> 1 & 3) % QUERIES.len()].into(),
+            content_type: CONTENT_TYPES[usize::from(meta >> 3 & 1)].into(),
+            content_length: declared,
             ..ProducerMeta::default()
         };
+        let meta_bytes = meta.method.len() + meta.query.len() + meta.content_type.len();
         let mut woken = vec![WaiterId(usize::MAX)];
-        let got = self.relay.mcast_publish(now, IDS[ch], secret, meta, &mut woken);
-        assert_eq!(woken.remove(0), WaiterId(usize::MAX), "woken must be appended to");
-        let refused = self
-            .mcasts
-            .get(ch)
-            .is_some_and(|c| c.secret.as_deref().is_some_and(|s| s != secret));
-        if refused {
-            assert_eq!(got.err(), Some(RelayError::WrongSecret), "mcast secret not honoured");
+        let got = self
+            .relay
+            .mcast_publish(now, &id(ch), secret, meta, &mut woken);
+        assert_eq!(
+            woken.remove(0),
+            WaiterId(usize::MAX),
+            "woken must be appended to"
+        );
+        if self.mcast_bytes + OVERHEAD + meta_bytes > self.total {
+            assert_eq!(got.err(), Some(RelayError::Full), "publish past the total");
             assert!(woken.is_empty(), "a refused publish woke readers");
             self.mcasts.touch(now, ch, false);
             return;
         }
-        let c = self.mcasts.arrive(now, ch);
-        assert!(admit(&mut c.secret, secret));
+        let room = self.room();
+        let c = self.mcasts.entry(now, ch);
+        // A first message makes the channel remembered, as a claim does.
+        let remembered = c.state.remembered();
+        let room = room || remembered;
+        let admitted = admit(&mut c.state.secret, secret, room).and_then(|()| {
+            if room {
+                Ok(())
+            } else {
+                Err(RelayError::NoRoom)
+            }
+        });
+        if let Err(e) = admitted {
+            assert_eq!(got.err(), Some(e), "publish with secret {secret:?}");
+            assert!(woken.is_empty(), "a refused publish woke readers");
+            c.active.touch(now, false);
+            self.refused_no_room += u64::from(e == RelayError::NoRoom);
+            return;
+        }
+        c.active.touch(now, true);
         let message = got.expect("publish admitted");
-        assert_eq!(message.seq, c.next_seq, "sequence numbers");
+        assert_eq!(message.seq, c.state.next_seq, "sequence numbers");
         assert_eq!(message.state(), MessageState::Uploading);
         assert!(message.is_empty());
-        c.next_seq += 1;
-        assert_eq!(woken, c.waiting, "woken readers");
-        c.waiting.clear();
-        c.messages.push_back(Msg {
+        assert_eq!(
+            message.cost(),
+            OVERHEAD + meta_bytes,
+            "cost of an empty message"
+        );
+        c.state.next_seq += 1;
+        self.remembered += usize::from(!remembered);
+        self.mcast_bytes += OVERHEAD + meta_bytes;
+        assert_eq!(woken, c.state.waiting, "woken readers");
+        c.state.waiting.clear();
+        c.state.messages.push_back(Msg {
             message: Rc::clone(&message),
             complete: false,
         });
-        self.uploading.push((ch, message));
+        self.uploading.push(Upload {
+            ch,
+            message,
+            declared,
+        });
     }
 
-    fn mcast_append(&mut self, pick: usize, bytes: &[u8], max_len: usize) {
-        let Some((_, message)) = self.uploading.get(pick % self.uploading.len().max(1)) else {
-            return;
-        };
+    /// Body bytes arrive for the upload `at` (never past its declared length).
+    /// When the core refuses them the server aborts the upload at once, as
+    /// happens here; returns whether they were taken.
+    fn mcast_append(&mut self, at: usize, bytes: &[u8]) -> bool {
+        let Upload {
+            message, declared, ..
+        } = &self.uploading[at];
         let message = Rc::clone(message);
         let before = message.len();
-        let full = self.mcast_bytes() + bytes.len() > self.total;
-        let got = self.relay.mcast_append(&message, bytes, max_len);
-        if full {
-            assert_eq!(got, Err(RelayError::Full), "append past the total");
-            assert_eq!(message.len(), before, "a refused append added bytes");
-        } else if before + bytes.len() > max_len {
-            assert_eq!(got, Err(RelayError::TooLarge), "append past max_len");
-            assert_eq!(message.len(), before, "a refused append added bytes");
+        let room_left = declared.map_or(usize::MAX, |n| n as usize - before);
+        let bytes = &bytes[..bytes.len().min(room_left)];
+        let full = self.mcast_bytes + bytes.len() > self.total;
+        let got = self.relay.mcast_append(&message, bytes, self.max_len);
+        let expected = if full {
+            Err(RelayError::Full)
+        } else if before + bytes.len() > self.max_len {
+            Err(RelayError::TooLarge)
         } else {
-            assert_eq!(got, Ok(()));
-            assert_eq!(message.len(), before + bytes.len());
-            message.with_bytes(before, |tail| assert_eq!(tail, bytes));
+            Ok(())
+        };
+        assert_eq!(got, expected, "append of {} bytes to {before}", bytes.len());
+        if got.is_err() {
+            assert_eq!(message.len(), before, "a refused append added bytes");
+            self.mcast_finish(at, false);
+            return false;
         }
+        assert_eq!(message.len(), before + bytes.len());
+        message.with_bytes(before, |tail| assert_eq!(tail, bytes));
+        self.mcast_bytes += bytes.len();
+        true
     }
 
-    /// The upload of one message ends (completed or aborted), once.
-    fn mcast_finish(&mut self, pick: usize, complete: bool) {
-        if self.uploading.is_empty() {
-            return;
+    /// The upload `at` ends, once: completed (after the rest of its declared
+    /// body, which may be refused and abort it) or aborted.
+    fn mcast_finish(&mut self, at: usize, complete: bool) {
+        if complete {
+            let Upload {
+                message, declared, ..
+            } = &self.uploading[at];
+            if let Some(rest) = declared.map(|n| n as usize - message.len()) {
+                if rest > 0 && !self.mcast_append(at, &vec![0xab; rest]) {
+                    return;
+                }
+            }
         }
-        let (ch, message) = self.uploading.swap_remove(pick % self.uploading.len());
-        let now = self.now;
-        let retain = self.retain;
-        let c = self.mcasts.get(ch).expect("an uploading message keeps its channel");
+        let Upload { ch, message, .. } = self.uploading.swap_remove(at);
+        let (now, retain) = (self.now, self.retain);
+        let c = self
+            .mcasts
+            .get(ch)
+            .expect("an uploading message keeps its channel");
         let at = c
             .messages
             .iter()
             .position(|m| Rc::ptr_eq(&m.message, &message))
             .expect("an uploading message is retained");
         if complete {
-            self.relay.mcast_complete(now, IDS[ch], &message);
+            self.relay.mcast_complete(now, &id(ch), &message);
             assert_eq!(message.state(), MessageState::Complete);
             c.messages[at].complete = true;
-            c.held += message.len();
             // The oldest complete messages go while over budget; the newest
             // and the one just completed stay.
-            while c.held > retain {
+            while c.held() > retain {
                 let Some(oldest) = c.messages.iter().position(|m| m.complete) else {
                     break;
                 };
-                if oldest + 1 == c.messages.len() || Rc::ptr_eq(&c.messages[oldest].message, &message) {
+                if oldest + 1 == c.messages.len()
+                    || Rc::ptr_eq(&c.messages[oldest].message, &message)
+                {
                     break;
                 }
                 let dropped = c.messages.remove(oldest).expect("in range");
-                c.held -= dropped.message.len();
+                self.mcast_bytes -= cost(&dropped.message);
             }
         } else {
-            self.relay.mcast_abort(now, IDS[ch], &message);
+            self.relay.mcast_abort(now, &id(ch), &message);
             assert_eq!(message.state(), MessageState::Aborted);
             c.messages.remove(at);
+            self.mcast_bytes -= cost(&message);
+            self.remembered -= usize::from(!c.remembered());
         }
         self.mcasts.touch(now, ch, true);
     }
@@ -409,8 +776,10 @@ impl Model {
     fn mcast_get(&mut self, ch: usize, requested: Option<u64>) {
         let w = self.new_waiter(Kind::Mcast, ch);
         let now = self.now;
-        let got = self.relay.mcast_get(now, IDS[ch], requested, w);
-        let c = self.mcasts.arrive(now, ch);
+        let got = self.relay.mcast_get(now, &id(ch), requested, w);
+        let c = self.mcasts.entry(now, ch);
+        c.active.touch(now, true);
+        let c = &mut c.state;
         let expected = match requested {
             None => c.messages.back(),
             Some(seq) if seq >= c.next_seq => None,
@@ -425,17 +794,23 @@ impl Model {
             ),
             (McastGet::Parked, None) => c.waiting.push(w),
             (McastGet::Message(m), None) => {
-                panic!("mcast_get({requested:?}) gave seq {} but should wait", m.seq)
+                panic!(
+                    "mcast_get({requested:?}) gave seq {} but should wait",
+                    m.seq
+                )
             }
             (McastGet::Parked, Some(e)) => {
-                panic!("mcast_get({requested:?}) waits but seq {} is there", e.message.seq)
+                panic!(
+                    "mcast_get({requested:?}) waits but seq {} is there",
+                    e.message.seq
+                )
             }
         }
     }
 
     fn mcast_leave(&mut self, ch: usize, w: WaiterId) {
         let now = self.now;
-        let got = self.relay.mcast_leave(now, IDS[ch], w);
+        let got = self.relay.mcast_leave(now, &id(ch), w);
         let expected = self.mcasts.get(ch).is_some_and(|c| {
             let before = c.waiting.len();
             c.waiting.retain(|&r| r != w);
@@ -451,10 +826,15 @@ impl Model {
         // A client leaves by its job id, not its waiter id.
         let w = self.fresh_id();
         let now = self.now;
-        let (job, got) = self.relay.proxy_request(now, IDS[ch], w);
+        let (job, got) = self.relay.proxy_request(now, &id(ch), w);
         assert!(job.iter().all(u8::is_ascii_alphanumeric), "job id {job:?}");
-        let c = self.proxies.arrive(now, ch);
-        assert!(!c.jobs.contains_key(&job), "job id {job:?} reused while live");
+        let c = self.proxies.entry(now, ch);
+        c.active.touch(now, true);
+        let c = &mut c.state;
+        assert!(
+            !c.jobs.contains_key(&job),
+            "job id {job:?} reused while live"
+        );
         let expected = match c.servers.pop_front() {
             Some(server) => {
                 c.jobs.insert(job, (w, JobState::Dispatched));
@@ -473,21 +853,21 @@ impl Model {
         self.jobs.push((ch, job));
     }
 
-    fn proxy_serve(&mut self, ch: usize, secret: &[u8]) {
+    fn proxy_serve(&mut self, ch: usize, secret: &[u8]) -> WaiterId {
         let w = self.new_waiter(Kind::ProxyServer, ch);
-        let now = self.now;
-        let got = self.relay.proxy_serve(now, IDS[ch], w, secret);
-        let refused = self
-            .proxies
-            .get(ch)
-            .is_some_and(|c| c.secret.as_deref().is_some_and(|s| s != secret));
-        if refused {
-            assert_eq!(got, Err(RelayError::WrongSecret), "serve secret not honoured");
-            self.proxies.touch(now, ch, false);
-            return;
+        let (now, room) = (self.now, self.room());
+        let got = self.relay.proxy_serve(now, &id(ch), w, secret);
+        let c = self.proxies.entry(now, ch);
+        let claimed = c.state.secret.is_some();
+        if let Err(e) = admit(&mut c.state.secret, secret, room) {
+            assert_eq!(got, Err(e), "SERVE with secret {secret:?}");
+            c.active.touch(now, false);
+            self.refused_no_room += u64::from(e == RelayError::NoRoom);
+            return w;
         }
-        let c = self.proxies.arrive(now, ch);
-        assert!(admit(&mut c.secret, secret));
+        self.remembered += usize::from(!claimed && c.state.secret.is_some());
+        c.active.touch(now, true);
+        let c = &mut c.state;
         let expected = match c.queued.pop_front() {
             Some(job) => {
                 let entry = c.jobs.get_mut(&job).expect("queued jobs exist");
@@ -503,55 +883,50 @@ impl Model {
             }
         };
         assert_eq!(got, Ok(expected), "serve");
+        w
     }
 
     fn proxy_delivered(&mut self, pick: usize) {
         let Some(&(ch, job)) = self.jobs.get(pick % self.jobs.len().max(1)) else {
             return;
         };
-        let state = self.proxies.get(ch).and_then(|c| c.jobs.get(&job)).map(|j| j.1);
-        if state == Some(JobState::Queued) {
-            return; // the server only reports jobs it was handed
-        }
+        let Some(c) = self.proxies.get(ch) else {
+            return;
+        };
+        // The server reports each job it handed out once, when delivered.
+        let Some(entry) = c.jobs.get_mut(&job).filter(|j| j.1 == JobState::Dispatched) else {
+            return;
+        };
+        entry.1 = JobState::AwaitingResult;
         let now = self.now;
-        self.relay.proxy_delivered(now, IDS[ch], &job);
-        let dispatched = state == Some(JobState::Dispatched);
-        if dispatched {
-            let c = self.proxies.get(ch).expect("checked above");
-            c.jobs.get_mut(&job).expect("checked above").1 = JobState::AwaitingResult;
-        }
-        self.proxies.touch(now, ch, dispatched);
+        self.relay.proxy_delivered(now, &id(ch), &job);
+        self.proxies.touch(now, ch, true);
     }
 
-    fn proxy_result(&mut self, pick: usize, secret: &[u8]) {
+    /// A `SERVE` brings a result for a job of the channel, or (`bogus`) for a
+    /// job id nobody was given.
+    fn proxy_result(&mut self, pick: usize, secret: &[u8], bogus: bool) {
         let Some(&(ch, job)) = self.jobs.get(pick % self.jobs.len().max(1)) else {
             return;
         };
-        let now = self.now;
-        let got = self.relay.proxy_result(now, IDS[ch], secret, &job);
-        let refused = self
-            .proxies
-            .get(ch)
-            .is_some_and(|c| c.secret.as_deref().is_some_and(|s| s != secret));
-        if refused {
-            assert_eq!(got, Err(RelayError::WrongSecret), "result secret not honoured");
-            self.proxies.touch(now, ch, false);
+        let job = if bogus { *b"--none--" } else { job };
+        let (now, room) = (self.now, self.room());
+        let got = self.relay.proxy_result(now, &id(ch), secret, &job);
+        // An arrival on its channel: it may create it and claim its secret.
+        let c = self.proxies.entry(now, ch);
+        c.active.touch(now, false);
+        let claimed = c.state.secret.is_some();
+        if let Err(e) = admit(&mut c.state.secret, secret, room) {
+            assert_eq!(got, Err(e), "result with secret {secret:?}");
+            self.refused_no_room += u64::from(e == RelayError::NoRoom);
             return;
         }
-        // A SERVE bringing a result is an arrival on its channel (creating it and
-        // claiming its secret); an unknown job may or may not count as activity.
-        if self.proxies.0.contains_key(&ch) {
-            self.proxies.touch(now, ch, false);
-        } else {
-            self.proxies.arrive(now, ch);
-        }
-        let c = self.proxies.get(ch).expect("exists now");
-        assert!(admit(&mut c.secret, secret));
-        match c.jobs.get(&job) {
+        self.remembered += usize::from(!claimed && c.state.secret.is_some());
+        match c.state.jobs.get(&job) {
             Some(&(client, JobState::AwaitingResult)) => {
-                c.jobs.remove(&job);
+                c.state.jobs.remove(&job);
                 assert_eq!(got, Ok(client), "result answers its client");
-                self.proxies.touch(now, ch, true);
+                c.active.touch(now, true);
             }
             _ => assert_eq!(got, Err(RelayError::UnknownJob), "result for {job:?}"),
         }
@@ -562,7 +937,7 @@ impl Model {
             return;
         };
         let now = self.now;
-        let got = self.relay.proxy_client_leave(now, IDS[ch], &job);
+        let got = self.relay.proxy_client_leave(now, &id(ch), &job);
         let expected = self.proxies.get(ch).is_some_and(|c| {
             c.queued.retain(|j| *j != job);
             c.jobs.remove(&job).is_some()
@@ -573,7 +948,7 @@ impl Model {
 
     fn proxy_server_leave(&mut self, ch: usize, w: WaiterId) {
         let now = self.now;
-        let got = self.relay.proxy_server_leave(now, IDS[ch], w);
+        let got = self.relay.proxy_server_leave(now, &id(ch), w);
         let expected = self.proxies.get(ch).is_some_and(|c| {
             let before = c.servers.len();
             c.servers.retain(|&s| s != w);
@@ -583,17 +958,67 @@ impl Model {
         self.proxies.touch(now, ch, expected);
     }
 
+    /// A waiter leaves (or, with `other_channel`, a leave names a channel it
+    /// never waited on: the core must report it was not waiting there).
     fn leave(&mut self, pick: usize, other_channel: bool) {
         let Some(&(w, kind, ch)) = self.waiters.get(pick % self.waiters.len().max(1)) else {
             return;
         };
-        let ch = if other_channel { (ch + 1) % IDS.len() } else { ch };
+        let ch = if other_channel {
+            (ch + 1) % IDS.len()
+        } else {
+            ch
+        };
+        self.leave_exact(w, kind, ch);
+    }
+
+    fn leave_exact(&mut self, w: WaiterId, kind: Kind, ch: usize) {
         match kind {
             Kind::Link => self.link_leave(ch, w),
             Kind::Mcast => self.mcast_leave(ch, w),
             Kind::Sync => self.sync_leave(ch, w),
             Kind::ProxyServer => self.proxy_server_leave(ch, w),
         }
+    }
+
+    // ---- many channels ----
+
+    /// `count` channels from `first` on each get a claim (link producers, or
+    /// `SERVE`s, with `secret`) or a message (mcast), and are left idle.
+    fn bulk(&mut self, kind: u8, first: usize, count: usize, secret: &[u8]) {
+        let waiters = self.waiters.len();
+        for ch in first..first + count {
+            match kind % 3 {
+                0 => {
+                    let w = self.link_arrive(ch, Role::Producer, secret);
+                    if self
+                        .links
+                        .get(ch)
+                        .is_some_and(|c| c.queue.iter().any(|q| q.0 == w))
+                    {
+                        self.link_leave(ch, w);
+                    }
+                    self.links.settle_one(ch);
+                }
+                1 => {
+                    let uploads = self.uploading.len();
+                    self.mcast_publish(ch, secret, Some(0), 0);
+                    if self.uploading.len() > uploads {
+                        self.mcast_finish(uploads, true);
+                    }
+                    self.mcasts.settle_one(ch);
+                }
+                _ => {
+                    let w = self.proxy_serve(ch, secret);
+                    if self.proxies.get(ch).is_some_and(|c| c.servers.contains(&w)) {
+                        self.proxy_server_leave(ch, w);
+                    }
+                    self.proxies.settle_one(ch);
+                }
+            }
+        }
+        // They all left: nothing for later leave operations to pick.
+        self.waiters.truncate(waiters);
     }
 
     // ---- all methods ----
@@ -608,135 +1033,165 @@ impl Model {
         let now = self.now;
         for c in self.links.0.values_mut() {
             c.state.queue.clear();
-            c.active.maybe = now;
+            c.active.touch(now, false);
         }
         for c in self.mcasts.0.values_mut() {
             c.state.waiting.clear();
-            c.active.maybe = now;
+            c.active.touch(now, false);
         }
         for c in self.syncs.0.values_mut() {
             c.state.waiting = None;
-            c.active.maybe = now;
+            c.active.touch(now, false);
         }
         for c in self.proxies.0.values_mut() {
             c.state.servers.clear();
             c.state.queued.clear();
             c.state.jobs.retain(|_, j| j.1 == JobState::Dispatched);
-            c.active.maybe = now;
+            c.active.touch(now, false);
         }
+        self.shut_down = true;
     }
 
-    /// Moves the clock forward by at least `step` and handles the timeout.
+    /// Moves the clock forward by at least `step` and handles the timeout as the
+    /// server does: once, then again while more is due.
     fn advance(&mut self, step: Millis) {
         let mut now = self.now + step;
-        // Where the API leaves open whether an operation refreshed a channel, move
-        // on until the channel is idle long enough either way.
+        // Where the rules leave open whether an operation refreshed a channel,
+        // move on until the channel is idle long enough either way.
         loop {
             let expiry = self.expiry;
-            let ambiguous = |a: &Activity| a.sure + expiry <= now && now < a.maybe + expiry;
-            let later = [
-                self.links.0.values().map(|c| &c.active).filter(|a| ambiguous(a)).map(|a| a.maybe).max(),
-                self.mcasts.0.values().map(|c| &c.active).filter(|a| ambiguous(a)).map(|a| a.maybe).max(),
-                self.syncs.0.values().map(|c| &c.active).filter(|a| ambiguous(a)).map(|a| a.maybe).max(),
-                self.proxies.0.values().map(|c| &c.active).filter(|a| ambiguous(a)).map(|a| a.maybe).max(),
-            ];
-            match later.into_iter().flatten().max() {
-                Some(maybe) => now = maybe + expiry,
+            let ambiguous = |a: &&Activity| a.sure + expiry <= now && now < a.maybe + expiry;
+            let later = (self.links.expiring())
+                .chain(self.mcasts.expiring())
+                .chain(self.proxies.expiring())
+                .filter(ambiguous)
+                .map(|a| a.maybe + expiry)
+                .max();
+            match later {
+                Some(later) => now = later,
                 None => break,
             }
         }
         self.now = now;
-        let due = self.relay.poll_timeout();
-        let before = self.relay.channel_count();
-        let forgotten = self.relay.handle_timeout(now);
-        assert_eq!(forgotten, before - self.relay.channel_count(), "handle_timeout's count");
-        if due.is_none_or(|due| due > now) {
-            assert_eq!(forgotten, 0, "nothing is forgotten before the sweep is due");
-            return;
+
+        let remembered = self.relay.remembered_channels();
+        let (mut forgotten, mut calls) = (0, 0);
+        loop {
+            let before = self.relay.channel_count();
+            let gone = self.relay.handle_timeout(now);
+            calls += 1;
+            assert_eq!(
+                gone,
+                before - self.relay.channel_count(),
+                "handle_timeout's count"
+            );
+            assert!(
+                gone <= EXPIRE_BATCH,
+                "{gone} channels forgotten in one call"
+            );
+            forgotten += gone;
+            match self.relay.poll_timeout() {
+                // Each remembered channel has at most one entry to look at.
+                Some(due) if due <= now => assert!(
+                    calls * EXPIRE_BATCH < remembered,
+                    "still due at {due} after {calls} calls at {now} ({remembered} remembered)"
+                ),
+                _ => break,
+            }
         }
-        let idle = |a: &Activity| now - a.sure >= self.expiry;
-        self.links
-            .0
-            .retain(|_, c| !(c.state.queue.is_empty() && idle(&c.active)));
-        self.mcasts.0.retain(|_, c| {
-            !(c.state.waiting.is_empty()
-                && c.state.messages.iter().all(|m| m.complete)
-                && idle(&c.active))
-        });
-        self.syncs
-            .0
-            .retain(|_, c| !(c.state.waiting.is_none() && idle(&c.active)));
-        self.proxies.0.retain(|_, c| {
-            !(c.state.servers.is_empty() && c.state.jobs.is_empty() && idle(&c.active))
-        });
-        if let Some(due) = self.relay.poll_timeout() {
-            assert!(due > now, "the next sweep {due} is not after this one {now}");
-        }
+        let mut freed = 0;
+        let expected = self.links.expire(now, self.expiry, |_| ())
+            + self.mcasts.expire(now, self.expiry, |c| freed += c.held())
+            + self.proxies.expire(now, self.expiry, |_| ());
+        assert_eq!(forgotten, expected, "channels forgotten at {now}");
+        self.remembered -= expected;
+        self.mcast_bytes -= freed;
     }
 
     /// Everyone leaves, every upload ends, time passes: nothing may remain.
     fn wind_down(&mut self) {
         for (w, kind, ch) in self.waiters.clone() {
             let parked = match kind {
-                Kind::Link => self.links.get(ch).is_some_and(|c| c.queue.iter().any(|q| q.0 == w)),
+                Kind::Link => self
+                    .links
+                    .get(ch)
+                    .is_some_and(|c| c.queue.iter().any(|q| q.0 == w)),
                 Kind::Mcast => self.mcasts.get(ch).is_some_and(|c| c.waiting.contains(&w)),
                 Kind::Sync => self.syncs.get(ch).is_some_and(|c| c.waiting == Some(w)),
                 Kind::ProxyServer => self.proxies.get(ch).is_some_and(|c| c.servers.contains(&w)),
             };
             if parked {
                 self.leave_exact(w, kind, ch);
+                self.settle();
             }
         }
         for pick in 0..self.jobs.len() {
             let (ch, job) = self.jobs[pick];
-            if self.proxies.get(ch).is_some_and(|c| c.jobs.contains_key(&job)) {
+            if self
+                .proxies
+                .get(ch)
+                .is_some_and(|c| c.jobs.contains_key(&job))
+            {
                 self.proxy_client_leave(pick);
+                self.settle();
             }
         }
         while !self.uploading.is_empty() {
             let complete = self.uploading.len() % 2 == 0;
             self.mcast_finish(0, complete);
+            self.settle();
         }
         self.check();
-        assert_eq!(self.relay.waiter_count(), 0, "waiters left after everyone left");
+        assert_eq!(
+            self.relay.waiter_count(),
+            0,
+            "waiters left after everyone left"
+        );
         self.advance(self.expiry + 60_001);
         self.check();
         assert_eq!(self.relay.channel_count(), 0, "channel leak");
-        assert_eq!(self.relay.mcast_held_bytes(), 0);
-    }
-
-    fn leave_exact(&mut self, w: WaiterId, kind: Kind, ch: usize) {
-        match kind {
-            Kind::Link => self.link_leave(ch, w),
-            Kind::Mcast => self.mcast_leave(ch, w),
-            Kind::Sync => self.sync_leave(ch, w),
-            Kind::ProxyServer => self.proxy_server_leave(ch, w),
-        }
+        assert_eq!(self.relay.remembered_channels(), 0);
+        assert_eq!(self.relay.mcast_bytes(), 0);
+        assert_eq!(
+            self.relay.poll_timeout(),
+            None,
+            "a timeout with no channel left"
+        );
     }
 }
 
 fn setup(input: &mut Input) -> Option<Model> {
     let settings_byte = input.byte()?;
     let seed = u64::from(input.byte()?) << 8 | u64::from(input.byte()?);
+    let limits = input.byte()?;
     let expiry = EXPIRIES[usize::from(settings_byte & 3)];
     let retain = RETAINS[usize::from(settings_byte >> 2 & 3)];
-    let total = TOTALS[usize::from(seed as u8 & 3)];
+    let total = TOTALS[usize::from(limits & 7)];
+    let max_channels = MAX_CHANNELS[usize::from(limits >> 3 & 7)];
+    let max_len = MAX_LENS[usize::from(limits >> 6)];
     Some(Model {
         relay: Relay::new(Settings {
             idle_expiry: expiry,
             mcast_retain: retain,
             mcast_total: total,
+            max_channels,
             seed: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15),
         }),
         expiry,
         retain,
         total,
+        max_channels,
+        max_len,
         now: u64::from(settings_byte >> 4) * 1_000,
         next_waiter: 0,
-        links: Method::default(),
-        mcasts: Method::default(),
-        syncs: Method::default(),
-        proxies: Method::default(),
+        links: Channels::default(),
+        mcasts: Channels::default(),
+        syncs: Channels::default(),
+        proxies: Channels::default(),
+        remembered: 0,
+        mcast_bytes: 0,
+        refused_no_room: 0,
+        shut_down: false,
         waiters: Vec::new(),
         jobs: Vec::new(),
         uploading: Vec::new(),
@@ -747,12 +1202,16 @@ fn setup(input: &mut Input) -> Option<Model> {
 fn run(m: &mut Model, input: &mut Input) -> Option<()> {
     for _ in 0..2_000 {
         let op = input.byte()?;
+        // After a shutdown nothing arrives any more; what is under way ends.
+        let arrivals = !m.shut_down;
         match op % 20 {
             0 | 1 => {
                 let ch = input.pick(&[0, 1, 2])?;
                 let role = input.pick(&[Role::Producer, Role::Consumer])?;
                 let secret = input.pick(&SECRETS)?;
-                m.link_arrive(ch, role, secret);
+                if arrivals {
+                    m.link_arrive(ch, role, secret);
+                }
             }
             2 | 3 => {
                 let pick = usize::from(input.byte()?);
@@ -762,37 +1221,52 @@ fn run(m: &mut Model, input: &mut Input) -> Option<()> {
                 let ch = input.pick(&[0, 1, 2])?;
                 let secret = input.pick(&SECRETS)?;
                 let length = input.byte()?;
-                m.mcast_publish(ch, secret, (length < 128).then_some(u64::from(length % 32)));
+                let meta = input.byte()?;
+                let declared = (length < 128).then_some(u64::from(length % 48));
+                if arrivals {
+                    m.mcast_publish(ch, secret, declared, meta);
+                }
             }
             5 => {
                 let pick = usize::from(input.byte()?);
                 let len = usize::from(input.byte()? % 16);
-                let max_len = usize::from(input.byte()?);
                 let bytes: Vec<u8> = (0..len).map(|i| i as u8 ^ op).collect();
-                m.mcast_append(pick, &bytes, max_len);
+                if !m.uploading.is_empty() {
+                    m.mcast_append(pick % m.uploading.len(), &bytes);
+                }
             }
             6 => {
                 let pick = usize::from(input.byte()?);
-                m.mcast_finish(pick, op < 128);
+                if !m.uploading.is_empty() {
+                    m.mcast_finish(pick % m.uploading.len(), op < 128);
+                }
             }
             7 => {
                 let ch = input.pick(&[0, 1, 2])?;
                 let r = input.byte()?;
                 let requested = (r < 200).then_some(u64::from(r % 8));
-                m.mcast_get(ch, requested);
+                if arrivals {
+                    m.mcast_get(ch, requested);
+                }
             }
             8 | 9 => {
                 let ch = input.pick(&[0, 1, 2])?;
-                m.sync_arrive(ch);
+                if arrivals {
+                    m.sync_arrive(ch);
+                }
             }
             10 => {
                 let ch = input.pick(&[0, 1, 2])?;
-                m.proxy_request(ch);
+                if arrivals {
+                    m.proxy_request(ch);
+                }
             }
             11 => {
                 let ch = input.pick(&[0, 1, 2])?;
                 let secret = input.pick(&SECRETS)?;
-                m.proxy_serve(ch, secret);
+                if arrivals {
+                    m.proxy_serve(ch, secret);
+                }
             }
             12 => {
                 let pick = usize::from(input.byte()?);
@@ -801,7 +1275,9 @@ fn run(m: &mut Model, input: &mut Input) -> Option<()> {
             13 => {
                 let pick = usize::from(input.byte()?);
                 let secret = input.pick(&SECRETS)?;
-                m.proxy_result(pick, secret);
+                if arrivals {
+                    m.proxy_result(pick, secret, op >= 128);
+                }
             }
             14 => {
                 let pick = usize::from(input.byte()?);
@@ -812,9 +1288,19 @@ fn run(m: &mut Model, input: &mut Input) -> Option<()> {
                 let jitter = Millis::from(input.byte()?);
                 m.advance(step + jitter);
             }
-            17 => {
-                if op >= 128 {
+            17 if op >= 128 => {
+                if arrivals {
                     m.drain();
+                }
+            }
+            17 => {
+                let what = input.byte()?;
+                let secret = input.pick(&SECRETS)?;
+                let count = BULK_COUNTS[usize::from(what >> 2 & 3)];
+                // Four overlapping ranges of ids past the first three.
+                let first = 3 + usize::from(what >> 4 & 3) * 256;
+                if arrivals {
+                    m.bulk(what & 3, first, count, secret);
                 }
             }
             _ => {
@@ -823,11 +1309,12 @@ fn run(m: &mut Model, input: &mut Input) -> Option<()> {
                 let step = input.pick(&STEPS)?;
                 let target = m.now + step;
                 match m.relay.poll_timeout() {
-                    Some(due) if due <= target => m.advance(due - m.now),
+                    Some(due) if due <= target => m.advance(due.saturating_sub(m.now)),
                     _ => m.advance(step),
                 }
             }
         }
+        m.settle();
         m.check();
     }
     Some(())
@@ -840,6 +1327,7 @@ fuzz_target!(|data: &[u8]| {
     };
     // Running out of input mid-operation just ends the run.
     let _ = run(&mut model, &mut input);
+    model.settle();
     model.check();
     model.wind_down();
 });
