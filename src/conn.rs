@@ -348,6 +348,15 @@ pub fn note_short_read(readable: &mut bool, peer_closed: bool, n: usize, asked: 
     }
 }
 
+/// Notes a turn in which a connection used up its steps; `moved`: whether any
+/// byte moved in it. True once `limit` such turns in a row moved nothing (a
+/// phase that keeps asking to run without making progress: a bug to stop, not
+/// to spin on).
+pub fn is_runaway(spins: &mut u8, moved: bool, limit: u8) -> bool {
+    *spins = if moved { 0 } else { spins.saturating_add(1) };
+    *spins >= limit
+}
+
 /// What reading more of a request brought.
 pub enum Fill {
     /// Bytes arrived (they are in `Conn::input`).
@@ -433,5 +442,38 @@ impl Conn {
             #[cfg(target_os = "linux")]
             pipe: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runaway_after_enough_turns_in_a_row_without_bytes() {
+        let mut spins = 0;
+        for _ in 0..15 {
+            assert!(!is_runaway(&mut spins, false, 16));
+        }
+        assert!(!is_runaway(&mut spins, true, 16), "a byte moved: reset");
+        for _ in 0..15 {
+            assert!(!is_runaway(&mut spins, false, 16));
+        }
+        assert!(is_runaway(&mut spins, false, 16));
+        let mut stuck = u8::MAX;
+        assert!(is_runaway(&mut stuck, false, 16), "no overflow");
+    }
+
+    #[test]
+    fn a_short_read_drains_readiness_unless_the_peer_closed() {
+        let mut readable = true;
+        note_short_read(&mut readable, false, 10, 100);
+        assert!(!readable);
+        let mut readable = true;
+        note_short_read(&mut readable, true, 10, 100);
+        assert!(readable, "after FIN only a read finds the end");
+        let mut readable = true;
+        note_short_read(&mut readable, false, 100, 100);
+        assert!(readable, "a full read may leave more");
     }
 }

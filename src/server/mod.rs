@@ -775,12 +775,8 @@ impl Server {
         let Some(conn) = self.conns.get_mut(id.0) else {
             return;
         };
-        if conn.stream.moved_total == moved_before {
-            conn.spins += 1;
-        } else {
-            conn.spins = 0;
-        }
-        if conn.spins >= RUNAWAY_TURNS {
+        let moved = conn.stream.moved_total != moved_before;
+        if crate::conn::is_runaway(&mut conn.spins, moved, RUNAWAY_TURNS) {
             eprintln!(
                 "httprelay: closing a runaway connection ({} turns of {MAX_STEPS} steps without moving a byte, phase {:?})",
                 conn.spins,
