@@ -12,8 +12,9 @@ use std::time::Duration;
 use httprelay::bound::MemoryBound;
 use httprelay::config::{parse, Command};
 
+use super::stress::health;
 use super::support::{req, Conn, Relay, RssSampler, PARK};
-use super::{get, post, VERSION};
+use super::{get, post};
 
 const ANSWER: Duration = Duration::from_secs(10);
 
@@ -55,14 +56,6 @@ fn status_of(relay: &Relay, request: &[u8]) -> u16 {
     let mut conn = relay.connect();
     conn.set_read_timeout(ANSWER);
     conn.exchange(request).status()
-}
-
-fn health(relay: &Relay, what: &str) {
-    let mut conn = relay.connect();
-    conn.set_read_timeout(ANSWER);
-    let r = conn.exchange(&get("/health"));
-    assert_eq!(r.status(), 200, "{what}: /health {:?}", r.head);
-    assert_eq!(r.text(), VERSION, "{what}");
 }
 
 fn metric(relay: &Relay, name: &str) -> u64 {

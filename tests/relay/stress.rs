@@ -34,7 +34,7 @@ fn transfer(relay: &Relay, path: &str, body: &[u8], what: &str) {
 }
 
 /// A health check on a fresh connection.
-fn health(relay: &Relay, what: &str) {
+pub(super) fn health(relay: &Relay, what: &str) {
     let mut conn = relay.connect();
     conn.set_read_timeout(ANSWER);
     let r = conn.exchange(&get("/health"));

@@ -12,7 +12,7 @@
 //! Prints one line: `exchanges=N seconds=S p50_ms=.. p99_ms=.. max_ms=.. rate=R`
 //! (latency: from sending the consumer's GET to the producer's response).
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,38 +37,7 @@ impl Conn {
 
     /// Reads one response with a `Content-Length` body into `body`; returns the status.
     fn read_response(&mut self, body: &mut Vec<u8>) -> io::Result<u16> {
-        let mut line = String::new();
-        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
-        if self.reader.read_line(&mut line)? == 0 {
-            return Err(bad("connection closed"));
-        }
-        let status: u16 = line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad("bad status line"))?;
-        let mut length = None;
-        loop {
-            line.clear();
-            if self.reader.read_line(&mut line)? == 0 {
-                return Err(bad("connection closed in the head"));
-            }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = l.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse::<usize>().ok();
-                } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                    return Err(bad("chunked response (not expected here)"));
-                }
-            }
-        }
-        let length = length.ok_or_else(|| bad("response without Content-Length"))?;
-        body.resize(length, 0);
-        self.reader.read_exact(body)?;
-        Ok(status)
+        haproxy_bench::read_response(&mut self.reader, body)
     }
 }
 
