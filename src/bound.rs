@@ -14,11 +14,12 @@ pub const POOL_KEEP: usize = 64;
 const BASE: u64 = 4 << 20;
 /// A connection's record, socket wrapper, timer and slab slot, with margin.
 const CONNECTION_RECORD: u64 = 4 << 10;
-/// Request fields a connection keeps, in units of `--max-head`: they are copies
-/// of parts of one head (at most one head), plus the decoded path, a copy of the
-/// head for proxy requests, the channel id, the input buffer, and the
-/// `HttpRelay-Query` form of the query (up to three times its length).
-const HEADS_PER_CONNECTION: u64 = 9;
+/// What a connection holds in units of `--max-head`: the input buffer (or the
+/// bytes it stashed while parked), and the request fields: copies of parts of
+/// one head, the decoded path, the channel id, and a proxy request's copy of
+/// its head. (The `HttpRelay-Query` form of a query is made in shared scratch
+/// space when a response needs it.)
+const HEADS_PER_CONNECTION: u64 = 6;
 /// A remembered channel (record, key, claim, expiry entry, its share of the
 /// table), measured at the cap: at most 354 B (a proxy id with a claim).
 pub const CHANNEL_COST: u64 = 384;
@@ -28,7 +29,7 @@ pub const CHANNEL_COST: u64 = 384;
 pub struct MemoryBound {
     /// The process and the buffer pools.
     pub fixed: u64,
-    /// Connections × (output buffer + 9 × `--max-head` + record).
+    /// Connections × (output buffer + 6 × `--max-head` + record).
     pub connections: u64,
     /// 1.25 × (`--mcast-total` + `--sync-total`): held bodies, and what the
     /// allocator may keep beside them.
@@ -91,7 +92,7 @@ mod tests {
         let bound = MemoryBound::new(&config(&[]), crate::server::DEFAULT_MAX_CONNS);
         assert_eq!(
             bound.to_string(),
-            "393 MiB (fixed 9 MiB + connections 212 MiB + held bodies 160 MiB + channels 12 MiB)"
+            "345 MiB (fixed 9 MiB + connections 164 MiB + held bodies 160 MiB + channels 12 MiB)"
         );
     }
 

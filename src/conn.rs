@@ -297,8 +297,6 @@ pub struct Conn {
     pub req: Request,
     /// When the current request's head was complete, Unix milliseconds.
     pub arrived_unix_ms: u64,
-    /// The current request's query as `HttpRelay-Query` shows it.
-    pub query_meta: Vec<u8>,
     /// The channel id of the current request.
     pub channel: Vec<u8>,
     /// The address other parties see (`X-Real-IP`/`X-Real-Port`): the socket's,
@@ -393,19 +391,22 @@ impl Conn {
     /// [`crate::http::trim_capacity`]); done when the connection waits or idles.
     pub fn trim_fields(&mut self) {
         self.req.trim_capacity();
-        for field in [&mut self.query_meta, &mut self.channel, &mut self.head_copy] {
+        for field in [&mut self.channel, &mut self.head_copy] {
             crate::http::trim_capacity(field);
         }
     }
 
     /// What a counterpart learns about this connection's current request.
-    pub fn meta(&self) -> Meta<'_> {
+    /// `query` is its query as `HttpRelay-Query` shows it: computed by the
+    /// caller into scratch space when needed, rather than kept per connection
+    /// (its re-encoding can triple the query's length).
+    pub fn meta<'a>(&'a self, query: &'a [u8]) -> Meta<'a> {
         Meta {
             ip: self.real_ip,
             port: self.real_port,
             arrived_unix_ms: self.arrived_unix_ms,
             method: &self.req.method,
-            query: &self.query_meta,
+            query,
         }
     }
 
@@ -422,7 +423,6 @@ impl Conn {
             output: None,
             req: Request::default(),
             arrived_unix_ms: 0,
-            query_meta: Vec::new(),
             channel: Vec::new(),
             real_ip: None,
             real_port: None,

@@ -45,12 +45,13 @@ impl Server {
         self.load_secret(id);
         let now = self.now_millis();
         let conn = &self.conns[id.0];
+        self.query_filter.filter(&conn.req.query, &mut self.text);
         let meta = ProducerMeta {
             ip: conn.real_ip,
             port: conn.real_port,
             arrived_unix_ms: conn.arrived_unix_ms,
             method: conn.req.method.as_slice().into(),
-            query: conn.query_meta.as_slice().into(),
+            query: self.text.as_slice().into(),
             content_type: conn.req.content_type.as_slice().into(),
             content_length: declared,
         };
@@ -172,7 +173,8 @@ impl Server {
         );
         w.header_number("HttpRelay-SeqId", message.seq);
         // The producer's own metadata.
-        reply::metadata(&mut w, &conn.meta(), conn.arrived_unix_ms);
+        self.query_filter.filter(&conn.req.query, &mut self.text);
+        reply::metadata(&mut w, &conn.meta(&self.text), conn.arrived_unix_ms);
         w.header_number("Content-Length", 0);
         reply::persistence(&mut w, conn.req.keep_alive, conn.req.minor_version);
         let written = w.finish();

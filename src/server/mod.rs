@@ -881,8 +881,6 @@ impl Server {
             self.respond_preflight(id, method == Method::Proxy);
             return Step::Again;
         }
-        self.query_filter
-            .filter(&conn.req.query, &mut conn.query_meta);
         match method {
             Method::Link => self.handle_link(id),
             Method::Mcast => self.handle_mcast(id),

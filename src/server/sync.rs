@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use super::{flush, Server, Step};
 use crate::buf::BufPool;
 use crate::conn::{After, Conn, ConnId, Fill, Phase, Wait};
-use crate::http::{BodyDecoder, Framing, HeadWriter, Status};
+use crate::http::{BodyDecoder, Framing, HeadWriter, QueryFilter, Status};
 use crate::relay::{Method, SyncArrival, WaiterId};
 use crate::reply::{self, Expose};
 
@@ -135,8 +135,22 @@ impl Server {
         // Heads are written into each output's spare room and committed only
         // when both fit, so a refusal never follows half an answer.
         let heads = (
-            sync_head(first, second, date, &mut self.output_pool),
-            sync_head(second, first, date, &mut self.output_pool),
+            sync_head(
+                first,
+                second,
+                date,
+                &mut self.output_pool,
+                &mut self.query_filter,
+                &mut self.text,
+            ),
+            sync_head(
+                second,
+                first,
+                date,
+                &mut self.output_pool,
+                &mut self.query_filter,
+                &mut self.text,
+            ),
         );
         if let (Some(n1), Some(n2)) = heads {
             first
@@ -217,12 +231,20 @@ impl Server {
 
 /// Writes `me`'s response head (`other`'s metadata and content headers) into
 /// the spare room of its output, uncommitted; returns its length if it fit.
-fn sync_head(me: &mut Conn, other: &Conn, date: &[u8], pool: &mut BufPool) -> Option<usize> {
+fn sync_head(
+    me: &mut Conn,
+    other: &Conn,
+    date: &[u8],
+    pool: &mut BufPool,
+    filter: &mut QueryFilter,
+    scratch: &mut Vec<u8>,
+) -> Option<usize> {
     me.status = 200;
     let output = me.output.get_or_insert_with(|| pool.take());
     let mut w = HeadWriter::new(output.spare(), Status(200));
     reply::common(&mut w, date, &me.req.origin, Expose::Metadata);
-    reply::metadata(&mut w, &other.meta(), me.arrived_unix_ms);
+    filter.filter(&other.req.query, scratch);
+    reply::metadata(&mut w, &other.meta(scratch), me.arrived_unix_ms);
     if !other.req.content_type.is_empty() {
         w.header("Content-Type", &other.req.content_type);
     }

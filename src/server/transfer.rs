@@ -47,7 +47,10 @@ impl Server {
         reply::common(&mut w, self.date.as_bytes(), &consumer.req.origin, expose);
         match kind {
             Transfer::Link => {
-                reply::metadata(&mut w, &producer.meta(), consumer.arrived_unix_ms);
+                self.query_filter
+                    .filter(&producer.req.query, &mut self.text);
+                let meta = producer.meta(&self.text);
+                reply::metadata(&mut w, &meta, consumer.arrived_unix_ms);
                 if !producer.req.content_type.is_empty() {
                     w.header("Content-Type", &producer.req.content_type);
                 }
@@ -405,7 +408,10 @@ impl Server {
                     &producer.req.origin,
                     Expose::Metadata,
                 );
-                reply::metadata(&mut w, &consumer.meta(), producer.arrived_unix_ms);
+                self.query_filter
+                    .filter(&consumer.req.query, &mut self.text);
+                let meta = consumer.meta(&self.text);
+                reply::metadata(&mut w, &meta, producer.arrived_unix_ms);
                 w.header_number("Content-Length", 0);
                 reply::persistence(&mut w, producer.req.keep_alive, producer.req.minor_version);
                 let after = if producer.req.keep_alive {
