@@ -69,8 +69,10 @@ REMEMBERED = {
 def measure(kind, make, count=None, flags=(), keep=True):
     count = count or N
     port = free_port()
+    # Every waiter must get a connection of its own.
+    conns_flag = ("--max-conns", str(count + 1000))
     relay = subprocess.Popen(
-        [BIN, "-a", "127.0.0.1", "-p", str(port), *flags],
+        [BIN, "-a", "127.0.0.1", "-p", str(port), *conns_flag, *flags],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
