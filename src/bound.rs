@@ -89,7 +89,7 @@ mod tests {
 
     #[test]
     fn the_bound_at_the_defaults_is_the_one_in_the_readme() {
-        let bound = MemoryBound::new(&config(&[]), crate::server::DEFAULT_MAX_CONNS);
+        let bound = MemoryBound::new(&config(&[]), crate::config::DEFAULT_MAX_CONNS);
         assert_eq!(
             bound.to_string(),
             "345 MiB (fixed 9 MiB + connections 164 MiB + held bodies 160 MiB + channels 12 MiB)"

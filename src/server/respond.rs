@@ -1,0 +1,288 @@
+//! Responses the relay writes itself (errors, `/health`, `/metrics`,
+//! preflight), writing pending output, and what follows a response.
+
+use std::io::{self, Read, Write};
+
+use super::route::expose_for;
+use super::stats::Gauges;
+use super::{unix_millis, Server, Step, LINGER_MAX_BYTES};
+use crate::conn::{After, Conn, ConnId, Phase};
+use crate::http::{Framing, HeadWriter, Status};
+use crate::reply::{self, Expose};
+
+impl Server {
+    /// Answers a request the relay will not take further (errors, `/health`),
+    /// skipping or refusing its unread body.
+    pub(super) fn refuse(&mut self, id: ConnId, status: Status, text: &str) -> Step {
+        let after = body_after(&mut self.conns[id.0]);
+        self.respond_text(id, status, text, after);
+        Step::Again
+    }
+
+    pub(super) fn drive_response(&mut self, id: ConnId, after: After) -> Step {
+        let conn = &mut self.conns[id.0];
+        if flush(conn).is_err() {
+            self.close(id);
+            return Step::Closed;
+        }
+        if conn.output.as_ref().is_some_and(|o| !o.is_empty()) {
+            return Step::Blocked;
+        }
+        self.output_pool.give_if_empty(&mut conn.output);
+        if self.access_log && conn.status != 0 {
+            log_request(conn);
+            conn.status = 0;
+        }
+        match after {
+            After::NextRequest => {
+                conn.trim_fields();
+                self.await_head(id);
+                Step::Again
+            }
+            After::Close => {
+                self.close(id);
+                Step::Closed
+            }
+            After::Linger => {
+                conn.stream.shutdown_write();
+                conn.phase = Phase::Lingering;
+                if let Some(input) = conn.input.take() {
+                    self.input_pool.give(input);
+                }
+                Step::Again
+            }
+        }
+    }
+
+    pub(super) fn linger(&mut self, id: ConnId) -> Step {
+        let conn = &mut self.conns[id.0];
+        let mut scratch = [0u8; 4096];
+        let mut discarded = 0;
+        while conn.readable && discarded < LINGER_MAX_BYTES {
+            match conn.stream.read(&mut scratch) {
+                Ok(0) => break,
+                Ok(n) => discarded += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.readable = false;
+                    return Step::Blocked;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if !conn.readable {
+            return Step::Blocked;
+        }
+        self.close(id);
+        Step::Closed
+    }
+
+    /// Queues a complete response with a short text body (no body for `HEAD`)
+    /// and moves the connection to [`Phase::Responding`].
+    pub(super) fn respond_text(&mut self, id: ConnId, status: Status, text: &str, after: After) {
+        self.respond_body(
+            id,
+            status,
+            b"text/plain; charset=utf-8",
+            text.as_bytes(),
+            after,
+        );
+    }
+
+    /// Queues a complete response with a short body (no body for `HEAD`) and
+    /// moves the connection to [`Phase::Responding`].
+    pub(super) fn respond_body(
+        &mut self,
+        id: ConnId,
+        status: Status,
+        content_type: &[u8],
+        body: &[u8],
+        after: After,
+    ) {
+        // Answered: no longer waiting for a head (if it was).
+        self.head_done(id);
+        let Some(conn) = self.conns.get_mut(id.0) else {
+            return;
+        };
+        conn.status = status.0;
+        if status.0 >= 400 {
+            self.stats.reject(status.0);
+        }
+        let after = match after {
+            After::NextRequest if !conn.req.keep_alive => After::Close,
+            other => other,
+        };
+        let keep_alive = after == After::NextRequest;
+        let output = conn.output.get_or_insert_with(|| self.output_pool.take());
+        let mut w = HeadWriter::new(output.spare(), status);
+        let expose = expose_for(&conn.req.path);
+        reply::common(&mut w, self.date.as_bytes(), &conn.req.origin, expose);
+        if !body.is_empty() {
+            w.header("Content-Type", content_type);
+        }
+        if status.0 == 405 {
+            // Only link and mcast refuse methods (sync takes any).
+            w.header("Allow", b"GET, POST, PUT, OPTIONS");
+        }
+        w.header_number("Content-Length", body.len() as u64);
+        reply::persistence(&mut w, keep_alive, conn.req.minor_version);
+        let body = if conn.req.method_is("HEAD") {
+            b""
+        } else {
+            body
+        };
+        if let Some(n) = w.finish_with_body(body) {
+            output.commit(n);
+        } else {
+            // Only a huge reflected Origin can overflow; answer without it.
+            conn.req.origin.clear();
+            const TEXT: &[u8] = b"431 Origin too large to reflect\n";
+            let mut w = HeadWriter::new(output.spare(), Status(431));
+            w.header("Content-Type", b"text/plain; charset=utf-8")
+                .header_number("Content-Length", TEXT.len() as u64)
+                .header("Connection", b"close");
+            let n = w.finish_with_body(TEXT).unwrap_or(0);
+            output.commit(n);
+            conn.phase = Phase::Responding(After::Linger);
+            return;
+        }
+        conn.phase = Phase::Responding(after);
+    }
+
+    /// A response head did not fit in the output buffer (it reflects values
+    /// from up to two request heads, and the `HttpRelay-Query` re-encoding can
+    /// triple a query): the request gets `500` instead, and the connection closes.
+    pub(super) fn refuse_oversized_head(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id.0) else {
+            return;
+        };
+        conn.phase = Phase::ReadingHead;
+        conn.req.keep_alive = false;
+        let after = if conn.req.framing().has_body() {
+            After::Linger
+        } else {
+            After::Close
+        };
+        self.respond_text(id, Status(500), "500 response head too large\n", after);
+        self.ready.push(id);
+    }
+
+    pub(super) fn respond_metrics(&mut self, id: ConnId) -> Step {
+        let gauges = Gauges {
+            open_connections: self.conns.len(),
+            waiters: self.relay.waiters_by_method(),
+            channels: self.relay.channels_by_method(),
+            remembered_channels: self.relay.remembered_channels(),
+            refused_no_room: self.relay.refused_no_room(),
+            mcast_bytes: self.relay.mcast_bytes(),
+            sync_bytes: self.sync_held,
+        };
+        let mut text = std::mem::take(&mut self.text);
+        self.stats.render(&gauges, &mut text);
+        let after = body_after(&mut self.conns[id.0]);
+        self.respond_body(
+            id,
+            Status(200),
+            b"text/plain; version=0.0.4; charset=utf-8",
+            &text,
+            after,
+        );
+        self.text = text;
+        Step::Again
+    }
+
+    pub(super) fn respond_preflight(&mut self, id: ConnId, proxy: bool) {
+        let conn = &mut self.conns[id.0];
+        conn.status = 200;
+        let after = body_after(conn);
+        let keep_alive = after == After::NextRequest;
+        let output = conn.output.get_or_insert_with(|| self.output_pool.take());
+        let mut w = HeadWriter::new(output.spare(), Status(200));
+        let expose = if proxy {
+            Expose::All
+        } else {
+            expose_for(&conn.req.path)
+        };
+        reply::common(&mut w, self.date.as_bytes(), &conn.req.origin, expose);
+        let allow_headers = if proxy { b"*" } else { reply::ALLOW_HEADERS };
+        w.header("Access-Control-Allow-Methods", reply::ALLOW_METHODS)
+            .header("Access-Control-Allow-Headers", allow_headers)
+            .header("Access-Control-Max-Age", b"86400");
+        w.header_number("Content-Length", 0);
+        reply::persistence(&mut w, keep_alive, conn.req.minor_version);
+        let n = w.finish().unwrap_or(0);
+        output.commit(n);
+        conn.phase = Phase::Responding(after);
+    }
+}
+
+/// Writes pending output until it is empty or the socket would block.
+pub(super) fn flush(conn: &mut Conn) -> io::Result<()> {
+    let Some(output) = conn.output.as_mut() else {
+        return Ok(());
+    };
+    while !output.is_empty() && conn.writable {
+        let asked = output.len();
+        match conn.stream.write(output.pending()) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                output.consume(n);
+                // A short write means the socket buffer is full: readiness will
+                // be reported again when it drains (saves a write that would block).
+                if n < asked {
+                    conn.writable = false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// What follows a response to a request whose body the handler does not read:
+/// a small body already buffered is skipped and the connection stays usable;
+/// otherwise it closes (lingering, so the response survives).
+pub(super) fn body_after(conn: &mut Conn) -> After {
+    let skipped = match conn.req.framing() {
+        Framing::Empty | Framing::Length(0) => true,
+        Framing::Length(n) => match conn.input.as_mut() {
+            Some(input) if input.len() as u64 >= n => {
+                input.consume(n as usize);
+                true
+            }
+            _ => false,
+        },
+        Framing::Chunked => false,
+    };
+    match (skipped, conn.req.keep_alive) {
+        (true, true) => After::NextRequest,
+        (true, false) => After::Close,
+        (false, _) => {
+            conn.req.keep_alive = false;
+            After::Linger
+        }
+    }
+}
+
+/// One access-log line: time, client, method, path (never the query: it may
+/// carry a write secret), status, bytes sent, duration.
+pub(super) fn log_request(conn: &Conn) {
+    let now_ms = unix_millis();
+    let mut time = [0u8; 20];
+    crate::http::format_rfc3339(now_ms / 1000, &mut time);
+    let client = match conn.peer {
+        Some(peer) => peer.to_string(),
+        None => String::from("unix"),
+    };
+    eprintln!(
+        "{} {client} {} {} {} {} {}ms",
+        String::from_utf8_lossy(&time),
+        String::from_utf8_lossy(&conn.req.method),
+        String::from_utf8_lossy(&conn.req.raw_path),
+        conn.status,
+        conn.stream.written,
+        now_ms.saturating_sub(conn.arrived_unix_ms),
+    );
+}

@@ -1,0 +1,179 @@
+//! Reading a request head and routing it: `/health`, `/metrics`, preflight,
+//! and the relay methods by path prefix.
+
+use std::net::IpAddr;
+
+use super::{unix_millis, Server, Step};
+use crate::conn::{After, Conn, ConnId, Fill, Timer};
+use crate::http::{find_param, parse_request, Status, Target};
+use crate::relay::Method;
+use crate::reply::{self, Expose};
+
+impl Server {
+    pub(super) fn read_head(&mut self, id: ConnId) -> Step {
+        let shutting_down = self.shutdown_deadline.is_some();
+        let conn = &mut self.conns[id.0];
+        if let Some(input) = conn.input.as_mut().filter(|i| !i.is_empty()) {
+            match parse_request(input.pending(), self.max_head, &mut conn.req) {
+                Ok(Some(head_len)) => {
+                    conn.head_copy.clear();
+                    if conn.req.path.starts_with(b"/proxy/") {
+                        // Proxy forwards the request's fields; keep the head.
+                        conn.head_copy
+                            .extend_from_slice(&input.pending()[..head_len]);
+                    }
+                    input.consume(head_len);
+                    return self.handle_request(id);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let status = Status(e.status());
+                    let text = format!("{} {e}\n", status.0);
+                    conn.req.keep_alive = false;
+                    self.respond_text(id, status, &text, After::Linger);
+                    return Step::Again;
+                }
+            }
+        } else if shutting_down {
+            self.close(id);
+            return Step::Closed;
+        }
+        if !conn.readable {
+            self.input_pool.give_if_empty(&mut conn.input);
+            return Step::Blocked;
+        }
+        match conn.fill_input(&mut self.input_pool) {
+            Fill::Read => Step::Again,
+            Fill::Blocked => {
+                self.input_pool.give_if_empty(&mut conn.input);
+                Step::Blocked
+            }
+            Fill::Gone => {
+                // The client closed between requests (or mid-head: nothing to answer).
+                self.close(id);
+                Step::Closed
+            }
+        }
+    }
+
+    pub(super) fn handle_request(&mut self, id: ConnId) -> Step {
+        self.head_done(id);
+        let conn = &mut self.conns[id.0];
+        conn.arrived_unix_ms = unix_millis();
+        // The next head (maybe already buffered) gets its own deadline.
+        conn.timer = Timer::None;
+        conn.status = 0;
+        conn.stream.written = 0;
+        let trusted = conn
+            .peer
+            .is_some_and(|p| self.trust_proxy.contains(&p.ip().to_canonical()));
+        see_through_proxy(conn, trusted);
+        if self.shutdown_deadline.is_some() {
+            conn.req.keep_alive = false;
+            return self.refuse(id, Status(503), "503 server shutting down\n");
+        }
+        let req = &conn.req;
+        if req.target == Some(Target::Asterisk) {
+            if req.method_is("OPTIONS") {
+                return self.refuse(id, Status(200), "");
+            }
+            conn.req.keep_alive = false;
+            return self.refuse(id, Status(400), "400 the * target is only for OPTIONS\n");
+        }
+        let path = req.path.as_slice();
+        if path == b"/health" {
+            return self.refuse(id, Status(200), reply::VERSION);
+        }
+        if path == b"/metrics" {
+            return self.respond_metrics(id);
+        }
+        let Some((method, rest)) = route(path) else {
+            return self.refuse(id, Status(404), "404 page not found\n");
+        };
+        // link, mcast, sync: the last segment; proxy: the segment after /proxy/.
+        let channel = match method {
+            Method::Proxy => rest.split(|&b| b == b'/').next().unwrap_or_default(),
+            _ => rest.rsplit(|&b| b == b'/').next().unwrap_or_default(),
+        };
+        conn.channel.clear();
+        conn.channel.extend_from_slice(channel);
+        if conn.req.method_is("OPTIONS") {
+            self.respond_preflight(id, method == Method::Proxy);
+            return Step::Again;
+        }
+        match method {
+            Method::Link => self.handle_link(id),
+            Method::Mcast => self.handle_mcast(id),
+            Method::Sync => self.handle_sync(id),
+            Method::Proxy => self.handle_proxy(id),
+        }
+    }
+
+    /// The write secret the request presents: query `wsecret`, else the header.
+    pub(super) fn load_secret(&mut self, id: ConnId) {
+        let req = &self.conns[id.0].req;
+        if !find_param(&req.query, b"wsecret", &mut self.secret) {
+            self.secret.clear();
+            self.secret.extend_from_slice(&req.wsecret_header);
+        }
+    }
+
+    /// The request was accepted: a client that waits for `100 Continue` gets it.
+    pub(super) fn continue_body(&mut self, id: ConnId) {
+        let conn = &mut self.conns[id.0];
+        if conn.req.expect_continue {
+            conn.req.expect_continue = false;
+            let output = conn.output.get_or_insert_with(|| self.output_pool.take());
+            output.push(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+    }
+}
+
+/// The method and the rest of the path after its prefix.
+pub(super) fn route(path: &[u8]) -> Option<(Method, &[u8])> {
+    [
+        (&b"/link/"[..], Method::Link),
+        (b"/mcast/", Method::Mcast),
+        (b"/sync/", Method::Sync),
+        (b"/proxy/", Method::Proxy),
+    ]
+    .into_iter()
+    .find_map(|(prefix, method)| path.strip_prefix(prefix).map(|rest| (method, rest)))
+}
+
+pub(super) fn expose_for(path: &[u8]) -> Expose {
+    match route(path) {
+        Some((Method::Mcast, _)) => Expose::Mcast,
+        Some((Method::Proxy, _)) => Expose::All,
+        _ => Expose::Metadata,
+    }
+}
+
+/// Sets the address and scheme other parties see: the socket's, or those a
+/// trusted reverse proxy forwarded.
+pub(super) fn see_through_proxy(conn: &mut Conn, trusted: bool) {
+    let req = &conn.req;
+    let forwarded_ip = trusted
+        .then(|| {
+            std::str::from_utf8(&req.x_real_ip)
+                .ok()?
+                .trim()
+                .parse::<IpAddr>()
+                .ok()
+        })
+        .flatten();
+    match forwarded_ip {
+        Some(ip) => {
+            conn.real_ip = Some(ip);
+            conn.real_port = std::str::from_utf8(&req.x_real_port)
+                .ok()
+                .and_then(|p| p.trim().parse().ok());
+        }
+        None => {
+            conn.real_ip = conn.peer.map(|p| p.ip());
+            conn.real_port = conn.peer.map(|p| p.port());
+        }
+    }
+    conn.trusted = trusted;
+    conn.https = trusted && req.forwarded_proto.eq_ignore_ascii_case(b"https");
+}
