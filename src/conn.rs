@@ -324,7 +324,7 @@ pub struct Conn {
     pub head_since: Instant,
     /// Its place among the connections waiting for a head: a member exactly
     /// while in [`Phase::ReadingHead`].
-    pub(crate) head_queue: crate::server::evict::Link,
+    pub(crate) head_queue: crate::evict::Link,
     /// Consecutive body-timeout checks without progress.
     pub quiet_checks: u8,
     /// Consecutive turns that used up their steps without moving a byte.

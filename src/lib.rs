@@ -8,6 +8,7 @@ pub mod bound;
 pub mod buf;
 pub mod config;
 pub mod conn;
+pub mod evict;
 pub mod http;
 pub mod relay;
 pub mod reply;

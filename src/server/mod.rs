@@ -21,7 +21,6 @@ use crate::relay::{Millis, Relay, Settings, WaiterId};
 use crate::reply;
 use crate::signal;
 
-pub(crate) mod evict;
 mod link;
 mod listen;
 mod mcast;
@@ -33,7 +32,7 @@ mod sync;
 mod timers;
 mod transfer;
 
-use evict::Queue;
+use crate::evict::{self, Queue};
 use listen::{raise_descriptor_limit, remove_stale_socket, resolve, widen_backlog};
 use respond::flush;
 use stats::Stats;
