@@ -98,3 +98,153 @@ impl Channel for LinkChannel {
         keep
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::relay::*;
+
+    const P: Role = Role::Producer;
+    const C: Role = Role::Consumer;
+
+    fn w(n: usize) -> WaiterId {
+        WaiterId(n)
+    }
+
+    #[test]
+    fn producer_first_waits_then_pairs_with_consumer() {
+        let mut relay = Relay::new(Settings::default());
+        assert_eq!(
+            relay.link_arrive(0, b"x", P, w(1), b""),
+            Ok(LinkArrival::Parked)
+        );
+        assert_eq!(
+            relay.link_arrive(5, b"x", C, w(2), b""),
+            Ok(LinkArrival::Paired(w(1)))
+        );
+        assert_eq!(relay.waiter_count(), 0);
+    }
+
+    #[test]
+    fn consumer_first_waits_then_pairs_with_producer() {
+        let mut relay = Relay::new(Settings::default());
+        assert_eq!(
+            relay.link_arrive(0, b"x", C, w(1), b""),
+            Ok(LinkArrival::Parked)
+        );
+        assert_eq!(
+            relay.link_arrive(5, b"x", P, w(2), b""),
+            Ok(LinkArrival::Paired(w(1)))
+        );
+        assert_eq!(relay.waiter_count(), 0);
+    }
+
+    #[test]
+    fn same_role_queues_first_come_first_served() {
+        let mut relay = Relay::new(Settings::default());
+        for n in 1..=3 {
+            assert_eq!(
+                relay.link_arrive(n as u64, b"q", P, w(n), b""),
+                Ok(LinkArrival::Parked)
+            );
+        }
+        for (n, expected) in (4..=6).zip(1..=3) {
+            assert_eq!(
+                relay.link_arrive(n as u64, b"q", C, w(n), b""),
+                Ok(LinkArrival::Paired(w(expected)))
+            );
+        }
+        assert_eq!(relay.waiter_count(), 0);
+    }
+
+    #[test]
+    fn consumers_queue_first_come_first_served() {
+        let mut relay = Relay::new(Settings::default());
+        for n in 1..=3 {
+            relay.link_arrive(0, b"q", C, w(n), b"").unwrap();
+        }
+        for (n, expected) in (4..=6).zip(1..=3) {
+            assert_eq!(
+                relay.link_arrive(0, b"q", P, w(n), b""),
+                Ok(LinkArrival::Paired(w(expected)))
+            );
+        }
+    }
+
+    #[test]
+    fn channels_are_independent() {
+        let mut relay = Relay::new(Settings::default());
+        relay.link_arrive(0, b"a", P, w(1), b"").unwrap();
+        assert_eq!(
+            relay.link_arrive(0, b"b", C, w(2), b""),
+            Ok(LinkArrival::Parked)
+        );
+        assert_eq!(
+            relay.link_arrive(0, b"", C, w(3), b""),
+            Ok(LinkArrival::Parked)
+        );
+        assert_eq!(
+            relay.link_arrive(0, b"a", C, w(4), b""),
+            Ok(LinkArrival::Paired(w(1)))
+        );
+    }
+
+    #[test]
+    fn a_waiter_that_left_is_never_matched() {
+        let mut relay = Relay::new(Settings::default());
+        relay.link_arrive(0, b"x", C, w(1), b"").unwrap();
+        relay.link_arrive(0, b"x", C, w(2), b"").unwrap();
+        assert!(relay.link_leave(1, b"x", w(1)));
+        assert!(!relay.link_leave(1, b"x", w(1)), "leaving twice is a no-op");
+        assert_eq!(
+            relay.link_arrive(2, b"x", P, w(3), b""),
+            Ok(LinkArrival::Paired(w(2)))
+        );
+        relay.link_arrive(3, b"x", C, w(4), b"").unwrap();
+        relay.link_leave(4, b"x", w(4));
+        assert_eq!(
+            relay.link_arrive(5, b"x", P, w(5), b""),
+            Ok(LinkArrival::Parked)
+        );
+    }
+
+    #[test]
+    fn first_producer_with_a_secret_claims_the_channel() {
+        let mut relay = Relay::new(Settings::default());
+        // A producer without a secret on an unclaimed channel is accepted and claims nothing.
+        assert_eq!(
+            relay.link_arrive(0, b"s", P, w(1), b""),
+            Ok(LinkArrival::Parked)
+        );
+        assert_eq!(
+            relay.link_arrive(0, b"s", P, w(2), b"abc"),
+            Ok(LinkArrival::Parked)
+        );
+        assert_eq!(
+            relay.link_arrive(0, b"s", P, w(3), b"xyz"),
+            Err(RelayError::WrongSecret)
+        );
+        assert_eq!(
+            relay.link_arrive(0, b"s", P, w(4), b""),
+            Err(RelayError::WrongSecret)
+        );
+        assert_eq!(
+            relay.link_arrive(0, b"s", P, w(5), b"abc"),
+            Ok(LinkArrival::Parked)
+        );
+        assert_eq!(relay.waiter_count(), 3, "refused producers are not queued");
+    }
+
+    #[test]
+    fn consumers_are_never_asked_for_the_secret() {
+        let mut relay = Relay::new(Settings::default());
+        relay.link_arrive(0, b"s", P, w(1), b"abc").unwrap();
+        assert_eq!(
+            relay.link_arrive(0, b"s", C, w(2), b"other"),
+            Ok(LinkArrival::Paired(w(1)))
+        );
+        assert_eq!(
+            relay.link_arrive(0, b"s", C, w(3), b""),
+            Ok(LinkArrival::Parked)
+        );
+    }
+}

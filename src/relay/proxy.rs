@@ -198,3 +198,134 @@ impl Channel for ProxyChannel {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::relay::*;
+
+    fn dispatched(d: ProxyDispatch) -> (JobId, WaiterId) {
+        match d {
+            ProxyDispatch::Dispatched { job, counterpart } => (job, counterpart),
+            ProxyDispatch::Parked => panic!("expected a dispatch"),
+        }
+    }
+
+    #[test]
+    fn job_ids_are_eight_alphanumerics_and_differ() {
+        let mut relay = Relay::new(Settings::default());
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..1000 {
+            let (job, _) = relay.proxy_request(0, b"p", WaiterId(n));
+            assert!(job.iter().all(u8::is_ascii_alphanumeric), "{job:?}");
+            assert!(seen.insert(job), "duplicate job id");
+        }
+    }
+
+    #[test]
+    fn a_waiting_server_takes_the_next_request() {
+        let mut relay = Relay::new(Settings::default());
+        assert_eq!(
+            relay.proxy_serve(0, b"p", WaiterId(1), b"").unwrap(),
+            ProxyDispatch::Parked
+        );
+        let (job, d) = relay.proxy_request(0, b"p", WaiterId(2));
+        assert_eq!(dispatched(d), (job, WaiterId(1)));
+        assert_eq!(
+            relay.proxy_result(0, b"p", b"", &job),
+            Err(RelayError::UnknownJob),
+            "not delivered yet"
+        );
+        relay.proxy_delivered(0, b"p", &job);
+        assert_eq!(relay.proxy_result(0, b"p", b"", &job), Ok(WaiterId(2)));
+        assert_eq!(
+            relay.proxy_result(0, b"p", b"", &job),
+            Err(RelayError::UnknownJob),
+            "answered once"
+        );
+    }
+
+    #[test]
+    fn queued_jobs_go_to_servers_in_order_one_each() {
+        let mut relay = Relay::new(Settings::default());
+        let (j1, _) = relay.proxy_request(0, b"p", WaiterId(1));
+        let (j2, _) = relay.proxy_request(0, b"p", WaiterId(2));
+        assert_eq!(
+            dispatched(relay.proxy_serve(0, b"p", WaiterId(10), b"").unwrap()),
+            (j1, WaiterId(1))
+        );
+        assert_eq!(
+            dispatched(relay.proxy_serve(0, b"p", WaiterId(11), b"").unwrap()),
+            (j2, WaiterId(2))
+        );
+        assert_eq!(
+            relay.proxy_serve(0, b"p", WaiterId(12), b"").unwrap(),
+            ProxyDispatch::Parked
+        );
+    }
+
+    #[test]
+    fn a_client_that_leaves_takes_its_job_along() {
+        let mut relay = Relay::new(Settings::default());
+        let (queued, _) = relay.proxy_request(0, b"p", WaiterId(1));
+        assert!(relay.proxy_client_leave(0, b"p", &queued));
+        assert_eq!(
+            relay.proxy_serve(0, b"p", WaiterId(10), b"").unwrap(),
+            ProxyDispatch::Parked
+        );
+        let (job, _) = relay.proxy_request(0, b"p", WaiterId(2));
+        relay.proxy_delivered(0, b"p", &job);
+        relay.proxy_client_leave(0, b"p", &job);
+        assert_eq!(
+            relay.proxy_result(0, b"p", b"", &job),
+            Err(RelayError::UnknownJob),
+            "late result"
+        );
+    }
+
+    #[test]
+    fn a_server_that_leaves_gets_no_job() {
+        let mut relay = Relay::new(Settings::default());
+        relay.proxy_serve(0, b"p", WaiterId(10), b"").unwrap();
+        assert!(relay.proxy_server_leave(0, b"p", WaiterId(10)));
+        assert_eq!(
+            relay.proxy_request(0, b"p", WaiterId(1)).1,
+            ProxyDispatch::Parked
+        );
+    }
+
+    #[test]
+    fn serve_secret() {
+        let mut relay = Relay::new(Settings::default());
+        relay.proxy_serve(0, b"p", WaiterId(10), b"k").unwrap();
+        assert_eq!(
+            relay.proxy_serve(0, b"p", WaiterId(11), b"x"),
+            Err(RelayError::WrongSecret)
+        );
+        let (job, _) = relay.proxy_request(0, b"p", WaiterId(1));
+        relay.proxy_delivered(0, b"p", &job);
+        assert_eq!(
+            relay.proxy_result(0, b"p", b"x", &job),
+            Err(RelayError::WrongSecret)
+        );
+        assert_eq!(relay.proxy_result(0, b"p", b"k", &job), Ok(WaiterId(1)));
+    }
+
+    #[test]
+    fn drain_returns_servers_and_waiting_clients() {
+        let mut relay = Relay::new(Settings::default());
+        relay.proxy_serve(0, b"c", WaiterId(10), b"").unwrap();
+        relay.proxy_request(0, b"b", WaiterId(1));
+        relay.proxy_serve(0, b"a", WaiterId(11), b"").unwrap();
+        let (job, d) = relay.proxy_request(0, b"a", WaiterId(2));
+        assert_eq!(
+            dispatched(d),
+            (job, WaiterId(11)),
+            "server 11 is busy, not waiting"
+        );
+        relay.proxy_delivered(0, b"a", &job);
+        let mut out = Vec::new();
+        relay.drain_waiters(&mut out);
+        out.sort();
+        assert_eq!(out, vec![WaiterId(1), WaiterId(2), WaiterId(10)]);
+    }
+}

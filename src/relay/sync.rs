@@ -69,3 +69,50 @@ impl Channel for SyncChannel {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::relay::*;
+
+    #[test]
+    fn pairs_form_two_by_two() {
+        let mut relay = Relay::new(Settings::default());
+        assert_eq!(relay.sync_arrive(0, b"s", WaiterId(1)), SyncArrival::Parked);
+        assert_eq!(
+            relay.sync_arrive(0, b"s", WaiterId(2)),
+            SyncArrival::Paired(WaiterId(1))
+        );
+        assert_eq!(
+            relay.sync_arrive(0, b"s", WaiterId(3)),
+            SyncArrival::Parked,
+            "a third starts a new pair"
+        );
+        assert_eq!(
+            relay.sync_arrive(0, b"s", WaiterId(4)),
+            SyncArrival::Paired(WaiterId(3))
+        );
+    }
+
+    #[test]
+    fn a_finished_pair_never_removes_a_newer_waiter() {
+        let mut relay = Relay::new(Settings::default());
+        relay.sync_arrive(0, b"s", WaiterId(1));
+        relay.sync_arrive(0, b"s", WaiterId(2));
+        relay.sync_arrive(0, b"s", WaiterId(3));
+        // The finished pair's connections closing must not touch waiter 3.
+        assert!(!relay.sync_leave(0, b"s", WaiterId(1)));
+        assert!(!relay.sync_leave(0, b"s", WaiterId(2)));
+        assert_eq!(
+            relay.sync_arrive(0, b"s", WaiterId(4)),
+            SyncArrival::Paired(WaiterId(3))
+        );
+    }
+
+    #[test]
+    fn a_waiter_that_left_is_not_paired() {
+        let mut relay = Relay::new(Settings::default());
+        relay.sync_arrive(0, b"s", WaiterId(1));
+        assert!(relay.sync_leave(0, b"s", WaiterId(1)));
+        assert_eq!(relay.sync_arrive(0, b"s", WaiterId(2)), SyncArrival::Parked);
+    }
+}
