@@ -38,7 +38,11 @@ struct FramingRun(usize);
 
 impl FramingRun {
     fn step(&mut self, consumed: usize, data: &std::ops::Range<usize>) {
-        let before = if data.is_empty() { consumed } else { data.start };
+        let before = if data.is_empty() {
+            consumed
+        } else {
+            data.start
+        };
         self.0 += before;
         assert!(
             self.0 <= MAX_FRAMING_BETWEEN_DATA,
@@ -101,7 +105,12 @@ fuzz_target!(|input: &[u8]| {
 
 /// Parses the head at the start of `wire` in pieces into `reused` and at once into
 /// a fresh `Request`; checks they agree. Returns the head length if complete.
-fn check_head(wire: &[u8], max_head: usize, reused: &mut Request, cuts: &mut Cuts) -> Option<usize> {
+fn check_head(
+    wire: &[u8],
+    max_head: usize,
+    reused: &mut Request,
+    cuts: &mut Cuts,
+) -> Option<usize> {
     let mut buf = Vec::new();
     let mut split = Ok(None);
     let mut fed = 0;
@@ -242,9 +251,15 @@ fn check_body(framing: Framing, body: &[u8], cuts: &mut Cuts) -> Option<usize> {
     // Errors are found at the same byte, but the consumed count before an error
     // is not part of the contract.
     if whole.error.is_some() || pieces.error.is_some() {
-        assert_eq!(whole.error, pieces.error, "whole {whole:?} pieces {pieces:?}");
+        assert_eq!(
+            whole.error, pieces.error,
+            "whole {whole:?} pieces {pieces:?}"
+        );
         assert!(!whole.done && !pieces.done);
-        assert_eq!(whole.content, pieces.content, "content before the error differs");
+        assert_eq!(
+            whole.content, pieces.content,
+            "content before the error differs"
+        );
         return None;
     }
     assert_eq!(whole, pieces, "one piece vs pieces");
@@ -252,13 +267,21 @@ fn check_body(framing: Framing, body: &[u8], cuts: &mut Cuts) -> Option<usize> {
         Framing::Empty => assert!(whole.done && whole.content.is_empty() && whole.consumed == 0),
         Framing::Length(n) => {
             let expected = usize::try_from(n).unwrap_or(usize::MAX).min(body.len());
-            assert_eq!(whole.content, body[..expected], "Content-Length body is the bytes");
+            assert_eq!(
+                whole.content,
+                body[..expected],
+                "Content-Length body is the bytes"
+            );
             assert_eq!(whole.done, expected as u64 == n);
         }
         Framing::Chunked => assert!(whole.content.len() <= whole.consumed),
     }
     if !whole.done {
-        assert_eq!(whole.consumed, body.len(), "stopped early without finishing");
+        assert_eq!(
+            whole.consumed,
+            body.len(),
+            "stopped early without finishing"
+        );
     }
     whole.done.then_some(whole.consumed)
 }
@@ -277,20 +300,28 @@ fn check_query(raw: &[u8]) {
             b'&' | b'=' => {}
             b'%' => {
                 assert!(
-                    out.len() > i + 2 && out[i + 1..i + 3].iter().all(|b| b"0123456789ABCDEF".contains(b)),
+                    out.len() > i + 2
+                        && out[i + 1..i + 3]
+                            .iter()
+                            .all(|b| b"0123456789ABCDEF".contains(b)),
                     "bad escape in {:?}",
                     String::from_utf8_lossy(&out)
                 );
                 i += 2;
             }
-            b => panic!("byte {b:#x} in filtered query {:?}", String::from_utf8_lossy(&out)),
+            b => panic!(
+                "byte {b:#x} in filtered query {:?}",
+                String::from_utf8_lossy(&out)
+            ),
         }
         i += 1;
     }
     if !out.is_empty() {
         for pair in out.split(|&b| b == b'&') {
             let eq = pair.iter().position(|&b| b == b'=');
-            let eq = eq.unwrap_or_else(|| panic!("pair without '=' in {:?}", String::from_utf8_lossy(&out)));
+            let eq = eq.unwrap_or_else(|| {
+                panic!("pair without '=' in {:?}", String::from_utf8_lossy(&out))
+            });
             let key = percent_decode(&pair[..eq]);
             assert!(
                 !HIDDEN.iter().any(|h| key.eq_ignore_ascii_case(h)),
@@ -321,8 +352,14 @@ fn check_query(raw: &[u8]) {
             .any(|w| w.eq_ignore_ascii_case(name));
         assert!(!found || mentions, "found {name:?} that is not there");
         // A plain `name=...` with a clean value at the start is always found.
-        if raw.len() > name.len() && raw[..name.len()].eq_ignore_ascii_case(name) && raw[name.len()] == b'=' {
-            let v = raw[name.len() + 1..].split(|&b| b == b'&').next().unwrap_or_default();
+        if raw.len() > name.len()
+            && raw[..name.len()].eq_ignore_ascii_case(name)
+            && raw[name.len()] == b'='
+        {
+            let v = raw[name.len() + 1..]
+                .split(|&b| b == b'&')
+                .next()
+                .unwrap_or_default();
             if v.iter().all(|b| b.is_ascii_alphanumeric()) {
                 assert!(found, "first parameter {name:?} not found");
                 assert_eq!(value, v);

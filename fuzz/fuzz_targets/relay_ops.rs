@@ -60,8 +60,9 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use httprelay::relay::{
-    JobId, LinkArrival, McastGet, Message, MessageState, Millis, ProducerMeta, ProxyDispatch,
-    Relay, RelayError, Role, Settings, SyncArrival, WaiterId, MESSAGE_OVERHEAD,
+    AppendError, ClaimError, JobId, LinkArrival, McastGet, Message, MessageState, Millis,
+    ProducerMeta, ProxyDispatch, PublishError, Relay, ResultError, Role, Settings, SyncArrival,
+    WaiterId, MESSAGE_OVERHEAD,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -318,12 +319,12 @@ impl<T> Default for Channels<T> {
 /// Whether a writer presenting `presented` is admitted by `claimed`, claiming
 /// the channel if it presents a secret and there is room for one more
 /// remembered channel.
-fn admit(claimed: &mut Option<Vec<u8>>, presented: &[u8], room: bool) -> Result<(), RelayError> {
+fn admit(claimed: &mut Option<Vec<u8>>, presented: &[u8], room: bool) -> Result<(), ClaimError> {
     match claimed {
         Some(c) if c == presented => Ok(()),
-        Some(_) => Err(RelayError::WrongSecret),
+        Some(_) => Err(ClaimError::WrongSecret),
         None if presented.is_empty() => Ok(()),
-        None if !room => Err(RelayError::NoRoom),
+        None if !room => Err(ClaimError::NoRoom),
         None => {
             *claimed = Some(presented.to_vec());
             Ok(())
@@ -546,7 +547,7 @@ impl Model {
             if let Err(e) = admit(&mut c.state.secret, secret, room) {
                 assert_eq!(got, Err(e), "link producer with secret {secret:?}");
                 c.active.touch(now, false);
-                self.refused_no_room += u64::from(e == RelayError::NoRoom);
+                self.refused_no_room += u64::from(e == ClaimError::NoRoom);
                 return w;
             }
             self.remembered += usize::from(!claimed && c.state.secret.is_some());
@@ -639,7 +640,11 @@ impl Model {
             "woken must be appended to"
         );
         if self.mcast_bytes + OVERHEAD + meta_bytes > self.total {
-            assert_eq!(got.err(), Some(RelayError::Full), "publish past the total");
+            assert_eq!(
+                got.err(),
+                Some(PublishError::Full),
+                "publish past the total"
+            );
             assert!(woken.is_empty(), "a refused publish woke readers");
             self.mcasts.touch(now, ch, false);
             return;
@@ -653,14 +658,18 @@ impl Model {
             if room {
                 Ok(())
             } else {
-                Err(RelayError::NoRoom)
+                Err(ClaimError::NoRoom)
             }
         });
         if let Err(e) = admitted {
-            assert_eq!(got.err(), Some(e), "publish with secret {secret:?}");
+            assert_eq!(
+                got.err(),
+                Some(PublishError::Claim(e)),
+                "publish with secret {secret:?}"
+            );
             assert!(woken.is_empty(), "a refused publish woke readers");
             c.active.touch(now, false);
-            self.refused_no_room += u64::from(e == RelayError::NoRoom);
+            self.refused_no_room += u64::from(e == ClaimError::NoRoom);
             return;
         }
         c.active.touch(now, true);
@@ -703,9 +712,9 @@ impl Model {
         let full = self.mcast_bytes + bytes.len() > self.total;
         let got = self.relay.mcast_append(&message, bytes, self.max_len);
         let expected = if full {
-            Err(RelayError::Full)
+            Err(AppendError::Full)
         } else if before + bytes.len() > self.max_len {
-            Err(RelayError::TooLarge)
+            Err(AppendError::TooLarge)
         } else {
             Ok(())
         };
@@ -862,7 +871,7 @@ impl Model {
         if let Err(e) = admit(&mut c.state.secret, secret, room) {
             assert_eq!(got, Err(e), "SERVE with secret {secret:?}");
             c.active.touch(now, false);
-            self.refused_no_room += u64::from(e == RelayError::NoRoom);
+            self.refused_no_room += u64::from(e == ClaimError::NoRoom);
             return w;
         }
         self.remembered += usize::from(!claimed && c.state.secret.is_some());
@@ -917,8 +926,12 @@ impl Model {
         c.active.touch(now, false);
         let claimed = c.state.secret.is_some();
         if let Err(e) = admit(&mut c.state.secret, secret, room) {
-            assert_eq!(got, Err(e), "result with secret {secret:?}");
-            self.refused_no_room += u64::from(e == RelayError::NoRoom);
+            assert_eq!(
+                got,
+                Err(ResultError::Claim(e)),
+                "result with secret {secret:?}"
+            );
+            self.refused_no_room += u64::from(e == ClaimError::NoRoom);
             return;
         }
         self.remembered += usize::from(!claimed && c.state.secret.is_some());
@@ -928,7 +941,7 @@ impl Model {
                 assert_eq!(got, Ok(client), "result answers its client");
                 c.active.touch(now, true);
             }
-            _ => assert_eq!(got, Err(RelayError::UnknownJob), "result for {job:?}"),
+            _ => assert_eq!(got, Err(ResultError::UnknownJob), "result for {job:?}"),
         }
     }
 

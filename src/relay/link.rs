@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use super::secret::{Presented, WriteSecret};
 use super::table::Channel;
-use super::{Millis, RelayError, Role, WaiterId};
+use super::{ClaimError, Millis, Role, WaiterId};
 
 /// What became of an arriving link request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +36,7 @@ impl LinkChannel {
         waiter: WaiterId,
         secret: Presented,
         room: bool,
-    ) -> Result<LinkArrival, RelayError> {
+    ) -> Result<LinkArrival, ClaimError> {
         self.last_active = now;
         if role == Role::Producer {
             self.secret.admit(secret, room)?;
@@ -221,11 +221,11 @@ mod tests {
         );
         assert_eq!(
             relay.link_arrive(0, b"s", P, w(3), b"xyz"),
-            Err(RelayError::WrongSecret)
+            Err(ClaimError::WrongSecret)
         );
         assert_eq!(
             relay.link_arrive(0, b"s", P, w(4), b""),
-            Err(RelayError::WrongSecret)
+            Err(ClaimError::WrongSecret)
         );
         assert_eq!(
             relay.link_arrive(0, b"s", P, w(5), b"abc"),

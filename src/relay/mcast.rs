@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use super::secret::{Presented, WriteSecret};
 use super::table::Channel;
-use super::{Millis, RelayError, WaiterId};
+use super::{AppendError, ClaimError, Millis, PublishError, WaiterId};
 
 /// What a message costs beyond its body and metadata bytes (its record, the
 /// channel's reference, the allocator's share), counted against the retention
@@ -102,10 +102,10 @@ impl Message {
     /// Appends uploaded bytes. Fails, appending nothing, when the message would
     /// exceed `max_len`. (The relay's [`super::Relay::mcast_append`] also keeps
     /// the total over all channels.)
-    pub(super) fn append(&self, bytes: &[u8], max_len: usize) -> Result<(), RelayError> {
+    pub(super) fn append(&self, bytes: &[u8], max_len: usize) -> Result<(), AppendError> {
         let mut data = self.data.borrow_mut();
         if data.len() + bytes.len() > max_len {
-            return Err(RelayError::TooLarge);
+            return Err(AppendError::TooLarge);
         }
         crate::buf::reserve_body(&mut data, bytes.len(), max_len);
         data.extend_from_slice(bytes);
@@ -161,13 +161,13 @@ impl McastChannel {
         meta: ProducerMeta,
         ledger: &Ledger,
         woken: &mut Vec<WaiterId>,
-    ) -> Result<Rc<Message>, RelayError> {
+    ) -> Result<Rc<Message>, PublishError> {
         self.last_active = now;
         // A channel that already holds something is counted already.
         let room = room || self.is_remembered();
         self.secret.admit(secret, room)?;
         if !room {
-            return Err(RelayError::NoRoom);
+            return Err(ClaimError::NoRoom.into());
         }
         let capacity = meta.content_length.map_or(0, |n| n as usize);
         let charged = MESSAGE_OVERHEAD + meta.heap_bytes();
@@ -453,7 +453,7 @@ mod tests {
         assert_eq!(seen.with_bytes(2, <[u8]>::to_vec), b"cdef");
         assert_eq!(
             relay.mcast_append(&m, b"12345", 10),
-            Err(RelayError::TooLarge)
+            Err(AppendError::TooLarge)
         );
         assert_eq!(m.len(), 6, "a refused append adds nothing");
         assert_eq!(relay.mcast_bytes(), 6 + MESSAGE_OVERHEAD);
@@ -495,12 +495,12 @@ mod tests {
             .mcast_publish(0, b"b", b"", meta(None), &mut woken)
             .unwrap();
         relay.mcast_append(&m, b"1234", 100).unwrap();
-        assert_eq!(relay.mcast_append(&m, b"5", 100), Err(RelayError::Full));
+        assert_eq!(relay.mcast_append(&m, b"5", 100), Err(AppendError::Full));
         assert_eq!(
             relay
                 .mcast_publish(0, b"c", b"", meta(None), &mut woken)
                 .err(),
-            Some(RelayError::Full),
+            Some(PublishError::Full),
             "even an empty message costs its overhead"
         );
         relay.mcast_abort(0, b"b", &m);
@@ -593,7 +593,7 @@ mod tests {
             relay
                 .mcast_publish(0, b"s", b"other", meta(None), &mut woken)
                 .unwrap_err(),
-            RelayError::WrongSecret
+            PublishError::Claim(ClaimError::WrongSecret)
         );
         assert!(matches!(
             relay.mcast_get(0, b"s", None, WaiterId(1)),

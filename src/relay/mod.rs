@@ -41,31 +41,106 @@ pub enum Role {
     Consumer,
 }
 
-/// Why the core refused a request.
+/// Why a writer may not use a channel (link producers, mcast producers,
+/// `SERVE`s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RelayError {
+pub enum ClaimError {
     /// The channel was claimed with a different write secret.
     WrongSecret,
-    /// An mcast message grew past its limit.
-    TooLarge,
-    /// A proxy result names a job that does not exist or is not awaiting one.
-    UnknownJob,
-    /// The bytes held by all mcast messages reached their total.
-    Full,
     /// The request would make the relay remember one more channel (a claim,
     /// a first mcast message) and the cap on remembered channels is reached.
     NoRoom,
 }
 
-impl std::fmt::Display for RelayError {
+/// Why an mcast upload may not start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishError {
+    Claim(ClaimError),
+    /// The message's record alone would pass the total of all messages.
+    Full,
+}
+
+/// Why uploaded bytes were refused (nothing of them was appended).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendError {
+    /// The message would grow past its limit.
+    TooLarge,
+    /// All messages together would pass their total.
+    Full,
+}
+
+/// Why a proxy result was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultError {
+    Claim(ClaimError),
+    /// No job by that id awaits a result (unknown, not delivered yet, answered,
+    /// or its client left).
+    UnknownJob,
+}
+
+impl From<PublishError> for Option<ClaimError> {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Claim(c) => Some(c),
+            PublishError::Full => None,
+        }
+    }
+}
+
+impl From<ResultError> for Option<ClaimError> {
+    fn from(e: ResultError) -> Self {
+        match e {
+            ResultError::Claim(c) => Some(c),
+            ResultError::UnknownJob => None,
+        }
+    }
+}
+
+impl From<ClaimError> for PublishError {
+    fn from(e: ClaimError) -> Self {
+        PublishError::Claim(e)
+    }
+}
+
+impl From<ClaimError> for ResultError {
+    fn from(e: ClaimError) -> Self {
+        ResultError::Claim(e)
+    }
+}
+
+impl std::fmt::Display for ClaimError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            RelayError::WrongSecret => "wrong write secret for this channel",
-            RelayError::TooLarge => "message too large",
-            RelayError::UnknownJob => "unknown or already answered job",
-            RelayError::Full => "relay storage for messages is full",
-            RelayError::NoRoom => "relay remembers too many channels",
+            ClaimError::WrongSecret => "wrong write secret",
+            ClaimError::NoRoom => "relay remembers too many channels",
         })
+    }
+}
+
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublishError::Claim(e) => e.fmt(f),
+            PublishError::Full => f.write_str("relay storage for messages is full"),
+        }
+    }
+}
+
+impl std::fmt::Display for AppendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AppendError::TooLarge => "message too large",
+            AppendError::Full => "relay storage for messages is full",
+        })
+    }
+}
+
+impl std::fmt::Display for ResultError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResultError::Claim(e) => e.fmt(f),
+            ResultError::UnknownJob => f.write_str("unknown or already answered job"),
+        }
     }
 }
 
@@ -178,9 +253,15 @@ impl Relay {
         self.remembered_channels() < self.settings.max_channels
     }
 
-    fn note<T>(&mut self, result: Result<T, RelayError>) -> Result<T, RelayError> {
-        if result.as_ref().err() == Some(&RelayError::NoRoom) {
-            self.refused_no_room += 1;
+    /// Counts a refusal for want of room under the cap.
+    fn note<T, E: Copy + Into<Option<ClaimError>>>(
+        &mut self,
+        result: Result<T, E>,
+    ) -> Result<T, E> {
+        if let Err(e) = &result {
+            if (*e).into() == Some(ClaimError::NoRoom) {
+                self.refused_no_room += 1;
+            }
         }
         result
     }
@@ -200,7 +281,7 @@ impl Relay {
         role: Role,
         waiter: WaiterId,
         secret: &[u8],
-    ) -> Result<LinkArrival, RelayError> {
+    ) -> Result<LinkArrival, ClaimError> {
         let (key, secret, room) = (self.id(id), self.secret(secret), self.room());
         let expiry = self.settings.idle_expiry;
         let arrival = self
@@ -228,10 +309,10 @@ impl Relay {
         secret: &[u8],
         meta: ProducerMeta,
         woken: &mut Vec<WaiterId>,
-    ) -> Result<Rc<Message>, RelayError> {
+    ) -> Result<Rc<Message>, PublishError> {
         let cost = MESSAGE_OVERHEAD + meta.heap_bytes();
         if self.mcast_bytes() + cost > self.settings.mcast_total {
-            return Err(RelayError::Full);
+            return Err(PublishError::Full);
         }
         let (key, secret, room) = (self.id(id), self.secret(secret), self.room());
         let expiry = self.settings.idle_expiry;
@@ -255,9 +336,9 @@ impl Relay {
         message: &Message,
         bytes: &[u8],
         max_len: usize,
-    ) -> Result<(), RelayError> {
+    ) -> Result<(), AppendError> {
         if self.mcast_bytes() + bytes.len() > self.settings.mcast_total {
-            return Err(RelayError::Full);
+            return Err(AppendError::Full);
         }
         message.append(bytes, max_len)
     }
@@ -351,7 +432,7 @@ impl Relay {
         id: &[u8],
         server: WaiterId,
         secret: &[u8],
-    ) -> Result<ProxyDispatch, RelayError> {
+    ) -> Result<ProxyDispatch, ClaimError> {
         let (key, secret, room) = (self.id(id), self.secret(secret), self.room());
         let expiry = self.settings.idle_expiry;
         let dispatch = self
@@ -374,7 +455,7 @@ impl Relay {
         id: &[u8],
         secret: &[u8],
         job: &JobId,
-    ) -> Result<WaiterId, RelayError> {
+    ) -> Result<WaiterId, ResultError> {
         let (key, secret, room) = (self.id(id), self.secret(secret), self.room());
         let expiry = self.settings.idle_expiry;
         let result = self
@@ -564,7 +645,7 @@ mod tests {
         relay.link_arrive(0, b"b", P, w(2), b"kb").unwrap();
         assert_eq!(
             relay.link_arrive(0, b"c", P, w(3), b"kc"),
-            Err(RelayError::NoRoom),
+            Err(ClaimError::NoRoom),
             "a third claim"
         );
         let mut woken = Vec::new();
@@ -572,12 +653,12 @@ mod tests {
             relay
                 .mcast_publish(0, b"m", b"", ProducerMeta::default(), &mut woken)
                 .err(),
-            Some(RelayError::NoRoom),
+            Some(PublishError::Claim(ClaimError::NoRoom)),
             "a first message"
         );
         assert_eq!(
             relay.proxy_serve(0, b"p", w(4), b"kp"),
-            Err(RelayError::NoRoom),
+            Err(ClaimError::NoRoom),
             "a SERVE claim"
         );
         assert_eq!(relay.refused_no_room(), 3);
@@ -593,7 +674,7 @@ mod tests {
         );
         assert_eq!(
             relay.link_arrive(1, b"a", P, w(7), b"other"),
-            Err(RelayError::WrongSecret),
+            Err(ClaimError::WrongSecret),
             "the claim holds"
         );
         // Expiry frees a place.

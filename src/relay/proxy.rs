@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 
 use super::secret::{Presented, WriteSecret};
 use super::table::Channel;
-use super::{Millis, RelayError, WaiterId};
+use super::{ClaimError, Millis, ResultError, WaiterId};
 
 /// A job id: 8 characters from `[0-9a-zA-Z]`.
 pub type JobId = [u8; 8];
@@ -89,7 +89,7 @@ impl ProxyChannel {
         server: WaiterId,
         secret: Presented,
         room: bool,
-    ) -> Result<ProxyDispatch, RelayError> {
+    ) -> Result<ProxyDispatch, ClaimError> {
         self.last_active = now;
         self.secret.admit(secret, room)?;
         while let Some(job) = self.queued.pop_front() {
@@ -124,7 +124,7 @@ impl ProxyChannel {
         secret: Presented,
         room: bool,
         job: &JobId,
-    ) -> Result<WaiterId, RelayError> {
+    ) -> Result<WaiterId, ResultError> {
         self.last_active = now;
         self.secret.admit(secret, room)?;
         match self.jobs.get(job) {
@@ -133,7 +133,7 @@ impl ProxyChannel {
                 self.jobs.remove(job);
                 Ok(client)
             }
-            _ => Err(RelayError::UnknownJob),
+            _ => Err(ResultError::UnknownJob),
         }
     }
 
@@ -232,14 +232,14 @@ mod tests {
         assert_eq!(dispatched(d), (job, WaiterId(1)));
         assert_eq!(
             relay.proxy_result(0, b"p", b"", &job),
-            Err(RelayError::UnknownJob),
+            Err(ResultError::UnknownJob),
             "not delivered yet"
         );
         relay.proxy_delivered(0, b"p", &job);
         assert_eq!(relay.proxy_result(0, b"p", b"", &job), Ok(WaiterId(2)));
         assert_eq!(
             relay.proxy_result(0, b"p", b"", &job),
-            Err(RelayError::UnknownJob),
+            Err(ResultError::UnknownJob),
             "answered once"
         );
     }
@@ -277,7 +277,7 @@ mod tests {
         relay.proxy_client_leave(0, b"p", &job);
         assert_eq!(
             relay.proxy_result(0, b"p", b"", &job),
-            Err(RelayError::UnknownJob),
+            Err(ResultError::UnknownJob),
             "late result"
         );
     }
@@ -299,13 +299,13 @@ mod tests {
         relay.proxy_serve(0, b"p", WaiterId(10), b"k").unwrap();
         assert_eq!(
             relay.proxy_serve(0, b"p", WaiterId(11), b"x"),
-            Err(RelayError::WrongSecret)
+            Err(ClaimError::WrongSecret)
         );
         let (job, _) = relay.proxy_request(0, b"p", WaiterId(1));
         relay.proxy_delivered(0, b"p", &job);
         assert_eq!(
             relay.proxy_result(0, b"p", b"x", &job),
-            Err(RelayError::WrongSecret)
+            Err(ResultError::Claim(ClaimError::WrongSecret))
         );
         assert_eq!(relay.proxy_result(0, b"p", b"k", &job), Ok(WaiterId(1)));
     }

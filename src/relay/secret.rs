@@ -3,7 +3,7 @@
 //! kept as a keyed hash ([`super::key`]), never as sent.
 
 use super::key::Key;
-use super::RelayError;
+use super::ClaimError;
 
 #[derive(Default, Debug)]
 pub struct WriteSecret {
@@ -17,12 +17,12 @@ impl WriteSecret {
     /// Checks a writer's secret, claiming the channel if it is unclaimed and a
     /// secret is presented. A new claim needs `room` (the cap on remembered
     /// channels): a claim is never forgotten early to make room.
-    pub fn admit(&mut self, presented: Presented, room: bool) -> Result<(), RelayError> {
+    pub fn admit(&mut self, presented: Presented, room: bool) -> Result<(), ClaimError> {
         match (self.claimed, presented) {
             (Some(claimed), Some(p)) if claimed == p => Ok(()),
-            (Some(_), _) => Err(RelayError::WrongSecret),
+            (Some(_), _) => Err(ClaimError::WrongSecret),
             (None, None) => Ok(()),
-            (None, Some(_)) if !room => Err(RelayError::NoRoom),
+            (None, Some(_)) if !room => Err(ClaimError::NoRoom),
             (None, Some(p)) => {
                 self.claimed = Some(p);
                 Ok(())

@@ -1,9 +1,10 @@
 //! link: one producer (`POST`/`PUT`) hands its body to one consumer (`GET`).
 
+use super::respond::Guarded;
 use super::{Server, Step};
 use crate::conn::{ConnId, Transfer, Wait};
 use crate::http::Status;
-use crate::relay::{LinkArrival, RelayError, Role, WaiterId};
+use crate::relay::{LinkArrival, Role, WaiterId};
 
 impl Server {
     pub(super) fn handle_link(&mut self, id: ConnId) -> Step {
@@ -25,11 +26,7 @@ impl Server {
             .relay
             .link_arrive(now, &conn.channel, role, WaiterId(id.0), &self.secret)
         {
-            Err(RelayError::WrongSecret) => {
-                self.refuse(id, Status(401), "401 wrong write secret for this channel\n")
-            }
-            Err(RelayError::NoRoom) => self.refuse(id, Status(503), super::NO_ROOM),
-            Err(_) => self.refuse(id, Status(500), "500 unexpected relay state\n"),
+            Err(e) => self.refuse_claim(id, e, Guarded::Channel),
             Ok(LinkArrival::Parked) => {
                 self.continue_body(id);
                 self.park(id, Wait::Link(role))

@@ -4,12 +4,15 @@
 use std::io::{self, Write};
 use std::rc::Rc;
 
+use super::respond::Guarded;
 use super::{flush, Server, Step};
 use crate::conn::{After, ConnId, Fill, Phase, Wait};
 use crate::http::{
     chunk_header, find_param, parse_seqid, BodyDecoder, Framing, HeadWriter, Status,
 };
-use crate::relay::{McastGet, Message, MessageState, Method, ProducerMeta, RelayError, WaiterId};
+use crate::relay::{
+    AppendError, McastGet, Message, MessageState, Method, ProducerMeta, PublishError, WaiterId,
+};
 use crate::reply::{self, Expose, Meta};
 
 /// Room kept in a reader's output for a chunk-size line and its CRLF.
@@ -61,14 +64,10 @@ impl Server {
             self.relay
                 .mcast_publish(now, &conn.channel, &self.secret, meta, &mut woken);
         let step = match published {
-            Err(RelayError::WrongSecret) => {
-                self.refuse(id, Status(401), "401 wrong write secret for this channel\n")
-            }
-            Err(RelayError::NoRoom) => self.refuse(id, Status(503), super::NO_ROOM),
-            Err(RelayError::Full) => {
+            Err(PublishError::Claim(e)) => self.refuse_claim(id, e, Guarded::Channel),
+            Err(PublishError::Full) => {
                 self.refuse(id, Status(503), "503 relay storage for messages is full\n")
             }
-            Err(_) => self.refuse(id, Status(500), "500 unexpected relay state\n"),
             Ok(message) => {
                 for &WaiterId(reader) in &woken {
                     self.start_reading(ConnId(reader), Rc::clone(&message));
@@ -115,11 +114,11 @@ impl Server {
                         .mcast_append(&message, data, self.mcast_max_message)
                     {
                         Ok(()) => {}
-                        Err(RelayError::Full) => {
+                        Err(AppendError::Full) => {
                             let text = "503 relay storage for messages is full\n";
                             return self.fail_publishing(id, &message, Status(503), text);
                         }
-                        Err(_) => {
+                        Err(AppendError::TooLarge) => {
                             let text = format!(
                                 "413 message larger than {} bytes\n",
                                 self.mcast_max_message

@@ -3,10 +3,11 @@
 //! `SERVE` response, and whose response streams from the `SERVE` request that
 //! brings the result (`HttpRelay-Proxy-JobId`).
 
+use super::respond::Guarded;
 use super::{Server, Step};
 use crate::conn::{Conn, ConnId, Phase, Transfer, Wait};
 use crate::http::{trim, HeadWriter, Status};
-use crate::relay::{JobId, ProxyDispatch, RelayError, WaiterId};
+use crate::relay::{JobId, ProxyDispatch, ResultError, WaiterId};
 
 /// Client fields not forwarded to the server: they describe this hop's
 /// connection and framing, which the relay sets itself.
@@ -70,11 +71,10 @@ impl Server {
             .relay
             .proxy_result(now, &conn.channel, &self.secret, &job)
         {
-            Err(RelayError::WrongSecret) => {
-                self.refuse(id, Status(401), "401 wrong write secret for this server\n")
+            Err(ResultError::Claim(e)) => self.refuse_claim(id, e, Guarded::Server),
+            Err(ResultError::UnknownJob) => {
+                self.refuse(id, Status(406), "406 unknown or already answered job\n")
             }
-            Err(RelayError::NoRoom) => self.refuse(id, Status(503), super::NO_ROOM),
-            Err(_) => self.refuse(id, Status(406), "406 unknown or already answered job\n"),
             Ok(WaiterId(client)) => {
                 self.continue_body(id);
                 self.start_transfer(id, ConnId(client), Transfer::ProxyResult);
@@ -92,8 +92,7 @@ impl Server {
             .relay
             .proxy_serve(now, &conn.channel, WaiterId(id.0), &self.secret)
         {
-            Err(RelayError::NoRoom) => self.refuse(id, Status(503), super::NO_ROOM),
-            Err(_) => self.refuse(id, Status(401), "401 wrong write secret for this server\n"),
+            Err(e) => self.refuse_claim(id, e, Guarded::Server),
             Ok(ProxyDispatch::Dispatched {
                 counterpart: WaiterId(client),
                 ..

@@ -8,9 +8,32 @@ use super::stats::Gauges;
 use super::{unix_millis, Server, Step, LINGER_MAX_BYTES};
 use crate::conn::{After, Conn, ConnId, Phase};
 use crate::http::{Framing, HeadWriter, Status};
+use crate::relay::ClaimError;
 use crate::reply::{self, Expose};
 
+/// Whose write secret a refused writer presented, as its answer names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Guarded {
+    Channel,
+    /// A proxy server id.
+    Server,
+}
+
 impl Server {
+    /// Answers a writer that may not use the channel.
+    pub(super) fn refuse_claim(&mut self, id: ConnId, e: ClaimError, guarded: Guarded) -> Step {
+        let (status, text) = match (e, guarded) {
+            (ClaimError::WrongSecret, Guarded::Channel) => {
+                (Status(401), "401 wrong write secret for this channel\n")
+            }
+            (ClaimError::WrongSecret, Guarded::Server) => {
+                (Status(401), "401 wrong write secret for this server\n")
+            }
+            (ClaimError::NoRoom, _) => (Status(503), super::NO_ROOM),
+        };
+        self.refuse(id, status, text)
+    }
+
     /// Answers a request the relay will not take further (errors, `/health`),
     /// skipping or refusing its unread body.
     pub(super) fn refuse(&mut self, id: ConnId, status: Status, text: &str) -> Step {
