@@ -24,8 +24,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::support::{
-    free_port, haproxy_binary, req, send_waiting, unix_ms, Addr, Conn, Haproxy, Relay, Response,
-    PARK,
+    body_for, free_port, haproxy_binary, req, send_waiting, unix_ms, Addr, Conn, Haproxy, Relay,
+    Response, PARK,
 };
 use super::{get, post};
 
@@ -88,19 +88,6 @@ fn config_for(frontend: u16, stats: u16, relays: &[SocketAddr]) -> String {
         );
     }
     cfg
-}
-
-/// Byte-exact, per-transfer bodies (so a mix-up between channels is caught).
-fn body_for(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 /// xorshift64*; good enough for random channel ids.

@@ -8,24 +8,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::support::{req, Conn, Relay, RssSampler, PARK};
+use super::support::{body_for, req, Conn, Relay, RssSampler, PARK};
 use super::{get, post, VERSION};
 
 /// How long a client here waits for an answer before the test fails.
 const ANSWER: Duration = Duration::from_secs(10);
-
-/// Body bytes that differ per transfer, so that a mix-up is caught.
-fn body_for(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 /// One link transfer on fresh connections (consumer first); panics unless the bytes
 /// arrive intact and both sides get `200`.

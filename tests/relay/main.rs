@@ -6,27 +6,16 @@
 
 mod support;
 
-#[path = "relay/browser.rs"]
 mod browser;
-#[path = "relay/hostile.rs"]
 mod hostile;
-#[path = "relay/mcast.rs"]
 mod mcast;
-#[path = "relay/memory.rs"]
 mod memory;
-#[path = "relay/ops.rs"]
 mod ops;
-#[path = "relay/proxy.rs"]
 mod proxy;
-#[path = "relay/readme.rs"]
 mod readme;
-#[path = "relay/sharding.rs"]
 mod sharding;
-#[path = "relay/stress.rs"]
 mod stress;
-#[path = "relay/sync.rs"]
 mod sync;
-#[path = "relay/trust.rs"]
 mod trust;
 
 use std::thread;
