@@ -27,8 +27,8 @@ pub struct Stats {
     pub relayed_bytes: u64,
     /// Responses by error status (index into `REJECTIONS`; the last counts others).
     rejections: [u64; REJECTIONS.len()],
-    /// Connections closed by a timeout: idle, head, body, wait.
-    pub timeouts: [u64; 4],
+    /// Connections closed by a timeout, indexed by [`Timeout`].
+    timeouts: [u64; Timeout::ALL.len()],
     /// Connections closed for being driven again and again without moving a byte.
     pub runaway: u64,
     /// Loop iterations (events handled, connections driven, timers fired) by
@@ -36,6 +36,28 @@ pub struct Stats {
     loop_buckets: [u64; LOOP_BUCKETS.len() + 1],
     loop_seconds: f64,
     loop_longest: Duration,
+}
+
+/// The timeouts that end a connection, as metric labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timeout {
+    Idle,
+    Head,
+    Body,
+    Wait,
+}
+
+impl Timeout {
+    const ALL: [Timeout; 4] = [Timeout::Idle, Timeout::Head, Timeout::Body, Timeout::Wait];
+
+    fn label(self) -> &'static str {
+        match self {
+            Timeout::Idle => "idle",
+            Timeout::Head => "head",
+            Timeout::Body => "body",
+            Timeout::Wait => "wait",
+        }
+    }
 }
 
 /// Upper bounds of the loop-iteration histogram buckets, in seconds.
@@ -65,6 +87,11 @@ impl Stats {
         self.loop_buckets[at] += 1;
         self.loop_seconds += secs;
         self.loop_longest = self.loop_longest.max(took);
+    }
+
+    /// Counts a connection ended by `timeout`.
+    pub fn timed_out(&mut self, timeout: Timeout) {
+        self.timeouts[timeout as usize] += 1;
     }
 
     /// Counts one completed exchange of `method`.
@@ -160,8 +187,9 @@ impl Stats {
             "# HELP httprelay_timeouts_total Connections ended by a timeout."
         );
         let _ = writeln!(w, "# TYPE httprelay_timeouts_total counter");
-        for (kind, n) in ["idle", "head", "body", "wait"].iter().zip(self.timeouts) {
-            let _ = writeln!(w, "httprelay_timeouts_total{{timeout=\"{kind}\"}} {n}");
+        for kind in Timeout::ALL {
+            let (label, n) = (kind.label(), self.timeouts[kind as usize]);
+            let _ = writeln!(w, "httprelay_timeouts_total{{timeout=\"{label}\"}} {n}");
         }
         let _ = writeln!(w, "# HELP httprelay_held_bytes Body bytes held in memory (mcast messages, waiting sync bodies).");
         let _ = writeln!(w, "# TYPE httprelay_held_bytes gauge");

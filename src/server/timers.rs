@@ -4,6 +4,7 @@
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
+use super::stats::Timeout;
 use super::{debug_assert_queued, release_free_memory, Server, LINGER};
 use crate::conn::{After, Conn, ConnId, Phase, Timer, Wait};
 use crate::http::Status;
@@ -129,12 +130,12 @@ impl Server {
         match conn.timer {
             Timer::None => {}
             Timer::Idle => {
-                self.stats.timeouts[0] += 1;
+                self.stats.timed_out(Timeout::Idle);
                 self.close(id);
             }
             Timer::Linger => self.close(id),
             Timer::Head => {
-                self.stats.timeouts[1] += 1;
+                self.stats.timed_out(Timeout::Head);
                 conn.req.keep_alive = false;
                 conn.req.method.clear();
                 conn.req.origin.clear();
@@ -168,7 +169,7 @@ impl Server {
                     Phase::Consuming { producer, .. } => Some(producer),
                     _ => None,
                 };
-                self.stats.timeouts[2] += 1;
+                self.stats.timed_out(Timeout::Body);
                 // Reset rather than close: unsent bytes would otherwise stay
                 // queued in the kernel for a client that stopped reading.
                 conn.stream.reset_on_close();
@@ -184,7 +185,7 @@ impl Server {
                 let Phase::Parked(wait) = conn.phase else {
                     return;
                 };
-                self.stats.timeouts[3] += 1;
+                self.stats.timed_out(Timeout::Wait);
                 self.leave_core(id, wait);
                 let conn = &mut self.conns[id.0];
                 conn.phase = Phase::ReadingHead;
