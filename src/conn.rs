@@ -61,8 +61,8 @@ pub enum Phase {
         chunked: bool,
         ended: bool,
     },
-    /// A sync request reading its whole body into `Conn::held`.
-    Holding { body: BodyDecoder },
+    /// A request reading its whole body before it goes on, as `hold` says.
+    Holding { body: BodyDecoder, hold: Hold },
     /// Sending a response whose body is `Conn::held[offset..]`.
     SendingHeld { offset: usize },
     /// Writing the rest of a response that is entirely in the output buffer.
@@ -71,6 +71,16 @@ pub enum Phase {
     /// sends until it closes or the deadline passes, so that closing does not
     /// reset the connection and destroy the response in flight.
     Lingering,
+}
+
+/// Why a request's body is read whole before the request goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// sync: the body is kept in `Conn::held`; then the request meets its peer.
+    Sync,
+    /// A proxy `SERVE` without a job id: the body is dropped as it arrives;
+    /// then the request waits for a job.
+    Discard,
 }
 
 /// What a parked connection waits for.

@@ -41,23 +41,84 @@ pub struct Meta<'a> {
     pub query: &'a [u8],
 }
 
+/// Fields of [`common`] that a response carries with another party's value
+/// instead (a proxy result names them in `HttpRelay-Proxy-Headers`):
+/// [`common_except`] leaves them out, so that each appears once.
+/// `HttpRelay-Version` is not among them: it names the relay that answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Replaced(u8);
+
+impl Replaced {
+    pub const NONE: Replaced = Replaced(0);
+    pub const DATE: Replaced = Replaced(1);
+    pub const ALLOW_ORIGIN: Replaced = Replaced(1 << 1);
+    pub const VARY: Replaced = Replaced(1 << 2);
+    pub const EXPOSE_HEADERS: Replaced = Replaced(1 << 3);
+    pub const ALLOW_CREDENTIALS: Replaced = Replaced(1 << 4);
+
+    const NAMES: [(&'static str, Replaced); 5] = [
+        ("date", Replaced::DATE),
+        ("access-control-allow-origin", Replaced::ALLOW_ORIGIN),
+        ("vary", Replaced::VARY),
+        ("access-control-expose-headers", Replaced::EXPOSE_HEADERS),
+        (
+            "access-control-allow-credentials",
+            Replaced::ALLOW_CREDENTIALS,
+        ),
+    ];
+
+    /// The replaceable field called `name` (any case); `NONE` for any other.
+    pub fn of(name: &[u8]) -> Replaced {
+        Replaced::NAMES
+            .iter()
+            .find(|(field, _)| name.eq_ignore_ascii_case(field.as_bytes()))
+            .map_or(Replaced::NONE, |&(_, flag)| flag)
+    }
+
+    /// Whether `field` is among them.
+    pub fn has(self, field: Replaced) -> bool {
+        self.0 & field.0 != 0
+    }
+
+    pub fn insert(&mut self, field: Replaced) {
+        self.0 |= field.0;
+    }
+}
+
 /// `Date`, `HttpRelay-Version` and the CORS fields every response carries.
 pub fn common(w: &mut HeadWriter, date: &[u8], origin: &[u8], expose: Expose) {
-    w.header("Date", date)
-        .header("HttpRelay-Version", VERSION.as_bytes());
-    if origin.is_empty() {
-        w.header("Access-Control-Allow-Origin", b"*");
-    } else {
-        w.header("Access-Control-Allow-Origin", origin)
-            .header("Vary", b"Origin");
+    common_except(w, date, origin, expose, Replaced::NONE);
+}
+
+/// [`common`] without the fields in `replaced`, which the caller writes itself.
+pub fn common_except(
+    w: &mut HeadWriter,
+    date: &[u8],
+    origin: &[u8],
+    expose: Expose,
+    replaced: Replaced,
+) {
+    let keep = |field: Replaced| !replaced.has(field);
+    if keep(Replaced::DATE) {
+        w.header("Date", date);
+    }
+    w.header("HttpRelay-Version", VERSION.as_bytes());
+    let allow_origin: &[u8] = if origin.is_empty() { b"*" } else { origin };
+    if keep(Replaced::ALLOW_ORIGIN) {
+        w.header("Access-Control-Allow-Origin", allow_origin);
+    }
+    if !origin.is_empty() && keep(Replaced::VARY) {
+        w.header("Vary", b"Origin");
     }
     let exposed = match expose {
         Expose::Metadata => EXPOSE_HEADERS,
         Expose::Mcast => EXPOSE_MCAST_HEADERS,
         Expose::All => b"*",
     };
-    w.header("Access-Control-Expose-Headers", exposed);
-    if expose == Expose::Mcast {
+    if keep(Replaced::EXPOSE_HEADERS) {
+        w.header("Access-Control-Expose-Headers", exposed);
+    }
+    if expose == Expose::Mcast && keep(Replaced::ALLOW_CREDENTIALS) {
         // Pages follow mcast with `credentials: 'include'` (the SeqId cookie);
         // every mcast response, errors included, must allow that to be readable.
         w.header("Access-Control-Allow-Credentials", b"true");
@@ -95,5 +156,56 @@ pub fn persistence(w: &mut HeadWriter, keep_alive: bool, minor_version: u8) {
             w.header("Connection", b"keep-alive");
         }
         (true, _) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Status;
+
+    fn head(origin: &[u8], expose: Expose, replaced: Replaced) -> String {
+        let mut out = [0u8; 1024];
+        let mut w = HeadWriter::new(&mut out, Status(200));
+        common_except(&mut w, b"DATE", origin, expose, replaced);
+        let n = w.finish().expect("fits");
+        String::from_utf8(out[..n].to_vec()).expect("ascii")
+    }
+
+    #[test]
+    fn replaced_fields_are_left_out_and_the_version_never() {
+        let mut all = Replaced::NONE;
+        for name in [
+            "Date",
+            "ACCESS-CONTROL-ALLOW-ORIGIN",
+            "vary",
+            "Access-Control-Expose-Headers",
+            "Access-Control-Allow-Credentials",
+        ] {
+            let field = Replaced::of(name.as_bytes());
+            assert_ne!(field, Replaced::NONE, "{name}");
+            all.insert(field);
+        }
+        assert_eq!(Replaced::of(b"HttpRelay-Version"), Replaced::NONE);
+        assert_eq!(Replaced::of(b"Content-Length"), Replaced::NONE);
+        assert_eq!(
+            head(b"https://a.example", Expose::Mcast, all),
+            format!("HTTP/1.1 200 OK\r\nHttpRelay-Version: {VERSION}\r\n\r\n")
+        );
+        assert_eq!(
+            head(b"https://a.example", Expose::All, Replaced::VARY),
+            format!(
+                "HTTP/1.1 200 OK\r\nDate: DATE\r\nHttpRelay-Version: {VERSION}\r\n\
+                 Access-Control-Allow-Origin: https://a.example\r\n\
+                 Access-Control-Expose-Headers: *\r\n\r\n"
+            )
+        );
+        assert_eq!(
+            head(b"", Expose::All, Replaced::NONE),
+            format!(
+                "HTTP/1.1 200 OK\r\nDate: DATE\r\nHttpRelay-Version: {VERSION}\r\n\
+                 Access-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: *\r\n\r\n"
+            )
+        );
     }
 }

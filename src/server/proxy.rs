@@ -5,9 +5,10 @@
 
 use super::respond::Guarded;
 use super::{Server, Step};
-use crate::conn::{Conn, ConnId, Phase, Transfer, Wait};
-use crate::http::{trim, HeadWriter, Status};
+use crate::conn::{Conn, ConnId, Hold, Phase, Transfer, Wait};
+use crate::http::{trim, BodyDecoder, Framing, HeadWriter, Status};
 use crate::relay::{JobId, ProxyDispatch, ResultError, WaiterId};
+use crate::reply::Replaced;
 
 /// Client fields not forwarded to the server: they describe this hop's
 /// connection and framing, which the relay sets itself.
@@ -56,12 +57,16 @@ impl Server {
     fn proxy_serve(&mut self, id: ConnId) -> Step {
         self.load_secret(id);
         let Some(job) = job_id(&self.conns[id.0].head_copy) else {
-            if self.conns[id.0].req.framing().has_body() {
-                return self.refuse(
-                    id,
-                    Status(400),
-                    "400 a SERVE without a job id takes no body\n",
-                );
+            let framing = self.conns[id.0].req.framing();
+            if framing.has_body() {
+                // A body with nothing to answer: read as it arrives and dropped
+                // (as the original does), then the request waits for a job.
+                self.continue_body(id);
+                self.conns[id.0].phase = Phase::Holding {
+                    body: BodyDecoder::new(framing),
+                    hold: Hold::Discard,
+                };
+                return Step::Again;
             }
             return self.proxy_wait_for_job(id);
         };
@@ -81,6 +86,14 @@ impl Server {
                 Step::Again
             }
         }
+    }
+
+    /// A `SERVE` without a job id has read and dropped its body: it waits for a job.
+    pub(super) fn proxy_body_dropped(&mut self, id: ConnId) -> Step {
+        // Nothing of the request is left unread, so a refusal from here on
+        // (`401`, `503`) leaves the connection usable.
+        self.conns[id.0].req.framing = Some(Framing::Empty);
+        self.proxy_wait_for_job(id)
     }
 
     /// The `SERVE` request `id` takes the next job, or waits for one.
@@ -125,32 +138,41 @@ impl Server {
     }
 }
 
-/// The `HttpRelay-Proxy-JobId` of a `SERVE` request, if it has a usable one.
-/// A value that is not 8 characters cannot name a job; it still counts as an
-/// attempt, so it maps to an id no job has.
+/// The job a `SERVE` request's (first) `HttpRelay-Proxy-JobId` names. An
+/// empty value names none, like an absent field. A value that is not 8
+/// characters cannot name a job; it still counts as an attempt, so it maps to
+/// an id no job has.
 fn job_id(head: &[u8]) -> Option<JobId> {
-    let mut found = None;
-    for_each_field(head, |name, value| {
-        if found.is_none() && name.eq_ignore_ascii_case("httprelay-proxy-jobid") {
-            let mut job = [b'!'; 8];
-            if value.len() == 8 {
-                job.copy_from_slice(value);
-            }
-            found = Some(job);
+    with_fields(head, |fields| {
+        let value = fields
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case("httprelay-proxy-jobid"))
+            .map(|f| trim(f.value))
+            .filter(|v| !v.is_empty())?;
+        let mut job = [b'!'; 8];
+        if value.len() == 8 {
+            job.copy_from_slice(value);
         }
-    });
-    found
+        Some(job)
+    })
+}
+
+/// Calls `f` with the header fields of a complete request head (none if it
+/// does not parse; a head the relay accepted always does).
+fn with_fields<R>(head: &[u8], f: impl FnOnce(&[httparse::Header]) -> R) -> R {
+    let mut fields = [httparse::EMPTY_HEADER; crate::http::MAX_HEADER_FIELDS];
+    let mut req = httparse::Request::new(&mut fields);
+    let complete = matches!(req.parse(head), Ok(httparse::Status::Complete(_)));
+    f(if complete { req.headers } else { &[] })
 }
 
 /// Calls `f` for every header field of a complete request head.
 fn for_each_field(head: &[u8], mut f: impl FnMut(&str, &[u8])) {
-    let mut fields = [httparse::EMPTY_HEADER; crate::http::MAX_HEADER_FIELDS];
-    let mut req = httparse::Request::new(&mut fields);
-    if let Ok(httparse::Status::Complete(_)) = req.parse(head) {
-        for field in req.headers.iter() {
+    with_fields(head, |fields| {
+        for field in fields {
             f(field.name, trim(field.value));
         }
-    }
+    });
 }
 
 /// The job description a `SERVE` response carries: the client's fields, then
@@ -265,37 +287,92 @@ pub(super) fn result_status(head: &[u8]) -> Status {
     status
 }
 
+/// The relay's own fields that the client's response takes from the `SERVE`
+/// request bringing the result instead (see [`result_fields`]).
+pub(super) fn result_replaces(head: &[u8]) -> Replaced {
+    with_fields(head, |fields| {
+        let mut replaced = Replaced::NONE;
+        for field in fields.iter().filter(|f| is_listed(fields, f.name)) {
+            if let Listed::Replacing(flag) = listed_as(field.name) {
+                replaced.insert(flag);
+            }
+        }
+        replaced
+    })
+}
+
 /// The client's response fields from the `SERVE` request that brings the
-/// result: `Content-Type` and each field named in `HttpRelay-Proxy-Headers`.
+/// result: `Content-Type` and each field named in `HttpRelay-Proxy-Headers`,
+/// in the order the request carries them, each name once however often it is
+/// named. A field the relay writes itself ([`Replaced`]) goes on one line (the
+/// request's lines joined, RFC 9110 §5.3), in place of the relay's own.
 pub(super) fn result_fields(w: &mut HeadWriter, server: &Conn) {
     if !server.req.content_type.is_empty() {
         w.header("Content-Type", &server.req.content_type);
     }
-    let mut named: Vec<u8> = Vec::new();
-    for_each_field(&server.head_copy, |name, value| {
-        if name.eq_ignore_ascii_case("httprelay-proxy-headers") {
-            if !named.is_empty() {
-                named.push(b',');
+    with_fields(&server.head_copy, |fields| {
+        for (at, field) in fields.iter().enumerate() {
+            if !is_listed(fields, field.name) {
+                continue;
             }
-            named.extend_from_slice(value);
+            match listed_as(field.name) {
+                Listed::Ignored => {}
+                Listed::Passed => {
+                    w.header(field.name, trim(field.value));
+                }
+                Listed::Replacing(_) => {
+                    // One line, at the first of the name's lines.
+                    let same = |f: &httparse::Header| f.name.eq_ignore_ascii_case(field.name);
+                    if fields[..at].iter().any(same) {
+                        continue;
+                    }
+                    let values = fields[at..]
+                        .iter()
+                        .filter(|f| same(f))
+                        .map(|f| trim(f.value))
+                        .filter(|v| !v.is_empty());
+                    let mut parts: Vec<&[u8]> = Vec::new();
+                    for value in values {
+                        if !parts.is_empty() {
+                            parts.push(b", ");
+                        }
+                        parts.push(value);
+                    }
+                    w.header_parts(field.name, &parts);
+                }
+            }
         }
     });
-    for wanted in named
-        .split(|&b| b == b',')
-        .map(trim)
-        .filter(|n| !n.is_empty())
-    {
-        let framing = HOP_FIELDS
-            .iter()
-            .any(|hop| wanted.eq_ignore_ascii_case(hop.as_bytes()))
-            || wanted.eq_ignore_ascii_case(b"content-type");
-        if framing {
-            continue;
-        }
-        for_each_field(&server.head_copy, |name, value| {
-            if name.as_bytes().eq_ignore_ascii_case(wanted) {
-                w.header(name, value);
-            }
-        });
+}
+
+/// Whether a result's `HttpRelay-Proxy-Headers` (any of its lines) names `name`.
+fn is_listed(fields: &[httparse::Header], name: &str) -> bool {
+    fields
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case("httprelay-proxy-headers"))
+        .flat_map(|f| f.value.split(|&b| b == b','))
+        .any(|listed| trim(listed).eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// What naming a field in `HttpRelay-Proxy-Headers` does to the client's response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listed {
+    /// Nothing: the fields of this hop and its framing stay the relay's,
+    /// `Content-Type` is taken anyway, and `HttpRelay-Version` names this relay.
+    Ignored,
+    /// The result's value replaces the relay's own.
+    Replacing(Replaced),
+    /// Each of the result's lines is passed on.
+    Passed,
+}
+
+fn listed_as(name: &str) -> Listed {
+    let is = |field: &str| name.eq_ignore_ascii_case(field);
+    if HOP_FIELDS.iter().any(|hop| is(hop)) || is("content-type") || is("httprelay-version") {
+        return Listed::Ignored;
+    }
+    match Replaced::of(name.as_bytes()) {
+        Replaced::NONE => Listed::Passed,
+        flag => Listed::Replacing(flag),
     }
 }

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use super::{flush, Server, Step};
 use crate::buf::BufPool;
-use crate::conn::{After, Conn, ConnId, Fill, Phase, Wait};
+use crate::conn::{After, Conn, ConnId, Fill, Hold, Phase, Wait};
 use crate::http::{BodyDecoder, Framing, HeadWriter, QueryFilter, Status};
 use crate::relay::{Method, SyncArrival, WaiterId};
 use crate::reply::{self, Expose};
@@ -30,11 +30,14 @@ impl Server {
         }
         conn.phase = Phase::Holding {
             body: BodyDecoder::new(framing),
+            hold: Hold::Sync,
         };
         Step::Again
     }
 
     /// Reads the whole body into `held`, then waits for (or meets) the peer.
+    /// With [`Hold::Discard`] the body is dropped as it arrives instead (only
+    /// the input buffer holds it), and a proxy `SERVE` waits for a job.
     pub(super) fn drive_holding(&mut self, id: ConnId) -> Step {
         loop {
             let conn = &mut self.conns[id.0];
@@ -43,9 +46,10 @@ impl Server {
                 return Step::Closed;
             }
             self.output_pool.give_if_empty(&mut conn.output);
-            let Phase::Holding { body } = &mut conn.phase else {
+            let Phase::Holding { body, hold } = &mut conn.phase else {
                 return Step::Again;
             };
+            let hold = *hold;
             let mut progress = false;
             if let Some(input) = conn.input.as_mut() {
                 while !input.is_empty() && !body.is_done() {
@@ -66,6 +70,11 @@ impl Server {
                         }
                     };
                     let data = &input.pending()[decoded.data.clone()];
+                    if hold == Hold::Discard {
+                        input.consume(decoded.consumed);
+                        progress = true;
+                        continue;
+                    }
                     let refusal = if conn.held.len() + data.len() > self.sync_max_body {
                         Some((
                             Status(413),
@@ -95,7 +104,10 @@ impl Server {
                 }
             }
             if body.is_done() {
-                return self.sync_arrive(id);
+                return match hold {
+                    Hold::Sync => self.sync_arrive(id),
+                    Hold::Discard => self.proxy_body_dropped(id),
+                };
             }
             if conn.readable {
                 match conn.fill_input(&mut self.input_pool) {

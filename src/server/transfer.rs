@@ -13,7 +13,7 @@ use crate::http::{
     FIXED_CHUNK_HEADER,
 };
 use crate::relay::Method;
-use crate::reply::{self, Expose};
+use crate::reply::{self, Expose, Replaced};
 
 /// Room kept in the consumer's output for a chunk-size line and its CRLF.
 const CHUNK_OVERHEAD: usize = 20;
@@ -34,17 +34,20 @@ impl Server {
         let output = consumer
             .output
             .get_or_insert_with(|| self.output_pool.take());
-        let (status, expose) = match kind {
-            Transfer::Link => (Status(200), Expose::Metadata),
-            Transfer::ProxyJob => (Status(200), Expose::All),
+        // A proxy result may replace the relay's own fields with its values.
+        let (status, expose, replaced) = match kind {
+            Transfer::Link => (Status(200), Expose::Metadata, Replaced::NONE),
+            Transfer::ProxyJob => (Status(200), Expose::All, Replaced::NONE),
             Transfer::ProxyResult => (
                 super::proxy::result_status(&producer.head_copy),
                 Expose::All,
+                super::proxy::result_replaces(&producer.head_copy),
             ),
         };
         consumer.status = status.0;
         let mut w = HeadWriter::new(output.spare(), status);
-        reply::common(&mut w, self.date.as_bytes(), &consumer.req.origin, expose);
+        let date = self.date.as_bytes();
+        reply::common_except(&mut w, date, &consumer.req.origin, expose, replaced);
         match kind {
             Transfer::Link => {
                 self.query_filter

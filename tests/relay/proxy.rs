@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use super::support::{req, req_host, send_waiting, Conn, Head, Relay, Response, PARK};
+use super::support::{chunked, req, req_host, send_waiting, Conn, Head, Relay, Response, PARK};
 
 /// The job a SERVE response hands over.
 struct Job {
@@ -25,8 +25,44 @@ impl Job {
     }
 }
 
+/// Fields the relay writes on its responses itself: none may appear twice in
+/// a response, whatever a client or a proxy result sends.
+const RELAY_FIELDS: [&str; 11] = [
+    "Date",
+    "HttpRelay-Version",
+    "Access-Control-Allow-Origin",
+    "Access-Control-Expose-Headers",
+    "Access-Control-Allow-Credentials",
+    "Vary",
+    "Content-Type",
+    "Content-Length",
+    "Transfer-Encoding",
+    "Connection",
+    "Keep-Alive",
+];
+
+fn assert_relay_fields_once(head: &Head) {
+    for name in RELAY_FIELDS {
+        let lines = head.header_all(name);
+        assert!(lines.len() <= 1, "{name} repeated ({lines:?}): {head:?}");
+    }
+}
+
+/// Reads a response, which must repeat no relay field.
+fn answer(conn: &mut Conn) -> Response {
+    let got = conn.read_response();
+    assert_relay_fields_once(&got.head);
+    got
+}
+
+/// Sends a request and reads its response, which must repeat no relay field.
+fn ask(conn: &mut Conn, request: &[u8]) -> Response {
+    conn.send(request);
+    answer(conn)
+}
+
 fn read_job(serve: &mut Conn) -> Job {
-    let got = serve.read_response();
+    let got = answer(serve);
     assert_eq!(got.status(), 200, "SERVE response: {:?}", got.head);
     Job {
         body: got.body().to_vec(),
@@ -99,7 +135,7 @@ fn proxy_single_round_trip() {
         ],
         b"{\"created\":true}",
     ));
-    let got = client.read_response();
+    let got = answer(&mut client);
     assert_eq!(got.status(), 201, "{:?}", got.head);
     assert_eq!(got.header("Content-Type"), Some("application/json"));
     assert_eq!(got.header("X-Custom"), Some("v"));
@@ -135,7 +171,7 @@ fn proxy_single_round_trip() {
         "the query is passed on raw"
     );
     server.send(&result("/proxy/srv", &job.id(), &[], b"done"));
-    let got = client.read_response();
+    let got = answer(&mut client);
     assert_eq!(got.status(), 200);
     assert_eq!(got.body(), b"done");
 }
@@ -158,6 +194,7 @@ fn proxy_four_serve_loops_share_fifty_jobs() {
                 // Ends when the test shuts the socket down.
                 while let Some(head) = conn.try_read_head() {
                     assert_eq!(head.status, 200, "loop {k}: {head:?}");
+                    assert_relay_fields_once(&head);
                     let body = conn.read_body(&head, false);
                     let job = Job {
                         body: body.bytes().to_vec(),
@@ -200,12 +237,10 @@ fn proxy_four_serve_loops_share_fifty_jobs() {
                 for i in 0..PER_THREAD {
                     let body = format!("client {t} request {i}");
                     let path = format!("/c{t}/r{i}");
-                    let got = conn.exchange(&req(
-                        "POST",
-                        &format!("/proxy/pool{path}"),
-                        &[],
-                        body.as_bytes(),
-                    ));
+                    let got = ask(
+                        &mut conn,
+                        &req("POST", &format!("/proxy/pool{path}"), &[], body.as_bytes()),
+                    );
                     assert_eq!(got.status(), 202, "{body}: {:?}", got.head);
                     let k: usize = got
                         .header("X-Loop")
@@ -266,7 +301,7 @@ fn proxy_late_result_after_client_left_is_406() {
     thread::sleep(PARK);
 
     server.send(&result("/proxy/late", &job.id(), &[], b"too late"));
-    let r = server.read_response();
+    let r = answer(&mut server);
     assert_eq!(r.status(), 406, "late result: {:?}", r.head);
 }
 
@@ -292,13 +327,13 @@ fn proxy_client_leaving_before_pickup_removes_its_job() {
     assert_eq!(job.body, b"fresh");
     assert_eq!(job.header("HttpRelay-Proxy-Path"), "/fresh");
     server.send(&result("/proxy/gone", &job.id(), &[], b"ok"));
-    let got = client.read_response();
+    let got = answer(&mut client);
     assert_eq!(got.status(), 200);
     assert_eq!(got.body(), b"ok");
 
     // The same job id cannot be answered twice.
     let mut again = relay.connect();
-    let r = again.exchange(&result("/proxy/gone", &job.id(), &[], b"again"));
+    let r = ask(&mut again, &result("/proxy/gone", &job.id(), &[], b"again"));
     assert_eq!(r.status(), 406, "already answered job: {:?}", r.head);
 }
 
@@ -306,12 +341,15 @@ fn proxy_client_leaving_before_pickup_removes_its_job() {
 fn proxy_unknown_job_id_is_406() {
     let relay = Relay::start();
     let mut server = relay.connect();
-    let r = server.exchange(&result(
-        "/proxy/unk",
-        "zzzzzzzz",
-        &[("HttpRelay-Proxy-Status", "200")],
-        b"result for nobody",
-    ));
+    let r = ask(
+        &mut server,
+        &result(
+            "/proxy/unk",
+            "zzzzzzzz",
+            &[("HttpRelay-Proxy-Status", "200")],
+            b"result for nobody",
+        ),
+    );
     assert_eq!(r.status(), 406, "unknown job: {:?}", r.head);
 
     // A 406 hands out no job: a client request afterwards waits for a SERVE.
@@ -334,7 +372,7 @@ fn proxy_wrong_secret_is_401() {
     );
     let refused = |request: Vec<u8>, what: &str| {
         let mut other = relay.connect();
-        let r = other.exchange(&request);
+        let r = ask(&mut other, &request);
         assert_eq!(r.status(), 401, "{what}: {:?}", r.head);
     };
     refused(serve("/proxy/sec"), "SERVE without the secret");
@@ -372,7 +410,7 @@ fn proxy_wrong_secret_is_401() {
         &[("HttpRelay-WSecret", "key")],
         b"genuine",
     ));
-    let got = client.read_response();
+    let got = answer(&mut client);
     assert_eq!(got.status(), 200);
     assert_eq!(got.body(), b"genuine");
 }
@@ -405,7 +443,7 @@ fn proxy_status_absent_or_invalid_is_200() {
             headers.push(("HttpRelay-Proxy-Status", s));
         }
         server.send(&result("/proxy/st", &id, &headers, b"status test"));
-        let got = client.read_response();
+        let got = answer(&mut client);
         assert_eq!(got.status(), expected, "HttpRelay-Proxy-Status {status:?}");
         assert_eq!(
             got.body(),
@@ -419,16 +457,19 @@ fn proxy_status_absent_or_invalid_is_200() {
 fn proxy_preflight_allows_any_header() {
     let relay = Relay::start();
     let mut conn = relay.connect();
-    let pre: Response = conn.exchange(&req(
-        "OPTIONS",
-        "/proxy/srv/any/path",
-        &[
-            ("Origin", "https://app.example"),
-            ("Access-Control-Request-Method", "PUT"),
-            ("Access-Control-Request-Headers", "x-anything"),
-        ],
-        b"",
-    ));
+    let pre: Response = ask(
+        &mut conn,
+        &req(
+            "OPTIONS",
+            "/proxy/srv/any/path",
+            &[
+                ("Origin", "https://app.example"),
+                ("Access-Control-Request-Method", "PUT"),
+                ("Access-Control-Request-Headers", "x-anything"),
+            ],
+            b"",
+        ),
+    );
     assert_eq!(pre.status(), 200);
     assert_eq!(pre.body(), b"");
     assert_eq!(pre.header("Access-Control-Allow-Headers"), Some("*"));
@@ -468,7 +509,7 @@ fn client_fields_cannot_forge_the_relays_own_fields() {
         ],
         b"",
     ));
-    let job = server.read_response();
+    let job = answer(&mut server);
     assert_eq!(job.status(), 200);
     let head = &job.head;
     assert_eq!(
@@ -491,5 +532,322 @@ fn client_fields_cannot_forge_the_relays_own_fields() {
         &[("HttpRelay-Proxy-JobId", &job_id)],
         b"ok",
     ));
-    assert_eq!(client.read_response().body(), b"ok");
+    assert_eq!(answer(&mut client).body(), b"ok");
+}
+
+/// A request's extra header fields.
+type Fields = &'static [(&'static str, &'static str)];
+
+/// What the client's response must carry of one field.
+#[derive(Debug)]
+enum Carries {
+    /// Exactly one line with this value.
+    Once(&'static str),
+    /// No line at all.
+    Absent,
+}
+
+#[test]
+fn proxy_result_replaces_the_relays_own_fields_once() {
+    let version = env!("CARGO_PKG_VERSION");
+    // (field named in HttpRelay-Proxy-Headers, the result's line for it, the
+    // client's extra request fields, what the client's response carries).
+    let cases: [(&str, &str, Fields, Carries); 13] = [
+        (
+            "Access-Control-Allow-Origin",
+            "https://app.example",
+            &[],
+            Carries::Once("https://app.example"),
+        ),
+        (
+            "Access-Control-Allow-Origin",
+            "https://app.example",
+            &[("Origin", "https://page.example")],
+            Carries::Once("https://app.example"),
+        ),
+        (
+            "access-control-allow-origin",
+            "null",
+            &[("Origin", "https://page.example")],
+            Carries::Once("null"),
+        ),
+        (
+            "Access-Control-Expose-Headers",
+            "X-Custom, Content-Length",
+            &[],
+            Carries::Once("X-Custom, Content-Length"),
+        ),
+        (
+            "Access-Control-Allow-Credentials",
+            "true",
+            &[("Origin", "https://page.example")],
+            Carries::Once("true"),
+        ),
+        (
+            "Vary",
+            "Accept-Encoding",
+            &[("Origin", "https://page.example")],
+            Carries::Once("Accept-Encoding"),
+        ),
+        (
+            "Vary",
+            "Accept-Encoding",
+            &[],
+            Carries::Once("Accept-Encoding"),
+        ),
+        (
+            "Date",
+            "Tue, 01 Jan 2030 00:00:00 GMT",
+            &[],
+            Carries::Once("Tue, 01 Jan 2030 00:00:00 GMT"),
+        ),
+        // This relay's version, never the result's.
+        ("HttpRelay-Version", "9.9.9", &[], Carries::Once(version)),
+        // Framing and connection fields stay the relay's.
+        ("Content-Length", "11", &[], Carries::Once("11")),
+        (
+            "Connection",
+            "keep-alive",
+            &[("Connection", "close")],
+            Carries::Once("close"),
+        ),
+        ("Keep-Alive", "timeout=5", &[], Carries::Absent),
+        // Content-Type is always the result's, once.
+        (
+            "Content-Type",
+            "text/x-result",
+            &[],
+            Carries::Once("text/x-result"),
+        ),
+    ];
+    let relay = Relay::start();
+    let mut server = relay.connect();
+    server.send(&serve("/proxy/own"));
+    thread::sleep(PARK);
+    for (field, value, client_fields, expected) in cases {
+        let what = format!("{field}: {value} with {client_fields:?}");
+        let mut client = relay.connect();
+        client.send(&req("GET", "/proxy/own/x", client_fields, b""));
+        let job = read_job(&mut server);
+        server.send(&result(
+            "/proxy/own",
+            &job.id(),
+            &[("HttpRelay-Proxy-Headers", field), (field, value)],
+            b"result body",
+        ));
+        let got = answer(&mut client);
+        assert_eq!(got.status(), 200, "{what}: {:?}", got.head);
+        assert_eq!(got.body(), b"result body", "{what}");
+        let lines = got.head.header_all(field);
+        match expected {
+            Carries::Once(v) => assert_eq!(lines, vec![v], "{what}: {:?}", got.head),
+            Carries::Absent => assert!(lines.is_empty(), "{what}: {:?}", got.head),
+        }
+    }
+
+    // A chunked result that names Transfer-Encoding: one chunked coding.
+    let mut client = relay.connect();
+    client.send(&req("GET", "/proxy/own/x", &[], b""));
+    let job = read_job(&mut server);
+    let mut chunked_result = req(
+        "SERVE",
+        "/proxy/own",
+        &[
+            ("HttpRelay-Proxy-JobId", &job.id()),
+            ("HttpRelay-Proxy-Headers", "Transfer-Encoding"),
+            ("Transfer-Encoding", "chunked"),
+        ],
+        b"",
+    );
+    chunked_result.extend_from_slice(&chunked(&[b"in ", b"pieces"], true));
+    server.send(&chunked_result);
+    let got = answer(&mut client);
+    assert_eq!(got.head.header_all("Transfer-Encoding"), vec!["chunked"]);
+    assert_eq!(got.body(), b"in pieces");
+}
+
+#[test]
+fn proxy_result_relay_fields_are_written_once_however_named() {
+    let relay = Relay::start();
+    let mut server = relay.connect();
+    server.send(&serve("/proxy/lines"));
+    thread::sleep(PARK);
+    let mut client = relay.connect();
+    client.send(&req(
+        "GET",
+        "/proxy/lines/x",
+        &[("Origin", "https://page.example")],
+        b"",
+    ));
+    let job = read_job(&mut server);
+    server.send(&result(
+        "/proxy/lines",
+        &job.id(),
+        &[
+            // Named twice, on two lines, in any case; Date named but not sent.
+            ("HttpRelay-Proxy-Headers", "Vary, X-Twice, Date"),
+            ("HttpRelay-Proxy-Headers", "vary,x-twice, X-Multi"),
+            ("Vary", "Accept"),
+            ("X-Twice", "once"),
+            ("vary", "Accept-Encoding"),
+            ("X-Multi", "a"),
+            ("X-Multi", "b"),
+        ],
+        b"ok",
+    ));
+    let got = answer(&mut client);
+    let head = &got.head;
+    assert_eq!(
+        head.header_all("Vary"),
+        vec!["Accept, Accept-Encoding"],
+        "the result's Vary lines joined, in place of the relay's: {head:?}"
+    );
+    assert_eq!(head.header_all("X-Twice"), vec!["once"], "{head:?}");
+    assert_eq!(
+        head.header_all("X-Multi"),
+        vec!["a", "b"],
+        "an ordinary field keeps its lines: {head:?}"
+    );
+    assert_eq!(
+        head.header_all("Access-Control-Allow-Origin"),
+        vec!["https://page.example"],
+        "not named: the relay's own: {head:?}"
+    );
+    assert_eq!(
+        head.header_all("Date").len(),
+        1,
+        "named but not sent: the relay's own: {head:?}"
+    );
+    assert_eq!(got.body(), b"ok");
+}
+
+#[test]
+fn proxy_empty_job_id_is_a_serve_without_one() {
+    let relay = Relay::start();
+    let mut server = relay.connect();
+    send_waiting(
+        &mut server,
+        &req(
+            "SERVE",
+            "/proxy/empty",
+            &[("HttpRelay-Proxy-JobId", "")],
+            b"",
+        ),
+        "a SERVE with an empty job id",
+    );
+    let mut client = relay.connect();
+    client.send(&req("POST", "/proxy/empty/p", &[], b"to the empty id"));
+    let job = read_job(&mut server);
+    assert_eq!(job.body, b"to the empty id");
+    server.send(&result("/proxy/empty", &job.id(), &[], b"answered"));
+    let got = answer(&mut client);
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.body(), b"answered");
+
+    // Blank counts as empty; a non-empty unknown id is still refused.
+    let mut blank = relay.connect();
+    send_waiting(
+        &mut blank,
+        &req(
+            "SERVE",
+            "/proxy/empty",
+            &[("HttpRelay-Proxy-JobId", "  ")],
+            b"",
+        ),
+        "a SERVE with a blank job id",
+    );
+    let mut other = relay.connect();
+    let r = ask(&mut other, &result("/proxy/empty", "x", &[], b""));
+    assert_eq!(r.status(), 406, "short unknown job id: {:?}", r.head);
+}
+
+#[test]
+fn proxy_serve_without_job_id_drops_its_body() {
+    let relay = Relay::start();
+    let mut server = relay.connect();
+    let mut client = relay.connect();
+    let mut chunked_serve = req(
+        "SERVE",
+        "/proxy/drop",
+        &[("Transfer-Encoding", "chunked")],
+        b"",
+    );
+    chunked_serve.extend_from_slice(&chunked(&[b"ignored ", b"in chunks"], true));
+    let rounds: [(&str, Vec<u8>); 3] = [
+        (
+            "Content-Length",
+            req("SERVE", "/proxy/drop", &[], b"ignored body"),
+        ),
+        ("chunked", chunked_serve),
+        (
+            "an empty job id",
+            req(
+                "SERVE",
+                "/proxy/drop",
+                &[("HttpRelay-Proxy-JobId", "")],
+                b"ignored too",
+            ),
+        ),
+    ];
+    // One SERVE connection throughout: after each dropped body it still
+    // waits for, and takes, the next job.
+    for (what, request) in rounds {
+        send_waiting(&mut server, &request, what);
+        client.send(&req("POST", "/proxy/drop/q", &[], what.as_bytes()));
+        let job = read_job(&mut server);
+        assert_eq!(job.body, what.as_bytes(), "{what}");
+        // Answered from another connection, which then leaves, so that the
+        // SERVE connection is free for the next round.
+        let mut other = relay.connect();
+        other.send(&result("/proxy/drop", &job.id(), &[], b"answer"));
+        let got = answer(&mut client);
+        assert_eq!(got.status(), 200, "{what}: {:?}", got.head);
+        assert_eq!(got.body(), b"answer", "{what}");
+        drop(other);
+    }
+
+    // With `Expect: 100-continue` the body is asked for, then dropped; the
+    // result comes from the same connection this time.
+    server.send(
+        b"SERVE /proxy/drop HTTP/1.1\r\nHost: relay.test\r\nExpect: 100-continue\r\n\
+Content-Length: 5\r\n\r\n",
+    );
+    let interim = server.read_head();
+    assert_eq!(interim.status, 100, "{interim:?}");
+    send_waiting(&mut server, b"hello", "a SERVE after its expected body");
+    client.send(&req("GET", "/proxy/drop/expect", &[], b""));
+    let job = read_job(&mut server);
+    assert_eq!(job.header("HttpRelay-Proxy-Path"), "/expect");
+    server.send(&result("/proxy/drop", &job.id(), &[], b"from the same"));
+    assert_eq!(answer(&mut client).body(), b"from the same");
+}
+
+#[test]
+fn proxy_serve_without_job_id_streams_a_large_body_away() {
+    const BODY: usize = 64 << 20;
+    let relay = Relay::start();
+    let mut server = relay.connect();
+    let rss_before = relay.rss_kib();
+    server.send(
+        format!("SERVE /proxy/big HTTP/1.1\r\nHost: relay.test\r\nContent-Length: {BODY}\r\n\r\n")
+            .as_bytes(),
+    );
+    let piece = vec![b'x'; 1 << 20];
+    for _ in 0..BODY / piece.len() {
+        server.send(&piece);
+    }
+    assert!(
+        server.is_silent_for(PARK),
+        "a SERVE whose body was dropped waits"
+    );
+    let grown = relay.rss_kib().saturating_sub(rss_before);
+    assert!(
+        grown < 16 << 10,
+        "dropping a {BODY}-byte body grew the relay by {grown} KiB"
+    );
+    let mut client = relay.connect();
+    client.send(&req("GET", "/proxy/big/after", &[], b""));
+    let job = read_job(&mut server);
+    server.send(&result("/proxy/big", &job.id(), &[], b"done"));
+    assert_eq!(answer(&mut client).body(), b"done");
 }
