@@ -365,6 +365,39 @@ pub fn is_runaway(spins: &mut u8, moved: bool, limit: u8) -> bool {
     *spins >= limit
 }
 
+/// What one write brought.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// This many bytes went out (0 after an interrupted call: try again).
+    Bytes(usize),
+    /// The socket's buffer is full; `writable` was cleared.
+    Blocked,
+    /// The connection is broken: close it.
+    Gone,
+}
+
+/// One write of `bytes` with the edge-triggered rules: `WouldBlock` clears
+/// `writable`; so does a short write (the buffer is full, and readiness will
+/// be reported again when it drains, so the write that would only block is
+/// saved).
+pub fn send(stream: &mut Stream, writable: &mut bool, bytes: &[u8]) -> Sent {
+    match stream.write(bytes) {
+        Ok(0) if !bytes.is_empty() => Sent::Gone,
+        Ok(n) => {
+            if n < bytes.len() {
+                *writable = false;
+            }
+            Sent::Bytes(n)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            *writable = false;
+            Sent::Blocked
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Sent::Bytes(0),
+        Err(_) => Sent::Gone,
+    }
+}
+
 /// What reading more of a request brought.
 pub enum Fill {
     /// Bytes arrived (they are in `Conn::input`).
@@ -472,6 +505,32 @@ mod tests {
         assert!(is_runaway(&mut spins, false, 16));
         let mut stuck = u8::MAX;
         assert!(is_runaway(&mut stuck, false, 16), "no overflow");
+    }
+
+    #[test]
+    fn send_clears_writable_when_the_socket_is_full_and_reports_a_broken_peer() {
+        let (a, b) = mio::net::UnixStream::pair().expect("a socket pair");
+        let mut stream = Stream::unix(a);
+        let mut writable = true;
+        let chunk = [7u8; 64 * 1024];
+        let mut sent = 0;
+        loop {
+            match send(&mut stream, &mut writable, &chunk) {
+                Sent::Bytes(n) if writable => sent += n,
+                Sent::Bytes(n) => {
+                    sent += n;
+                    break;
+                }
+                Sent::Blocked => break,
+                Sent::Gone => panic!("the peer is there"),
+            }
+        }
+        assert!(!writable, "a full socket clears writable");
+        assert!(sent > 0);
+        assert_eq!(stream.written, sent as u64);
+        drop(b);
+        let mut writable = true;
+        assert_eq!(send(&mut stream, &mut writable, b"x"), Sent::Gone);
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! Responses the relay writes itself (errors, `/health`, `/metrics`,
 //! preflight), writing pending output, and what follows a response.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use super::route::expose_for;
 use super::stats::Gauges;
 use super::{unix_millis, Server, Step, LINGER_MAX_BYTES};
-use crate::conn::{After, Conn, ConnId, Phase};
+use crate::conn::{send, After, Conn, ConnId, Phase, Sent};
 use crate::http::{Framing, HeadWriter, Status};
 use crate::relay::ClaimError;
 use crate::reply::{self, Expose};
@@ -245,20 +245,10 @@ pub(super) fn flush(conn: &mut Conn) -> io::Result<()> {
         return Ok(());
     };
     while !output.is_empty() && conn.writable {
-        let asked = output.len();
-        match conn.stream.write(output.pending()) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                output.consume(n);
-                // A short write means the socket buffer is full: readiness will
-                // be reported again when it drains (saves a write that would block).
-                if n < asked {
-                    conn.writable = false;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        match send(&mut conn.stream, &mut conn.writable, output.pending()) {
+            Sent::Bytes(n) => output.consume(n),
+            Sent::Blocked => {}
+            Sent::Gone => return Err(io::ErrorKind::BrokenPipe.into()),
         }
     }
     Ok(())

@@ -2,11 +2,9 @@
 //! before its request waits, so two clients that both upload before reading
 //! can never block each other.
 
-use std::io::{self, Write};
-
 use super::{flush, Server, Step};
 use crate::buf::BufPool;
-use crate::conn::{After, Conn, ConnId, Fill, Hold, Phase, Wait};
+use crate::conn::{send, After, Conn, ConnId, Fill, Hold, Phase, Sent, Wait};
 use crate::http::{BodyDecoder, Framing, HeadWriter, QueryFilter, Status};
 use crate::relay::{Method, SyncArrival, WaiterId};
 use crate::reply::{self, Expose};
@@ -213,14 +211,13 @@ impl Server {
             return Step::Again;
         };
         while *offset < conn.held.len() && conn.writable {
-            match conn.stream.write(&conn.held[*offset..]) {
-                Ok(n) => {
+            match send(&mut conn.stream, &mut conn.writable, &conn.held[*offset..]) {
+                Sent::Bytes(n) => {
                     *offset += n;
                     self.stats.relayed_bytes += n as u64;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
+                Sent::Blocked => {}
+                Sent::Gone => {
                     self.close(id);
                     return Step::Closed;
                 }
