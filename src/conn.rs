@@ -13,7 +13,7 @@ use crate::buf::{Buf, BufPool};
 use std::net::IpAddr;
 use std::rc::Rc;
 
-use crate::http::{BodyDecoder, Request};
+use crate::http::{BodyDecoder, Encoder, Request};
 use crate::relay::{JobId, Message, Role};
 use crate::reply::Meta;
 
@@ -35,15 +35,12 @@ pub enum Phase {
         body: BodyDecoder,
         kind: Transfer,
     },
-    /// Receiving `producer`'s body as its response body. `chunked`: sent with
-    /// chunked coding; `ended`: the final chunk is in the output; `discard`: the
-    /// response has no body (HEAD, 204, 304), so the bytes are dropped.
+    /// Receiving `producer`'s body as its response body, framed (or dropped,
+    /// for a response without a body) by `encoder`.
     Consuming {
         producer: ConnId,
         kind: Transfer,
-        chunked: bool,
-        ended: bool,
-        discard: bool,
+        encoder: Encoder,
     },
     /// An mcast producer storing its body in `message`.
     Publishing {
@@ -54,12 +51,11 @@ pub enum Phase {
     /// Heads are written when the reader is driven, one reader after another,
     /// so that a message for many readers needs few output buffers at once.
     Delivering { message: Rc<Message> },
-    /// An mcast reader sending `message` from `offset` on.
+    /// An mcast reader sending `message` from `offset` on, framed by `encoder`.
     Reading {
         message: Rc<Message>,
         offset: usize,
-        chunked: bool,
-        ended: bool,
+        encoder: Encoder,
     },
     /// A request reading its whole body before it goes on, as `hold` says.
     Holding { body: BodyDecoder, hold: Hold },

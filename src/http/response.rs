@@ -142,7 +142,7 @@ pub fn format_decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 }
 
 /// Writes a chunk-size line (`{hex}\r\n`) into `out`; returns its length (at most 18).
-pub fn chunk_header(size: usize, out: &mut [u8]) -> usize {
+pub(super) fn chunk_header(size: usize, out: &mut [u8]) -> usize {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digits = (usize::BITS - size.leading_zeros()).div_ceil(4).max(1) as usize;
     for i in 0..digits {
@@ -153,12 +153,12 @@ pub fn chunk_header(size: usize, out: &mut [u8]) -> usize {
 }
 
 /// Length of a fixed-width chunk-size line (see [`chunk_header_fixed`]).
-pub const FIXED_CHUNK_HEADER: usize = 10;
+pub(super) const FIXED_CHUNK_HEADER: usize = 10;
 
 /// Writes `size` as an 8-digit hex chunk-size line (`0000abcd\r\n`). Leading
 /// zeros are valid chunk syntax; the fixed width lets the line be written after
 /// the data was read in behind it.
-pub fn chunk_header_fixed(size: usize, out: &mut [u8]) {
+pub(super) fn chunk_header_fixed(size: usize, out: &mut [u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     debug_assert!(size <= 0xffff_ffff);
     for (i, byte) in out[..8].iter_mut().enumerate() {

@@ -8,15 +8,13 @@ use super::respond::Guarded;
 use super::{flush, Server, Step};
 use crate::conn::{After, ConnId, Fill, Phase, Wait};
 use crate::http::{
-    chunk_header, find_param, parse_seqid, BodyDecoder, Framing, HeadWriter, Status,
+    find_param, parse_seqid, response_framing, BodyDecoder, BodySize, Exchange, Framing,
+    HeadWriter, Status,
 };
 use crate::relay::{
     AppendError, McastGet, Message, MessageState, Method, ProducerMeta, PublishError, WaiterId,
 };
 use crate::reply::{self, Expose, Meta};
-
-/// Room kept in a reader's output for a chunk-size line and its CRLF.
-const CHUNK_OVERHEAD: usize = 20;
 
 impl Server {
     pub(super) fn handle_mcast(&mut self, id: ConnId) -> Step {
@@ -271,11 +269,15 @@ impl Server {
             MessageState::Complete => Some(message.len() as u64),
             _ => message.meta.content_length,
         };
-        let until_close = length.is_none() && conn.req.minor_version == 0;
-        if until_close {
-            conn.req.keep_alive = false;
-        }
-        let chunked = length.is_none() && !until_close;
+        // Readers only GET, and always get 200.
+        let chosen = response_framing(&Exchange {
+            body: length.map_or(BodySize::Unknown, BodySize::Known),
+            head_request: false,
+            status: 200,
+            minor_version: conn.req.minor_version,
+            keep_alive: conn.req.keep_alive,
+        });
+        conn.req.keep_alive = chosen.keep_alive;
         // Cookie path: the request path as sent, with the cookie's separators escaped.
         self.text.clear();
         self.text.extend_from_slice(b"SeqId=");
@@ -322,15 +324,7 @@ impl Server {
             w.header("Cache-Control", b"max-age=1200")
                 .header("Vary", b"Cookie");
         }
-        match length {
-            Some(n) => {
-                w.header_number("Content-Length", n);
-            }
-            None if chunked => {
-                w.header("Transfer-Encoding", b"chunked");
-            }
-            None => {}
-        }
+        chosen.header.write(&mut w);
         reply::persistence(&mut w, conn.req.keep_alive, conn.req.minor_version);
         match w.finish() {
             Some(n) => {
@@ -338,8 +332,7 @@ impl Server {
                 conn.phase = Phase::Reading {
                     message,
                     offset: 0,
-                    chunked,
-                    ended: false,
+                    encoder: chosen.encoder,
                 };
             }
             None => self.refuse_oversized_head(id),
@@ -354,8 +347,7 @@ impl Server {
             let Phase::Reading {
                 message,
                 offset,
-                chunked,
-                ended,
+                encoder,
             } = &mut conn.phase
             else {
                 return Step::Again;
@@ -365,22 +357,14 @@ impl Server {
                 return Step::Closed;
             };
             let mut progress = false;
-            let overhead = if *chunked { CHUNK_OVERHEAD } else { 0 };
-            let room = output.spare_len().saturating_sub(overhead);
+            let spare = output.spare();
+            let room = encoder.room(spare.len());
             if *offset < message.len() && room > 0 {
-                let copied = message.with_bytes(*offset, |bytes| {
+                let (copied, framed) = message.with_bytes(*offset, |bytes| {
                     let data = &bytes[..bytes.len().min(room)];
-                    if *chunked {
-                        let mut line = [0u8; CHUNK_OVERHEAD];
-                        let n = chunk_header(data.len(), &mut line);
-                        output.push(&line[..n]);
-                    }
-                    output.push(data);
-                    if *chunked {
-                        output.push(b"\r\n");
-                    }
-                    data.len()
+                    (data.len(), encoder.encode(data, spare))
                 });
+                output.commit(framed);
                 *offset += copied;
                 self.stats.relayed_bytes += copied as u64;
                 progress = true;
@@ -389,11 +373,9 @@ impl Server {
             if *offset == message.len() {
                 match message.state() {
                     MessageState::Complete => {
-                        if *chunked && !*ended && output.spare_len() >= 5 {
-                            output.push(b"0\r\n\r\n");
-                            *ended = true;
-                        }
-                        done = !*chunked || *ended;
+                        let n = encoder.end(output.spare());
+                        output.commit(n);
+                        done = encoder.is_ended();
                     }
                     MessageState::Uploading => message.follow(WaiterId(id.0)),
                     MessageState::Aborted => {

@@ -9,14 +9,10 @@ use super::{flush, Server, Step};
 use crate::buf::Buf;
 use crate::conn::{After, ConnId, Phase, Transfer};
 use crate::http::{
-    chunk_header, chunk_header_fixed, BodyDecoder, BodyError, Framing, HeadWriter, Status,
-    FIXED_CHUNK_HEADER,
+    response_framing, BodyDecoder, BodyError, Exchange, HeadWriter, Status, CHUNK_OVERHEAD,
 };
 use crate::relay::Method;
 use crate::reply::{self, Expose, Replaced};
-
-/// Room kept in the consumer's output for a chunk-size line and its CRLF.
-const CHUNK_OVERHEAD: usize = 20;
 
 impl Server {
     /// Pairs producer `p` and consumer `c` for a transfer of `kind`: the
@@ -61,30 +57,17 @@ impl Server {
             Transfer::ProxyJob => super::proxy::job_fields(&mut w, producer),
             Transfer::ProxyResult => super::proxy::result_fields(&mut w, producer),
         }
-        // No body for HEAD, 204 and 304 (RFC 9110 §6.4.1); the bytes are dropped.
-        let no_content = matches!(status.0, 204 | 304);
-        let discard = no_content || consumer.req.method_is("HEAD");
-        // An HTTP/1.0 consumer cannot take chunked coding: its body ends at close.
-        let until_close =
-            framing == Framing::Chunked && consumer.req.minor_version == 0 && !discard;
-        if until_close {
-            consumer.req.keep_alive = false;
-        }
-        let chunked = framing == Framing::Chunked && !until_close && !discard;
-        if !no_content {
-            match framing {
-                Framing::Length(n) => {
-                    w.header_number("Content-Length", n);
-                }
-                Framing::Empty => {
-                    w.header_number("Content-Length", 0);
-                }
-                Framing::Chunked if chunked => {
-                    w.header("Transfer-Encoding", b"chunked");
-                }
-                Framing::Chunked => {}
-            }
-        }
+        // The producer's body framing, the consumer's method and version, and
+        // the status decide how the body goes out (or that it is dropped).
+        let chosen = response_framing(&Exchange {
+            body: framing.into(),
+            head_request: consumer.req.method_is("HEAD"),
+            status: status.0,
+            minor_version: consumer.req.minor_version,
+            keep_alive: consumer.req.keep_alive,
+        });
+        consumer.req.keep_alive = chosen.keep_alive;
+        chosen.header.write(&mut w);
         reply::persistence(&mut w, consumer.req.keep_alive, consumer.req.minor_version);
         match w.finish() {
             Some(n) => output.commit(n),
@@ -103,9 +86,7 @@ impl Server {
         consumer.phase = Phase::Consuming {
             producer: p,
             kind,
-            chunked,
-            ended: false,
-            discard,
+            encoder: chosen.encoder,
         };
         self.ready.extend([p, c]);
     }
@@ -127,16 +108,9 @@ impl Server {
             let Phase::Producing { body, .. } = &mut producer.phase else {
                 return Step::Closed;
             };
-            let Phase::Consuming {
-                chunked,
-                ended,
-                discard,
-                ..
-            } = &mut consumer.phase
-            else {
+            let Phase::Consuming { encoder, .. } = &mut consumer.phase else {
                 return Step::Closed;
             };
-            let (chunked, discard) = (*chunked, *discard);
             let Some(output) = consumer.output.as_mut() else {
                 debug_assert!(false, "a consumer holds its output buffer");
                 return Step::Closed;
@@ -146,12 +120,8 @@ impl Server {
             // 1. Decode buffered producer bytes into the consumer's output.
             if let Some(input) = producer.input.as_mut() {
                 while !input.is_empty() && !body.is_done() {
-                    let overhead = if chunked { CHUNK_OVERHEAD } else { 0 };
-                    let room = if discard {
-                        usize::MAX
-                    } else {
-                        output.spare_len().saturating_sub(overhead)
-                    };
+                    let spare = output.spare();
+                    let room = encoder.room(spare.len());
                     if room == 0 {
                         break;
                     }
@@ -162,18 +132,11 @@ impl Server {
                             return Step::Again;
                         }
                     };
-                    if !decoded.data.is_empty() && !discard {
-                        let data = &input.pending()[decoded.data.clone()];
+                    let data = &input.pending()[decoded.data.clone()];
+                    let framed = encoder.encode(data, spare);
+                    output.commit(framed);
+                    if !encoder.drops_body() {
                         self.stats.relayed_bytes += data.len() as u64;
-                        if chunked {
-                            let mut line = [0u8; CHUNK_OVERHEAD];
-                            let n = chunk_header(data.len(), &mut line);
-                            output.push(&line[..n]);
-                        }
-                        output.push(data);
-                        if chunked {
-                            output.push(b"\r\n");
-                        }
                     }
                     input.consume(decoded.consumed);
                     progress |= decoded.consumed > 0;
@@ -182,9 +145,9 @@ impl Server {
                     }
                 }
             }
-            if body.is_done() && chunked && !*ended && output.spare_len() >= 5 {
-                output.push(b"0\r\n\r\n");
-                *ended = true;
+            if body.is_done() && !encoder.is_ended() {
+                let n = encoder.end(output.spare());
+                output.commit(n);
             }
 
             // 2. Send what the consumer's output holds.
@@ -215,8 +178,7 @@ impl Server {
             let spliced = {
                 let pipe_busy = consumer.pipe.as_ref().is_some_and(|pipe| pipe.filled > 0);
                 let eligible = pipe_busy
-                    || (!chunked
-                        && !discard
+                    || (encoder.sends_as_is()
                         && input_empty
                         && output.is_empty()
                         && body.remaining_in_length().is_some_and(|r| r > 0));
@@ -281,23 +243,19 @@ impl Server {
             //     producer).
             let direct = body
                 .remaining_plain()
-                .filter(|&r| r > 0 && input_empty && !discard && !spliced);
+                .filter(|&r| r > 0 && input_empty && !encoder.drops_body() && !spliced);
             if let Some(remaining) = direct.filter(|_| producer.readable) {
                 // Content that needs no decoding (a Content-Length body, or the
                 // data of the current chunk) is read straight into the
                 // consumer's output, never past its end (pipelined bytes after
                 // it belong to the producer's next request). Re-chunked, it goes
                 // behind a fixed-width chunk-size line written after the read.
-                let (head, tail) = if chunked {
-                    (FIXED_CHUNK_HEADER, 2)
-                } else {
-                    (0, 0)
-                };
                 let spare = output.spare();
-                let room = spare.len().saturating_sub(head + tail);
+                let start = encoder.direct_start();
+                let room = encoder.direct_room(spare.len());
                 let limit = usize::try_from(remaining).map_or(room, |r| r.min(room));
                 if limit > 0 {
-                    match producer.stream.read(&mut spare[head..head + limit]) {
+                    match producer.stream.read(&mut spare[start..start + limit]) {
                         Ok(0) => {
                             // The producer left mid-body.
                             self.close(p);
@@ -305,11 +263,8 @@ impl Server {
                         }
                         Ok(n) => {
                             body.advance_plain(n as u64);
-                            if chunked {
-                                chunk_header_fixed(n, &mut spare[..head]);
-                                spare[head + n..head + n + tail].copy_from_slice(b"\r\n");
-                            }
-                            output.commit(head + n + tail);
+                            let framed = encoder.frame_direct(n, spare);
+                            output.commit(framed);
                             crate::conn::note_short_read(
                                 &mut producer.readable,
                                 producer.peer_closed,
@@ -368,7 +323,7 @@ impl Server {
             let pipe_empty = consumer.pipe.as_ref().is_none_or(|pipe| pipe.filled == 0);
             #[cfg(not(target_os = "linux"))]
             let pipe_empty = true;
-            let done = body.is_done() && (!chunked || *ended);
+            let done = body.is_done() && encoder.is_ended();
             if done && output.is_empty() && pipe_empty {
                 self.finish_transfer(p, c);
                 return Step::Again;
