@@ -361,6 +361,35 @@ pub fn is_runaway(spins: &mut u8, moved: bool, limit: u8) -> bool {
     *spins >= limit
 }
 
+/// One read into `input` (taken from `pool` if needed), with the
+/// edge-triggered rules: `WouldBlock` or a short read clears `readable`
+/// ([`note_short_read`]). The parts of a connection it needs, so that a caller
+/// holding its phase can still read.
+pub fn fill(
+    stream: &mut Stream,
+    input: &mut Option<Buf>,
+    readable: &mut bool,
+    peer_closed: bool,
+    pool: &mut BufPool,
+) -> Fill {
+    let input = input.get_or_insert_with(|| pool.take());
+    let asked = input.spare().len();
+    match stream.read(input.spare()) {
+        Ok(0) => Fill::Gone,
+        Ok(n) => {
+            input.commit(n);
+            note_short_read(readable, peer_closed, n, asked);
+            Fill::Read
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            *readable = false;
+            Fill::Blocked
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Fill::Read,
+        Err(_) => Fill::Gone,
+    }
+}
+
 /// What one write brought.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sent {
@@ -408,22 +437,13 @@ impl Conn {
     /// Reads what the socket has into the input buffer (taken from `pool` if
     /// needed). Call only when `readable`.
     pub fn fill_input(&mut self, pool: &mut BufPool) -> Fill {
-        let input = self.input.get_or_insert_with(|| pool.take());
-        let asked = input.spare().len();
-        match self.stream.read(input.spare()) {
-            Ok(0) => Fill::Gone,
-            Ok(n) => {
-                input.commit(n);
-                note_short_read(&mut self.readable, self.peer_closed, n, asked);
-                Fill::Read
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.readable = false;
-                Fill::Blocked
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Fill::Read,
-            Err(_) => Fill::Gone,
-        }
+        fill(
+            &mut self.stream,
+            &mut self.input,
+            &mut self.readable,
+            self.peer_closed,
+            pool,
+        )
     }
 
     /// Gives back field capacity an earlier, larger request left behind (see

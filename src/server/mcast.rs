@@ -1,12 +1,11 @@
 //! mcast: producers store numbered messages; readers each get one, streamed
 //! from the shared stored copy at their own pace (even while it still uploads).
 
-use std::io::{self, Write};
 use std::rc::Rc;
 
 use super::respond::Guarded;
 use super::{flush, Server, Step};
-use crate::conn::{After, ConnId, Fill, Phase, Wait};
+use crate::conn::{send, After, ConnId, Fill, Phase, Sent, Wait};
 use crate::http::{
     find_param, parse_seqid, response_framing, BodyDecoder, BodySize, Exchange, Framing,
     HeadWriter, Status,
@@ -387,14 +386,13 @@ impl Server {
                 }
             }
             if !output.is_empty() && conn.writable {
-                match conn.stream.write(output.pending()) {
-                    Ok(n) => {
+                match send(&mut conn.stream, &mut conn.writable, output.pending()) {
+                    Sent::Bytes(n) => {
                         output.consume(n);
                         progress = true;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                    Err(_) => {
+                    Sent::Blocked => {}
+                    Sent::Gone => {
                         self.close(id);
                         return Step::Closed;
                     }

@@ -3,11 +3,11 @@
 //! link (producer to consumer) and proxy (client request to `SERVE` response,
 //! and `SERVE` result to client response).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use super::{flush, Server, Step};
 use crate::buf::Buf;
-use crate::conn::{After, ConnId, Phase, Transfer};
+use crate::conn::{fill, send, After, ConnId, Fill, Phase, Sent, Transfer};
 use crate::http::{
     response_framing, BodyDecoder, BodyError, Exchange, HeadWriter, Status, CHUNK_OVERHEAD,
 };
@@ -152,14 +152,17 @@ impl Server {
 
             // 2. Send what the consumer's output holds.
             if !output.is_empty() && consumer.writable {
-                match consumer.stream.write(output.pending()) {
-                    Ok(n) => {
+                match send(
+                    &mut consumer.stream,
+                    &mut consumer.writable,
+                    output.pending(),
+                ) {
+                    Sent::Bytes(n) => {
                         output.consume(n);
                         progress = true;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => consumer.writable = false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                    Err(_) => {
+                    Sent::Blocked => {}
+                    Sent::Gone => {
                         self.close(c);
                         return Step::Again;
                     }
@@ -291,28 +294,18 @@ impl Server {
                 && producer.readable
                 && output.spare_len() > CHUNK_OVERHEAD
             {
-                let input = producer.input.get_or_insert_with(|| self.input_pool.take());
-                let asked = input.spare().len();
-                match producer.stream.read(input.spare()) {
-                    Ok(0) => {
+                match fill(
+                    &mut producer.stream,
+                    &mut producer.input,
+                    &mut producer.readable,
+                    producer.peer_closed,
+                    &mut self.input_pool,
+                ) {
+                    Fill::Read => progress = true,
+                    Fill::Blocked => {}
+                    Fill::Gone => {
                         // The producer left mid-body: the consumer's response stays
                         // visibly incomplete.
-                        self.close(p);
-                        return Step::Again;
-                    }
-                    Ok(n) => {
-                        input.commit(n);
-                        crate::conn::note_short_read(
-                            &mut producer.readable,
-                            producer.peer_closed,
-                            n,
-                            asked,
-                        );
-                        progress = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => producer.readable = false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                    Err(_) => {
                         self.close(p);
                         return Step::Again;
                     }
