@@ -4,7 +4,28 @@
 //! member holds its neighbours' keys, so joining at the tail, leaving from
 //! anywhere and finding the oldest are O(1) and allocate nothing.
 
+use std::time::{Duration, Instant};
+
 use slab::Slab;
+
+/// Whether the connection that has waited longest for a head may be evicted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Eviction {
+    Now,
+    /// Not before this: it has not had its grace yet.
+    At(Instant),
+}
+
+/// Every client gets `grace` to send its head before it may make room for
+/// another: one that began waiting at `since` may be evicted from then on.
+pub fn eviction(since: Instant, now: Instant, grace: Duration) -> Eviction {
+    let at = since + grace;
+    if at > now {
+        Eviction::At(at)
+    } else {
+        Eviction::Now
+    }
+}
 
 /// A slab entry's place in a [`Queue`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -96,6 +117,26 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_is_evictable_only_after_its_grace() {
+        // A virtual clock: instants as offsets from one base.
+        let base = Instant::now();
+        let ms = |n| base + Duration::from_millis(n);
+        let grace = Duration::from_millis(500);
+        assert_eq!(
+            eviction(ms(0), ms(0), grace),
+            Eviction::At(ms(500)),
+            "just accepted"
+        );
+        assert_eq!(eviction(ms(0), ms(499), grace), Eviction::At(ms(500)));
+        assert_eq!(eviction(ms(0), ms(500), grace), Eviction::Now);
+        assert_eq!(
+            eviction(ms(100), ms(10_000), grace),
+            Eviction::Now,
+            "idle long"
+        );
+    }
 
     #[derive(Default)]
     struct Item {

@@ -10,6 +10,7 @@ use mio::{Interest, Token};
 
 use super::{Listener, Server, ACCEPT_RETRY, EVICT_GRACE, LISTEN_BACKLOG};
 use crate::conn::{Conn, ConnId, Phase, Stream};
+use crate::evict::{eviction, Eviction};
 
 impl Server {
     /// The connection begins waiting for a request head: it joins the
@@ -43,10 +44,12 @@ impl Server {
         let Some(key) = self.head_queue.front() else {
             return false;
         };
-        let evictable_at = self.conns[key].head_since + EVICT_GRACE;
-        if evictable_at > self.now {
-            self.retry_accept_at(evictable_at);
-            return false;
+        match eviction(self.conns[key].head_since, self.now, EVICT_GRACE) {
+            Eviction::Now => {}
+            Eviction::At(at) => {
+                self.retry_accept_at(at);
+                return false;
+            }
         }
         debug_assert!(matches!(self.conns[key].phase, Phase::ReadingHead));
         self.head_queue.pop_front(&mut self.conns);

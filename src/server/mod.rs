@@ -115,10 +115,7 @@ pub struct Server {
     /// Bytes held by sync bodies in all connections.
     sync_held: usize,
     trust_proxy: Vec<IpAddr>,
-    head_timeout: Duration,
-    idle_timeout: Duration,
-    body_timeout: Duration,
-    wait_timeout: Option<Duration>,
+    timeouts: timers::Timeouts,
     max_conns: usize,
     /// Accepting is paused at the connection limit until a connection closes
     /// or one becomes evictable (`accept_retry`).
@@ -222,10 +219,12 @@ impl Server {
             sync_total: config.sync_total,
             sync_held: 0,
             trust_proxy: config.trust_proxy.clone(),
-            head_timeout: config.head_timeout,
-            idle_timeout: config.idle_timeout,
-            body_timeout: config.body_timeout,
-            wait_timeout: config.wait_timeout,
+            timeouts: timers::Timeouts {
+                head: config.head_timeout,
+                idle: config.idle_timeout,
+                body: config.body_timeout,
+                wait: config.wait_timeout,
+            },
             max_conns,
             accept_paused: false,
             held_back: None,

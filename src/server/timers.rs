@@ -6,8 +6,60 @@ use std::time::{Duration, Instant};
 
 use super::stats::Timeout;
 use super::{debug_assert_queued, release_free_memory, Server, LINGER};
-use crate::conn::{After, Conn, ConnId, Phase, Timer, Wait};
+use crate::conn::{After, ConnId, Phase, Timer, Wait};
 use crate::http::Status;
+
+/// The connection timeouts (flags), and which applies when.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Timeouts {
+    pub head: Duration,
+    pub idle: Duration,
+    pub body: Duration,
+    pub wait: Option<Duration>,
+}
+
+/// Checks of progress that find none, in a row, before a transfer or a
+/// response counts as stalled: the body timeout is checked every quarter.
+const QUIET_CHECKS: u8 = 4;
+
+impl Timeouts {
+    /// The timer a connection needs in `phase`; `head_started`: bytes of a
+    /// request head are buffered.
+    pub fn timer_for(&self, phase: &Phase, head_started: bool) -> Timer {
+        match phase {
+            Phase::ReadingHead if head_started => Timer::Head,
+            Phase::ReadingHead => Timer::Idle,
+            Phase::Parked(_) if self.wait.is_some() => Timer::Wait,
+            Phase::Parked(_) => Timer::None,
+            Phase::Lingering => Timer::Linger,
+            _ => Timer::Progress,
+        }
+    }
+
+    /// How long after it is armed `timer` fires (`Progress`: the interval of
+    /// its checks).
+    pub fn period(&self, timer: Timer) -> Option<Duration> {
+        match timer {
+            Timer::None => None,
+            Timer::Idle => Some(self.idle),
+            Timer::Head => Some(self.head),
+            Timer::Progress => Some(self.body / u32::from(QUIET_CHECKS)),
+            Timer::Wait => self.wait,
+            Timer::Linger => Some(LINGER),
+        }
+    }
+}
+
+/// One progress check: true once `QUIET_CHECKS` checks in a row found no byte
+/// moved (`quiet` counts them; any progress starts the count again).
+fn body_timed_out(quiet: &mut u8, progressed: bool) -> bool {
+    *quiet = if progressed {
+        0
+    } else {
+        quiet.saturating_add(1)
+    };
+    *quiet >= QUIET_CHECKS
+}
 
 impl Server {
     pub(super) fn next_timeout(&mut self, now: Instant) -> Option<Duration> {
@@ -85,18 +137,6 @@ impl Server {
         }
     }
 
-    /// The timer a connection needs in its phase.
-    pub(super) fn timer_for(&self, conn: &Conn) -> Timer {
-        match conn.phase {
-            Phase::ReadingHead if conn.input.as_ref().is_some_and(|i| !i.is_empty()) => Timer::Head,
-            Phase::ReadingHead => Timer::Idle,
-            Phase::Parked(_) if self.wait_timeout.is_some() => Timer::Wait,
-            Phase::Parked(_) => Timer::None,
-            Phase::Lingering => Timer::Linger,
-            _ => Timer::Progress,
-        }
-    }
-
     /// Arms the timer the connection's phase calls for, unless it is armed
     /// already (a head's deadline counts from its first byte, not its last).
     pub(super) fn rearm(&mut self, id: ConnId) {
@@ -104,23 +144,17 @@ impl Server {
             return;
         };
         debug_assert_queued(conn);
-        let timer = self.timer_for(conn);
+        let head_started = conn.input.as_ref().is_some_and(|i| !i.is_empty());
+        let timer = self.timeouts.timer_for(&conn.phase, head_started);
         if timer == conn.timer {
+            // Armed already: a head's deadline counts from its first byte.
             return;
         }
-        let after = match timer {
-            Timer::None => None,
-            Timer::Idle => Some(self.idle_timeout),
-            Timer::Head => Some(self.head_timeout),
-            Timer::Progress => Some(self.body_timeout / 4),
-            Timer::Wait => self.wait_timeout,
-            Timer::Linger => Some(LINGER),
-        };
         let conn = &mut self.conns[id.0];
         conn.timer = timer;
         conn.quiet_checks = 0;
         conn.stream.progressed = false;
-        conn.deadline = after.map(|after| self.now + after);
+        conn.deadline = self.timeouts.period(timer).map(|after| self.now + after);
         self.schedule(id);
     }
 
@@ -151,14 +185,9 @@ impl Server {
                 self.ready.push(id);
             }
             Timer::Progress => {
-                if conn.stream.progressed {
-                    conn.stream.progressed = false;
-                    conn.quiet_checks = 0;
-                } else {
-                    conn.quiet_checks += 1;
-                }
-                if conn.quiet_checks < 4 {
-                    conn.deadline = Some(self.now + self.body_timeout / 4);
+                let progressed = std::mem::take(&mut conn.stream.progressed);
+                if !body_timed_out(&mut conn.quiet_checks, progressed) {
+                    conn.deadline = self.timeouts.period(Timer::Progress).map(|p| self.now + p);
                     self.schedule(id);
                     return;
                 }
@@ -204,5 +233,79 @@ impl Server {
                 self.ready.push(id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::Role;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    fn timeouts(wait: Option<Duration>) -> Timeouts {
+        Timeouts {
+            head: S(10),
+            idle: S(60),
+            body: S(60),
+            wait,
+        }
+    }
+
+    #[test]
+    fn each_phase_has_its_timer() {
+        let t = timeouts(None);
+        let parked = Phase::Parked(Wait::Link(Role::Consumer));
+        for (phase, head_started, expected) in [
+            (Phase::ReadingHead, false, Timer::Idle),
+            (Phase::ReadingHead, true, Timer::Head),
+            (Phase::Lingering, false, Timer::Linger),
+            (
+                Phase::Responding(After::NextRequest),
+                false,
+                Timer::Progress,
+            ),
+            (Phase::SendingHeld { offset: 0 }, false, Timer::Progress),
+        ] {
+            assert_eq!(t.timer_for(&phase, head_started), expected, "{phase:?}");
+        }
+        assert_eq!(t.timer_for(&parked, false), Timer::None, "waits forever");
+        let t = timeouts(Some(S(5)));
+        assert_eq!(t.timer_for(&parked, false), Timer::Wait);
+        assert_eq!(t.period(Timer::Wait), Some(S(5)));
+    }
+
+    #[test]
+    fn periods_follow_the_flags() {
+        let t = timeouts(None);
+        assert_eq!(t.period(Timer::Idle), Some(S(60)));
+        assert_eq!(t.period(Timer::Head), Some(S(10)));
+        assert_eq!(t.period(Timer::Progress), Some(S(15)), "a quarter");
+        assert_eq!(t.period(Timer::Linger), Some(LINGER));
+        assert_eq!(t.period(Timer::Wait), None);
+        assert_eq!(t.period(Timer::None), None);
+    }
+
+    #[test]
+    fn a_body_times_out_after_four_quiet_checks_in_a_row() {
+        // A virtual clock: one check every quarter of the body timeout.
+        let t = timeouts(None);
+        let check = t.period(Timer::Progress).unwrap();
+        let mut quiet = 0;
+        let mut now = Duration::ZERO;
+        let moves = [true, false, false, false, true, false, false, false, false];
+        let mut closed_at = None;
+        for moved in moves {
+            now += check;
+            if body_timed_out(&mut quiet, moved) {
+                closed_at = Some(now);
+                break;
+            }
+        }
+        assert_eq!(
+            closed_at,
+            Some(S(135)),
+            "last byte at 75 s: closed between 1x and 1.25x the timeout later"
+        );
     }
 }
