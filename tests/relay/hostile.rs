@@ -70,6 +70,25 @@ fn link_transfer(relay: &Relay, path: &str, body: &[u8]) -> Response {
     got
 }
 
+/// Each bad request on `path` gets `400` and a closed connection, and none of
+/// them reaches the link consumer waiting there; afterwards the channel still
+/// carries a transfer.
+fn refused_before_reaching_a_consumer(relay: &Relay, path: &str, bad: &[(Vec<u8>, String)]) {
+    let mut consumer = relay.connect();
+    send_waiting(&mut consumer, &get(path), "a link consumer");
+    for (raw, what) in bad {
+        assert_bad_request(relay, raw, what);
+    }
+    assert!(
+        consumer.is_silent_for(Duration::from_millis(300)),
+        "a rejected request reached the consumer waiting on {path}"
+    );
+    let mut producer = relay.connect();
+    producer.send(&post(path, b"legit"));
+    assert_eq!(consumer.read_response().body(), b"legit", "{path} after");
+    assert_eq!(producer.read_response().status(), 200, "{path} after");
+}
+
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i % 251) as u8 ^ seed.wrapping_mul(31))
@@ -80,46 +99,18 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 fn content_length_with_transfer_encoding_is_400() {
     let relay = Relay::start();
     let bg = Background::start(&relay, "cl-te");
-
-    // A consumer waiting on the channel the smuggled requests name never sees them.
-    let mut consumer = relay.connect();
-    send_waiting(&mut consumer, &get("/link/smuggle"), "a link consumer");
-    let bodies = b"5\r\nhello\r\n0\r\n\r\n";
-    for (order, headers) in [
-        (
-            "CL then TE",
-            [("Content-Length", "15"), ("Transfer-Encoding", "chunked")],
-        ),
-        (
-            "TE then CL",
-            [("Transfer-Encoding", "chunked"), ("Content-Length", "15")],
-        ),
-    ] {
-        assert_bad_request(
-            &relay,
-            &req("POST", "/link/smuggle", &headers, bodies),
-            order,
-        );
-    }
+    let chunks = b"5\r\nhello\r\n0\r\n\r\n";
+    let path = "/link/smuggle";
+    let (cl, te) = (("Content-Length", "15"), ("Transfer-Encoding", "chunked"));
     // A smuggled second request inside a CL+TE body is not executed either.
-    let mut smuggled = req(
-        "POST",
-        "/link/smuggle",
-        &[("Content-Length", "4"), ("Transfer-Encoding", "chunked")],
-        b"0\r\n\r\n",
-    );
-    smuggled.extend_from_slice(&post("/link/smuggle", b"smuggled"));
-    assert_bad_request(&relay, &smuggled, "CL+TE with a request behind it");
-    assert!(
-        consumer.is_silent_for(Duration::from_millis(300)),
-        "a rejected request reached the waiting consumer"
-    );
-
-    // The channel still works.
-    let mut producer = relay.connect();
-    producer.send(&post("/link/smuggle", b"legit"));
-    assert_eq!(consumer.read_response().body(), b"legit");
-    assert_eq!(producer.read_response().status(), 200);
+    let mut smuggled = req("POST", path, &[("Content-Length", "4"), te], b"0\r\n\r\n");
+    smuggled.extend_from_slice(&post(path, b"smuggled"));
+    let bad = [
+        (req("POST", path, &[cl, te], chunks), "CL then TE".into()),
+        (req("POST", path, &[te, cl], chunks), "TE then CL".into()),
+        (smuggled, "CL+TE with a request behind it".into()),
+    ];
+    refused_before_reaching_a_consumer(&relay, path, &bad);
     bg.finish();
 }
 
@@ -127,36 +118,23 @@ fn content_length_with_transfer_encoding_is_400() {
 fn two_different_content_lengths_are_400() {
     let relay = Relay::start();
     let bg = Background::start(&relay, "two-cl");
-    let mut consumer = relay.connect();
-    send_waiting(&mut consumer, &get("/link/two-cl"), "a link consumer");
-    assert_bad_request(
-        &relay,
-        &req(
-            "POST",
-            "/link/two-cl",
-            &[("Content-Length", "5"), ("Content-Length", "6")],
-            b"hello!",
+    let path = "/link/two-cl";
+    let bad = [
+        (
+            req(
+                "POST",
+                path,
+                &[("Content-Length", "5"), ("Content-Length", "6")],
+                b"hello!",
+            ),
+            "Content-Length 5 and 6 on two lines".into(),
         ),
-        "Content-Length 5 and 6 on two lines",
-    );
-    assert_bad_request(
-        &relay,
-        &req(
-            "POST",
-            "/link/two-cl",
-            &[("Content-Length", "5, 6")],
-            b"hello!",
+        (
+            req("POST", path, &[("Content-Length", "5, 6")], b"hello!"),
+            "Content-Length: 5, 6".into(),
         ),
-        "Content-Length: 5, 6",
-    );
-    assert!(
-        consumer.is_silent_for(Duration::from_millis(300)),
-        "a rejected request reached the waiting consumer"
-    );
-    let mut producer = relay.connect();
-    producer.send(&post("/link/two-cl", b"fine"));
-    assert_eq!(consumer.read_response().body(), b"fine");
-    assert_eq!(producer.read_response().status(), 200);
+    ];
+    refused_before_reaching_a_consumer(&relay, path, &bad);
     bg.finish();
 }
 
@@ -287,8 +265,6 @@ fn bare_lf_line_endings_are_accepted() {
 fn invalid_method_tokens_are_400() {
     let relay = Relay::start();
     let bg = Background::start(&relay, "method");
-    let mut consumer = relay.connect();
-    send_waiting(&mut consumer, &get("/link/method"), "a link consumer");
     let lines: [&[u8]; 7] = [
         b"G@T /link/method HTTP/1.1\r\n",
         b"PO(ST /link/method HTTP/1.1\r\n",
@@ -298,23 +274,18 @@ fn invalid_method_tokens_are_400() {
         b"PO\"ST /link/method HTTP/1.1\r\n",
         b"POST[] /link/method HTTP/1.1\r\n",
     ];
-    for line in lines {
-        let mut raw = line.to_vec();
-        raw.extend_from_slice(b"Host: relay.test\r\nContent-Length: 3\r\n\r\nbad");
-        assert_bad_request(
-            &relay,
-            &raw,
-            &format!("request line {:?}", String::from_utf8_lossy(line)),
-        );
-    }
-    assert!(
-        consumer.is_silent_for(Duration::from_millis(300)),
-        "a request with an invalid method reached the waiting consumer"
-    );
-    let mut producer = relay.connect();
-    producer.send(&post("/link/method", b"valid"));
-    assert_eq!(consumer.read_response().body(), b"valid");
-    assert_eq!(producer.read_response().status(), 200);
+    let bad: Vec<(Vec<u8>, String)> = lines
+        .iter()
+        .map(|line| {
+            let mut raw = line.to_vec();
+            raw.extend_from_slice(b"Host: relay.test\r\nContent-Length: 3\r\n\r\nbad");
+            (
+                raw,
+                format!("request line {:?}", String::from_utf8_lossy(line)),
+            )
+        })
+        .collect();
+    refused_before_reaching_a_consumer(&relay, "/link/method", &bad);
     bg.finish();
 }
 
