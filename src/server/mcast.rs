@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use super::respond::Guarded;
-use super::{flush, Server, Step};
+use super::{Flushed, Server, Step};
 use crate::conn::{send, After, ConnId, Fill, Phase, Sent, Wait};
 use crate::http::{
     find_param, parse_seqid, response_framing, BodyDecoder, BodySize, Exchange, Framing,
@@ -84,13 +84,11 @@ impl Server {
     /// Stores the producer's body as it arrives and wakes readers following it.
     pub(super) fn drive_publishing(&mut self, id: ConnId) -> Step {
         loop {
-            let conn = &mut self.conns[id.0];
             // A `100 Continue` may still be on its way.
-            if flush(conn).is_err() {
-                self.close(id);
+            if self.send_output(id) == Flushed::Closed {
                 return Step::Closed;
             }
-            self.output_pool.give_if_empty(&mut conn.output);
+            let conn = &mut self.conns[id.0];
             let Phase::Publishing { message, body } = &mut conn.phase else {
                 return Step::Again;
             };

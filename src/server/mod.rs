@@ -34,7 +34,7 @@ mod transfer;
 
 use crate::evict::{self, Queue};
 use listen::{raise_descriptor_limit, remove_stale_socket, resolve, widen_backlog};
-use respond::flush;
+use respond::{flush, Flushed};
 use stats::Stats;
 
 const LISTENER: Token = Token(usize::MAX);
@@ -468,19 +468,11 @@ impl Server {
             self.close(id);
             return Step::Closed;
         }
-        match flush(conn) {
-            Ok(()) => {
-                self.output_pool.give_if_empty(&mut conn.output);
-                Step::Blocked
-            }
-            Err(_) => {
-                self.close(id);
-                Step::Closed
-            }
+        match self.send_output(id) {
+            Flushed::Closed => Step::Closed,
+            Flushed::Done | Flushed::Pending => Step::Blocked,
         }
     }
-
-    // ---- responses -------------------------------------------------------------
 
     // ---- closing ---------------------------------------------------------------
 

@@ -11,6 +11,17 @@ use crate::http::{Framing, HeadWriter, Status};
 use crate::relay::ClaimError;
 use crate::reply::{self, Expose};
 
+/// What sending a connection's output came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Flushed {
+    /// All of it is sent.
+    Done,
+    /// The socket is full; the rest waits for it to drain.
+    Pending,
+    /// The connection broke and is closed.
+    Closed,
+}
+
 /// Whose write secret a refused writer presented, as its answer names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Guarded {
@@ -42,16 +53,28 @@ impl Server {
         Step::Again
     }
 
-    pub(super) fn drive_response(&mut self, id: ConnId, after: After) -> Step {
+    /// Sends what the connection's output holds, as far as the socket takes
+    /// it; an emptied output buffer goes back to the pool.
+    pub(super) fn send_output(&mut self, id: ConnId) -> Flushed {
         let conn = &mut self.conns[id.0];
         if flush(conn).is_err() {
             self.close(id);
-            return Step::Closed;
+            return Flushed::Closed;
         }
         if conn.output.as_ref().is_some_and(|o| !o.is_empty()) {
-            return Step::Blocked;
+            return Flushed::Pending;
         }
         self.output_pool.give_if_empty(&mut conn.output);
+        Flushed::Done
+    }
+
+    pub(super) fn drive_response(&mut self, id: ConnId, after: After) -> Step {
+        match self.send_output(id) {
+            Flushed::Done => {}
+            Flushed::Pending => return Step::Blocked,
+            Flushed::Closed => return Step::Closed,
+        }
+        let conn = &mut self.conns[id.0];
         if self.access_log && conn.status != 0 {
             log_request(conn);
             conn.status = 0;

@@ -2,7 +2,7 @@
 //! before its request waits, so two clients that both upload before reading
 //! can never block each other.
 
-use super::{flush, Server, Step};
+use super::{Flushed, Server, Step};
 use crate::buf::BufPool;
 use crate::conn::{send, After, Conn, ConnId, Fill, Hold, Phase, Sent, Wait};
 use crate::http::{BodyDecoder, Framing, HeadWriter, QueryFilter, Status};
@@ -38,12 +38,11 @@ impl Server {
     /// the input buffer holds it), and a proxy `SERVE` waits for a job.
     pub(super) fn drive_holding(&mut self, id: ConnId) -> Step {
         loop {
-            let conn = &mut self.conns[id.0];
-            if flush(conn).is_err() {
-                self.close(id);
+            // A `100 Continue` may still be on its way.
+            if self.send_output(id) == Flushed::Closed {
                 return Step::Closed;
             }
-            self.output_pool.give_if_empty(&mut conn.output);
+            let conn = &mut self.conns[id.0];
             let Phase::Holding { body, hold } = &mut conn.phase else {
                 return Step::Again;
             };
@@ -198,15 +197,12 @@ impl Server {
 
     /// Writes the response head, then the held body straight from memory.
     pub(super) fn drive_sending_held(&mut self, id: ConnId) -> Step {
+        match self.send_output(id) {
+            Flushed::Done => {}
+            Flushed::Pending => return Step::Blocked,
+            Flushed::Closed => return Step::Closed,
+        }
         let conn = &mut self.conns[id.0];
-        if flush(conn).is_err() {
-            self.close(id);
-            return Step::Closed;
-        }
-        if conn.output.as_ref().is_some_and(|o| !o.is_empty()) {
-            return Step::Blocked;
-        }
-        self.output_pool.give_if_empty(&mut conn.output);
         let Phase::SendingHeld { offset } = &mut conn.phase else {
             return Step::Again;
         };
