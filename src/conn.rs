@@ -390,6 +390,39 @@ pub fn fill(
     }
 }
 
+/// Why a body being taken whole stopped short.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TakeError<E> {
+    /// The body's framing is broken.
+    Bad(crate::http::BodyError),
+    /// The sink refused the bytes (a limit).
+    Refused(E),
+}
+
+/// Decodes the body bytes buffered in `input` and hands each piece of content
+/// to `sink`, until the input is used up or the body ends (the bytes after it,
+/// a pipelined request, stay). A refused piece stays in the input. Returns
+/// whether anything was consumed.
+pub fn take_body<E>(
+    input: &mut Option<Buf>,
+    body: &mut BodyDecoder,
+    mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<bool, TakeError<E>> {
+    let Some(input) = input.as_mut() else {
+        return Ok(false);
+    };
+    let mut progress = false;
+    while !input.is_empty() && !body.is_done() {
+        let decoded = body
+            .decode(input.pending(), usize::MAX)
+            .map_err(TakeError::Bad)?;
+        sink(&input.pending()[decoded.data.clone()]).map_err(TakeError::Refused)?;
+        input.consume(decoded.consumed);
+        progress = true;
+    }
+    Ok(progress)
+}
+
 /// What one write brought.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sent {
@@ -507,6 +540,54 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn take_body_feeds_content_to_the_sink_and_leaves_what_follows() {
+        use crate::http::Framing;
+        let mut pool = BufPool::new(64, 1);
+        let mut input = Some(pool.take());
+        input
+            .as_mut()
+            .unwrap()
+            .push(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET / HTTP/1.1\r\n");
+        let mut body = BodyDecoder::new(Framing::Chunked);
+        let mut got = Vec::new();
+        let taken = take_body(&mut input, &mut body, |piece| {
+            got.extend_from_slice(piece);
+            Ok::<(), ()>(())
+        });
+        assert_eq!(taken, Ok(true));
+        assert!(body.is_done());
+        assert_eq!(got, b"abcde");
+        assert_eq!(input.as_ref().unwrap().pending(), b"GET / HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn take_body_stops_at_a_refusal_or_bad_framing() {
+        use crate::http::Framing;
+        let mut pool = BufPool::new(64, 1);
+        let mut input = Some(pool.take());
+        input.as_mut().unwrap().push(b"hello world");
+        let mut body = BodyDecoder::new(Framing::Length(11));
+        let refused = take_body(&mut input, &mut body, |piece| {
+            if piece.len() > 4 {
+                Err("too long")
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(refused, Err(TakeError::Refused("too long")));
+        let mut input = Some(pool.take());
+        input.as_mut().unwrap().push(b"zz\r\n");
+        let mut body = BodyDecoder::new(Framing::Chunked);
+        let bad = take_body(&mut input, &mut body, |_| Ok::<(), ()>(()));
+        assert!(matches!(bad, Err(TakeError::Bad(_))));
+        let mut none = None;
+        assert_eq!(
+            take_body(&mut none, &mut body, |_| Ok::<(), ()>(())),
+            Ok(false)
+        );
+    }
 
     #[test]
     fn runaway_after_enough_turns_in_a_row_without_bytes() {

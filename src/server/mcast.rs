@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use super::respond::Guarded;
 use super::{Flushed, Server, Step};
-use crate::conn::{send, After, ConnId, Fill, Phase, Sent, Wait};
+use crate::conn::{send, take_body, After, ConnId, Fill, Phase, Sent, TakeError, Wait};
 use crate::http::{
     find_param, parse_seqid, response_framing, BodyDecoder, BodySize, Exchange, Framing,
     HeadWriter, Status,
@@ -93,38 +93,28 @@ impl Server {
                 return Step::Again;
             };
             let message = Rc::clone(message);
-            let mut progress = false;
-            if let Some(input) = conn.input.as_mut() {
-                while !input.is_empty() && !body.is_done() {
-                    let decoded = match body.decode(input.pending(), usize::MAX) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            let text = format!("400 {e}\n");
-                            return self.fail_publishing(id, &message, Status(400), &text);
-                        }
-                    };
-                    let data = &input.pending()[decoded.data.clone()];
-                    match self
-                        .relay
-                        .mcast_append(&message, data, self.mcast_max_message)
-                    {
-                        Ok(()) => {}
-                        Err(AppendError::Full) => {
-                            let text = "503 relay storage for messages is full\n";
-                            return self.fail_publishing(id, &message, Status(503), text);
-                        }
-                        Err(AppendError::TooLarge) => {
-                            let text = format!(
-                                "413 message larger than {} bytes\n",
-                                self.mcast_max_message
-                            );
-                            return self.fail_publishing(id, &message, Status(413), &text);
-                        }
-                    }
-                    input.consume(decoded.consumed);
-                    progress = true;
+            let (relay, max) = (&mut self.relay, self.mcast_max_message);
+            let taken = take_body(&mut conn.input, body, |data| {
+                relay.mcast_append(&message, data, max)
+            });
+            let mut progress = match taken {
+                Ok(progress) => progress,
+                Err(TakeError::Bad(e)) => {
+                    let text = format!("400 {e}\n");
+                    return self.fail_publishing(id, &message, Status(400), &text);
                 }
-            }
+                Err(TakeError::Refused(AppendError::Full)) => {
+                    let text = "503 relay storage for messages is full\n";
+                    return self.fail_publishing(id, &message, Status(503), text);
+                }
+                Err(TakeError::Refused(AppendError::TooLarge)) => {
+                    let text = format!("413 message larger than {max} bytes\n");
+                    return self.fail_publishing(id, &message, Status(413), &text);
+                }
+            };
+            let Phase::Publishing { body, .. } = &conn.phase else {
+                return Step::Again;
+            };
             if body.is_done() {
                 return self.finish_publishing(id, &message);
             }

@@ -4,7 +4,7 @@
 
 use super::{Flushed, Server, Step};
 use crate::buf::BufPool;
-use crate::conn::{send, After, Conn, ConnId, Fill, Hold, Phase, Sent, Wait};
+use crate::conn::{send, take_body, After, Conn, ConnId, Fill, Hold, Phase, Sent, TakeError, Wait};
 use crate::http::{BodyDecoder, Framing, HeadWriter, QueryFilter, Status};
 use crate::relay::{Method, SyncArrival, WaiterId};
 use crate::reply::{self, Expose};
@@ -47,59 +47,45 @@ impl Server {
                 return Step::Again;
             };
             let hold = *hold;
-            let mut progress = false;
-            if let Some(input) = conn.input.as_mut() {
-                while !input.is_empty() && !body.is_done() {
-                    let decoded = match body.decode(input.pending(), usize::MAX) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            conn.phase = Phase::ReadingHead;
-                            conn.req.keep_alive = false;
-                            self.sync_held -= conn.held.len();
-                            conn.held = Vec::new();
-                            self.respond_text(
-                                id,
-                                Status(400),
-                                &format!("400 {e}\n"),
-                                After::Linger,
-                            );
-                            return Step::Again;
-                        }
-                    };
-                    let data = &input.pending()[decoded.data.clone()];
-                    if hold == Hold::Discard {
-                        input.consume(decoded.consumed);
-                        progress = true;
-                        continue;
-                    }
-                    let refusal = if conn.held.len() + data.len() > self.sync_max_body {
-                        Some((
-                            Status(413),
-                            format!("413 body larger than {} bytes\n", self.sync_max_body),
-                        ))
-                    } else if self.sync_held + data.len() > self.sync_total {
-                        Some((
-                            Status(503),
-                            "503 relay storage for sync bodies is full\n".to_string(),
-                        ))
-                    } else {
-                        None
-                    };
-                    if let Some((status, text)) = refusal {
-                        conn.phase = Phase::ReadingHead;
-                        conn.req.keep_alive = false;
-                        self.sync_held -= conn.held.len();
-                        conn.held = Vec::new();
-                        self.respond_text(id, status, &text, After::Linger);
-                        return Step::Again;
-                    }
-                    self.sync_held += data.len();
-                    crate::buf::reserve_body(&mut conn.held, data.len(), self.sync_max_body);
-                    conn.held.extend_from_slice(data);
-                    input.consume(decoded.consumed);
-                    progress = true;
+            let (held, sync_held) = (&mut conn.held, &mut self.sync_held);
+            let (max_body, total) = (self.sync_max_body, self.sync_total);
+            let taken = take_body(&mut conn.input, body, |data| {
+                if hold == Hold::Discard {
+                    return Ok(());
                 }
-            }
+                if held.len() + data.len() > max_body {
+                    return Err((
+                        Status(413),
+                        format!("413 body larger than {max_body} bytes\n"),
+                    ));
+                }
+                if *sync_held + data.len() > total {
+                    let text = "503 relay storage for sync bodies is full\n";
+                    return Err((Status(503), text.to_string()));
+                }
+                *sync_held += data.len();
+                crate::buf::reserve_body(held, data.len(), max_body);
+                held.extend_from_slice(data);
+                Ok(())
+            });
+            let mut progress = match taken {
+                Ok(progress) => progress,
+                Err(e) => {
+                    let (status, text) = match e {
+                        TakeError::Bad(e) => (Status(400), format!("400 {e}\n")),
+                        TakeError::Refused(refusal) => refusal,
+                    };
+                    conn.phase = Phase::ReadingHead;
+                    conn.req.keep_alive = false;
+                    self.sync_held -= conn.held.len();
+                    conn.held = Vec::new();
+                    self.respond_text(id, status, &text, After::Linger);
+                    return Step::Again;
+                }
+            };
+            let Phase::Holding { body, .. } = &conn.phase else {
+                return Step::Again;
+            };
             if body.is_done() {
                 return match hold {
                     Hold::Sync => self.sync_arrive(id),
