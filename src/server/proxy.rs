@@ -306,7 +306,9 @@ pub(super) fn result_replaces(head: &[u8]) -> Replaced {
 /// in the order the request carries them, each name once however often it is
 /// named. A field the relay writes itself ([`Replaced`]) goes on one line (the
 /// request's lines joined, RFC 9110 §5.3), in place of the relay's own.
-pub(super) fn result_fields(w: &mut HeadWriter, server: &Conn) {
+/// `vary_origin`: a `Vary` the result replaces must still name `Origin` (the
+/// relay reflects the client's Origin in `Access-Control-Allow-Origin`).
+pub(super) fn result_fields(w: &mut HeadWriter, server: &Conn, vary_origin: bool) {
     if !server.req.content_type.is_empty() {
         w.header("Content-Type", &server.req.content_type);
     }
@@ -337,6 +339,18 @@ pub(super) fn result_fields(w: &mut HeadWriter, server: &Conn) {
                             parts.push(b", ");
                         }
                         parts.push(value);
+                    }
+                    let names_origin = parts.iter().any(|part| {
+                        part.split(|&b| b == b',')
+                            .map(trim)
+                            .any(|t| t.eq_ignore_ascii_case(b"origin") || t == b"*")
+                    });
+                    if vary_origin && Replaced::of(field.name.as_bytes()) == Replaced::VARY {
+                        if parts.is_empty() {
+                            parts.push(b"Origin");
+                        } else if !names_origin {
+                            parts.push(b", Origin");
+                        }
                     }
                     w.header_parts(field.name, &parts);
                 }

@@ -55,7 +55,14 @@ impl Server {
                 }
             }
             Transfer::ProxyJob => super::proxy::job_fields(&mut w, producer),
-            Transfer::ProxyResult => super::proxy::result_fields(&mut w, producer),
+            Transfer::ProxyResult => {
+                // The relay reflects the client's Origin: caches must keep
+                // responses for different origins apart whatever Vary the
+                // result brings.
+                let vary_origin =
+                    !consumer.req.origin.is_empty() && !replaced.has(Replaced::ALLOW_ORIGIN);
+                super::proxy::result_fields(&mut w, producer, vary_origin)
+            }
         }
         // The producer's body framing, the consumer's method and version, and
         // the status decide how the body goes out (or that it is dropped).

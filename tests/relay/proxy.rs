@@ -552,7 +552,7 @@ fn proxy_result_replaces_the_relays_own_fields_once() {
     let version = env!("CARGO_PKG_VERSION");
     // (field named in HttpRelay-Proxy-Headers, the result's line for it, the
     // client's extra request fields, what the client's response carries).
-    let cases: [(&str, &str, Fields, Carries); 13] = [
+    let cases: [(&str, &str, Fields, Carries); 14] = [
         (
             "Access-Control-Allow-Origin",
             "https://app.example",
@@ -583,11 +583,18 @@ fn proxy_result_replaces_the_relays_own_fields_once() {
             &[("Origin", "https://page.example")],
             Carries::Once("true"),
         ),
+        // The relay reflects the client's Origin, so its Vary keeps Origin.
         (
             "Vary",
             "Accept-Encoding",
             &[("Origin", "https://page.example")],
-            Carries::Once("Accept-Encoding"),
+            Carries::Once("Accept-Encoding, Origin"),
+        ),
+        (
+            "Vary",
+            "origin, Accept",
+            &[("Origin", "https://page.example")],
+            Carries::Once("origin, Accept"),
         ),
         (
             "Vary",
@@ -699,8 +706,8 @@ fn proxy_result_relay_fields_are_written_once_however_named() {
     let head = &got.head;
     assert_eq!(
         head.header_all("Vary"),
-        vec!["Accept, Accept-Encoding"],
-        "the result's Vary lines joined, in place of the relay's: {head:?}"
+        vec!["Accept, Accept-Encoding, Origin"],
+        "the result's Vary lines joined, in place of the relay's, Origin kept: {head:?}"
     );
     assert_eq!(head.header_all("X-Twice"), vec!["once"], "{head:?}");
     assert_eq!(
