@@ -101,14 +101,8 @@ impl Channel for LinkChannel {
 
 #[cfg(test)]
 mod tests {
+    use crate::relay::testing::{w, C, P};
     use crate::relay::*;
-
-    const P: Role = Role::Producer;
-    const C: Role = Role::Consumer;
-
-    fn w(n: usize) -> WaiterId {
-        WaiterId(n)
-    }
 
     #[test]
     fn producer_first_waits_then_pairs_with_consumer() {

@@ -576,16 +576,23 @@ fn next_job_id(state: &mut u64) -> JobId {
     id
 }
 
+/// Shorthands for the core's tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    use super::{Role, WaiterId};
 
-    const P: Role = Role::Producer;
-    const C: Role = Role::Consumer;
+    pub const P: Role = Role::Producer;
+    pub const C: Role = Role::Consumer;
 
-    fn w(n: usize) -> WaiterId {
+    pub fn w(n: usize) -> WaiterId {
         WaiterId(n)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{w, C, P};
+    use super::*;
 
     #[test]
     fn idle_channel_and_its_secret_are_forgotten_after_expiry() {
