@@ -189,13 +189,12 @@ impl McastChannel {
         Ok(message)
     }
 
-    /// Marks the message complete and drops old ones over `retain`; returns the
-    /// cost of the messages dropped.
-    pub(super) fn complete(&mut self, now: Millis, message: &Message, retain: usize) -> usize {
+    /// Marks the message complete and drops old ones over `retain` (their
+    /// cost leaves the ledger when their last reader lets go).
+    pub(super) fn complete(&mut self, now: Millis, message: &Message, retain: usize) {
         self.last_active = now;
-        let mut dropped_bytes = 0;
         if message.state() != MessageState::Uploading {
-            return 0;
+            return;
         }
         message.state.set(MessageState::Complete);
         message.data.borrow_mut().shrink_to_fit();
@@ -220,13 +219,12 @@ impl McastChannel {
             }
             let dropped = self.messages.remove(at).expect("position is in range");
             self.held -= dropped.cost();
-            dropped_bytes += dropped.cost();
         }
-        dropped_bytes
     }
 
-    /// Removes a failed upload; returns its cost (0 if it was already gone).
-    pub(super) fn abort(&mut self, now: Millis, message: &Message) -> usize {
+    /// Removes a failed upload (its readers still hold it, and it still counts
+    /// in the ledger until they are done).
+    pub(super) fn abort(&mut self, now: Millis, message: &Message) {
         self.last_active = now;
         // Uploads are among the newest messages: look from the back.
         let at = self
@@ -236,7 +234,7 @@ impl McastChannel {
         let state = message.state();
         message.state.set(MessageState::Aborted);
         let Some(at) = at else {
-            return 0;
+            return;
         };
         self.messages.remove(at);
         match state {
@@ -244,7 +242,6 @@ impl McastChannel {
             MessageState::Complete => self.held -= message.cost(),
             MessageState::Aborted => {}
         }
-        message.cost()
     }
 
     pub(super) fn get(

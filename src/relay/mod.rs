@@ -509,13 +509,13 @@ impl Relay {
         let expiry = self.settings.idle_expiry;
         let mut budget = EXPIRE_BATCH;
         let mut forgotten = 0;
-        let (looked, gone) = self.links.expire(now, expiry, budget, |_| {});
+        let (looked, gone) = self.links.expire(now, expiry, budget);
         (budget, forgotten) = (budget - looked, forgotten + gone);
-        let (looked, gone) = self.mcasts.expire(now, expiry, budget, |_| {});
+        let (looked, gone) = self.mcasts.expire(now, expiry, budget);
         (budget, forgotten) = (budget - looked, forgotten + gone);
-        let (looked, gone) = self.syncs.expire(now, expiry, budget, |_| {});
+        let (looked, gone) = self.syncs.expire(now, expiry, budget);
         (budget, forgotten) = (budget - looked, forgotten + gone);
-        let (_, gone) = self.proxies.expire(now, expiry, budget, |_| {});
+        let (_, gone) = self.proxies.expire(now, expiry, budget);
         forgotten += gone;
         forgotten
     }
