@@ -90,10 +90,33 @@ mod tests {
     #[test]
     fn the_bound_at_the_defaults_is_the_one_in_the_readme() {
         let bound = MemoryBound::new(&config(&[]), crate::config::DEFAULT_MAX_CONNS);
+        let shown = bound.to_string();
         assert_eq!(
-            bound.to_string(),
+            shown,
             "345 MiB (fixed 9 MiB + connections 164 MiB + held bodies 160 MiB + channels 12 MiB)"
         );
+        let readme = include_str!("../README.md");
+        assert!(
+            readme.contains(&format!("worst-case memory for these flags: {shown}")),
+            "README's startup line shows another bound"
+        );
+    }
+
+    #[test]
+    fn the_sizing_rows_in_the_readme_are_the_bounds_of_their_flags() {
+        let readme = include_str!("../README.md");
+        let mut rows = 0;
+        let sizing_row = |l: &&str| l.contains("| `--max-conns ") && l.ends_with(" MiB |");
+        for line in readme.lines().filter(sizing_row) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let flags: Vec<&str> = cells[2].trim_matches('`').split_whitespace().collect();
+            let conns = flags[flags.iter().position(|f| *f == "--max-conns").unwrap() + 1];
+            let bound = MemoryBound::new(&config(&flags), conns.parse().unwrap());
+            let mib = bound.total().div_ceil(1 << 20);
+            assert_eq!(cells[3], format!("{mib} MiB"), "{line}");
+            rows += 1;
+        }
+        assert!(rows >= 2, "the sizing table has its rows");
     }
 
     #[test]
