@@ -188,6 +188,11 @@ impl<C: Channel> Table<C> {
             forgotten += 1;
             self.recycle(slot.channel);
         }
+        // After a burst of expiries the heap is mostly empty: give it back too.
+        let capacity = self.expiry.capacity();
+        if capacity > 4096 && self.expiry.len() * 8 < capacity {
+            self.expiry.shrink_to(self.expiry.len() * 2);
+        }
         (looked, forgotten)
     }
 
