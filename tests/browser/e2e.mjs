@@ -361,6 +361,10 @@ await check('6b example paint.html: strokes from one tab appear in the others', 
   }
   // 3 strokes of 61 points go out in pieces of at most 40 points: 2 messages each.
   await until('the viewer to receive 6 stroke messages', () => viewer.evaluate(() => window.paintState.fromOthers >= 6));
+  // The painter follows the room too: its last POST answer and its own last stroke
+  // coming back may still be on their way.
+  await until('the painter to see its 6 POSTs answered and come back',
+    () => painter.evaluate(() => window.paintState.sent >= 6 && window.paintState.received >= 6));
   const state = await painter.evaluate(() => window.paintState);
   assert(!state.error, `painter error: ${state.error}`);
   eq([state.sent, state.received, state.fromOthers], [6, 6, 0], 'painter sent, received, fromOthers');
