@@ -43,3 +43,67 @@ impl Server {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::relay::Method;
+    use crate::server::testing::{body_of, get, post, status_of, Shell};
+
+    #[test]
+    fn a_link_pairs_a_producer_with_a_consumer_and_both_connections_stay_for_more() {
+        let mut shell = Shell::new(&[]);
+        let mut consumer = shell.connect();
+        let mut producer = shell.connect();
+        for round in ["hello", "again"] {
+            consumer.send(&mut shell, &get("/link/a"));
+            assert_eq!(consumer.take(), b"", "the consumer waits for a producer");
+            producer.send(&mut shell, &post("/link/a", round.as_bytes()));
+            let got = consumer.text();
+            assert_eq!(status_of(&got), 200);
+            assert!(got.contains("\r\nHttpRelay-Method: POST\r\n"), "{got}");
+            assert_eq!(body_of(&got), round);
+            let sent = producer.text();
+            assert_eq!(status_of(&sent), 200);
+            assert!(sent.contains("\r\nHttpRelay-Method: GET\r\n"), "{sent}");
+        }
+        assert!(!consumer.closed() && !producer.closed());
+        assert_eq!(shell.server.relay.channel_count(), 0, "nothing remembered");
+    }
+
+    #[test]
+    fn a_waiter_that_leaves_is_gone_from_its_channel_at_once() {
+        let mut shell = Shell::new(&[]);
+        let mut consumer = shell.connect();
+        consumer.send(&mut shell, &get("/link/gone"));
+        assert_eq!(shell.server.relay.waiters_by_method().get(Method::Link), 1);
+        consumer.close(&mut shell);
+        assert_eq!(shell.server.relay.waiter_count(), 0);
+        assert_eq!(shell.server.relay.channel_count(), 0);
+        assert_eq!(shell.open_conns(), 0);
+        // A producer now finds nobody and waits in turn.
+        let mut producer = shell.connect();
+        producer.send(&mut shell, &post("/link/gone", b"for nobody"));
+        assert_eq!(producer.take(), b"");
+        assert_eq!(shell.server.relay.waiters_by_method().get(Method::Link), 1);
+    }
+
+    #[test]
+    fn a_producer_that_waits_keeps_only_the_body_bytes_it_sent_and_delivers_them_later() {
+        let mut shell = Shell::new(&[]);
+        let mut producer = shell.connect();
+        producer.send(
+            &mut shell,
+            b"POST /link/p HTTP/1.1\r\nHost: r\r\nContent-Length: 11\r\n\r\nhello",
+        );
+        let parked = shell.server.conns.iter().next().unwrap().1;
+        assert!(matches!(parked.phase, crate::conn::Phase::Parked(_)));
+        assert!(parked.input.is_none(), "no input buffer while waiting");
+        assert_eq!(&parked.stashed[..], b"hello");
+        let mut consumer = shell.connect();
+        consumer.send(&mut shell, &get("/link/p"));
+        producer.send(&mut shell, b" world");
+        let got = consumer.text();
+        assert_eq!((status_of(&got), body_of(&got)), (200, "hello world"));
+        assert_eq!(status_of(&producer.text()), 200);
+    }
+}

@@ -2,15 +2,144 @@
 //! beyond it is held back; the oldest connection waiting for a head is evicted
 //! after a grace), and binding helpers.
 
+use std::collections::BinaryHeap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use mio::{Interest, Token};
+use mio::net::{TcpListener, UnixListener};
+use mio::{Interest, Poll, Token};
+use slab::Slab;
 
-use super::{Listener, Server, ACCEPT_RETRY, EVICT_GRACE, LISTEN_BACKLOG};
+use super::stats::Stats;
+use super::{
+    timers, Clock, Listener, Server, ServerError, ACCEPT_RETRY, EVICT_GRACE, LISTENER,
+    LISTEN_BACKLOG, RESERVED_FDS, SIGNAL,
+};
+use crate::bound::{MemoryBound, OUTPUT_BUF_SIZE, POOL_KEEP};
+use crate::buf::BufPool;
+use crate::config::{Config, Listen, DEFAULT_MAX_CONNS};
 use crate::conn::{Conn, ConnId, Phase, Stream};
-use crate::evict::{eviction, Eviction};
+use crate::evict::{eviction, Eviction, Queue};
+use crate::http::{HttpDate, QueryFilter};
+use crate::relay::{Relay, Settings};
+use crate::{reply, signal};
+
+impl Server {
+    /// Listens as `config` says, with SIGINT/SIGTERM starting a shutdown.
+    pub fn bind(config: &Config) -> Result<Server, ServerError> {
+        Server::open(config, true, Clock::System)
+    }
+
+    /// Listens as `config` says; `signals`: whether this server handles the
+    /// process's SIGINT and SIGTERM.
+    pub(super) fn open(
+        config: &Config,
+        signals: bool,
+        clock: Clock,
+    ) -> Result<Server, ServerError> {
+        let poll = Poll::new().map_err(ServerError::Poll)?;
+        let (mut listener, shown) = match &config.listen {
+            Listen::Tcp { addr, port } => {
+                let text = if addr.contains(':') {
+                    format!("[{addr}]:{port}")
+                } else {
+                    format!("{addr}:{port}")
+                };
+                let sockaddr = resolve(&text).map_err(|e| ServerError::Bind(text.clone(), e))?;
+                let l =
+                    TcpListener::bind(sockaddr).map_err(|e| ServerError::Bind(text.clone(), e))?;
+                let shown = l.local_addr().map(|a| a.to_string()).unwrap_or(text);
+                (Listener::Tcp(l), shown)
+            }
+            Listen::Unix(path) => {
+                let shown = format!("unix:{}", path.display());
+                remove_stale_socket(path).map_err(|e| ServerError::Bind(shown.clone(), e))?;
+                let l =
+                    UnixListener::bind(path).map_err(|e| ServerError::Bind(shown.clone(), e))?;
+                (Listener::Unix(l, path.clone()), shown)
+            }
+        };
+        widen_backlog(&listener);
+        let registry = poll.registry();
+        match &mut listener {
+            Listener::Tcp(l) => registry.register(l, LISTENER, Interest::READABLE),
+            Listener::Unix(l, _) => registry.register(l, LISTENER, Interest::READABLE),
+        }
+        .map_err(ServerError::Poll)?;
+        let signals = if signals {
+            let mut pipe = signal::install().map_err(ServerError::Poll)?;
+            registry
+                .register(&mut pipe, SIGNAL, Interest::READABLE)
+                .map_err(ServerError::Poll)?;
+            Some(pipe)
+        } else {
+            None
+        };
+        let descriptors = raise_descriptor_limit();
+        let max_conns = config.max_conns.unwrap_or_else(|| {
+            descriptors
+                .saturating_sub(RESERVED_FDS)
+                .clamp(16, DEFAULT_MAX_CONNS)
+        });
+        eprintln!("httprelay {} listening on {shown}", reply::VERSION);
+        eprintln!(
+            "httprelay: worst-case memory for these flags: {}",
+            MemoryBound::new(config, max_conns)
+        );
+        let idle_expiry = config.idle_expiry.as_millis().min(u128::from(u64::MAX)) as u64;
+        let now = clock.now();
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            signals,
+            clock,
+            conns: Slab::new(),
+            relay: Relay::new(Settings {
+                idle_expiry: idle_expiry.max(1),
+                mcast_retain: config.mcast_retain,
+                mcast_total: config.mcast_total,
+                max_channels: config.max_channels,
+                seed: random_seed(),
+            }),
+            input_pool: BufPool::new(config.max_head, POOL_KEEP),
+            output_pool: BufPool::new(OUTPUT_BUF_SIZE, POOL_KEEP),
+            max_head: config.max_head,
+            mcast_max_message: config.mcast_max_message,
+            sync_max_body: config.sync_max_body,
+            sync_total: config.sync_total,
+            sync_held: 0,
+            trust_proxy: config.trust_proxy.clone(),
+            timeouts: timers::Timeouts {
+                head: config.head_timeout,
+                idle: config.idle_timeout,
+                body: config.body_timeout,
+                wait: config.wait_timeout,
+            },
+            max_conns,
+            accept_paused: false,
+            held_back: None,
+            head_queue: Queue::default(),
+            now,
+            stats: Stats::default(),
+            access_log: config.access_log,
+            #[cfg(target_os = "linux")]
+            pipes: crate::splice::PipePool::default(),
+            started: now,
+            date: HttpDate::default(),
+            query_filter: QueryFilter::default(),
+            secret: Vec::new(),
+            ready: Vec::new(),
+            ready_spare: Vec::new(),
+            waiters: Vec::new(),
+            text: Vec::new(),
+            timers: BinaryHeap::new(),
+            accept_retry: None,
+            shutdown_deadline: None,
+            forgotten_since_trim: 0,
+        })
+    }
+}
 
 impl Server {
     /// The connection begins waiting for a request head: it joins the
@@ -164,6 +293,19 @@ impl Server {
     }
 }
 
+/// Seed for job ids: the kernel's randomness when available, else the clock.
+fn random_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    // SAFETY: the buffer is valid for 8 bytes of writes.
+    let got = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if got == 8 {
+        return u64::from_ne_bytes(seed);
+    }
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+}
+
 pub(super) fn resolve(text: &str) -> io::Result<SocketAddr> {
     text.to_socket_addrs()?
         .next()
@@ -227,5 +369,56 @@ pub(super) fn raise_descriptor_limit() -> usize {
         usize::try_from(limit.rlim_cur)
             .unwrap_or(usize::MAX)
             .min(1 << 24)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::server::testing::{get, status_of, Shell};
+    use crate::server::EVICT_GRACE;
+
+    #[test]
+    fn beyond_the_limit_a_client_is_held_back_until_the_oldest_silent_one_had_its_grace() {
+        let mut shell = Shell::new(&["--max-conns", "2"]);
+        let mut oldest = shell.connect();
+        shell.advance(Duration::from_millis(100));
+        let mut younger = shell.connect();
+        let mut third = shell.connect();
+        assert_eq!(shell.open_conns(), 2, "the third is held back, not served");
+        assert!(shell.server.held_back.is_some());
+        third.send(&mut shell, &get("/health"));
+        assert_eq!(third.take(), b"", "its request waits in the kernel");
+        shell.advance(EVICT_GRACE - Duration::from_millis(150));
+        assert!(!oldest.closed(), "within its grace");
+        shell.advance(Duration::from_millis(100));
+        assert!(oldest.closed(), "evicted once its grace is over");
+        assert!(!younger.closed(), "only one is evicted per client waiting");
+        assert_eq!(shell.server.stats.evicted, 1);
+        assert_eq!(
+            status_of(&third.text()),
+            200,
+            "the held-back client is served"
+        );
+    }
+
+    #[test]
+    fn parked_waiters_are_never_evicted_and_a_freed_slot_goes_to_the_held_back_client() {
+        let mut shell = Shell::new(&["--max-conns", "2"]);
+        let mut waiters = [shell.connect(), shell.connect()];
+        for (n, waiter) in waiters.iter_mut().enumerate() {
+            waiter.send(&mut shell, &get(&format!("/link/w{n}")));
+        }
+        let mut third = shell.connect();
+        third.send(&mut shell, &get("/health"));
+        shell.advance(EVICT_GRACE * 4);
+        assert!(waiters.iter_mut().all(|w| !w.closed()));
+        assert_eq!(shell.server.stats.evicted, 0);
+        assert_eq!(third.take(), b"");
+        let [first, _second] = waiters;
+        first.close(&mut shell);
+        assert_eq!(status_of(&third.text()), 200);
+        assert_eq!(shell.open_conns(), 2);
     }
 }

@@ -402,3 +402,49 @@ impl Server {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::server::testing::{body_of, get, post, status_of, Shell};
+
+    fn seq_of(response: &str) -> &str {
+        let at = response.find("\r\nHttpRelay-SeqId: ").expect("a SeqId") + 19;
+        &response[at..at + response[at..].find('\r').unwrap()]
+    }
+
+    #[test]
+    fn a_message_reaches_every_waiting_reader_and_later_readers_by_seqid() {
+        let mut shell = Shell::new(&[]);
+        let mut readers = [shell.connect(), shell.connect(), shell.connect()];
+        for reader in readers.iter_mut() {
+            reader.send(&mut shell, &get("/mcast/m"));
+            assert_eq!(reader.take(), b"", "waits for the next message");
+        }
+        let mut publisher = shell.connect();
+        publisher.send(&mut shell, &post("/mcast/m", b"first"));
+        assert_eq!(status_of(&publisher.text()), 200);
+        for reader in readers.iter_mut() {
+            let got = reader.text();
+            assert_eq!(status_of(&got), 200);
+            assert_eq!(seq_of(&got), "0");
+            assert_eq!(body_of(&got), "first");
+        }
+        publisher.send(&mut shell, &post("/mcast/m", b"second"));
+        let mut late = shell.connect();
+        late.send(&mut shell, &get("/mcast/m?seqid=0"));
+        let got = late.text();
+        assert_eq!((seq_of(&got), body_of(&got)), ("0", "first"));
+        late.send(&mut shell, &get("/mcast/m?seqid=1"));
+        let got = late.text();
+        assert_eq!((seq_of(&got), body_of(&got)), ("1", "second"));
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_413_and_stores_nothing() {
+        let mut shell = Shell::new(&["--mcast-max-message", "4"]);
+        let mut publisher = shell.connect();
+        publisher.send(&mut shell, &post("/mcast/big", b"12345"));
+        assert_eq!(status_of(&publisher.text()), 413);
+        assert_eq!(shell.server.relay.mcast_bytes(), 0);
+    }
+}

@@ -1,25 +1,23 @@
 //! The mio shell: one thread, one `Poll`, a slab of connections. It reads request
 //! heads, asks the relay core who pairs with whom, and moves body bytes between
-//! sockets with backpressure. All socket IO and all clock reads happen here.
+//! sockets with backpressure. All socket IO happens here; the loop's clock is
+//! a [`Clock`], which the shell's unit tests (`testing`) stop and move by hand.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::{self, Read};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::{TcpListener, UnixListener, UnixStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use crate::buf::BufPool;
-use crate::config::{Config, Listen, DEFAULT_MAX_CONNS};
-use crate::conn::{After, Conn, ConnId, Phase, Stream, Wait};
-use crate::http::{HttpDate, QueryFilter, Status};
-use crate::relay::{Millis, Relay, Settings, WaiterId};
-use crate::reply;
-use crate::signal;
+use crate::conn::{Conn, ConnId, Phase, Stream, Wait};
+use crate::http::{HttpDate, QueryFilter};
+use crate::relay::{Millis, Relay, WaiterId};
 
 mod link;
 mod listen;
@@ -27,22 +25,21 @@ mod mcast;
 mod proxy;
 mod respond;
 mod route;
+mod shutdown;
 mod stats;
 mod sync;
+#[cfg(test)]
+mod testing;
 mod timers;
 mod transfer;
 
 use crate::evict::{self, Queue};
-use listen::{raise_descriptor_limit, remove_stale_socket, resolve, widen_backlog};
 use respond::{flush, Flushed};
 use stats::Stats;
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNAL: Token = Token(usize::MAX - 1);
 
-/// Output buffers hold a response head plus a slice of relayed body; 64 KiB
-/// keeps syscalls per relayed megabyte low.
-use crate::bound::{MemoryBound, OUTPUT_BUF_SIZE, POOL_KEEP};
 /// How long a connection lingers after an error response before it is closed.
 const LINGER: Duration = Duration::from_secs(2);
 /// Descriptors kept free for the listener, the poller and the signal pipe when
@@ -90,6 +87,32 @@ enum Listener {
     Unix(UnixListener, PathBuf),
 }
 
+/// Whether the loop goes on after a turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Turn {
+    Continue,
+    /// Shut down, and every connection is closed or out of time.
+    Finished,
+}
+
+/// Where the loop reads the time: the system's monotonic clock, or one that
+/// moves only when told (unit tests of the shell's timers).
+#[derive(Clone, Copy, Debug)]
+enum Clock {
+    System,
+    #[cfg_attr(not(test), allow(dead_code))]
+    Manual(Instant),
+}
+
+impl Clock {
+    fn now(self) -> Instant {
+        match self {
+            Clock::System => Instant::now(),
+            Clock::Manual(at) => at,
+        }
+    }
+}
+
 /// Whether a connection can take another step right now.
 pub(crate) enum Step {
     /// The phase changed or progress was made: look again.
@@ -103,7 +126,11 @@ pub(crate) enum Step {
 pub struct Server {
     poll: Poll,
     listener: Option<Listener>,
-    signals: UnixStream,
+    /// The read end of the signal pipe; `None` when the process's signals are
+    /// not this server's (a server driven by unit tests).
+    signals: Option<UnixStream>,
+    /// Where the loop reads the time.
+    clock: Clock,
     conns: Slab<Conn>,
     relay: Relay,
     input_pool: BufPool,
@@ -153,153 +180,66 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn bind(config: &Config) -> Result<Server, ServerError> {
-        let poll = Poll::new().map_err(ServerError::Poll)?;
-        let (mut listener, shown) = match &config.listen {
-            Listen::Tcp { addr, port } => {
-                let text = if addr.contains(':') {
-                    format!("[{addr}]:{port}")
-                } else {
-                    format!("{addr}:{port}")
-                };
-                let sockaddr = resolve(&text).map_err(|e| ServerError::Bind(text.clone(), e))?;
-                let l =
-                    TcpListener::bind(sockaddr).map_err(|e| ServerError::Bind(text.clone(), e))?;
-                let shown = l.local_addr().map(|a| a.to_string()).unwrap_or(text);
-                (Listener::Tcp(l), shown)
-            }
-            Listen::Unix(path) => {
-                let shown = format!("unix:{}", path.display());
-                remove_stale_socket(path).map_err(|e| ServerError::Bind(shown.clone(), e))?;
-                let l =
-                    UnixListener::bind(path).map_err(|e| ServerError::Bind(shown.clone(), e))?;
-                (Listener::Unix(l, path.clone()), shown)
-            }
-        };
-        widen_backlog(&listener);
-        let registry = poll.registry();
-        match &mut listener {
-            Listener::Tcp(l) => registry.register(l, LISTENER, Interest::READABLE),
-            Listener::Unix(l, _) => registry.register(l, LISTENER, Interest::READABLE),
-        }
-        .map_err(ServerError::Poll)?;
-        let mut signals = signal::install().map_err(ServerError::Poll)?;
-        registry
-            .register(&mut signals, SIGNAL, Interest::READABLE)
-            .map_err(ServerError::Poll)?;
-        let descriptors = raise_descriptor_limit();
-        let max_conns = config.max_conns.unwrap_or_else(|| {
-            descriptors
-                .saturating_sub(RESERVED_FDS)
-                .clamp(16, DEFAULT_MAX_CONNS)
-        });
-        eprintln!("httprelay {} listening on {shown}", reply::VERSION);
-        eprintln!(
-            "httprelay: worst-case memory for these flags: {}",
-            MemoryBound::new(config, max_conns)
-        );
-        let idle_expiry = config.idle_expiry.as_millis().min(u128::from(u64::MAX)) as u64;
-        Ok(Server {
-            poll,
-            listener: Some(listener),
-            signals,
-            conns: Slab::new(),
-            relay: Relay::new(Settings {
-                idle_expiry: idle_expiry.max(1),
-                mcast_retain: config.mcast_retain,
-                mcast_total: config.mcast_total,
-                max_channels: config.max_channels,
-                seed: random_seed(),
-            }),
-            input_pool: BufPool::new(config.max_head, POOL_KEEP),
-            output_pool: BufPool::new(OUTPUT_BUF_SIZE, POOL_KEEP),
-            max_head: config.max_head,
-            mcast_max_message: config.mcast_max_message,
-            sync_max_body: config.sync_max_body,
-            sync_total: config.sync_total,
-            sync_held: 0,
-            trust_proxy: config.trust_proxy.clone(),
-            timeouts: timers::Timeouts {
-                head: config.head_timeout,
-                idle: config.idle_timeout,
-                body: config.body_timeout,
-                wait: config.wait_timeout,
-            },
-            max_conns,
-            accept_paused: false,
-            held_back: None,
-            head_queue: Queue::default(),
-            now: Instant::now(),
-            stats: Stats::default(),
-            access_log: config.access_log,
-            #[cfg(target_os = "linux")]
-            pipes: crate::splice::PipePool::default(),
-            started: Instant::now(),
-            date: HttpDate::default(),
-            query_filter: QueryFilter::default(),
-            secret: Vec::new(),
-            ready: Vec::new(),
-            ready_spare: Vec::new(),
-            waiters: Vec::new(),
-            text: Vec::new(),
-            timers: BinaryHeap::new(),
-            accept_retry: None,
-            shutdown_deadline: None,
-            forgotten_since_trim: 0,
-        })
-    }
-
     /// Runs until a shutdown signal has been handled.
     pub fn run(&mut self) -> Result<(), ServerError> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.next_timeout(Instant::now());
+            let timeout = self.next_timeout(self.clock.now());
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(ServerError::Poll(e));
             }
-            self.now = Instant::now();
-            let iteration_start = self.now;
-            self.refresh_date();
-            let mut accept = false;
-            for event in events.iter() {
-                match event.token() {
-                    // After the batch: an eviction frees a key that a new
-                    // connection reuses, and the evicted one's events in this
-                    // batch must not reach the new one.
-                    LISTENER => accept = true,
-                    SIGNAL => self.on_signal(),
-                    Token(key) => {
-                        let Some(conn) = self.conns.get_mut(key) else {
-                            continue;
-                        };
-                        conn.readable |= event.is_readable() || event.is_read_closed();
-                        conn.writable |= event.is_writable() || event.is_write_closed();
-                        conn.peer_closed |= event.is_read_closed() || event.is_error();
-                        self.ready.push(ConnId(key));
-                    }
-                }
-            }
-            if accept {
-                self.accept_all();
-            }
-            self.drive_ready();
-            self.now = Instant::now();
-            self.fire_timers(self.now);
-            self.drive_ready();
-            self.stats.loop_iteration(iteration_start.elapsed());
-            if let Some(deadline) = self.shutdown_deadline {
-                if self.conns.is_empty() || Instant::now() >= deadline {
-                    return Ok(());
-                }
+            if self.turn(&events) == Turn::Finished {
+                return Ok(());
             }
         }
     }
 
+    /// One iteration of the loop after a poll: accept, drive the connections
+    /// that became ready and those their counterparts woke, fire due timers.
+    fn turn(&mut self, events: &Events) -> Turn {
+        self.now = self.clock.now();
+        let iteration_start = Instant::now();
+        self.refresh_date();
+        let mut accept = false;
+        for event in events.iter() {
+            match event.token() {
+                // After the batch: an eviction frees a key that a new
+                // connection reuses, and the evicted one's events in this
+                // batch must not reach the new one.
+                LISTENER => accept = true,
+                SIGNAL => self.on_signal(),
+                Token(key) => {
+                    let Some(conn) = self.conns.get_mut(key) else {
+                        continue;
+                    };
+                    conn.readable |= event.is_readable() || event.is_read_closed();
+                    conn.writable |= event.is_writable() || event.is_write_closed();
+                    conn.peer_closed |= event.is_read_closed() || event.is_error();
+                    self.ready.push(ConnId(key));
+                }
+            }
+        }
+        if accept {
+            self.accept_all();
+        }
+        self.drive_ready();
+        self.now = self.clock.now();
+        self.fire_timers(self.now);
+        self.drive_ready();
+        self.stats.loop_iteration(iteration_start.elapsed());
+        match self.shutdown_deadline {
+            Some(deadline) if self.conns.is_empty() || self.clock.now() >= deadline => {
+                Turn::Finished
+            }
+            _ => Turn::Continue,
+        }
+    }
+
     fn now_millis(&self) -> Millis {
-        self.started.elapsed().as_millis() as Millis
+        self.now.saturating_duration_since(self.started).as_millis() as Millis
     }
 
     fn refresh_date(&mut self) {
@@ -321,50 +261,6 @@ impl Server {
             Wait::ProxyClient => self.relay.proxy_client_leave(now, channel, &conn.job),
             Wait::ProxyServer => self.relay.proxy_server_leave(now, channel, waiter),
         };
-    }
-
-    // ---- accepting and shutting down -------------------------------------------
-
-    fn on_signal(&mut self) {
-        let mut drained = [0u8; 64];
-        while matches!(self.signals.read(&mut drained), Ok(n) if n > 0) {}
-        if self.shutdown_deadline.is_some() {
-            return;
-        }
-        eprintln!("httprelay: shutting down");
-        self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
-        match self.listener.take() {
-            Some(Listener::Tcp(mut l)) => {
-                let _ = self.poll.registry().deregister(&mut l);
-            }
-            Some(Listener::Unix(mut l, path)) => {
-                let _ = self.poll.registry().deregister(&mut l);
-                let _ = std::fs::remove_file(path);
-            }
-            None => {}
-        }
-        self.held_back = None;
-        let mut waiters = std::mem::take(&mut self.waiters);
-        waiters.clear();
-        self.relay.drain_waiters(&mut waiters);
-        for &WaiterId(key) in &waiters {
-            let id = ConnId(key);
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.phase = Phase::ReadingHead;
-                let after = if conn.req.framing().has_body() {
-                    After::Linger
-                } else {
-                    After::Close
-                };
-                self.respond_text(id, Status(503), "503 server shutting down\n", after);
-            }
-        }
-        self.waiters = waiters;
-        // Idle keep-alive connections close; busy ones close after their response.
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            self.ready.push(ConnId(key));
-        }
     }
 
     // ---- driving connections ---------------------------------------------------
@@ -562,27 +458,4 @@ fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Seed for job ids: the kernel's randomness when available, else the clock.
-fn random_seed() -> u64 {
-    let mut seed = [0u8; 8];
-    // SAFETY: the buffer is valid for 8 bytes of writes.
-    let got = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
-    if got == 8 {
-        return u64::from_ne_bytes(seed);
-    }
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-}
-
-/// Hands freed heap pages back to the system after a burst (glibc keeps them
-/// otherwise; other allocators return them on their own).
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }

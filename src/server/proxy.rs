@@ -390,3 +390,52 @@ fn listed_as(name: &str) -> Listed {
         flag => Listed::Replacing(flag),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::server::testing::{body_of, get, status_of, Shell};
+
+    fn field<'a>(response: &'a str, name: &str) -> &'a str {
+        let at = response.find(&format!("\r\n{name}: ")).expect(name) + name.len() + 4;
+        &response[at..at + response[at..].find('\r').unwrap()]
+    }
+
+    #[test]
+    fn a_job_goes_to_a_serve_and_its_result_back_to_the_client() {
+        let mut shell = Shell::new(&[]);
+        let (mut server, mut client) = (shell.connect(), shell.connect());
+        server.send(&mut shell, b"SERVE /proxy/p HTTP/1.1\r\nHost: r\r\n\r\n");
+        client.send(&mut shell, &get("/proxy/p/some/path?q=1"));
+        let job = server.text();
+        assert_eq!(status_of(&job), 200);
+        assert_eq!(
+            field(&job, "HttpRelay-Proxy-Url"),
+            "http://relay/proxy/p/some/path?q=1"
+        );
+        let id = field(&job, "HttpRelay-Proxy-JobId").to_owned();
+        let result = format!(
+            "SERVE /proxy/p HTTP/1.1\r\nHost: r\r\nHttpRelay-Proxy-JobId: {id}\r\n\
+             HttpRelay-Proxy-Status: 201\r\nContent-Length: 6\r\n\r\nresult"
+        );
+        server.send(&mut shell, result.as_bytes());
+        let answer = client.text();
+        assert_eq!((status_of(&answer), body_of(&answer)), (201, "result"));
+        assert_eq!(server.take(), b"", "the SERVE waits for the next job");
+    }
+
+    #[test]
+    fn a_serve_without_a_job_id_drops_its_body_and_waits_for_a_job() {
+        let mut shell = Shell::new(&[]);
+        let (mut server, mut client) = (shell.connect(), shell.connect());
+        server.send(
+            &mut shell,
+            b"SERVE /proxy/p HTTP/1.1\r\nHost: r\r\nHttpRelay-Proxy-JobId: \r\nContent-Length: 5\r\n\r\nstale",
+        );
+        assert_eq!(server.take(), b"");
+        client.send(&mut shell, &get("/proxy/p/x"));
+        let job = server.text();
+        assert_eq!(status_of(&job), 200);
+        assert_eq!(field(&job, "HttpRelay-Proxy-Path"), "/x");
+        assert_eq!(body_of(&job), "", "the dropped body is not the job's");
+    }
+}

@@ -322,3 +322,94 @@ pub(super) fn log_request(conn: &Conn) {
         now_ms.saturating_sub(conn.arrived_unix_ms),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::server::testing::{body_of, get, post, status_of, Shell};
+    use crate::server::LINGER;
+
+    #[test]
+    fn an_error_before_an_unread_body_shuts_the_sending_side_and_lingers_then_closes() {
+        let mut shell = Shell::new(&[]);
+        let mut client = shell.connect();
+        client.send(
+            &mut shell,
+            b"POST /nowhere HTTP/1.1\r\nHost: r\r\nContent-Length: 100000\r\n\r\nabc",
+        );
+        let answer = client.text();
+        assert_eq!(status_of(&answer), 404);
+        assert_eq!(body_of(&answer), "404 page not found\n");
+        assert!(answer.contains("\r\nConnection: close\r\n"));
+        assert!(
+            client.closed(),
+            "the response ends with the sending side shut"
+        );
+        assert_eq!(shell.open_conns(), 1, "still reading what the client sends");
+        client.send(&mut shell, &[b'x'; 50_000]);
+        assert_eq!(shell.open_conns(), 1, "the rest is read and dropped");
+        shell.advance(LINGER);
+        assert_eq!(shell.open_conns(), 0, "closed when the linger is over");
+    }
+
+    #[test]
+    fn lingering_ends_as_soon_as_the_client_closes() {
+        let mut shell = Shell::new(&[]);
+        let mut client = shell.connect();
+        client.send(
+            &mut shell,
+            b"POST /nowhere HTTP/1.1\r\nHost: r\r\nContent-Length: 100000\r\n\r\nabc",
+        );
+        assert_eq!(status_of(&client.text()), 404);
+        client.close(&mut shell);
+        assert_eq!(shell.open_conns(), 0);
+    }
+
+    #[test]
+    fn a_small_body_already_received_is_skipped_and_the_connection_kept() {
+        let mut shell = Shell::new(&[]);
+        let mut client = shell.connect();
+        client.send(&mut shell, &post("/nowhere", b"abc"));
+        let answer = client.text();
+        assert_eq!(status_of(&answer), 404);
+        assert!(!answer.contains("Connection: close"));
+        client.send(&mut shell, &get("/health"));
+        assert_eq!(status_of(&client.text()), 200);
+        assert!(!client.closed());
+    }
+
+    #[test]
+    fn connection_close_from_the_client_closes_after_the_response() {
+        let mut shell = Shell::new(&[]);
+        let mut client = shell.connect();
+        client.send(
+            &mut shell,
+            b"GET /health HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n",
+        );
+        let answer = client.text();
+        assert_eq!(status_of(&answer), 200);
+        assert!(answer.contains("\r\nConnection: close\r\n"));
+        assert!(client.closed());
+        assert_eq!(shell.open_conns(), 0);
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order_and_http_1_0_closes() {
+        let mut shell = Shell::new(&[]);
+        let mut client = shell.connect();
+        client.send(
+            &mut shell,
+            b"HEAD /health HTTP/1.1\r\nHost: r\r\n\r\nGET /health HTTP/1.0\r\n\r\n",
+        );
+        let got = client.text();
+        let (head_response, get_response) = got.split_at(got.rfind("HTTP/1.1 ").unwrap());
+        assert_eq!(status_of(head_response), 200);
+        assert!(head_response.contains("\r\nContent-Length: 5\r\n"));
+        assert_eq!(body_of(head_response), "", "HEAD: the head only");
+        assert!(!head_response.contains("Connection: close"));
+        assert_eq!(status_of(get_response), 200);
+        assert!(get_response.contains("\r\nConnection: close\r\n"));
+        assert_eq!(body_of(get_response), crate::reply::VERSION);
+        assert!(client.closed(), "HTTP/1.0 without keep-alive: closed after");
+        assert_eq!(shell.open_conns(), 0);
+    }
+}

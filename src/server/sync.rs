@@ -243,3 +243,36 @@ fn sync_head(
     reply::persistence(&mut w, me.req.keep_alive, me.req.minor_version);
     w.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::server::testing::{body_of, post, status_of, Shell};
+
+    #[test]
+    fn two_requests_swap_their_bodies_and_a_third_starts_a_new_pair() {
+        let mut shell = Shell::new(&[]);
+        let (mut a, mut b, mut c) = (shell.connect(), shell.connect(), shell.connect());
+        a.send(&mut shell, &post("/sync/s", b"from a"));
+        assert_eq!(a.take(), b"", "waits for its peer");
+        assert_eq!(shell.server.sync_held, 6, "its body is held");
+        b.send(&mut shell, &post("/sync/s", b"from b"));
+        let (to_a, to_b) = (a.text(), b.text());
+        assert_eq!((status_of(&to_a), body_of(&to_a)), (200, "from b"));
+        assert_eq!((status_of(&to_b), body_of(&to_b)), (200, "from a"));
+        assert_eq!(shell.server.sync_held, 0, "nothing held once both are sent");
+        c.send(&mut shell, &post("/sync/s", b"from c"));
+        assert_eq!(c.take(), b"", "a new pair");
+    }
+
+    #[test]
+    fn a_waiting_peer_that_leaves_gives_its_held_body_back() {
+        let mut shell = Shell::new(&[]);
+        let a = shell.connect();
+        let mut a = a;
+        a.send(&mut shell, &post("/sync/s", b"held"));
+        assert_eq!(shell.server.sync_held, 4);
+        a.close(&mut shell);
+        assert_eq!(shell.server.sync_held, 0);
+        assert_eq!(shell.server.relay.waiter_count(), 0);
+    }
+}

@@ -5,7 +5,7 @@ use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
 use super::stats::Timeout;
-use super::{debug_assert_queued, release_free_memory, Server, LINGER};
+use super::{debug_assert_queued, Server, LINGER};
 use crate::conn::{After, ConnId, Phase, Timer, Wait};
 use crate::http::Status;
 
@@ -236,6 +236,16 @@ impl Server {
     }
 }
 
+/// Hands freed heap pages back to the system after a burst (glibc keeps them
+/// otherwise; other allocators return them on their own).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,5 +317,73 @@ mod tests {
             Some(S(135)),
             "last byte at 75 s: closed between 1x and 1.25x the timeout later"
         );
+    }
+
+    // ---- the timers in a whole server, on its manual clock --------------------
+
+    use crate::server::testing::{body_of, get, status_of, Shell};
+
+    #[test]
+    fn a_silent_connection_closes_quietly_after_the_idle_timeout() {
+        let mut shell = Shell::new(&["--idle-timeout", "5"]);
+        let mut client = shell.connect();
+        shell.advance(S(4));
+        assert!(!client.closed());
+        shell.advance(S(2));
+        assert!(client.closed());
+        assert_eq!(client.take(), b"", "closed without a response");
+        assert_eq!(shell.open_conns(), 0);
+    }
+
+    #[test]
+    fn an_unfinished_head_gets_408_after_the_head_timeout_not_before() {
+        let mut shell = Shell::new(&["--head-timeout", "3", "--idle-timeout", "60"]);
+        let mut client = shell.connect();
+        client.send(&mut shell, b"GET /link/a HTTP/1.1\r\nHo");
+        shell.advance(Duration::from_millis(2900));
+        assert_eq!(client.take(), b"");
+        shell.advance(Duration::from_millis(200));
+        let answer = client.text();
+        assert_eq!(status_of(&answer), 408);
+        assert!(answer.contains("\r\nConnection: close\r\n"));
+        assert!(client.closed());
+    }
+
+    #[test]
+    fn a_waiter_gets_504_after_the_wait_timeout_and_is_gone_from_its_channel() {
+        let mut shell = Shell::new(&["--wait-timeout", "7"]);
+        let mut consumer = shell.connect();
+        consumer.send(&mut shell, &get("/link/w"));
+        shell.advance(S(6));
+        assert_eq!(consumer.take(), b"");
+        shell.advance(S(2));
+        let answer = consumer.text();
+        assert_eq!(status_of(&answer), 504);
+        assert!(body_of(&answer).starts_with("504 "), "{answer}");
+        assert!(answer.contains("\r\nConnection: close\r\n"));
+        assert!(consumer.closed());
+        assert_eq!(shell.server.relay.waiter_count(), 0);
+        assert_eq!(shell.server.relay.channel_count(), 0);
+    }
+
+    #[test]
+    fn a_stalled_transfer_is_closed_after_the_body_timeout_and_a_moving_one_is_not() {
+        let mut shell = Shell::new(&["--body-timeout", "8", "--idle-timeout", "600"]);
+        let (mut consumer, mut producer) = shell.link_pair("b", "Content-Length: 100", b"abc");
+        assert!(consumer.text().ends_with("\r\n\r\nabc"));
+        // A byte every 6 s keeps it going well past the timeout.
+        for _ in 0..5 {
+            shell.advance(S(6));
+            producer.send(&mut shell, b"x");
+        }
+        assert_eq!(consumer.take(), b"xxxxx");
+        assert!(!consumer.closed() && !producer.closed());
+        // Then silence: closed between 1x and 1.25x the timeout after the last byte.
+        shell.advance(S(7));
+        assert!(!consumer.closed());
+        shell.advance(S(4));
+        assert!(consumer.closed(), "the consumer's body ends short");
+        assert!(producer.closed());
+        assert_eq!(shell.open_conns(), 0);
     }
 }

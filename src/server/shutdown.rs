@@ -1,0 +1,85 @@
+//! Shutting down on SIGINT or SIGTERM: stop accepting, answer every waiter
+//! `503`, let transfers under way finish within a grace.
+
+use std::io::Read;
+
+use super::{Listener, Server, SHUTDOWN_GRACE};
+use crate::conn::{After, ConnId, Phase};
+use crate::http::Status;
+use crate::relay::WaiterId;
+
+impl Server {
+    pub(super) fn on_signal(&mut self) {
+        if let Some(signals) = &mut self.signals {
+            let mut drained = [0u8; 64];
+            while matches!(signals.read(&mut drained), Ok(n) if n > 0) {}
+        }
+        if self.shutdown_deadline.is_none() {
+            self.begin_shutdown();
+        }
+    }
+
+    /// Stops accepting, answers every waiter `503`, and lets transfers finish
+    /// within [`SHUTDOWN_GRACE`].
+    pub(super) fn begin_shutdown(&mut self) {
+        eprintln!("httprelay: shutting down");
+        self.shutdown_deadline = Some(self.now + SHUTDOWN_GRACE);
+        match self.listener.take() {
+            Some(Listener::Tcp(mut l)) => {
+                let _ = self.poll.registry().deregister(&mut l);
+            }
+            Some(Listener::Unix(mut l, path)) => {
+                let _ = self.poll.registry().deregister(&mut l);
+                let _ = std::fs::remove_file(path);
+            }
+            None => {}
+        }
+        self.held_back = None;
+        let mut waiters = std::mem::take(&mut self.waiters);
+        waiters.clear();
+        self.relay.drain_waiters(&mut waiters);
+        for &WaiterId(key) in &waiters {
+            let id = ConnId(key);
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.phase = Phase::ReadingHead;
+                let after = if conn.req.framing().has_body() {
+                    After::Linger
+                } else {
+                    After::Close
+                };
+                self.respond_text(id, Status(503), "503 server shutting down\n", after);
+            }
+        }
+        self.waiters = waiters;
+        // Idle keep-alive connections close; busy ones close after their response.
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.ready.push(ConnId(key));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::server::testing::{body_of, get, status_of, Shell};
+
+    #[test]
+    fn shutdown_answers_waiters_503_closes_idle_connections_and_finishes() {
+        let mut shell = Shell::new(&[]);
+        let mut idle = shell.connect();
+        let mut waiter = shell.connect();
+        waiter.send(&mut shell, &get("/link/s"));
+        let (mut streaming, mut producer) = shell.link_pair("t", "Content-Length: 10", b"abc");
+        assert_eq!(status_of(&streaming.text()), 200);
+        shell.server.begin_shutdown();
+        shell.settle();
+        let answer = waiter.text();
+        assert_eq!(status_of(&answer), 503);
+        assert_eq!(body_of(&answer), "503 server shutting down\n");
+        assert!(idle.closed() && waiter.closed());
+        assert!(!shell.finished, "a transfer is still under way");
+        producer.send(&mut shell, b"defghij");
+        assert_eq!(streaming.take(), b"defghij", "the transfer finishes");
+        assert!(shell.finished, "no connection is left");
+    }
+}
