@@ -121,6 +121,20 @@ enum Socket {
     Unix(UnixStream),
 }
 
+/// What the shell asks of either socket kind.
+trait ClientSocket: Read + Write + Source + std::os::fd::AsRawFd {}
+impl ClientSocket for TcpStream {}
+impl ClientSocket for UnixStream {}
+
+impl Socket {
+    fn inner(&mut self) -> &mut dyn ClientSocket {
+        match self {
+            Socket::Tcp(s) => s,
+            Socket::Unix(s) => s,
+        }
+    }
+}
+
 /// A client socket that remembers whether bytes moved since it was last asked
 /// (the body timeout's notion of progress).
 pub struct Stream {
@@ -173,11 +187,7 @@ impl Stream {
     /// Makes the coming close reset the connection, discarding unsent bytes,
     /// so that a client that stopped reading cannot keep them in kernel memory.
     pub fn reset_on_close(&self) {
-        use std::os::fd::AsRawFd;
-        let fd = match &self.socket {
-            Socket::Tcp(s) => s.as_raw_fd(),
-            Socket::Unix(s) => s.as_raw_fd(),
-        };
+        let fd = self.raw_fd();
         let linger = libc::linger {
             l_onoff: 1,
             l_linger: 0,
@@ -204,10 +214,7 @@ impl Stream {
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = match &mut self.socket {
-            Socket::Tcp(s) => s.read(buf),
-            Socket::Unix(s) => s.read(buf),
-        }?;
+        let n = self.socket.inner().read(buf)?;
         self.progressed |= n > 0;
         self.moved_total += n as u64;
         Ok(n)
@@ -216,10 +223,7 @@ impl Read for Stream {
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = match &mut self.socket {
-            Socket::Tcp(s) => s.write(buf),
-            Socket::Unix(s) => s.write(buf),
-        }?;
+        let n = self.socket.inner().write(buf)?;
         self.progressed |= n > 0;
         self.written += n as u64;
         self.moved_total += n as u64;
@@ -238,10 +242,7 @@ impl Source for Stream {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        match &mut self.socket {
-            Socket::Tcp(s) => s.register(registry, token, interests),
-            Socket::Unix(s) => s.register(registry, token, interests),
-        }
+        self.socket.inner().register(registry, token, interests)
     }
 
     fn reregister(
@@ -250,17 +251,11 @@ impl Source for Stream {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        match &mut self.socket {
-            Socket::Tcp(s) => s.reregister(registry, token, interests),
-            Socket::Unix(s) => s.reregister(registry, token, interests),
-        }
+        self.socket.inner().reregister(registry, token, interests)
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match &mut self.socket {
-            Socket::Tcp(s) => s.deregister(registry),
-            Socket::Unix(s) => s.deregister(registry),
-        }
+        self.socket.inner().deregister(registry)
     }
 }
 

@@ -3,9 +3,9 @@
 
 use std::rc::Rc;
 
-use super::respond::Guarded;
-use super::{Flushed, Server, Step};
-use crate::conn::{send, take_body, After, ConnId, Fill, Phase, Sent, TakeError, Wait};
+use super::respond::{Collected, Guarded};
+use super::{Server, Step};
+use crate::conn::{send, take_body, After, ConnId, Phase, Sent, TakeError, Wait};
 use crate::http::{
     find_param, parse_seqid, response_framing, BodyDecoder, BodySize, Exchange, Framing,
     HeadWriter, Status,
@@ -83,57 +83,41 @@ impl Server {
 
     /// Stores the producer's body as it arrives and wakes readers following it.
     pub(super) fn drive_publishing(&mut self, id: ConnId) -> Step {
-        loop {
-            // A `100 Continue` may still be on its way.
-            if self.send_output(id) == Flushed::Closed {
-                return Step::Closed;
+        self.collect_body(id, Server::publish_buffered)
+    }
+
+    /// Appends the buffered body bytes to the message; at the body's end the
+    /// message is complete.
+    fn publish_buffered(&mut self, id: ConnId) -> Collected {
+        let conn = &mut self.conns[id.0];
+        let Phase::Publishing { message, body } = &mut conn.phase else {
+            return Collected::Finished(Step::Again);
+        };
+        let message = Rc::clone(message);
+        let (relay, max) = (&mut self.relay, self.mcast_max_message);
+        let taken = take_body(&mut conn.input, body, |data| {
+            relay.mcast_append(&message, data, max)
+        });
+        let progress = match taken {
+            Ok(progress) => progress,
+            Err(TakeError::Bad(e)) => {
+                let text = format!("400 {e}\n");
+                return Collected::Finished(self.fail_publishing(id, &message, Status(400), &text));
             }
-            let conn = &mut self.conns[id.0];
-            let Phase::Publishing { message, body } = &mut conn.phase else {
-                return Step::Again;
-            };
-            let message = Rc::clone(message);
-            let (relay, max) = (&mut self.relay, self.mcast_max_message);
-            let taken = take_body(&mut conn.input, body, |data| {
-                relay.mcast_append(&message, data, max)
-            });
-            let mut progress = match taken {
-                Ok(progress) => progress,
-                Err(TakeError::Bad(e)) => {
-                    let text = format!("400 {e}\n");
-                    return self.fail_publishing(id, &message, Status(400), &text);
-                }
-                Err(TakeError::Refused(AppendError::Full)) => {
-                    let text = "503 relay storage for messages is full\n";
-                    return self.fail_publishing(id, &message, Status(503), text);
-                }
-                Err(TakeError::Refused(AppendError::TooLarge)) => {
-                    let text = format!("413 message larger than {max} bytes\n");
-                    return self.fail_publishing(id, &message, Status(413), &text);
-                }
-            };
-            let Phase::Publishing { body, .. } = &conn.phase else {
-                return Step::Again;
-            };
-            if body.is_done() {
-                return self.finish_publishing(id, &message);
+            Err(TakeError::Refused(AppendError::Full)) => {
+                let text = "503 relay storage for messages is full\n";
+                return Collected::Finished(self.fail_publishing(id, &message, Status(503), text));
             }
-            if conn.readable {
-                match conn.fill_input(&mut self.input_pool) {
-                    Fill::Read => progress = true,
-                    Fill::Blocked => {}
-                    Fill::Gone => {
-                        // The producer left mid-body: close aborts the message.
-                        self.close(id);
-                        return Step::Closed;
-                    }
-                }
+            Err(TakeError::Refused(AppendError::TooLarge)) => {
+                let text = format!("413 message larger than {max} bytes\n");
+                return Collected::Finished(self.fail_publishing(id, &message, Status(413), &text));
             }
-            self.wake_followers(&message);
-            if !progress {
-                return Step::Blocked;
-            }
+        };
+        if body.is_done() {
+            return Collected::Finished(self.finish_publishing(id, &message));
         }
+        self.wake_followers(&message);
+        Collected::Taken(progress)
     }
 
     fn finish_publishing(&mut self, id: ConnId, message: &Rc<Message>) -> Step {

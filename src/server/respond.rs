@@ -6,7 +6,7 @@ use std::io::{self, Read};
 use super::route::expose_for;
 use super::stats::Gauges;
 use super::{unix_millis, Server, Step, LINGER_MAX_BYTES};
-use crate::conn::{send, After, Conn, ConnId, Phase, Sent};
+use crate::conn::{send, After, Conn, ConnId, Fill, Phase, Sent};
 use crate::http::{Framing, HeadWriter, Status};
 use crate::relay::ClaimError;
 use crate::reply::{self, Expose};
@@ -66,6 +66,40 @@ impl Server {
         }
         self.output_pool.give_if_empty(&mut conn.output);
         Flushed::Done
+    }
+
+    /// Drives a request whose body is taken whole before it goes on: sends
+    /// what is queued (a `100 Continue`), lets `take` use the buffered body
+    /// bytes, reads more, until the body is done or nothing moves. A client
+    /// gone mid-body is closed (which settles what depended on it).
+    pub(super) fn collect_body(
+        &mut self,
+        id: ConnId,
+        take: impl Fn(&mut Server, ConnId) -> Collected,
+    ) -> Step {
+        loop {
+            if self.send_output(id) == Flushed::Closed {
+                return Step::Closed;
+            }
+            let mut progress = match take(self, id) {
+                Collected::Taken(progress) => progress,
+                Collected::Finished(step) => return step,
+            };
+            let conn = &mut self.conns[id.0];
+            if conn.readable {
+                match conn.fill_input(&mut self.input_pool) {
+                    Fill::Read => progress = true,
+                    Fill::Blocked => {}
+                    Fill::Gone => {
+                        self.close(id);
+                        return Step::Closed;
+                    }
+                }
+            }
+            if !progress {
+                return Step::Blocked;
+            }
+        }
     }
 
     pub(super) fn drive_response(&mut self, id: ConnId, after: After) -> Step {
@@ -275,6 +309,15 @@ pub(super) fn flush(conn: &mut Conn) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What one round of taking a whole body brought (see `Server::collect_body`).
+pub(super) enum Collected {
+    /// Buffered bytes were taken (true) or none were there (false); the body
+    /// goes on.
+    Taken(bool),
+    /// The body ended or was refused: the request went on with this step.
+    Finished(Step),
 }
 
 /// What follows a response to a request whose body the handler does not read:

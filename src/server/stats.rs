@@ -138,24 +138,22 @@ impl Stats {
             "Connections without a complete request head closed at the connection limit.",
             self.evicted,
         );
-        let _ = writeln!(
+        labelled(
             w,
-            "# HELP httprelay_waiters Requests waiting for a counterpart."
+            ("waiters", "gauge", "Requests waiting for a counterpart."),
+            "method",
+            Method::ALL.map(|m| (m.name(), gauges.waiters.get(m) as u64)),
         );
-        let _ = writeln!(w, "# TYPE httprelay_waiters gauge");
-        for method in Method::ALL {
-            let (name, n) = (method.name(), gauges.waiters.get(method));
-            let _ = writeln!(w, "httprelay_waiters{{method=\"{name}\"}} {n}");
-        }
-        let _ = writeln!(
+        labelled(
             w,
-            "# HELP httprelay_transfers_total Completed exchanges: link transfers, mcast deliveries, sync pairs, proxy results."
+            (
+                "transfers_total",
+                "counter",
+                "Completed exchanges: link transfers, mcast deliveries, sync pairs, proxy results.",
+            ),
+            "method",
+            Method::ALL.map(|m| (m.name(), self.transfers.get(m))),
         );
-        let _ = writeln!(w, "# TYPE httprelay_transfers_total counter");
-        for method in Method::ALL {
-            let (name, n) = (method.name(), self.transfers.get(method));
-            let _ = writeln!(w, "httprelay_transfers_total{{method=\"{name}\"}} {n}");
-        }
         metric(
             w,
             "mcast_messages_total",
@@ -170,48 +168,46 @@ impl Stats {
             "Body bytes delivered to receivers.",
             self.relayed_bytes,
         );
-        let _ = writeln!(
+        let rejections = REJECTIONS.iter().zip(self.rejections);
+        labelled(
             w,
-            "# HELP httprelay_rejections_total Error responses by status."
+            ("rejections_total", "counter", "Error responses by status."),
+            "status",
+            rejections.map(|(&status, n)| (StatusLabel(status), n)),
         );
-        let _ = writeln!(w, "# TYPE httprelay_rejections_total counter");
-        for (status, n) in REJECTIONS.iter().zip(self.rejections) {
-            if *status == 0 {
-                let _ = writeln!(w, "httprelay_rejections_total{{status=\"other\"}} {n}");
-            } else {
-                let _ = writeln!(w, "httprelay_rejections_total{{status=\"{status}\"}} {n}");
-            }
-        }
-        let _ = writeln!(
+        labelled(
             w,
-            "# HELP httprelay_timeouts_total Connections ended by a timeout."
+            (
+                "timeouts_total",
+                "counter",
+                "Connections ended by a timeout.",
+            ),
+            "timeout",
+            Timeout::ALL.map(|t| (t.label(), self.timeouts[t as usize])),
         );
-        let _ = writeln!(w, "# TYPE httprelay_timeouts_total counter");
-        for kind in Timeout::ALL {
-            let (label, n) = (kind.label(), self.timeouts[kind as usize]);
-            let _ = writeln!(w, "httprelay_timeouts_total{{timeout=\"{label}\"}} {n}");
-        }
-        let _ = writeln!(w, "# HELP httprelay_held_bytes Body bytes held in memory (mcast messages, waiting sync bodies).");
-        let _ = writeln!(w, "# TYPE httprelay_held_bytes gauge");
-        let _ = writeln!(
+        labelled(
             w,
-            "httprelay_held_bytes{{method=\"mcast\"}} {}",
-            gauges.mcast_bytes
+            (
+                "held_bytes",
+                "gauge",
+                "Body bytes held in memory (mcast messages, waiting sync bodies).",
+            ),
+            "method",
+            [
+                ("mcast", gauges.mcast_bytes as u64),
+                ("sync", gauges.sync_bytes as u64),
+            ],
         );
-        let _ = writeln!(
+        labelled(
             w,
-            "httprelay_held_bytes{{method=\"sync\"}} {}",
-            gauges.sync_bytes
+            (
+                "channels",
+                "gauge",
+                "Channels in memory: with a waiter, an upload, a claim or messages.",
+            ),
+            "method",
+            Method::ALL.map(|m| (m.name(), gauges.channels.get(m) as u64)),
         );
-        let _ = writeln!(
-            w,
-            "# HELP httprelay_channels Channels in memory: with a waiter, an upload, a claim or messages."
-        );
-        let _ = writeln!(w, "# TYPE httprelay_channels gauge");
-        for method in Method::ALL {
-            let (name, n) = (method.name(), gauges.channels.get(method));
-            let _ = writeln!(w, "httprelay_channels{{method=\"{name}\"}} {n}");
-        }
         metric(
             w,
             "runaway_closed_total",
@@ -267,6 +263,32 @@ impl Stats {
             "Requests refused with 503 because --max-channels channels are remembered.",
             gauges.refused_no_room,
         );
+    }
+}
+
+/// One family with one sample per label value; `family`: (name, type, help).
+fn labelled<L: std::fmt::Display>(
+    w: &mut Vec<u8>,
+    (name, kind, help): (&str, &str, &str),
+    label: &str,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) {
+    let _ = writeln!(w, "# HELP httprelay_{name} {help}");
+    let _ = writeln!(w, "# TYPE httprelay_{name} {kind}");
+    for (value, n) in samples {
+        let _ = writeln!(w, "httprelay_{name}{{{label}=\"{value}\"}} {n}");
+    }
+}
+
+/// A rejection's status as a label value; 0 stands for every other status.
+struct StatusLabel(u16);
+
+impl std::fmt::Display for StatusLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            0 => f.write_str("other"),
+            status => write!(f, "{status}"),
+        }
     }
 }
 

@@ -2,9 +2,10 @@
 //! before its request waits, so two clients that both upload before reading
 //! can never block each other.
 
+use super::respond::Collected;
 use super::{Flushed, Server, Step};
 use crate::buf::BufPool;
-use crate::conn::{send, take_body, After, Conn, ConnId, Fill, Hold, Phase, Sent, TakeError, Wait};
+use crate::conn::{send, take_body, After, Conn, ConnId, Hold, Phase, Sent, TakeError, Wait};
 use crate::http::{BodyDecoder, Framing, HeadWriter, QueryFilter, Status};
 use crate::relay::{Method, SyncArrival, WaiterId};
 use crate::reply::{self, Expose};
@@ -37,75 +38,60 @@ impl Server {
     /// With [`Hold::Discard`] the body is dropped as it arrives instead (only
     /// the input buffer holds it), and a proxy `SERVE` waits for a job.
     pub(super) fn drive_holding(&mut self, id: ConnId) -> Step {
-        loop {
-            // A `100 Continue` may still be on its way.
-            if self.send_output(id) == Flushed::Closed {
-                return Step::Closed;
+        self.collect_body(id, Server::hold_buffered)
+    }
+
+    /// Takes the buffered body bytes into `held` (or drops them), within the
+    /// limits; at the body's end the request goes on.
+    fn hold_buffered(&mut self, id: ConnId) -> Collected {
+        let conn = &mut self.conns[id.0];
+        let Phase::Holding { body, hold } = &mut conn.phase else {
+            return Collected::Finished(Step::Again);
+        };
+        let hold = *hold;
+        let (held, sync_held) = (&mut conn.held, &mut self.sync_held);
+        let (max_body, total) = (self.sync_max_body, self.sync_total);
+        let taken = take_body(&mut conn.input, body, |data| {
+            if hold == Hold::Discard {
+                return Ok(());
             }
-            let conn = &mut self.conns[id.0];
-            let Phase::Holding { body, hold } = &mut conn.phase else {
-                return Step::Again;
-            };
-            let hold = *hold;
-            let (held, sync_held) = (&mut conn.held, &mut self.sync_held);
-            let (max_body, total) = (self.sync_max_body, self.sync_total);
-            let taken = take_body(&mut conn.input, body, |data| {
-                if hold == Hold::Discard {
-                    return Ok(());
-                }
-                if held.len() + data.len() > max_body {
-                    return Err((
-                        Status(413),
-                        format!("413 body larger than {max_body} bytes\n"),
-                    ));
-                }
-                if *sync_held + data.len() > total {
-                    let text = "503 relay storage for sync bodies is full\n";
-                    return Err((Status(503), text.to_string()));
-                }
-                *sync_held += data.len();
-                crate::buf::reserve_body(held, data.len(), max_body);
-                held.extend_from_slice(data);
-                Ok(())
-            });
-            let mut progress = match taken {
-                Ok(progress) => progress,
-                Err(e) => {
-                    let (status, text) = match e {
-                        TakeError::Bad(e) => (Status(400), format!("400 {e}\n")),
-                        TakeError::Refused(refusal) => refusal,
-                    };
-                    conn.phase = Phase::ReadingHead;
-                    conn.req.keep_alive = false;
-                    self.sync_held -= conn.held.len();
-                    conn.held = Vec::new();
-                    self.respond_text(id, status, &text, After::Linger);
-                    return Step::Again;
-                }
-            };
-            let Phase::Holding { body, .. } = &conn.phase else {
-                return Step::Again;
-            };
-            if body.is_done() {
-                return match hold {
-                    Hold::Sync => self.sync_arrive(id),
-                    Hold::Discard => self.proxy_body_dropped(id),
+            if held.len() + data.len() > max_body {
+                return Err((
+                    Status(413),
+                    format!("413 body larger than {max_body} bytes\n"),
+                ));
+            }
+            if *sync_held + data.len() > total {
+                let text = "503 relay storage for sync bodies is full\n";
+                return Err((Status(503), text.to_string()));
+            }
+            *sync_held += data.len();
+            crate::buf::reserve_body(held, data.len(), max_body);
+            held.extend_from_slice(data);
+            Ok(())
+        });
+        let progress = match taken {
+            Ok(progress) => progress,
+            Err(e) => {
+                let (status, text) = match e {
+                    TakeError::Bad(e) => (Status(400), format!("400 {e}\n")),
+                    TakeError::Refused(refusal) => refusal,
                 };
+                conn.phase = Phase::ReadingHead;
+                conn.req.keep_alive = false;
+                self.sync_held -= conn.held.len();
+                conn.held = Vec::new();
+                self.respond_text(id, status, &text, After::Linger);
+                return Collected::Finished(Step::Again);
             }
-            if conn.readable {
-                match conn.fill_input(&mut self.input_pool) {
-                    Fill::Read => progress = true,
-                    Fill::Blocked => {}
-                    Fill::Gone => {
-                        self.close(id);
-                        return Step::Closed;
-                    }
-                }
-            }
-            if !progress {
-                return Step::Blocked;
-            }
+        };
+        if body.is_done() {
+            return Collected::Finished(match hold {
+                Hold::Sync => self.sync_arrive(id),
+                Hold::Discard => self.proxy_body_dropped(id),
+            });
         }
+        Collected::Taken(progress)
     }
 
     fn sync_arrive(&mut self, id: ConnId) -> Step {
