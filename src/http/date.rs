@@ -39,15 +39,9 @@ impl HttpDate {
         t[7] = b' ';
         t[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
         t[11] = b' ';
-        let y = year as u64;
-        two(&mut t[12..14], y / 100 % 100);
-        two(&mut t[14..16], y % 100);
+        four(&mut t[12..16], year as u64);
         t[16] = b' ';
-        two(&mut t[17..19], secs / 3600);
-        t[19] = b':';
-        two(&mut t[20..22], secs / 60 % 60);
-        t[22] = b':';
-        two(&mut t[23..25], secs % 60);
+        time_of_day(&mut t[17..25], secs);
         t[25..29].copy_from_slice(b" GMT");
     }
 
@@ -61,20 +55,29 @@ pub fn format_rfc3339(unix_seconds: u64, out: &mut [u8; 20]) {
     let days = unix_seconds / 86_400;
     let secs = unix_seconds % 86_400;
     let (year, month, day) = civil_from_days(days as i64);
-    let y = year as u64;
-    two(&mut out[0..2], y / 100 % 100);
-    two(&mut out[2..4], y % 100);
+    four(&mut out[0..4], year as u64);
     out[4] = b'-';
     two(&mut out[5..7], u64::from(month));
     out[7] = b'-';
     two(&mut out[8..10], u64::from(day));
     out[10] = b'T';
-    two(&mut out[11..13], secs / 3600);
-    out[13] = b':';
-    two(&mut out[14..16], secs / 60 % 60);
-    out[16] = b':';
-    two(&mut out[17..19], secs % 60);
+    time_of_day(&mut out[11..19], secs);
     out[19] = b'Z';
+}
+
+/// `HH:MM:SS` for the seconds since midnight.
+fn time_of_day(out: &mut [u8], secs: u64) {
+    two(&mut out[0..2], secs / 3600);
+    out[2] = b':';
+    two(&mut out[3..5], secs / 60 % 60);
+    out[5] = b':';
+    two(&mut out[6..8], secs % 60);
+}
+
+/// A year as four digits.
+fn four(out: &mut [u8], year: u64) {
+    two(&mut out[0..2], year / 100 % 100);
+    two(&mut out[2..4], year % 100);
 }
 
 fn two(out: &mut [u8], n: u64) {

@@ -105,31 +105,20 @@ mod tests {
     use crate::relay::*;
 
     #[test]
-    fn producer_first_waits_then_pairs_with_consumer() {
-        let mut relay = Relay::new(Settings::default());
-        assert_eq!(
-            relay.link_arrive(0, b"x", P, w(1), b""),
-            Ok(LinkArrival::Parked)
-        );
-        assert_eq!(
-            relay.link_arrive(5, b"x", C, w(2), b""),
-            Ok(LinkArrival::Paired(w(1)))
-        );
-        assert_eq!(relay.waiter_count(), 0);
-    }
-
-    #[test]
-    fn consumer_first_waits_then_pairs_with_producer() {
-        let mut relay = Relay::new(Settings::default());
-        assert_eq!(
-            relay.link_arrive(0, b"x", C, w(1), b""),
-            Ok(LinkArrival::Parked)
-        );
-        assert_eq!(
-            relay.link_arrive(5, b"x", P, w(2), b""),
-            Ok(LinkArrival::Paired(w(1)))
-        );
-        assert_eq!(relay.waiter_count(), 0);
+    fn whichever_comes_first_waits_then_pairs_with_the_other() {
+        for (first, second) in [(P, C), (C, P)] {
+            let mut relay = Relay::new(Settings::default());
+            assert_eq!(
+                relay.link_arrive(0, b"x", first, w(1), b""),
+                Ok(LinkArrival::Parked)
+            );
+            assert_eq!(
+                relay.link_arrive(5, b"x", second, w(2), b""),
+                Ok(LinkArrival::Paired(w(1))),
+                "{first:?} first"
+            );
+            assert_eq!(relay.waiter_count(), 0);
+        }
     }
 
     #[test]
@@ -204,27 +193,18 @@ mod tests {
     #[test]
     fn first_producer_with_a_secret_claims_the_channel() {
         let mut relay = Relay::new(Settings::default());
-        // A producer without a secret on an unclaimed channel is accepted and claims nothing.
-        assert_eq!(
-            relay.link_arrive(0, b"s", P, w(1), b""),
-            Ok(LinkArrival::Parked)
-        );
-        assert_eq!(
-            relay.link_arrive(0, b"s", P, w(2), b"abc"),
-            Ok(LinkArrival::Parked)
-        );
-        assert_eq!(
-            relay.link_arrive(0, b"s", P, w(3), b"xyz"),
-            Err(ClaimError::WrongSecret)
-        );
-        assert_eq!(
-            relay.link_arrive(0, b"s", P, w(4), b""),
-            Err(ClaimError::WrongSecret)
-        );
-        assert_eq!(
-            relay.link_arrive(0, b"s", P, w(5), b"abc"),
-            Ok(LinkArrival::Parked)
-        );
+        let wrong = Err(ClaimError::WrongSecret);
+        for (n, secret, expected) in [
+            // Without a secret on an unclaimed channel: accepted, claims nothing.
+            (1, &b""[..], Ok(LinkArrival::Parked)),
+            (2, b"abc", Ok(LinkArrival::Parked)),
+            (3, b"xyz", wrong),
+            (4, b"", wrong),
+            (5, b"abc", Ok(LinkArrival::Parked)),
+        ] {
+            let got = relay.link_arrive(0, b"s", P, w(n), secret);
+            assert_eq!(got, expected, "producer {n}");
+        }
         assert_eq!(relay.waiter_count(), 3, "refused producers are not queued");
     }
 

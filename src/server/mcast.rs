@@ -132,13 +132,7 @@ impl Server {
             .output
             .take()
             .unwrap_or_else(|| self.output_pool.take());
-        let mut w = HeadWriter::new(output.spare(), Status(200));
-        reply::common(
-            &mut w,
-            self.date.as_bytes(),
-            &conn.req.origin,
-            Expose::Mcast,
-        );
+        let mut w = mcast_head(output.spare(), self.date.as_bytes(), &conn.req.origin);
         w.header_number("HttpRelay-SeqId", message.seq);
         // The producer's own metadata.
         self.query_filter.filter(&conn.req.query, &mut self.text);
@@ -270,13 +264,7 @@ impl Server {
         }
         conn.status = 200;
         let output = conn.output.get_or_insert_with(|| self.output_pool.take());
-        let mut w = HeadWriter::new(output.spare(), Status(200));
-        reply::common(
-            &mut w,
-            self.date.as_bytes(),
-            &conn.req.origin,
-            Expose::Mcast,
-        );
+        let mut w = mcast_head(output.spare(), self.date.as_bytes(), &conn.req.origin);
         let producer = &message.meta;
         let meta = Meta {
             ip: producer.ip,
@@ -387,6 +375,14 @@ impl Server {
     }
 }
 
+/// A `200` head of an mcast response, begun with the fields every relay
+/// response has.
+fn mcast_head<'b>(spare: &'b mut [u8], date: &[u8], origin: &[u8]) -> HeadWriter<'b> {
+    let mut w = HeadWriter::new(spare, Status(200));
+    reply::common(&mut w, date, origin, Expose::Mcast);
+    w
+}
+
 #[cfg(test)]
 mod tests {
     use crate::server::testing::{body_of, get, post, status_of, Shell};
@@ -414,9 +410,7 @@ mod tests {
             assert_eq!(body_of(&got), "first");
         }
         publisher.send(&mut shell, &post("/mcast/m", b"second"));
-        let mut late = shell.connect();
-        late.send(&mut shell, &get("/mcast/m?seqid=0"));
-        let got = late.text();
+        let (mut late, got) = shell.ask(&get("/mcast/m?seqid=0"));
         assert_eq!((seq_of(&got), body_of(&got)), ("0", "first"));
         late.send(&mut shell, &get("/mcast/m?seqid=1"));
         let got = late.text();

@@ -374,12 +374,8 @@ mod tests {
     #[test]
     fn an_error_before_an_unread_body_shuts_the_sending_side_and_lingers_then_closes() {
         let mut shell = Shell::new(&[]);
-        let mut client = shell.connect();
-        client.send(
-            &mut shell,
-            b"POST /nowhere HTTP/1.1\r\nHost: r\r\nContent-Length: 100000\r\n\r\nabc",
-        );
-        let answer = client.text();
+        let (mut client, answer) =
+            shell.ask(b"POST /nowhere HTTP/1.1\r\nHost: r\r\nContent-Length: 100000\r\n\r\nabc");
         assert_eq!(status_of(&answer), 404);
         assert_eq!(body_of(&answer), "404 page not found\n");
         assert!(answer.contains("\r\nConnection: close\r\n"));
@@ -397,12 +393,9 @@ mod tests {
     #[test]
     fn lingering_ends_as_soon_as_the_client_closes() {
         let mut shell = Shell::new(&[]);
-        let mut client = shell.connect();
-        client.send(
-            &mut shell,
-            b"POST /nowhere HTTP/1.1\r\nHost: r\r\nContent-Length: 100000\r\n\r\nabc",
-        );
-        assert_eq!(status_of(&client.text()), 404);
+        let (client, answer) =
+            shell.ask(b"POST /nowhere HTTP/1.1\r\nHost: r\r\nContent-Length: 100000\r\n\r\nabc");
+        assert_eq!(status_of(&answer), 404);
         client.close(&mut shell);
         assert_eq!(shell.open_conns(), 0);
     }
@@ -410,9 +403,7 @@ mod tests {
     #[test]
     fn a_small_body_already_received_is_skipped_and_the_connection_kept() {
         let mut shell = Shell::new(&[]);
-        let mut client = shell.connect();
-        client.send(&mut shell, &post("/nowhere", b"abc"));
-        let answer = client.text();
+        let (mut client, answer) = shell.ask(&post("/nowhere", b"abc"));
         assert_eq!(status_of(&answer), 404);
         assert!(!answer.contains("Connection: close"));
         client.send(&mut shell, &get("/health"));
@@ -423,12 +414,8 @@ mod tests {
     #[test]
     fn connection_close_from_the_client_closes_after_the_response() {
         let mut shell = Shell::new(&[]);
-        let mut client = shell.connect();
-        client.send(
-            &mut shell,
-            b"GET /health HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n",
-        );
-        let answer = client.text();
+        let (mut client, answer) =
+            shell.ask(b"GET /health HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n");
         assert_eq!(status_of(&answer), 200);
         assert!(answer.contains("\r\nConnection: close\r\n"));
         assert!(client.closed());
@@ -438,12 +425,8 @@ mod tests {
     #[test]
     fn pipelined_requests_are_answered_in_order_and_http_1_0_closes() {
         let mut shell = Shell::new(&[]);
-        let mut client = shell.connect();
-        client.send(
-            &mut shell,
-            b"HEAD /health HTTP/1.1\r\nHost: r\r\n\r\nGET /health HTTP/1.0\r\n\r\n",
-        );
-        let got = client.text();
+        let (mut client, got) =
+            shell.ask(b"HEAD /health HTTP/1.1\r\nHost: r\r\n\r\nGET /health HTTP/1.0\r\n\r\n");
         let (head_response, get_response) = got.split_at(got.rfind("HTTP/1.1 ").unwrap());
         assert_eq!(status_of(head_response), 200);
         assert!(head_response.contains("\r\nContent-Length: 5\r\n"));

@@ -67,6 +67,14 @@ impl Shell {
         }
     }
 
+    /// A new client that sends `request`, and what it got back.
+    pub fn ask(&mut self, request: &[u8]) -> (Client, String) {
+        let mut client = self.connect();
+        client.send(self, request);
+        let answer = client.text();
+        (client, answer)
+    }
+
     /// Takes turns until one begins with nothing to do: no event and no
     /// connection queued. Due timers fire in every turn.
     pub fn settle(&mut self) {
