@@ -261,8 +261,9 @@ impl Source for Stream {
 
 /// Which timeout a connection's deadline stands for (one at a time, chosen by
 /// its phase).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Timer {
+    #[default]
     None,
     /// Between requests, or fresh and silent: closed quietly.
     Idle,
@@ -274,6 +275,19 @@ pub enum Timer {
     Wait,
     /// Lingering after an error response.
     Linger,
+}
+
+/// A connection's timer: which one, when it fires, and the entry the server's
+/// timer heap holds for it.
+#[derive(Debug, Default)]
+pub struct Armed {
+    pub kind: Timer,
+    /// When it fires.
+    pub deadline: Option<Instant>,
+    /// The earliest heap entry for this connection (at or before `deadline`).
+    pub scheduled: Option<Instant>,
+    /// Consecutive body-timeout checks without progress.
+    pub quiet_checks: u8,
 }
 
 pub struct Conn {
@@ -314,20 +328,14 @@ pub struct Conn {
     pub head_copy: Vec<u8>,
     /// proxy: the job this client request became.
     pub job: JobId,
-    /// When the current timer fires.
-    pub deadline: Option<Instant>,
-    /// The earliest entry the server's timer heap holds for this connection
-    /// (at or before `deadline`).
-    pub scheduled: Option<Instant>,
-    pub timer: Timer,
+    /// The one timer its phase calls for.
+    pub timer: Armed,
     /// When the connection began waiting for its current request head (the
     /// oldest are evicted first at the connection limit).
     pub head_since: Instant,
     /// Its place among the connections waiting for a head: a member exactly
     /// while in [`Phase::ReadingHead`].
     pub(crate) head_queue: crate::evict::Link,
-    /// Consecutive body-timeout checks without progress.
-    pub quiet_checks: u8,
     /// Consecutive turns that used up their steps without moving a byte.
     pub spins: u8,
     /// The status of the response to the current request (0 before its head).
@@ -518,12 +526,9 @@ impl Conn {
             held: Vec::new(),
             head_copy: Vec::new(),
             job: [0; 8],
-            deadline: None,
-            scheduled: None,
-            timer: Timer::None,
+            timer: Armed::default(),
             head_since: now,
             head_queue: Default::default(),
-            quiet_checks: 0,
             spins: 0,
             status: 0,
             #[cfg(target_os = "linux")]

@@ -61,7 +61,7 @@ impl Server {
         let conn = &mut self.conns[id.0];
         conn.arrived_unix_ms = unix_millis();
         // The next head (maybe already buffered) gets its own deadline.
-        conn.timer = Timer::None;
+        conn.timer.kind = Timer::None;
         conn.status = 0;
         conn.stream.written = 0;
         let trusted = conn

@@ -70,7 +70,7 @@ impl Server {
         // Drop timer entries that no longer match their connection.
         while let Some(Reverse((at, key))) = self.timers.peek().copied() {
             match self.conns.get(key) {
-                Some(conn) if conn.scheduled == Some(at) => break,
+                Some(conn) if conn.timer.scheduled == Some(at) => break,
                 _ => {
                     self.timers.pop();
                 }
@@ -108,11 +108,15 @@ impl Server {
                 break;
             }
             self.timers.pop();
-            let Some(conn) = self.conns.get_mut(key).filter(|c| c.scheduled == Some(at)) else {
+            let Some(conn) = self
+                .conns
+                .get_mut(key)
+                .filter(|c| c.timer.scheduled == Some(at))
+            else {
                 continue;
             };
-            conn.scheduled = None;
-            match conn.deadline {
+            conn.timer.scheduled = None;
+            match conn.timer.deadline {
                 Some(deadline) if deadline <= now => self.on_timeout(ConnId(key)),
                 // The deadline moved later since this entry was pushed.
                 Some(_) => self.schedule(ConnId(key)),
@@ -129,9 +133,9 @@ impl Server {
         let Some(conn) = self.conns.get_mut(id.0) else {
             return;
         };
-        if let Some(deadline) = conn.deadline {
-            if conn.scheduled.is_none_or(|s| deadline < s) {
-                conn.scheduled = Some(deadline);
+        if let Some(deadline) = conn.timer.deadline {
+            if conn.timer.scheduled.is_none_or(|s| deadline < s) {
+                conn.timer.scheduled = Some(deadline);
                 self.timers.push(Reverse((deadline, id.0)));
             }
         }
@@ -146,22 +150,22 @@ impl Server {
         debug_assert_queued(conn);
         let head_started = conn.input.as_ref().is_some_and(|i| !i.is_empty());
         let timer = self.timeouts.timer_for(&conn.phase, head_started);
-        if timer == conn.timer {
+        if timer == conn.timer.kind {
             // Armed already: a head's deadline counts from its first byte.
             return;
         }
         let conn = &mut self.conns[id.0];
-        conn.timer = timer;
-        conn.quiet_checks = 0;
+        conn.timer.kind = timer;
+        conn.timer.quiet_checks = 0;
         conn.stream.progressed = false;
-        conn.deadline = self.timeouts.period(timer).map(|after| self.now + after);
+        conn.timer.deadline = self.timeouts.period(timer).map(|after| self.now + after);
         self.schedule(id);
     }
 
     pub(super) fn on_timeout(&mut self, id: ConnId) {
         let conn = &mut self.conns[id.0];
-        conn.deadline = None;
-        match conn.timer {
+        conn.timer.deadline = None;
+        match conn.timer.kind {
             Timer::None => {}
             Timer::Idle => {
                 self.stats.timed_out(Timeout::Idle);
@@ -186,8 +190,9 @@ impl Server {
             }
             Timer::Progress => {
                 let progressed = std::mem::take(&mut conn.stream.progressed);
-                if !body_timed_out(&mut conn.quiet_checks, progressed) {
-                    conn.deadline = self.timeouts.period(Timer::Progress).map(|p| self.now + p);
+                if !body_timed_out(&mut conn.timer.quiet_checks, progressed) {
+                    conn.timer.deadline =
+                        self.timeouts.period(Timer::Progress).map(|p| self.now + p);
                     self.schedule(id);
                     return;
                 }
