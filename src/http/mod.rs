@@ -7,6 +7,7 @@ mod body;
 mod date;
 mod encode;
 mod head;
+mod multipart;
 mod query;
 mod response;
 
@@ -21,5 +22,6 @@ pub use head::{
     parse_request, parse_seqid, trim_capacity, Framing, HeadError, Request, Target,
     MAX_HEADER_FIELDS,
 };
+pub use multipart::{Event as MultipartEvent, MultipartDecoder, MultipartError, MAX_DELIMITER};
 pub use query::{find_param, QueryFilter};
 pub use response::{format_decimal, HeadWriter, Status};
