@@ -10,7 +10,7 @@ use httprelay_testkit::{complete_length, RelayProcess};
 use crate::baselines::start_fanout_forwarder;
 use crate::plan::Plan;
 use crate::relay::{connect, get_request, post_request, wait_metric};
-use crate::report::{failed, num, ratio, Report, Row};
+use crate::report::{num, ratio, Report, Row};
 use crate::stats::Series;
 use crate::{plain_connect, Res, FAN_MESSAGE, IO_TIMEOUT};
 
@@ -146,11 +146,8 @@ fn fanout(plan: &Plan, relay: &RelayProcess) -> Res<(Series, Series)> {
 }
 
 /// Milliseconds until the last parked reader has the message.
-pub fn section(plan: &Plan, relay: &RelayProcess, report: &mut Report) {
-    let (r, b) = match fanout(plan, relay) {
-        Ok(series) => series,
-        Err(e) => return report.rows.push(failed("mcast fan-out", &e)),
-    };
+pub fn section(plan: &Plan, relay: &RelayProcess, report: &mut Report) -> Res<()> {
+    let (r, b) = fanout(plan, relay)?;
     let (r, c) = (r.median(0), b.median(0));
     report.rows.push(Row {
         figure: format!(
@@ -169,4 +166,5 @@ pub fn section(plan: &Plan, relay: &RelayProcess, report: &mut Report) {
          to each of the readers' sockets in turn"
             .into(),
     );
+    Ok(())
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use httprelay_testkit::Conn;
 
 use crate::relay::{connect, get_request, post_request};
-use crate::report::{failed, met, ratio, row3, Report};
+use crate::report::{met, ratio, row3, Report};
 use crate::stats::{percentile, Series, Trio};
 use crate::{Res, Setup, SMALL};
 
@@ -56,19 +56,13 @@ fn latency_figures(mut lat: Vec<u64>) -> [f64; 3] {
 }
 
 fn latency(setup: &Setup) -> Res<Trio> {
-    let Setup {
-        plan,
-        relay,
-        copy,
-        big,
-    } = *setup;
-    let mut rc = connect(relay, 64 * 1024)?;
-    let mut rp = connect(relay, 64 * 1024)?;
+    let mut rc = connect(setup.relay, 64 * 1024)?;
+    let mut rp = connect(setup.relay, 64 * 1024)?;
     let get = get_request("/link/latency");
     let post = post_request("/link/latency", &[b'x'; SMALL]);
-    let (mut cp, mut cc) = copy.pair()?;
-    let (mut bp, mut bc) = big.pair()?;
-    let warm = plan.latency_exchanges / 10;
+    let (mut cp, mut cc) = setup.copy.pair()?;
+    let (mut bp, mut bc) = setup.big.pair()?;
+    let warm = setup.plan.latency_exchanges / 10;
     relay_latency(&mut rc, &mut rp, &get, &post, warm)?;
     base_latency(&mut cp, &mut cc, warm)?;
     base_latency(&mut bp, &mut bc, warm)?;
@@ -77,9 +71,9 @@ fn latency(setup: &Setup) -> Res<Trio> {
         copy: Series::default(),
         big: Series::default(),
     };
-    let n = plan.latency_exchanges;
-    for run in 0..plan.runs {
-        eprintln!("bench: latency run {}/{}", run + 1, plan.runs);
+    let n = setup.plan.latency_exchanges;
+    for run in 0..setup.plan.runs {
+        eprintln!("bench: latency run {}/{}", run + 1, setup.plan.runs);
         out.relay.push(&latency_figures(relay_latency(
             &mut rc, &mut rp, &get, &post, n,
         )?));
@@ -92,23 +86,20 @@ fn latency(setup: &Setup) -> Res<Trio> {
 }
 
 /// p50, p99 and p99.9 of the link latency, each against its target.
-pub fn section(setup: &Setup, report: &mut Report) {
-    match latency(setup) {
-        Ok(t) => {
-            let names = [
-                "link latency p50 (µs)",
-                "link latency p99 (µs)",
-                "link latency p99.9 (µs)",
-            ];
-            let limits = [1.2, 1.5, 2.0];
-            for i in 0..3 {
-                let (r, c, b) = (t.relay.median(i), t.copy.median(i), t.big.median(i));
-                let mut row = row3(names[i], r, c, b, 1);
-                row.target = format!("≤ {}× io::copy", limits[i]);
-                row.met = met((!ratio(r, c).is_nan()).then(|| ratio(r, c) <= limits[i]));
-                report.rows.push(row);
-            }
-        }
-        Err(e) => report.rows.push(failed("link latency", &e)),
+pub fn section(setup: &Setup, report: &mut Report) -> Res<()> {
+    let t = latency(setup)?;
+    let names = [
+        "link latency p50 (µs)",
+        "link latency p99 (µs)",
+        "link latency p99.9 (µs)",
+    ];
+    let limits = [1.2, 1.5, 2.0];
+    for i in 0..3 {
+        let (r, c, b) = (t.relay.median(i), t.copy.median(i), t.big.median(i));
+        let mut row = row3(names[i], r, c, b, 1);
+        row.target = format!("≤ {}× io::copy", limits[i]);
+        row.met = met((!ratio(r, c).is_nan()).then(|| ratio(r, c) <= limits[i]));
+        report.rows.push(row);
     }
+    Ok(())
 }

@@ -112,19 +112,19 @@ fn main() {
         big: &big,
     };
     if plan.wants("latency") {
-        latency::section(&setup, &mut report);
+        report.section("link latency", |r| latency::section(&setup, r));
         rss_mark("latency");
     }
     if plan.wants("pairs") {
-        pairs::section(&setup, &mut report);
+        report.section("pair throughput", |r| pairs::section(&setup, r));
         rss_mark("pairs");
     }
     if plan.wants("stream") {
-        streaming::section(&setup, &mut report);
+        report.section("streaming", |r| streaming::section(&setup, r));
         rss_mark("streaming");
     }
     if plan.wants("fanout") {
-        fanout::section(&plan, &relay, &mut report);
+        report.section("mcast fan-out", |r| fanout::section(&plan, &relay, r));
         rss_mark("fan-out");
     }
     report.notes.push(format!(
@@ -134,7 +134,7 @@ fn main() {
     drop(relay);
 
     if plan.wants("memory") {
-        memory::section(&plan, &bin, &mut report);
+        report.section("memory", |r| memory::section(&plan, &bin, r));
     }
     if plan.wants("footprint") {
         footprint::section(&plan, &bin, &mut report);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::limits::{open_fds, raise_nofile};
 use crate::plan::Plan;
 use crate::relay::{connect, get_request, metric, rss_kib, start_relay, wait_metric};
-use crate::report::{failed, met, num, Report, Row};
+use crate::report::{met, num, Report, Row};
 use crate::Res;
 
 struct MemPoint {
@@ -143,11 +143,8 @@ fn memory(plan: &Plan, bin: &Path) -> Res<Memory> {
 }
 
 /// Idle RSS, and RSS per parked waiter at each target count.
-pub fn section(plan: &Plan, bin: &Path, report: &mut Report) {
-    let m = match memory(plan, bin) {
-        Ok(m) => m,
-        Err(e) => return report.rows.push(failed("memory", &e)),
-    };
+pub fn section(plan: &Plan, bin: &Path, report: &mut Report) -> Res<()> {
+    let m = memory(plan, bin)?;
     let idle_mib = m.idle_kib as f64 / 1024.0;
     report.rows.push(Row {
         figure: "idle RSS, release build (MiB)".into(),
@@ -206,4 +203,5 @@ pub fn section(plan: &Plan, bin: &Path, report: &mut Report) {
          relay; kernel socket memory is not in RSS"
             .into(),
     );
+    Ok(())
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use httprelay_testkit::complete_length;
 
 use crate::relay::{get_request, post_request};
-use crate::report::{failed, met, ratio, row3, Report};
+use crate::report::{met, ratio, row3, Report};
 use crate::stats::{percentile, Series, Trio};
 use crate::usage::{thread_usage, Usage};
 use crate::{plain_connect, relay, Res, Setup, IO_TIMEOUT, SMALL};
@@ -244,28 +244,22 @@ impl EvClient {
 }
 
 fn pairs(setup: &Setup) -> Res<Trio> {
-    let Setup {
-        plan,
-        relay,
-        copy,
-        big,
-    } = *setup;
-    let threads = plan.client_threads.clamp(1, plan.pairs.max(1));
+    let threads = setup.plan.client_threads.clamp(1, setup.plan.pairs.max(1));
     let mut relay_conns: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
     let mut copy_conns: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
     let mut big_conns: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
-    for i in 0..plan.pairs {
+    for i in 0..setup.plan.pairs {
         let path = format!("/link/pair{i}");
         let t = i % threads;
         relay_conns[t].push((
-            plain_connect(relay.tcp_addr())?,
-            plain_connect(relay.tcp_addr())?,
+            plain_connect(setup.relay.tcp_addr())?,
+            plain_connect(setup.relay.tcp_addr())?,
             get_request(&path),
             post_request(&path, &[b'x'; SMALL]),
         ));
-        let (p, c) = copy.pair()?;
+        let (p, c) = setup.copy.pair()?;
         copy_conns[t].push((c, p, Vec::new(), vec![b'x'; SMALL]));
-        let (p, c) = big.pair()?;
+        let (p, c) = setup.big.pair()?;
         big_conns[t].push((c, p, Vec::new(), vec![b'x'; SMALL]));
     }
     let clients = |conns: Vec<Vec<_>>, http| -> Res<Vec<EvClient>> {
@@ -274,11 +268,11 @@ fn pairs(setup: &Setup) -> Res<Trio> {
     let mut relay_clients = clients(relay_conns, true)?;
     let mut copy_clients = clients(copy_conns, false)?;
     let mut big_clients = clients(big_conns, false)?;
-    let relay_cpu = || relay::usage(relay);
-    let copy_cpu = || copy.book.usage();
-    let big_cpu = || big.book.usage();
+    let relay_cpu = || relay::usage(setup.relay);
+    let copy_cpu = || setup.copy.book.usage();
+    let big_cpu = || setup.big.book.usage();
     // Warm-up: every connection a few times.
-    let warm = 0.2_f64.min(plan.pair_secs);
+    let warm = 0.2_f64.min(setup.plan.pair_secs);
     timed(&mut relay_clients, warm, &relay_cpu, EvClient::run)?;
     timed(&mut copy_clients, warm, &copy_cpu, EvClient::run)?;
     timed(&mut big_clients, warm, &big_cpu, EvClient::run)?;
@@ -287,9 +281,9 @@ fn pairs(setup: &Setup) -> Res<Trio> {
         copy: Series::default(),
         big: Series::default(),
     };
-    for run in 0..plan.runs {
-        eprintln!("bench: pair throughput run {}/{}", run + 1, plan.runs);
-        let secs = plan.pair_secs;
+    for run in 0..setup.plan.runs {
+        eprintln!("bench: pair throughput run {}/{}", run + 1, setup.plan.runs);
+        let secs = setup.plan.pair_secs;
         out.relay
             .push(&timed(&mut relay_clients, secs, &relay_cpu, EvClient::run)?);
         out.copy
@@ -302,12 +296,9 @@ fn pairs(setup: &Setup) -> Res<Trio> {
 
 /// Exchanges per second, their p99, and the CPU and run-queue wait each
 /// server needed for them.
-pub fn section(setup: &Setup, report: &mut Report) {
+pub fn section(setup: &Setup, report: &mut Report) -> Res<()> {
     let plan = setup.plan;
-    let t = match pairs(setup) {
-        Ok(t) => t,
-        Err(e) => return report.rows.push(failed("pair throughput", &e)),
-    };
+    let t = pairs(setup)?;
     let (r, c, b) = (t.relay.median(0), t.copy.median(0), t.big.median(0));
     let mut row = row3(&format!("{} pairs: exchanges/s", plan.pairs), r, c, b, 0);
     row.target = "≥ 0.5× io::copy".into();
@@ -349,4 +340,5 @@ pub fn section(setup: &Setup, report: &mut Report) {
         t.big.median(4),
         t.big.median(5)
     ));
+    Ok(())
 }

@@ -6,7 +6,7 @@ use std::thread;
 use std::time::Instant;
 
 use crate::plan::Plan;
-use crate::{MIB, SMALL};
+use crate::{Res, MIB, SMALL};
 
 /// What the sections found: table rows, and notes on how to read them.
 #[derive(Default)]
@@ -16,6 +16,13 @@ pub struct Report {
 }
 
 impl Report {
+    /// Runs a section that adds its own rows; if it fails, one row says why.
+    pub fn section(&mut self, name: &str, run: impl FnOnce(&mut Report) -> Res<()>) {
+        if let Err(e) = run(self) {
+            self.rows.push(failed(name, &e));
+        }
+    }
+
     pub fn print(&self, plan: &Plan, bin: &Path, load_before: &str, started: Instant) {
         println!();
         println!(
@@ -109,7 +116,7 @@ pub fn row3(figure: &str, r: f64, c: f64, b: f64, decimals: usize) -> Row {
     }
 }
 
-pub fn failed(figure: &str, e: &dyn std::fmt::Display) -> Row {
+fn failed(figure: &str, e: &dyn std::fmt::Display) -> Row {
     Row {
         figure: figure.into(),
         relay: format!("failed: {e}"),

@@ -9,7 +9,7 @@ use httprelay_testkit::{req_host, RelayProcess};
 
 use crate::baselines::Forwarder;
 use crate::relay::{connect, cpu, get_request};
-use crate::report::{failed, met, ratio, row3, Report};
+use crate::report::{met, ratio, row3, Report};
 use crate::stats::Series;
 use crate::{Res, Setup, GIB, MIB, STREAM_UNIT};
 
@@ -132,42 +132,35 @@ struct StreamResults {
 }
 
 fn streaming(setup: &Setup) -> Res<StreamResults> {
-    let Setup {
-        plan,
-        relay,
-        copy,
-        big,
-    } = *setup;
     let data = StreamData::new();
-    let bytes = plan.stream_bytes;
+    let bytes = setup.plan.stream_bytes;
     // Warm-up: a short transfer of each kind.
-    relay_stream(relay, &data, 16 * MIB, false)?;
-    relay_stream(relay, &data, 16 * MIB, true)?;
-    base_stream(copy, &data, 16 * MIB)?;
-    base_stream(big, &data, 16 * MIB)?;
+    relay_stream(setup.relay, &data, 16 * MIB, false)?;
+    relay_stream(setup.relay, &data, 16 * MIB, true)?;
+    base_stream(setup.copy, &data, 16 * MIB)?;
+    base_stream(setup.big, &data, 16 * MIB)?;
     let mut out = StreamResults {
         length: Series::default(),
         chunked: Series::default(),
         copy: Series::default(),
         big: Series::default(),
     };
-    for run in 0..plan.runs {
-        eprintln!("bench: streaming run {}/{}", run + 1, plan.runs);
-        out.length.push(&relay_stream(relay, &data, bytes, false)?);
-        out.chunked.push(&relay_stream(relay, &data, bytes, true)?);
-        out.copy.push(&base_stream(copy, &data, bytes)?);
-        out.big.push(&base_stream(big, &data, bytes)?);
+    for run in 0..setup.plan.runs {
+        eprintln!("bench: streaming run {}/{}", run + 1, setup.plan.runs);
+        out.length
+            .push(&relay_stream(setup.relay, &data, bytes, false)?);
+        out.chunked
+            .push(&relay_stream(setup.relay, &data, bytes, true)?);
+        out.copy.push(&base_stream(setup.copy, &data, bytes)?);
+        out.big.push(&base_stream(setup.big, &data, bytes)?);
     }
     Ok(out)
 }
 
 /// MiB/s of one large transfer each way of framing, and CPU per GiB.
-pub fn section(setup: &Setup, report: &mut Report) {
+pub fn section(setup: &Setup, report: &mut Report) -> Res<()> {
     let plan = setup.plan;
-    let s = match streaming(setup) {
-        Ok(s) => s,
-        Err(e) => return report.rows.push(failed("streaming", &e)),
-    };
+    let s = streaming(setup)?;
     let size = if plan.stream_bytes >= GIB {
         format!("{} GiB", plan.stream_bytes / GIB)
     } else {
@@ -189,4 +182,5 @@ pub fn section(setup: &Setup, report: &mut Report) {
             3,
         ));
     }
+    Ok(())
 }
