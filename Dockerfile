@@ -4,6 +4,8 @@ RUN rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# Cargo resolves every path dependency, the tests' dev-only testkit too.
+COPY testkit ./testkit
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl
 
 FROM scratch
