@@ -437,7 +437,9 @@ second\r\n--XyZ--\r\nepilogue";
 
     #[test]
     fn the_boundary_comes_from_the_content_type() {
-        let cases: [(&[u8], Option<Result<(), MultipartError>>); 6] = [
+        // None: not multipart at all.
+        type Decoder = Option<Result<(), MultipartError>>;
+        let cases: [(&[u8], Decoder); 6] = [
             (b"multipart/form-data; boundary=abc", Some(Ok(()))),
             (
                 b"Multipart/Form-Data ; charset=x; BOUNDARY=\"a b'c\"",
