@@ -47,6 +47,9 @@ pub struct Config {
     pub max_channels: usize,
     /// Log one line per completed request on stderr.
     pub access_log: bool,
+    /// Serve the Piping Server protocol on every path the relay's own routes
+    /// do not take.
+    pub piping: bool,
 }
 
 /// What the command line asks for.
@@ -128,6 +131,11 @@ Channels:
                                   oldest are dropped beyond [default: 11000000]
       --sync-max-body BYTES       largest sync body, 413 beyond [default: 10485760]
 
+Protocols:
+      --piping                    also serve Piping Server transfers (POST/PUT
+                                  a body to any other path, GET it there; ?n=
+                                  receivers) [default: off]
+
 Proxies:
       --trust-proxy ADDRS         comma-separated peer IPs whose X-Real-IP,
                                   X-Real-Port and X-Forwarded-* are believed
@@ -197,6 +205,7 @@ pub fn parse(
     let mut sync_total = DEFAULT_SYNC_TOTAL;
     let mut max_channels = relay::DEFAULT_MAX_CHANNELS;
     let mut access_log = false;
+    let mut piping = false;
     let mut health_check = false;
 
     let mut parser = lexopt::Parser::from_args(args);
@@ -242,6 +251,7 @@ pub fn parse(
             Long("sync-total") => sync_total = number(&mut parser, "sync-total")?,
             Long("max-channels") => max_channels = number(&mut parser, "max-channels")?,
             Long("access-log") => access_log = true,
+            Long("piping") => piping = true,
             Long("health-check") => health_check = true,
             Long("trust-proxy") => {
                 let list = parser.value()?.string()?;
@@ -278,6 +288,7 @@ pub fn parse(
         sync_total,
         max_channels,
         access_log,
+        piping,
     });
     Ok(if health_check {
         Command::HealthCheck(config)
@@ -369,7 +380,7 @@ mod tests {
 
     #[test]
     fn help_lists_every_flag_the_parser_takes() {
-        let flags: [(&str, Option<&str>); 22] = [
+        let flags: [(&str, Option<&str>); 23] = [
             ("--addr", Some("1.2.3.4")),
             ("--port", Some("1")),
             ("--unix", Some("/x")),
@@ -387,6 +398,7 @@ mod tests {
             ("--body-timeout", Some("1")),
             ("--wait-timeout", Some("1")),
             ("--access-log", None),
+            ("--piping", None),
             ("--health-check", None),
             ("--help", None),
             ("--version", None),

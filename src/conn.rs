@@ -42,6 +42,12 @@ pub enum Phase {
         kind: Transfer,
         encoder: Encoder,
     },
+    /// A Piping Server sender sending its body to several receivers at
+    /// once, each of them `Consuming` it.
+    Broadcasting {
+        body: BodyDecoder,
+        receivers: Vec<ConnId>,
+    },
     /// An mcast producer storing its body in `message`.
     Publishing {
         message: Rc<Message>,
@@ -91,6 +97,11 @@ pub enum Wait {
     ProxyClient,
     /// A `SERVE` request waiting for a job.
     ProxyServer,
+    /// A Piping Server sender waiting for its receivers; its response (the
+    /// progress lines) has begun.
+    PipingSender,
+    /// A Piping Server receiver waiting for the sender or the other receivers.
+    PipingReceiver,
 }
 
 /// The kinds of streamed body transfer between two connections.
@@ -102,6 +113,9 @@ pub enum Transfer {
     ProxyJob,
     /// proxy: a `SERVE` request's body (the result) to the client's response.
     ProxyResult,
+    /// Piping Server: a sender's body to a receiver; the sender's response
+    /// is its progress lines.
+    Piping,
 }
 
 /// What follows a fully written response.

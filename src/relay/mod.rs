@@ -10,6 +10,7 @@
 mod key;
 mod link;
 mod mcast;
+mod piping;
 mod proxy;
 mod secret;
 mod sync;
@@ -21,6 +22,7 @@ use key::Hashing;
 pub use key::Key;
 pub use link::{LinkArrival, LinkChannel};
 pub use mcast::{McastChannel, McastGet, Message, MessageState, ProducerMeta, MESSAGE_OVERHEAD};
+pub use piping::{PipingArrival, PipingChannel, PipingError, PipingRole};
 pub use proxy::{JobId, ProxyChannel, ProxyDispatch};
 pub use sync::{SyncArrival, SyncChannel};
 use table::{Table, EXPIRE_BATCH};
@@ -183,10 +185,18 @@ pub enum Method {
     Mcast,
     Sync,
     Proxy,
+    /// Piping Server transfers (with `--piping`).
+    Piping,
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [Method::Link, Method::Mcast, Method::Sync, Method::Proxy];
+    pub const ALL: [Method; 5] = [
+        Method::Link,
+        Method::Mcast,
+        Method::Sync,
+        Method::Proxy,
+        Method::Piping,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -194,13 +204,14 @@ impl Method {
             Method::Mcast => "mcast",
             Method::Sync => "sync",
             Method::Proxy => "proxy",
+            Method::Piping => "piping",
         }
     }
 }
 
 /// A figure per method, indexed by [`Method`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PerMethod<T>(pub [T; 4]);
+pub struct PerMethod<T>(pub [T; 5]);
 
 impl<T: Copy> PerMethod<T> {
     pub fn get(&self, method: Method) -> T {
@@ -215,6 +226,7 @@ pub struct Relay {
     mcasts: Table<McastChannel>,
     syncs: Table<SyncChannel>,
     proxies: Table<ProxyChannel>,
+    pipings: Table<PipingChannel>,
     settings: Settings,
     hashing: Hashing,
     /// What live mcast messages cost ([`Message::cost`]): retained, uploading,
@@ -232,6 +244,7 @@ impl Relay {
             mcasts: Table::default(),
             syncs: Table::default(),
             proxies: Table::default(),
+            pipings: Table::default(),
             rng: settings.seed | 1,
             hashing: Hashing::new(settings.seed),
             mcast_bytes: mcast::Ledger::default(),
@@ -478,6 +491,40 @@ impl Relay {
             .unwrap_or(false)
     }
 
+    // ---- piping ----
+
+    /// A Piping Server party asking for `n` receivers (at least 1) arrives on
+    /// `path`. On `Established` the receivers are appended to `out`; the path
+    /// stays taken until [`Relay::piping_finish`].
+    pub fn piping_arrive(
+        &mut self,
+        now: Millis,
+        path: &[u8],
+        role: PipingRole,
+        n: u64,
+        waiter: WaiterId,
+        out: &mut Vec<WaiterId>,
+    ) -> Result<PipingArrival, PipingError> {
+        let (key, expiry) = (self.id(path), self.settings.idle_expiry);
+        self.pipings
+            .with(key, expiry, |c| c.arrive(now, role, n, waiter, out))
+    }
+
+    /// A waiting party left. Returns whether it was waiting.
+    pub fn piping_leave(&mut self, now: Millis, path: &[u8], waiter: WaiterId) -> bool {
+        let expiry = self.settings.idle_expiry;
+        self.pipings
+            .with_existing(self.id(path), expiry, |c| c.leave(now, waiter))
+            .unwrap_or(false)
+    }
+
+    /// The transfer on `path` ended, completed or not: the path is free.
+    pub fn piping_finish(&mut self, now: Millis, path: &[u8]) {
+        let expiry = self.settings.idle_expiry;
+        self.pipings
+            .with_existing(self.id(path), expiry, |c| c.finish(now));
+    }
+
     // ---- all methods ----
 
     /// Removes every parked waiter of every channel (for shutdown) and returns them.
@@ -487,6 +534,7 @@ impl Relay {
         self.mcasts.drain(out, expiry);
         self.syncs.drain(out, expiry);
         self.proxies.drain(out, expiry);
+        self.pipings.drain(out, expiry);
     }
 
     /// The next time [`Relay::handle_timeout`] has work to do.
@@ -496,6 +544,7 @@ impl Relay {
             self.mcasts.next_due(),
             self.syncs.next_due(),
             self.proxies.next_due(),
+            self.pipings.next_due(),
         ]
         .into_iter()
         .flatten()
@@ -515,7 +564,9 @@ impl Relay {
         (budget, forgotten) = (budget - looked, forgotten + gone);
         let (looked, gone) = self.syncs.expire(now, expiry, budget);
         (budget, forgotten) = (budget - looked, forgotten + gone);
-        let (_, gone) = self.proxies.expire(now, expiry, budget);
+        let (looked, gone) = self.proxies.expire(now, expiry, budget);
+        (budget, forgotten) = (budget - looked, forgotten + gone);
+        let (_, gone) = self.pipings.expire(now, expiry, budget);
         forgotten += gone;
         forgotten
     }
@@ -532,6 +583,7 @@ impl Relay {
             self.mcasts.len(),
             self.syncs.len(),
             self.proxies.len(),
+            self.pipings.len(),
         ])
     }
 
@@ -552,6 +604,7 @@ impl Relay {
             self.mcasts.waiting(),
             self.syncs.waiting(),
             self.proxies.waiting(),
+            self.pipings.waiting(),
         ])
     }
 

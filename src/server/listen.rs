@@ -123,6 +123,7 @@ impl Server {
             now,
             stats: Stats::default(),
             access_log: config.access_log,
+            piping: config.piping,
             #[cfg(target_os = "linux")]
             pipes: crate::splice::PipePool::default(),
             started: now,

@@ -19,9 +19,11 @@ use crate::conn::{Conn, ConnId, Phase, Stream, Wait};
 use crate::http::{HttpDate, QueryFilter};
 use crate::relay::{Millis, Relay, WaiterId};
 
+mod fanout;
 mod link;
 mod listen;
 mod mcast;
+mod piping;
 mod proxy;
 mod respond;
 mod route;
@@ -158,6 +160,8 @@ pub struct Server {
     now: Instant,
     stats: Stats,
     access_log: bool,
+    /// Piping Server transfers on the paths the relay's routes do not take.
+    piping: bool,
     #[cfg(target_os = "linux")]
     pipes: crate::splice::PipePool,
     started: Instant,
@@ -260,6 +264,9 @@ impl Server {
             Wait::Sync => self.relay.sync_leave(now, channel, waiter),
             Wait::ProxyClient => self.relay.proxy_client_leave(now, channel, &conn.job),
             Wait::ProxyServer => self.relay.proxy_server_leave(now, channel, waiter),
+            Wait::PipingSender | Wait::PipingReceiver => {
+                self.relay.piping_leave(now, channel, waiter)
+            }
         };
     }
 
@@ -301,7 +308,8 @@ impl Server {
                 Phase::ReadingHead => self.read_head(id),
                 Phase::Parked(_) => self.drive_parked(id),
                 Phase::Producing { consumer, .. } => self.pump(id, consumer),
-                Phase::Consuming { producer, .. } => self.pump(producer, id),
+                Phase::Consuming { producer, kind, .. } => self.drive_consumer(id, producer, kind),
+                Phase::Broadcasting { .. } => self.broadcast(id),
                 Phase::Publishing { .. } => self.drive_publishing(id),
                 Phase::Delivering { .. } => self.begin_reading(id),
                 Phase::Reading { .. } => self.drive_reading(id),
@@ -338,6 +346,34 @@ impl Server {
         }
         self.rearm(id);
         self.ready.push(id);
+    }
+
+    /// A consumer is driven: its transfer moves (a broadcast's, for a piping
+    /// receiver of several), unless it is a piping receiver that left.
+    fn drive_consumer(
+        &mut self,
+        id: ConnId,
+        producer: ConnId,
+        kind: crate::conn::Transfer,
+    ) -> Step {
+        if kind == crate::conn::Transfer::Piping {
+            if self.conns[id.0].peer_closed {
+                // It closed its side: gone, as the reference server counts it
+                // (a link consumer may still be reading).
+                self.close(id);
+                return Step::Closed;
+            }
+            if matches!(
+                self.conns.get(producer.0).map(|p| &p.phase),
+                Some(Phase::Broadcasting { .. })
+            ) {
+                return match self.broadcast(producer) {
+                    Step::Closed => Step::Again,
+                    step => step,
+                };
+            }
+        }
+        self.pump(producer, id)
     }
 
     /// The connection waits in the core as `wait`.
@@ -392,8 +428,17 @@ impl Server {
         let now = self.now_millis();
         self.sync_held -= conn.held.len();
         match conn.phase {
-            Phase::Producing { consumer, .. } => self.truncate_consumer(consumer),
-            Phase::Consuming { producer, kind, .. } => self.consumer_left(producer, kind),
+            Phase::Producing { consumer, kind, .. } => {
+                if kind == crate::conn::Transfer::Piping {
+                    self.relay.piping_finish(now, &conn.channel);
+                }
+                self.truncate_consumer(consumer)
+            }
+            Phase::Broadcasting { ref receivers, .. } => {
+                self.relay.piping_finish(now, &conn.channel);
+                self.broadcast_sender_left(receivers);
+            }
+            Phase::Consuming { producer, kind, .. } => self.consumer_left(producer, id, kind),
             Phase::Publishing { ref message, .. } => {
                 self.relay.mcast_abort(now, &conn.channel, message);
                 self.wake_followers(message);
@@ -444,6 +489,7 @@ fn phase_name(phase: &Phase) -> &'static str {
         Phase::Parked(_) => "parked",
         Phase::Producing { .. } => "producing",
         Phase::Consuming { .. } => "consuming",
+        Phase::Broadcasting { .. } => "broadcasting",
         Phase::Publishing { .. } => "publishing",
         Phase::Delivering { .. } => "delivering",
         Phase::Reading { .. } => "reading",

@@ -17,8 +17,13 @@ impl Server {
             match parse_request(input.pending(), self.max_head, &mut conn.req) {
                 Ok(Some(head_len)) => {
                     conn.head_copy.clear();
-                    if conn.req.path.starts_with(b"/proxy/") {
-                        // Proxy forwards the request's fields; keep the head.
+                    let keeps_head = match route(&conn.req.path) {
+                        Some((method, _)) => method == Method::Proxy,
+                        None => self.piping && !is_own(&conn.req.path),
+                    };
+                    if keeps_head {
+                        // Proxy forwards the request's fields, piping reads
+                        // some that only it needs; keep the head.
                         conn.head_copy
                             .extend_from_slice(&input.pending()[..head_len]);
                     }
@@ -88,6 +93,9 @@ impl Server {
             return self.respond_metrics(id);
         }
         let Some((method, rest)) = route(path) else {
+            if self.piping {
+                return self.handle_piping(id);
+            }
             return self.refuse(id, Status(404), "404 page not found\n");
         };
         // link, mcast, sync: the last segment; proxy: the segment after /proxy/.
@@ -106,6 +114,7 @@ impl Server {
             Method::Mcast => self.handle_mcast(id),
             Method::Sync => self.handle_sync(id),
             Method::Proxy => self.handle_proxy(id),
+            Method::Piping => unreachable!("route() never names piping"),
         }
     }
 
@@ -139,6 +148,11 @@ pub(super) fn route(path: &[u8]) -> Option<(Method, &[u8])> {
     ]
     .into_iter()
     .find_map(|(prefix, method)| path.strip_prefix(prefix).map(|rest| (method, rest)))
+}
+
+/// The relay's own paths besides the method prefixes.
+fn is_own(path: &[u8]) -> bool {
+    path == b"/health" || path == b"/metrics"
 }
 
 pub(super) fn expose_for(path: &[u8]) -> Expose {

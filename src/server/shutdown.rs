@@ -4,7 +4,7 @@
 use std::io::Read;
 
 use super::{Listener, Server, SHUTDOWN_GRACE};
-use crate::conn::{After, ConnId, Phase};
+use crate::conn::{After, ConnId, Phase, Wait};
 use crate::http::Status;
 use crate::relay::WaiterId;
 
@@ -41,6 +41,12 @@ impl Server {
         for &WaiterId(key) in &waiters {
             let id = ConnId(key);
             if let Some(conn) = self.conns.get_mut(key) {
+                if matches!(conn.phase, Phase::Parked(Wait::PipingSender)) {
+                    // Its response has begun: it ends with the news.
+                    let lines = ["[ERROR] The server is shutting down.\n"];
+                    self.piping_end_sender(id, &lines, false);
+                    continue;
+                }
                 conn.phase = Phase::ReadingHead;
                 let after = if conn.req.framing().has_body() {
                     After::Linger

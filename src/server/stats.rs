@@ -319,8 +319,8 @@ mod tests {
         stats.loop_iteration(Duration::from_secs(2));
         let gauges = Gauges {
             open_connections: 2,
-            waiters: PerMethod([1, 0, 0, 4]),
-            channels: PerMethod([5, 0, 1, 0]),
+            waiters: PerMethod([1, 0, 0, 4, 2]),
+            channels: PerMethod([5, 0, 1, 0, 3]),
             remembered_channels: 3,
             refused_no_room: 2,
             mcast_bytes: 10,
@@ -336,6 +336,8 @@ mod tests {
             "httprelay_rejections_total{status=\"404\"} 2",
             "httprelay_rejections_total{status=\"other\"} 1",
             "httprelay_waiters{method=\"proxy\"} 4",
+            "httprelay_waiters{method=\"piping\"} 2",
+            "httprelay_channels{method=\"piping\"} 3",
             "httprelay_held_bytes{method=\"mcast\"} 10",
             "httprelay_channels{method=\"link\"} 5",
             "httprelay_channels{method=\"sync\"} 1",

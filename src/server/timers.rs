@@ -221,6 +221,12 @@ impl Server {
                 };
                 self.stats.timed_out(Timeout::Wait);
                 self.leave_core(id, wait);
+                if wait == Wait::PipingSender {
+                    // Its response has begun: it ends with the news.
+                    let lines = ["[ERROR] No receiver came within the wait timeout.\n"];
+                    self.piping_end_sender(id, &lines, false);
+                    return;
+                }
                 let conn = &mut self.conns[id.0];
                 conn.phase = Phase::ReadingHead;
                 conn.req.keep_alive = false;

@@ -14,6 +14,8 @@ use crate::http::{
 use crate::relay::Method;
 use crate::reply::{self, Expose, Replaced};
 
+use super::piping::line;
+
 impl Server {
     /// Pairs producer `p` and consumer `c` for a transfer of `kind`: the
     /// consumer's response head goes out at once and the producer's body follows
@@ -39,12 +41,20 @@ impl Server {
                 Expose::All,
                 super::proxy::result_replaces(&producer.head_copy),
             ),
+            Transfer::Piping => (Status(200), Expose::Metadata, Replaced::NONE),
         };
         consumer.status = status.0;
         let mut w = HeadWriter::new(output.spare(), status);
         let date = self.date.as_bytes();
-        reply::common_except(&mut w, date, &consumer.req.origin, expose, replaced);
+        if kind == Transfer::Piping {
+            // The reference server's fields, none of the relay's own.
+            super::piping::receiver_fields(&mut w, producer);
+            w.header("Date", date);
+        } else {
+            reply::common_except(&mut w, date, &consumer.req.origin, expose, replaced);
+        }
         match kind {
+            Transfer::Piping => {}
             Transfer::Link => {
                 self.query_filter
                     .filter(&producer.req.query, &mut self.text);
@@ -115,9 +125,14 @@ impl Server {
             let Phase::Producing { body, .. } = &mut producer.phase else {
                 return Step::Closed;
             };
-            let Phase::Consuming { encoder, .. } = &mut consumer.phase else {
+            let Phase::Consuming { encoder, kind, .. } = &mut consumer.phase else {
                 return Step::Closed;
             };
+            if *kind == Transfer::Piping && consumer.peer_closed {
+                // A receiver that closed its side has left (`drive_consumer`).
+                self.close(c);
+                return Step::Again;
+            }
             let Some(output) = consumer.output.as_mut() else {
                 debug_assert!(false, "a consumer holds its output buffer");
                 return Step::Closed;
@@ -336,6 +351,7 @@ impl Server {
 
     /// The whole body reached the consumer: both move on, as the kind says.
     fn finish_transfer(&mut self, p: ConnId, c: ConnId) {
+        let now = self.now_millis();
         let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
             return;
         };
@@ -392,12 +408,28 @@ impl Server {
                 self.stats.transferred(Method::Proxy);
                 self.proxy_wait_for_job(p);
             }
+            Transfer::Piping => {
+                self.stats.transferred(Method::Piping);
+                self.relay.piping_finish(now, &producer.channel);
+                let lines = [line::SENT, line::ALL_RECEIVED];
+                self.piping_end_sender(p, &lines, true);
+            }
         }
     }
 
     /// The producer's chunked framing is broken: it gets `400`, the consumer a
     /// truncated body.
     fn abort_bad_body(&mut self, p: ConnId, c: ConnId, error: BodyError) {
+        if let Some(Phase::Producing {
+            kind: Transfer::Piping,
+            ..
+        }) = self.conns.get(p.0).map(|c| &c.phase)
+        {
+            // The sender's response has begun: it can only end. Closing it
+            // cuts the receiver short and frees the path.
+            self.close(p);
+            return;
+        }
         if let Some(Phase::Producing {
             kind: Transfer::ProxyJob,
             ..
@@ -425,7 +457,7 @@ impl Server {
     }
 
     /// The consumer of a transfer left mid-body: the producer learns it failed.
-    pub(super) fn consumer_left(&mut self, p: ConnId, kind: Transfer) {
+    pub(super) fn consumer_left(&mut self, p: ConnId, c: ConnId, kind: Transfer) {
         let (status, text) = match kind {
             Transfer::Link => (Status(502), "502 consumer disconnected\n"),
             Transfer::ProxyJob => {
@@ -433,6 +465,18 @@ impl Server {
                 (Status(502), "502 proxy server disconnected\n")
             }
             Transfer::ProxyResult => (Status(406), "406 the client left\n"),
+            Transfer::Piping => {
+                let now = self.now_millis();
+                match self.conns.get(p.0).map(|c| &c.phase) {
+                    Some(Phase::Broadcasting { .. }) => self.broadcast_receiver_left(p, c),
+                    Some(_) => {
+                        self.relay.piping_finish(now, &self.conns[p.0].channel);
+                        self.piping_end_sender(p, &[line::ABORTED, line::ALL_ABORTED], false);
+                    }
+                    None => {}
+                }
+                return;
+            }
         };
         if let Some(producer) = self.conns.get_mut(p.0) {
             producer.phase = Phase::ReadingHead;

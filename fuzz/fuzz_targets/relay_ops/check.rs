@@ -12,6 +12,8 @@ impl Model {
             self.mcasts.waiting(),
             self.syncs.waiting(),
             self.proxies.waiting(),
+            // Piping has its own unit tests; no operation here touches it.
+            0,
         ];
         assert_eq!(
             self.relay.waiters_by_method().0,
@@ -28,6 +30,7 @@ impl Model {
             self.mcasts.0.len(),
             self.syncs.0.len(),
             self.proxies.0.len(),
+            0,
         ];
         assert_eq!(
             self.relay.channels_by_method().0,
