@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 
-QUIET = 0.25  # seconds without bytes after which a party's answer is complete
+QUIET = 0.2  # seconds without bytes after which a party's answer is complete
 
 
 class Party:

@@ -17,6 +17,7 @@ mod link;
 mod mcast;
 mod memory;
 mod ops;
+mod piping;
 mod proxy;
 mod readme;
 mod sharding;

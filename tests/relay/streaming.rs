@@ -17,7 +17,7 @@ fn pattern_block() -> Vec<u8> {
 }
 
 /// Writes `total` pattern bytes to `conn` in blocks.
-fn send_pattern(conn: &mut Conn, total: u64) {
+pub(super) fn send_pattern(conn: &mut Conn, total: u64) {
     let block = pattern_block();
     let step = (PERIOD * 256) as u64;
     let mut sent = 0u64;
@@ -31,17 +31,17 @@ fn send_pattern(conn: &mut Conn, total: u64) {
 /// Checks streamed pieces against the pattern; remembers the first mismatch and a
 /// Fletcher-style checksum over little-endian 8-byte words of the whole stream
 /// (independent of how the stream was split into pieces).
-struct PatternCheck {
+pub(super) struct PatternCheck {
     block: Vec<u8>,
     offset: u64,
-    first_mismatch: Option<u64>,
+    pub(super) first_mismatch: Option<u64>,
     pending: Vec<u8>,
     sum1: u64,
     sum2: u64,
 }
 
 impl PatternCheck {
-    fn new() -> PatternCheck {
+    pub(super) fn new() -> PatternCheck {
         PatternCheck {
             block: pattern_block(),
             offset: 0,
@@ -52,7 +52,7 @@ impl PatternCheck {
         }
     }
 
-    fn feed(&mut self, mut piece: &[u8]) {
+    pub(super) fn feed(&mut self, mut piece: &[u8]) {
         while !piece.is_empty() {
             let phase = (self.offset % PERIOD as u64) as usize;
             let n = piece.len().min(PERIOD * 256);
@@ -94,7 +94,7 @@ impl PatternCheck {
         self.sum2 = self.sum2.wrapping_add(self.sum1);
     }
 
-    fn checksum(&self) -> (u64, u64) {
+    pub(super) fn checksum(&self) -> (u64, u64) {
         let mut check = (self.sum1, self.sum2);
         if !self.pending.is_empty() {
             let mut word = [0u8; 8];
@@ -107,7 +107,7 @@ impl PatternCheck {
 }
 
 /// The checksum `PatternCheck` computes for `total` pattern bytes.
-fn expected_checksum(total: u64) -> (u64, u64) {
+pub(super) fn expected_checksum(total: u64) -> (u64, u64) {
     let mut check = PatternCheck::new();
     let block = pattern_block();
     let step = (PERIOD * 256) as u64;

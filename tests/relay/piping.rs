@@ -1,0 +1,128 @@
+//! Piping Server transfers (`--piping`): side by side with the reference
+//! server, and a large transfer to several receivers.
+
+use std::path::Path;
+use std::process::Command;
+use std::thread;
+
+use super::streaming::{expected_checksum, send_pattern, PatternCheck};
+use super::support::{free_port, req, unavailable, Conn, End, Relay, RssSampler};
+
+const REFERENCE: &str = "tests/piping/node_modules/.bin/piping-server";
+
+/// Skips (loudly) or, with `HTTPRELAY_REQUIRE_PIPING=1`, fails.
+fn reference_unavailable(reason: &str) {
+    unavailable(
+        "PIPING REFERENCE",
+        "HTTPRELAY_REQUIRE_PIPING",
+        reason,
+        "The relay was not compared with piping-server 1.12.9.",
+        "Run scripts/install-piping-server.sh (Node.js, npm, python3)",
+    );
+}
+
+/// A process killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn piping_answers_every_exchange_as_the_reference_server_does() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !root.join(REFERENCE).exists() {
+        return reference_unavailable("tests/piping has no piping-server");
+    }
+    if Command::new("python3").arg("--version").output().is_err() {
+        return reference_unavailable("python3 is missing");
+    }
+    let port = free_port();
+    let reference = Child(
+        Command::new(root.join(REFERENCE))
+            .args(["--host", "127.0.0.1", "--http-port", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start piping-server"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "piping-server did not listen"
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let relay = Relay::start_flags(&["--piping"]);
+    let ours = relay.tcp_addr().port();
+    let compared = Command::new("python3")
+        .arg(root.join("scripts/piping-compare.py"))
+        .args([port.to_string(), ours.to_string()])
+        .output()
+        .expect("run scripts/piping-compare.py");
+    let report = String::from_utf8_lossy(&compared.stdout);
+    eprintln!("{report}{}", String::from_utf8_lossy(&compared.stderr));
+    drop(reference);
+    assert!(
+        compared.status.success(),
+        "the relay and piping-server differ beyond the documented differences:\n{report}"
+    );
+    assert!(
+        report.lines().count() >= 25,
+        "every scenario ran:\n{report}"
+    );
+}
+
+#[test]
+fn piping_three_receivers_get_64_mib_intact_in_bounded_memory() {
+    const TOTAL: u64 = 64 * 1024 * 1024;
+    let relay = Relay::start_flags(&["--piping"]);
+    let receivers: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = relay.addr().clone();
+            thread::spawn(move || {
+                let mut conn = Conn::open(&addr);
+                conn.send(&req("GET", "/big?n=3", &[], b""));
+                let head = conn.read_head();
+                assert_eq!(head.status, 200);
+                assert_eq!(head.content_length(), Some(TOTAL));
+                let mut check = PatternCheck::new();
+                let (end, received) = conn.stream_body(&head, false, 64 * 1024, |piece| {
+                    check.feed(piece);
+                });
+                (end, received, check.first_mismatch, check.checksum())
+            })
+        })
+        .collect();
+    let sampler = RssSampler::start(relay.pid());
+    let mut sender = relay.connect();
+    let length = TOTAL.to_string();
+    sender.send(&req("PUT", "/big?n=3", &[("Content-Length", &length)], b""));
+    send_pattern(&mut sender, TOTAL);
+    let said = sender.read_response();
+    let (peak_kib, _) = sampler.finish();
+    for receiver in receivers {
+        let (end, received, mismatch, checksum) = receiver.join().expect("receiver thread");
+        assert_eq!(end, End::Complete);
+        assert_eq!(received, TOTAL);
+        assert_eq!(mismatch, None, "first corrupted byte offset");
+        assert_eq!(checksum, expected_checksum(TOTAL));
+    }
+    assert_eq!(said.status(), 200);
+    let text = said.text();
+    assert!(
+        text.ends_with(
+            "[INFO] Start sending to 3 receiver(s)!\n[INFO] Sent successfully!\n\
+             [INFO] All receiver(s) was/were received successfully.\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        peak_kib < 16 * 1024,
+        "relay RSS peaked at {peak_kib} KiB broadcasting 64 MiB to 3 receivers"
+    );
+}
