@@ -13,7 +13,7 @@ use crate::buf::{Buf, BufPool};
 use std::net::IpAddr;
 use std::rc::Rc;
 
-use crate::http::{BodyDecoder, Encoder, Request};
+use crate::http::{BodyDecoder, Encoder, MultipartDecoder, Request};
 use crate::relay::{JobId, Message, Role};
 use crate::reply::Meta;
 
@@ -47,6 +47,8 @@ pub enum Phase {
     Broadcasting {
         body: BodyDecoder,
         receivers: Vec<ConnId>,
+        /// A `multipart/form-data` upload: only its first part is sent.
+        form: Option<Box<Form>>,
     },
     /// An mcast producer storing its body in `message`.
     Publishing {
@@ -73,6 +75,25 @@ pub enum Phase {
     /// sends until it closes or the deadline passes, so that closing does not
     /// reset the connection and destroy the response in flight.
     Lingering,
+}
+
+/// A piping sender's `multipart/form-data` upload (a browser form): its first
+/// part is what the receivers get.
+#[derive(Debug)]
+pub struct Form {
+    pub decoder: MultipartDecoder,
+    pub part: FormPart,
+}
+
+/// Where a form upload is relative to its first part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormPart {
+    /// Not there yet: the receivers' heads wait for its fields.
+    Before,
+    /// Its content is being sent.
+    In,
+    /// Sent whole; the rest of the upload is read and dropped.
+    After,
 }
 
 /// Why a request's body is read whole before the request goes on.

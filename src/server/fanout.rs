@@ -1,13 +1,39 @@
-//! One sender's body to several receivers (Piping Server `?n=`): decoded once,
-//! copied into every receiver's output as far as the fullest one has room, so
-//! the transfer goes at the pace of the slowest receiver with one fixed output
-//! buffer per receiver.
+//! One piping sender's body to its receivers when it cannot go as a plain
+//! transfer: several receivers (`?n=`), or a `multipart/form-data` upload
+//! whose first part alone is sent. The body is decoded once and copied into
+//! every receiver's output as far as the fullest one has room, so the transfer
+//! goes at the pace of the slowest receiver with one fixed output buffer each.
 
-use super::piping::line;
+use super::piping::{line, receiver_fields, PartFields};
 use super::{Server, Step};
-use crate::conn::{fill, send, After, ConnId, Fill, Phase, Sent, Transfer};
-use crate::http::{BodyDecoder, CHUNK_OVERHEAD};
+use crate::conn::{fill, send, After, ConnId, Fill, Form, FormPart, Phase, Sent, Transfer};
+use crate::http::{
+    response_framing, BodyDecoder, BodySize, Exchange, HeadWriter, MultipartError, MultipartEvent,
+    Status, CHUNK_OVERHEAD, MAX_DELIMITER,
+};
 use crate::relay::Method;
+use crate::reply;
+
+/// What one round of a broadcast came to.
+enum Round {
+    /// Bytes moved: go again.
+    Moved,
+    /// Nothing can move until a socket is ready.
+    Blocked,
+    /// Every receiver has the whole body (or the form's first part).
+    Finished,
+    /// The sender left or its body's framing is broken.
+    SenderGone,
+    /// The upload is not the `multipart/form-data` it claims to be.
+    BadForm(MultipartError),
+}
+
+/// A broadcast's state while a round runs (taken out of the sender's phase).
+struct Group {
+    body: BodyDecoder,
+    receivers: Vec<ConnId>,
+    form: Option<Box<Form>>,
+}
 
 impl Server {
     /// Turns the transfers just started from `sender` to each of `receivers`
@@ -17,8 +43,59 @@ impl Server {
             return;
         };
         if let Phase::Producing { body, .. } = conn.phase {
-            conn.phase = Phase::Broadcasting { body, receivers };
+            conn.phase = Phase::Broadcasting {
+                body,
+                receivers,
+                form: None,
+            };
         }
+    }
+
+    /// Starts sending the first part of a form upload to `receivers`: their
+    /// heads wait for the part's own fields.
+    pub(super) fn start_form(&mut self, sender: ConnId, receivers: Vec<ConnId>, form: Form) {
+        self.unstash_input(sender);
+        for &r in &receivers {
+            self.unstash_input(r);
+            let Some(receiver) = self.conns.get_mut(r.0) else {
+                continue;
+            };
+            receiver
+                .output
+                .get_or_insert_with(|| self.output_pool.take());
+            receiver.phase = Phase::Consuming {
+                producer: sender,
+                kind: Transfer::Piping,
+                encoder: part_framing(&receiver.req).encoder,
+            };
+            self.ready.push(r);
+        }
+        let Some(conn) = self.conns.get_mut(sender.0) else {
+            return;
+        };
+        conn.phase = Phase::Broadcasting {
+            body: BodyDecoder::new(conn.req.framing()),
+            receivers,
+            form: Some(Box::new(form)),
+        };
+        self.ready.push(sender);
+    }
+
+    /// A form upload whose `Content-Type` names no usable boundary: nothing
+    /// is sent.
+    pub(super) fn refuse_form(
+        &mut self,
+        sender: ConnId,
+        receivers: Vec<ConnId>,
+        error: MultipartError,
+    ) {
+        let body = BodyDecoder::new(self.conns[sender.0].req.framing());
+        let group = Group {
+            body,
+            receivers,
+            form: None,
+        };
+        self.form_failed(sender, group, error);
     }
 
     /// Moves the sender's body to its receivers until nothing moves.
@@ -31,40 +108,85 @@ impl Server {
             if self.send_output(s) == super::Flushed::Closed {
                 return Step::Again;
             }
-            let mut progress = false;
-            let sender = &mut self.conns[s.0];
-            let Phase::Broadcasting { body, receivers } = &mut sender.phase else {
+            let Phase::Broadcasting {
+                body,
+                receivers,
+                form,
+            } = &mut self.conns[s.0].phase
+            else {
                 return Step::Again;
             };
-            let (mut body, receivers) = (*body, std::mem::take(receivers));
+            let mut group = Group {
+                body: *body,
+                receivers: std::mem::take(receivers),
+                form: form.take(),
+            };
+            let round = self.broadcast_round(s, &mut group);
+            match round {
+                Round::Moved | Round::Blocked => {
+                    if let Phase::Broadcasting {
+                        body,
+                        receivers,
+                        form,
+                    } = &mut self.conns[s.0].phase
+                    {
+                        (*body, *receivers, *form) = (group.body, group.receivers, group.form);
+                    }
+                    if matches!(round, Round::Blocked) {
+                        return Step::Blocked;
+                    }
+                }
+                Round::Finished => {
+                    self.finish_broadcast(s, group);
+                    return Step::Again;
+                }
+                Round::SenderGone => {
+                    self.broadcast_sender_left(&group.receivers);
+                    self.close(s);
+                    return Step::Again;
+                }
+                Round::BadForm(error) => {
+                    self.form_failed(s, group, error);
+                    return Step::Again;
+                }
+            }
+        }
+    }
 
-            // 1. Room: what the fullest receiver's output can take.
-            let mut room = usize::MAX;
-            for &r in &receivers {
-                if let Some(receiver) = self.conns.get_mut(r.0) {
-                    let (Phase::Consuming { encoder, .. }, Some(output)) =
-                        (&receiver.phase, receiver.output.as_mut())
-                    else {
-                        continue;
-                    };
+    fn broadcast_round(&mut self, s: ConnId, group: &mut Group) -> Round {
+        let mut progress = false;
+
+        // 1. Room: what the fullest receiver's output can take; a form's
+        //    content may hand on a held delimiter prefix besides.
+        let mut room = usize::MAX;
+        for &r in &group.receivers {
+            if let Some(receiver) = self.conns.get(r.0) {
+                if let (Phase::Consuming { encoder, .. }, Some(output)) =
+                    (&receiver.phase, receiver.output.as_ref())
+                {
                     room = room.min(encoder.room(output.spare_len()));
                 }
             }
+        }
+        if group.form.is_some() {
+            room = room.saturating_sub(MAX_DELIMITER + CHUNK_OVERHEAD);
+        }
 
-            // 2. Decode buffered sender bytes into every receiver's output.
-            let mut failed = false;
-            while room > 0 && !body.is_done() {
-                let Some(input) = self.conns[s.0].input.as_ref().filter(|i| !i.is_empty()) else {
-                    break;
-                };
-                let decoded = match body.decode(input.pending(), room) {
-                    Ok(d) => d,
-                    Err(_) => {
-                        failed = true;
-                        break;
-                    }
-                };
-                for &r in &receivers {
+        // 2. Decode buffered sender bytes into every receiver's output.
+        while room > 0 && !group.body.is_done() {
+            let Some(input) = self.conns[s.0].input.as_ref().filter(|i| !i.is_empty()) else {
+                break;
+            };
+            let Ok(decoded) = group.body.decode(input.pending(), room) else {
+                return Round::SenderGone;
+            };
+            let data = decoded.data.clone();
+            if group.form.is_some() {
+                if let Err(e) = self.form_piece(s, group, data.clone()) {
+                    return Round::BadForm(e);
+                }
+            } else {
+                for &r in &group.receivers {
                     let Some((sender, receiver)) = self.conns.get2_mut(s.0, r.0) else {
                         continue;
                     };
@@ -75,114 +197,194 @@ impl Server {
                     ) else {
                         continue;
                     };
-                    let framed =
-                        encoder.encode(&input.pending()[decoded.data.clone()], output.spare());
+                    let framed = encoder.encode(&input.pending()[data.clone()], output.spare());
                     output.commit(framed);
                 }
-                let len = decoded.data.len();
-                self.stats.relayed_bytes += (len * receivers.len()) as u64;
-                room -= len;
-                if let Some(input) = self.conns[s.0].input.as_mut() {
-                    input.consume(decoded.consumed);
-                }
-                progress |= decoded.consumed > 0;
-                if decoded.consumed == 0 {
-                    break;
-                }
+                self.stats.relayed_bytes += (data.len() * group.receivers.len()) as u64;
             }
-            if failed {
-                // Broken chunk framing: the sender is closed, the receivers
-                // end short.
-                self.restore_receivers(s, body, receivers);
-                self.close(s);
-                return Step::Again;
+            room -= data.len().min(room);
+            if let Some(input) = self.conns[s.0].input.as_mut() {
+                input.consume(decoded.consumed);
             }
+            progress |= decoded.consumed > 0;
+            if decoded.consumed == 0 {
+                break;
+            }
+        }
 
-            // 3. Each receiver sends what it holds; the body's end is framed.
-            let mut all_sent = true;
-            for &r in &receivers {
-                let Some(receiver) = self.conns.get_mut(r.0) else {
-                    continue;
-                };
-                let (Phase::Consuming { encoder, .. }, Some(output)) =
-                    (&mut receiver.phase, receiver.output.as_mut())
-                else {
-                    continue;
-                };
-                if body.is_done() && !encoder.is_ended() {
-                    let n = encoder.end(output.spare());
-                    output.commit(n);
-                }
-                if !output.is_empty() && receiver.writable {
-                    match send(
-                        &mut receiver.stream,
-                        &mut receiver.writable,
-                        output.pending(),
-                    ) {
-                        Sent::Bytes(n) => {
-                            output.consume(n);
-                            progress |= n > 0;
-                        }
-                        Sent::Blocked => {}
-                        Sent::Gone => {
-                            // Closed below, outside this loop over the group.
-                            receiver.peer_closed = true;
-                            self.ready.push(r);
-                        }
-                    }
-                }
-                all_sent &= output.is_empty() && encoder.is_ended();
+        // 3. Each receiver sends what it holds; the end is framed once the
+        //    body (or the form's part) is over.
+        let ended = match &group.form {
+            None => group.body.is_done(),
+            Some(form) => form.part == FormPart::After,
+        };
+        let mut all_sent = true;
+        for &r in &group.receivers {
+            let Some(receiver) = self.conns.get_mut(r.0) else {
+                continue;
+            };
+            let (Phase::Consuming { encoder, .. }, Some(output)) =
+                (&mut receiver.phase, receiver.output.as_mut())
+            else {
+                continue;
+            };
+            if ended && !encoder.is_ended() {
+                let n = encoder.end(output.spare());
+                output.commit(n);
             }
-
-            // 4. Read more of the body when every receiver has room for it.
-            let sender = &mut self.conns[s.0];
-            let input_empty = sender.input.as_ref().is_none_or(|i| i.is_empty());
-            if !body.is_done() && input_empty && sender.readable && room > CHUNK_OVERHEAD {
-                match fill(
-                    &mut sender.stream,
-                    &mut sender.input,
-                    &mut sender.readable,
-                    sender.peer_closed,
-                    &mut self.input_pool,
+            if !output.is_empty() && receiver.writable {
+                match send(
+                    &mut receiver.stream,
+                    &mut receiver.writable,
+                    output.pending(),
                 ) {
-                    Fill::Read => progress = true,
-                    Fill::Blocked => {}
-                    Fill::Gone => {
-                        self.restore_receivers(s, body, receivers);
-                        self.close(s);
-                        return Step::Again;
+                    Sent::Bytes(n) => {
+                        output.consume(n);
+                        progress |= n > 0;
+                    }
+                    Sent::Blocked => {}
+                    Sent::Gone => {
+                        // Closed when driven, outside this loop over the group.
+                        receiver.peer_closed = true;
+                        self.ready.push(r);
                     }
                 }
             }
+            all_sent &= output.is_empty() && encoder.is_ended();
+        }
 
-            if body.is_done() && all_sent {
-                self.finish_broadcast(s, receivers);
-                return Step::Again;
+        // 4. Read more of the body when every receiver has room for it.
+        let sender = &mut self.conns[s.0];
+        let input_empty = sender.input.as_ref().is_none_or(|i| i.is_empty());
+        if !group.body.is_done() && input_empty && sender.readable && room > CHUNK_OVERHEAD {
+            match fill(
+                &mut sender.stream,
+                &mut sender.input,
+                &mut sender.readable,
+                sender.peer_closed,
+                &mut self.input_pool,
+            ) {
+                Fill::Read => progress = true,
+                Fill::Blocked => {}
+                Fill::Gone => return Round::SenderGone,
             }
-            self.restore_receivers(s, body, receivers);
-            if !progress {
-                return Step::Blocked;
+        }
+
+        if group.body.is_done() {
+            if let Some(form) = &group.form {
+                if form.part != FormPart::After {
+                    return Round::BadForm(
+                        form.decoder
+                            .finish()
+                            .err()
+                            .unwrap_or(MultipartError::Unterminated),
+                    );
+                }
             }
+            if all_sent {
+                return Round::Finished;
+            }
+        }
+        if progress {
+            Round::Moved
+        } else {
+            Round::Blocked
         }
     }
 
-    /// Puts the group back into the sender's phase after a round.
-    fn restore_receivers(&mut self, s: ConnId, body: BodyDecoder, receivers: Vec<ConnId>) {
-        if let Some(sender) = self.conns.get_mut(s.0) {
-            if let Phase::Broadcasting {
-                body: kept,
-                receivers: slot,
-            } = &mut sender.phase
-            {
-                *kept = body;
-                *slot = receivers;
+    /// Runs a piece of a form upload's content (`range` of the sender's
+    /// input) through its multipart decoder: the first part's head becomes the
+    /// receivers' heads, its content their bodies; the rest is dropped.
+    fn form_piece(
+        &mut self,
+        s: ConnId,
+        group: &mut Group,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), MultipartError> {
+        let Some(form) = group.form.as_mut() else {
+            return Ok(());
+        };
+        let mut at = range.start;
+        loop {
+            let Some(input) = self.conns[s.0].input.as_ref() else {
+                return Ok(());
+            };
+            let piece = &input.pending()[at..range.end];
+            if piece.is_empty() {
+                return Ok(());
             }
+            let (used, event) = form.decoder.decode(piece)?;
+            match (event, form.part) {
+                (MultipartEvent::PartStart, FormPart::Before) => {
+                    form.part = FormPart::In;
+                    let part = PartFields {
+                        content_type: form.decoder.field("content-type"),
+                        disposition: form.decoder.field("content-disposition"),
+                    };
+                    for &r in &group.receivers {
+                        if let Some((sender, receiver)) = self.conns.get2_mut(s.0, r.0) {
+                            let framing = part_framing(&receiver.req);
+                            let Some(output) = receiver.output.as_mut() else {
+                                continue;
+                            };
+                            let mut w = HeadWriter::new(output.spare(), Status(200));
+                            receiver_fields(&mut w, sender, Some(&part));
+                            w.header("Date", self.date.as_bytes());
+                            framing.header.write(&mut w);
+                            receiver.req.keep_alive = framing.keep_alive;
+                            reply::persistence(
+                                &mut w,
+                                receiver.req.keep_alive,
+                                receiver.req.minor_version,
+                            );
+                            receiver.status = 200;
+                            if let Some(n) = w.finish() {
+                                output.commit(n);
+                            }
+                        }
+                    }
+                }
+                (MultipartEvent::Data(data), FormPart::In) => {
+                    let data = at + data.start..at + data.end;
+                    for &r in &group.receivers {
+                        if let Some((sender, receiver)) = self.conns.get2_mut(s.0, r.0) {
+                            if let (Phase::Consuming { encoder, .. }, Some(output), Some(input)) = (
+                                &receiver.phase,
+                                receiver.output.as_mut(),
+                                sender.input.as_ref(),
+                            ) {
+                                let framed =
+                                    encoder.encode(&input.pending()[data.clone()], output.spare());
+                                output.commit(framed);
+                            }
+                        }
+                    }
+                    self.stats.relayed_bytes += (data.len() * group.receivers.len()) as u64;
+                }
+                (MultipartEvent::Held(n), FormPart::In) => {
+                    let mut held = [0u8; MAX_DELIMITER];
+                    held[..n].copy_from_slice(form.decoder.held(n));
+                    for &r in &group.receivers {
+                        if let Some(receiver) = self.conns.get_mut(r.0) {
+                            if let (Phase::Consuming { encoder, .. }, Some(output)) =
+                                (&receiver.phase, receiver.output.as_mut())
+                            {
+                                let framed = encoder.encode(&held[..n], output.spare());
+                                output.commit(framed);
+                            }
+                        }
+                    }
+                }
+                (MultipartEvent::PartEnd, FormPart::In) => form.part = FormPart::After,
+                _ => {}
+            }
+            at += used;
         }
     }
 
     /// Every receiver has the whole body: all move on.
-    fn finish_broadcast(&mut self, s: ConnId, receivers: Vec<ConnId>) {
-        for r in receivers {
+    fn finish_broadcast(&mut self, s: ConnId, group: Group) {
+        for r in group.receivers {
             if let Some(receiver) = self.conns.get_mut(r.0) {
                 receiver.phase = Phase::Responding(if receiver.req.keep_alive {
                     After::NextRequest
@@ -200,6 +402,32 @@ impl Server {
         self.piping_end_sender(s, &[line::SENT, line::ALL_RECEIVED], true);
     }
 
+    /// A form upload turned out malformed: receivers already streaming end
+    /// short, the others are told; the sender's response ends with the reason.
+    fn form_failed(&mut self, s: ConnId, group: Group, error: MultipartError) {
+        let started = group
+            .form
+            .as_ref()
+            .is_some_and(|f| f.part != FormPart::Before);
+        for &r in &group.receivers {
+            if started {
+                self.truncate_consumer(r);
+            } else if self.conns.contains(r.0) {
+                let text = format!(
+                    "[ERROR] The sender's upload is not valid multipart/form-data ({error}).\n"
+                );
+                self.piping_refuse(r, Status(502), &text);
+                self.ready.push(r);
+            }
+        }
+        let now = self.now_millis();
+        if let Some(sender) = self.conns.get(s.0) {
+            self.relay.piping_finish(now, &sender.channel);
+        }
+        let text = format!("[ERROR] The upload is not valid multipart/form-data ({error}).\n");
+        self.piping_end_sender(s, &[&text], group.body.is_done());
+    }
+
     /// A receiver of a broadcast left: the sender is told; the others go on,
     /// and when none is left the sender's response ends.
     pub(super) fn broadcast_receiver_left(&mut self, s: ConnId, r: ConnId) {
@@ -210,8 +438,7 @@ impl Server {
             return;
         };
         receivers.retain(|&other| other != r);
-        let none_left = receivers.is_empty();
-        if none_left {
+        if receivers.is_empty() {
             let now = self.now_millis();
             self.relay.piping_finish(now, &self.conns[s.0].channel);
             self.piping_end_sender(s, &[line::ABORTED, line::ALL_ABORTED], false);
@@ -233,4 +460,16 @@ impl Server {
             }
         }
     }
+}
+
+/// How a form part goes to a receiver: its length is not known before it
+/// ends, so chunked (until close for HTTP/1.0).
+fn part_framing(req: &crate::http::Request) -> crate::http::ResponseFraming {
+    response_framing(&Exchange {
+        body: BodySize::Unknown,
+        head_request: false,
+        status: 200,
+        minor_version: req.minor_version,
+        keep_alive: req.keep_alive,
+    })
 }

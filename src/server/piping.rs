@@ -5,8 +5,8 @@
 
 use super::respond::body_after;
 use super::{Server, Step};
-use crate::conn::{After, Conn, ConnId, Phase, Transfer, Wait};
-use crate::http::{find_param, HeadWriter, Status};
+use crate::conn::{After, Conn, ConnId, Form, FormPart, Phase, Transfer, Wait};
+use crate::http::{find_param, HeadWriter, MultipartDecoder, Status};
 use crate::relay::{PipingArrival, PipingError, PipingRole, WaiterId};
 use crate::reply;
 
@@ -160,14 +160,26 @@ impl Server {
                 }
                 let text = format!("[INFO] Start sending to {} receiver(s)!\n", receivers.len());
                 self.piping_progress(sender, &text);
-                // One receiver: a transfer like a link's (zero copy where it
-                // applies), with the piping fields; several: a broadcast.
-                for &WaiterId(receiver) in &receivers {
-                    self.start_transfer(sender, ConnId(receiver), Transfer::Piping);
-                }
-                if receivers.len() > 1 {
-                    let group = receivers.iter().map(|&WaiterId(r)| ConnId(r)).collect();
-                    self.start_broadcast(sender, group);
+                let group: Vec<ConnId> = receivers.iter().map(|&WaiterId(r)| ConnId(r)).collect();
+                // A browser form: its first part is the content.
+                let content_type = field(&self.conns[sender.0], "content-type").unwrap_or_default();
+                match MultipartDecoder::for_content_type(content_type) {
+                    Some(Ok(decoder)) => {
+                        let part = FormPart::Before;
+                        self.start_form(sender, group, Form { decoder, part });
+                    }
+                    Some(Err(e)) => self.refuse_form(sender, group, e),
+                    None => {
+                        // One receiver: a transfer like a link's (zero copy
+                        // where it applies), with the piping fields; several:
+                        // a broadcast.
+                        for &receiver in &group {
+                            self.start_transfer(sender, receiver, Transfer::Piping);
+                        }
+                        if group.len() > 1 {
+                            self.start_broadcast(sender, group);
+                        }
+                    }
                 }
                 Step::Again
             }
@@ -235,7 +247,7 @@ impl Server {
     }
 
     /// The reference server's error form: status, a one-line text body.
-    fn piping_refuse(&mut self, id: ConnId, status: Status, text: &str) -> Step {
+    pub(super) fn piping_refuse(&mut self, id: ConnId, status: Status, text: &str) -> Step {
         self.piping_respond(id, status, Some(b"text/plain"), text, &[])
     }
 
@@ -444,21 +456,34 @@ fn normalize_path(raw: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// The sender fields a receiver gets, from the sender's head as received:
-/// `Content-Type` (an HTML type made plain text, so that the relay never
-/// serves a page of someone else's), `Content-Disposition`, every `X-Piping`.
-pub(super) fn receiver_fields(w: &mut HeadWriter, sender: &Conn) {
+/// The fields of a form upload's first part, which its receivers get instead
+/// of the sender's own.
+pub(super) struct PartFields<'a> {
+    pub content_type: Option<&'a [u8]>,
+    pub disposition: Option<&'a [u8]>,
+}
+
+/// The sender fields a receiver gets, from the sender's head as received (or
+/// from `part`, for a form upload): `Content-Type` (an HTML type made plain
+/// text, so that the relay never serves a page of someone else's),
+/// `Content-Disposition`, every `X-Piping`.
+pub(super) fn receiver_fields(w: &mut HeadWriter, sender: &Conn, part: Option<&PartFields>) {
     let mut fields = [httparse::EMPTY_HEADER; crate::http::MAX_HEADER_FIELDS];
     let mut req = httparse::Request::new(&mut fields);
     if req.parse(&sender.head_copy).is_err() {
         return;
     }
-    if let Some(f) = req
-        .headers
-        .iter()
-        .find(|f| f.name.eq_ignore_ascii_case("content-type"))
-    {
-        let value = f.value;
+    let own = |name: &str| {
+        req.headers
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
+            .map(|f| f.value)
+    };
+    let (content_type, disposition) = match part {
+        Some(part) => (part.content_type, part.disposition),
+        None => (own("content-type"), own("content-disposition")),
+    };
+    if let Some(value) = content_type {
         let split = value.iter().position(|&b| b == b';').unwrap_or(value.len());
         let (media, params) = value.split_at(split);
         if media.trim_ascii().eq_ignore_ascii_case(b"text/html") {
@@ -469,12 +494,8 @@ pub(super) fn receiver_fields(w: &mut HeadWriter, sender: &Conn) {
             w.header("Content-Type", value);
         }
     }
-    if let Some(f) = req
-        .headers
-        .iter()
-        .find(|f| f.name.eq_ignore_ascii_case("content-disposition"))
-    {
-        w.header("Content-Disposition", f.value);
+    if let Some(value) = disposition {
+        w.header("Content-Disposition", value);
     }
     let mut x_piping = false;
     for f in req
@@ -797,5 +818,84 @@ mod tests {
         let mut shell = Shell::new(&[]);
         let (_c, answer) = shell.ask(&send("/p", "x"));
         assert_eq!(status_of(&answer), 404);
+    }
+
+    /// The content of a chunked body.
+    fn dechunk(mut body: &str) -> String {
+        let mut content = String::new();
+        while let Some((size, rest)) = body.split_once("\r\n") {
+            let size = usize::from_str_radix(size, 16).expect("a chunk size");
+            if size == 0 || rest.len() < size {
+                break;
+            }
+            content.push_str(&rest[..size]);
+            body = rest[size..].strip_prefix("\r\n").unwrap_or_default();
+        }
+        content
+    }
+
+    fn form_sender(path: &str, body_len: usize) -> Vec<u8> {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: r\r\nX-Piping: f\r\n\
+             Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {body_len}\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_form_uploads_first_part_goes_to_every_receiver_with_its_own_fields() {
+        let body: &[u8] = b"--XyZ\r\nContent-Disposition: form-data; name=\"input_file\"; filename=\"a.html\"\r\n\
+            Content-Type: text/html\r\n\r\nline\r\n--Xy\r\nmore\r\n--XyZ\r\n\
+            Content-Disposition: form-data; name=\"second\"\r\n\r\ndropped\r\n--XyZ--\r\n";
+        let mut shell = piping();
+        let mut receivers = [shell.connect(), shell.connect()];
+        for receiver in receivers.iter_mut() {
+            receiver.send(&mut shell, &receive("/f?n=2"));
+        }
+        let (mut sender, _) = shell.ask(&form_sender("/f?n=2", body.len()));
+        // Cut so that delimiters straddle the pieces.
+        for piece in body.chunks(7) {
+            sender.send(&mut shell, piece);
+        }
+        for receiver in receivers.iter_mut() {
+            let got = receiver.text();
+            assert_eq!(status_of(&got), 200);
+            for field in [
+                "Content-Type: text/plain",
+                "Content-Disposition: form-data; name=\"input_file\"; filename=\"a.html\"",
+                "X-Piping: f",
+                "Transfer-Encoding: chunked",
+            ] {
+                assert!(
+                    got.contains(&format!("\r\n{field}\r\n")),
+                    "{field} in {got}"
+                );
+            }
+            assert_eq!(dechunk(body_of(&got)), "line\r\n--Xy\r\nmore", "{got}");
+            assert!(got.ends_with("\r\n0\r\n\r\n"));
+        }
+        assert!(lines(&mut sender)
+            .ends_with("[INFO] All receiver(s) was/were received successfully.\n"));
+        assert_eq!(shell.server.relay.channel_count(), 0);
+    }
+
+    #[test]
+    fn a_form_that_never_closes_its_part_cuts_the_receivers_short_and_tells_the_sender() {
+        let body: &[u8] = b"--XyZ\r\nContent-Disposition: form-data; name=\"t\"\r\n\r\npartial";
+        let mut shell = piping();
+        let (mut receiver, _) = shell.ask(&receive("/u"));
+        let mut request = form_sender("/u", body.len());
+        request.extend_from_slice(body);
+        let (_sender, said) = shell.ask(&request);
+        let got = receiver.text();
+        assert!(
+            got.ends_with("\r\n\r\n7\r\npartial\r\n"),
+            "no last chunk: {got}"
+        );
+        assert!(receiver.closed());
+        assert!(dechunk(body_of(&said)).ends_with(
+            "[ERROR] The upload is not valid multipart/form-data (multipart body ended before its last boundary).\n"
+        ));
+        assert_eq!(shell.server.relay.channel_count(), 0);
     }
 }

@@ -48,7 +48,7 @@ impl Server {
         let date = self.date.as_bytes();
         if kind == Transfer::Piping {
             // The reference server's fields, none of the relay's own.
-            super::piping::receiver_fields(&mut w, producer);
+            super::piping::receiver_fields(&mut w, producer, None);
             w.header("Date", date);
         } else {
             reply::common_except(&mut w, date, &consumer.req.origin, expose, replaced);
