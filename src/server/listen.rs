@@ -297,14 +297,28 @@ impl Server {
 /// Seed for job ids: the kernel's randomness when available, else the clock.
 fn random_seed() -> u64 {
     let mut seed = [0u8; 8];
-    // SAFETY: the buffer is valid for 8 bytes of writes.
-    let got = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
-    if got == 8 {
-        return u64::from_ne_bytes(seed);
+    fill_random(&mut seed);
+    u64::from_ne_bytes(seed)
+}
+
+/// Fills `buf` with the kernel's randomness; without it (never on a working
+/// Linux), with a clock-seeded xorshift.
+pub(super) fn fill_random(buf: &mut [u8]) {
+    // SAFETY: the buffer is valid for `buf.len()` bytes of writes.
+    let got = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if usize::try_from(got).is_ok_and(|n| n == buf.len()) {
+        return;
     }
-    SystemTime::now()
+    let mut state = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    for byte in buf {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *byte = state as u8;
+    }
 }
 
 pub(super) fn resolve(text: &str) -> io::Result<SocketAddr> {

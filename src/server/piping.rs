@@ -269,9 +269,10 @@ impl Server {
         }
         let output = conn.output.get_or_insert_with(|| self.output_pool.take());
         let mut w = HeadWriter::new(output.spare(), status);
-        // The reference server's bare answers for a browser's own requests
-        // (`/favicon.ico`, `/robots.txt`) carry neither length nor CORS.
-        let bare = matches!(status.0, 204 | 404) && body.is_empty();
+        // The reference server's answers for a browser's own requests (its
+        // pages, `/favicon.ico`, `/robots.txt`) carry no CORS field.
+        let bare = content_type.is_some_and(|t| t.starts_with(b"text/html"))
+            || (matches!(status.0, 204 | 404) && body.is_empty());
         if status.0 != 204 {
             w.header_number("Content-Length", body.len() as u64);
         }
@@ -328,6 +329,29 @@ impl Server {
                 let text = help_page(conn);
                 self.piping_respond(id, Status(200), Some(b"text/plain"), &text, &[])
             }
+            b"/" => {
+                let page = include_str!("pages/index.html");
+                self.piping_respond(
+                    id,
+                    Status(200),
+                    Some(b"text/html; charset=utf-8"),
+                    page,
+                    &[],
+                )
+            }
+            b"/noscript" => {
+                let nonce = nonce();
+                let page = noscript_page(&conn.req.query, &nonce, &mut self.secret);
+                let policy = format!("default-src 'none'; style-src 'nonce-{nonce}'");
+                let extra: [(&str, &[u8]); 1] = [("Content-Security-Policy", policy.as_bytes())];
+                self.piping_respond(
+                    id,
+                    Status(200),
+                    Some(b"text/html; charset=utf-8"),
+                    &page,
+                    &extra,
+                )
+            }
             b"/favicon.ico" => self.piping_respond(id, Status(204), None, "", &[]),
             b"/robots.txt" => self.piping_respond(id, Status(404), None, "", &[]),
             _ => {
@@ -349,6 +373,67 @@ pub(super) fn push_progress(output: &mut crate::buf::Buf, minor_version: u8, tex
         return false;
     }
     output.push(size.as_bytes()) && output.push(text) && output.push(b"\r\n")
+}
+
+/// The form page for browsers without JavaScript: choose a path and a mode
+/// (a file or a text) with a `GET` form, then send with a `multipart/form-data`
+/// form whose first part is what the receivers get.
+fn noscript_page(query: &[u8], nonce: &str, scratch: &mut Vec<u8>) -> String {
+    let path = match find_param(query, b"path", scratch) {
+        true => escape_html(&String::from_utf8_lossy(scratch)),
+        false => String::new(),
+    };
+    let text_mode = find_param(query, b"mode", scratch) && scratch == b"text";
+    let field = if text_mode {
+        r#"<label>Text <textarea name="input_text"></textarea></label>"#
+    } else {
+        r#"<label>File <input type="file" name="input_file"{disabled}></label>"#
+    };
+    let (action, disabled) = match path.is_empty() {
+        true => (String::new(), " disabled"),
+        false => (format!(r#" action="{path}""#), ""),
+    };
+    include_str!("pages/noscript.html")
+        .replace("{field}", field)
+        .replace("{nonce}", nonce)
+        .replace("{path}", &path)
+        .replace("{action}", &action)
+        .replace("{disabled}", disabled)
+        .replace("{file_checked}", if text_mode { "" } else { " checked" })
+        .replace("{text_checked}", if text_mode { " checked" } else { "" })
+}
+
+/// Text made safe inside an HTML attribute or element.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            // Braces too: the page's placeholders must not come from a query.
+            '{' => out.push_str("&#123;"),
+            '}' => out.push_str("&#125;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A fresh nonce for a page's style: 16 random bytes, base64.
+fn nonce() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bytes = [0u8; 18];
+    super::listen::fill_random(&mut bytes);
+    bytes
+        .chunks(3)
+        .flat_map(|c| {
+            let n = u32::from(c[0]) << 16 | u32::from(c[1]) << 8 | u32::from(c[2]);
+            (0..4).map(move |i| ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char)
+        })
+        .collect()
 }
 
 /// The usage page, with curl lines for this relay as the client reached it.
@@ -897,5 +982,36 @@ mod tests {
             "[ERROR] The upload is not valid multipart/form-data (multipart body ended before its last boundary).\n"
         ));
         assert_eq!(shell.server.relay.channel_count(), 0);
+    }
+
+    #[test]
+    fn the_pages_send_to_a_path_and_the_form_page_allows_no_script() {
+        let mut shell = piping();
+        let (_c, index) = shell.ask(&receive("/"));
+        assert_eq!(status_of(&index), 200);
+        assert!(index.contains("\r\nContent-Type: text/html; charset=utf-8\r\n"));
+        assert!(body_of(&index).contains("xhr.open('POST', base + '/' + path)"));
+        let (_c, page) = shell.ask(&receive("/noscript?path=%22%3E%3Cx%7Bnonce%7D&mode=text"));
+        let policy = page
+            .split("\r\nContent-Security-Policy: ")
+            .nth(1)
+            .and_then(|rest| rest.split("\r\n").next())
+            .expect("a policy");
+        let nonce = policy
+            .strip_prefix("default-src 'none'; style-src 'nonce-")
+            .and_then(|n| n.strip_suffix('\''))
+            .expect("a style nonce");
+        assert_eq!(nonce.len(), 24);
+        let body = body_of(&page);
+        assert!(body.contains(&format!("<style nonce=\"{nonce}\">")));
+        assert!(!body.contains("<script"));
+        assert!(
+            body.contains(r#"action="&quot;&gt;&lt;x&#123;nonce&#125;""#),
+            "the path is escaped, placeholders included: {body}"
+        );
+        assert!(body.contains(r#"<textarea name="input_text">"#));
+        let (_c, again) = shell.ask(&receive("/noscript"));
+        assert!(!again.contains(nonce), "a fresh nonce per page");
+        assert!(body_of(&again).contains(r#"<input type="file" name="input_file" disabled>"#));
     }
 }

@@ -419,6 +419,41 @@ await check('7 abort: a waiting consumer that the page aborts is never matched',
   eq(ok(await presult(b, 'p'), 'producer').headers['httprelay-query'], 'who=C', 'the producer was matched with');
 });
 
+await check('8 piping: the relay\'s send page and its no-script form deliver to a receiving tab', async () => {
+  const context = await newContext();
+  const receiver = await harness(context);
+  // The page with script, in text mode.
+  const typed = `${run}-piping-page`;
+  await pstart(receiver, 'page', `${relay}/${typed}`);
+  await sleep(PARK);
+  const sender = await context.newPage();
+  const loaded = await sender.goto(`${relay}/`);
+  assert(loaded && loaded.ok(), `the send page did not load (${loaded && loaded.status()})`);
+  await sender.check('#text_mode');
+  await sender.fill('#text_input', 'typed in the page');
+  await sender.fill('#path', typed);
+  await sender.click('#send');
+  eq(ok(await presult(receiver, 'page'), 'receiving tab').body, 'typed in the page', 'text from the send page');
+  await sender.waitForFunction(() => document.body.dataset.sent === '200');
+  const log = await sender.textContent('#log');
+  assert(log.includes('[INFO] All receiver(s) was/were received successfully.'), `the send page shows: ${log}`);
+  // The form without script: its CSP allows no script and the style by nonce.
+  const formed = `${run}-piping-form`;
+  await pstart(receiver, 'form', `${relay}/${formed}`);
+  await sleep(PARK);
+  const form = await context.newPage();
+  const page = await form.goto(`${relay}/noscript?path=${formed}&mode=text`);
+  const policy = page.headers()['content-security-policy'] || '';
+  assert(policy.startsWith("default-src 'none'; style-src 'nonce-"), `the form page's policy: ${policy}`);
+  const styled = await form.evaluate(() => getComputedStyle(document.body).maxWidth);
+  eq(styled, '40em'.replace('40em', styled.endsWith('px') ? styled : '40em'), 'the nonce lets the style apply');
+  assert(styled !== 'none', 'the page style applies under its policy');
+  await form.fill('textarea[name=input_text]', 'sent without script');
+  await Promise.all([form.waitForLoadState('load'), form.click('form[method=POST] button[type=submit]')]);
+  eq(ok(await presult(receiver, 'form'), 'receiving tab').body, 'sent without script', 'text from the form');
+  await form.waitForFunction(() => document.body.innerText.includes('All receiver(s) was/were received successfully.'));
+});
+
 await browser.close();
 if (screenshotTaken) console.log(`screenshot: ${screenshotTaken}`);
 const total = passed + failed.length;

@@ -238,7 +238,7 @@ fn browser_end_to_end() {
         Ok(path) => path,
         Err(reason) => return unavailable(&reason),
     };
-    let relay = Relay::start();
+    let relay = Relay::start_flags(&["--piping"]);
     let pages = StaticServer::start();
     let screenshot = root().join("target/browser-e2e.png");
     let _ = fs::remove_file(&screenshot);
