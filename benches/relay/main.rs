@@ -16,7 +16,7 @@
 //! Environment:
 //! - `HTTPRELAY_BENCH_QUICK=1`: small counts, for a smoke run under a minute.
 //! - `HTTPRELAY_BENCH_RUNS=N`: runs per figure (default 5, quick 3).
-//! - `HTTPRELAY_BENCH_ONLY=latency,pairs,stream,fanout,memory,footprint`.
+//! - `HTTPRELAY_BENCH_ONLY=latency,pairs,stream,fanout,piping,memory,footprint`.
 //! - `HTTPRELAY_BENCH_CLIENTS=N`: client threads driving the pairs (default 1).
 //! - `HTTPRELAY_BENCH_BIN=PATH`: another relay binary (e.g. one with symbols,
 //!   for `perf record -p`); the footprint rows still describe this build's.
@@ -30,6 +30,7 @@ mod latency;
 mod limits;
 mod memory;
 mod pairs;
+mod piping;
 mod plan;
 mod relay;
 mod report;
@@ -133,6 +134,9 @@ fn main() {
     ));
     drop(relay);
 
+    if plan.wants("piping") {
+        report.section("piping", |r| piping::section(&plan, &bin, &copy, &big, r));
+    }
     if plan.wants("memory") {
         report.section("memory", |r| memory::section(&plan, &bin, r));
     }

@@ -42,7 +42,12 @@ pub fn relay_binary() -> Res<PathBuf> {
 /// Starts `bin` on 127.0.0.1 with as many connections as descriptors allow
 /// (the per-waiter figure parks tens of thousands); its output goes to stderr.
 pub fn start_relay(bin: &Path) -> Res<RelayProcess> {
-    let args = [
+    start_relay_with(bin, &[])
+}
+
+/// [`start_relay`] with more flags (e.g. `--piping`).
+pub fn start_relay_with(bin: &Path, flags: &[&str]) -> Res<RelayProcess> {
+    let mut args = vec![
         "-a",
         "127.0.0.1",
         "-p",
@@ -52,6 +57,7 @@ pub fn start_relay(bin: &Path) -> Res<RelayProcess> {
         "--max-conns",
         "1000000",
     ];
+    args.extend_from_slice(flags);
     Ok(Launch::new(bin, &args).echo("relay: ").start()?)
 }
 

@@ -6,7 +6,7 @@ use std::thread;
 use std::time::Instant;
 
 use crate::plan::Plan;
-use crate::{Res, MIB, SMALL};
+use crate::{Res, GIB, MIB, SMALL};
 
 /// What the sections found: table rows, and notes on how to read them.
 #[derive(Default)]
@@ -33,8 +33,8 @@ impl Report {
             bin.display()
         );
         println!(
-            "latency: {} exchanges of {SMALL} B per run; pairs: {} pairs × {} s per run; stream: {} MiB \
-             per run",
+            "latency: {} exchanges of {SMALL} B per run; pairs: {} pairs × {} s per run; stream and \
+             piping: {} MiB per run",
             plan.latency_exchanges,
             plan.pairs,
             plan.pair_secs,
@@ -87,6 +87,15 @@ pub fn num(v: f64, decimals: usize) -> String {
     }
 }
 
+/// A body size as the row names say it: `2 GiB`, `256 MiB`.
+pub fn size_label(bytes: u64) -> String {
+    if bytes >= GIB {
+        format!("{} GiB", bytes / GIB)
+    } else {
+        format!("{} MiB", bytes / MIB)
+    }
+}
+
 pub fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 {
         a / b
@@ -116,7 +125,8 @@ pub fn row3(figure: &str, r: f64, c: f64, b: f64, decimals: usize) -> Row {
     }
 }
 
-fn failed(figure: &str, e: &dyn std::fmt::Display) -> Row {
+/// A row saying why a figure is missing.
+pub fn failed(figure: &str, e: &dyn std::fmt::Display) -> Row {
     Row {
         figure: figure.into(),
         relay: format!("failed: {e}"),

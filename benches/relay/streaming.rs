@@ -9,19 +9,19 @@ use httprelay_testkit::{req_host, RelayProcess};
 
 use crate::baselines::Forwarder;
 use crate::relay::{connect, cpu, get_request};
-use crate::report::{met, ratio, row3, Report};
+use crate::report::{met, ratio, row3, size_label, Report};
 use crate::stats::Series;
 use crate::{Res, Setup, GIB, MIB, STREAM_UNIT};
 
-struct StreamData {
+pub struct StreamData {
     /// `STREAM_UNIT` bytes of a pattern.
-    raw: Vec<u8>,
+    pub raw: Vec<u8>,
     /// The same as one chunk: size line, data, CRLF.
     chunk: Vec<u8>,
 }
 
 impl StreamData {
-    fn new() -> StreamData {
+    pub fn new() -> StreamData {
         let raw: Vec<u8> = (0..STREAM_UNIT).map(|i| (i % 251) as u8).collect();
         let mut chunk = format!("{STREAM_UNIT:x}\r\n").into_bytes();
         chunk.extend_from_slice(&raw);
@@ -83,7 +83,8 @@ fn relay_stream(
     ])
 }
 
-fn base_stream(fwd: &Forwarder, data: &StreamData, bytes: u64) -> Res<[f64; 2]> {
+/// [MiB/s, forwarder CPU s per GiB] for one transfer of `bytes` through `fwd`.
+pub fn base_stream(fwd: &Forwarder, data: &StreamData, bytes: u64) -> Res<[f64; 2]> {
     let (mut p, mut c) = fwd.pair()?;
     let units = bytes / STREAM_UNIT as u64;
     let mut buf = vec![0u8; STREAM_UNIT];
@@ -161,11 +162,7 @@ fn streaming(setup: &Setup) -> Res<StreamResults> {
 pub fn section(setup: &Setup, report: &mut Report) -> Res<()> {
     let plan = setup.plan;
     let s = streaming(setup)?;
-    let size = if plan.stream_bytes >= GIB {
-        format!("{} GiB", plan.stream_bytes / GIB)
-    } else {
-        format!("{} MiB", plan.stream_bytes / MIB)
-    };
+    let size = size_label(plan.stream_bytes);
     for (name, series) in [("Content-Length", &s.length), ("chunked", &s.chunked)] {
         let (r, c, b) = (series.median(0), s.copy.median(0), s.big.median(0));
         let mut row = row3(&format!("stream {size}, {name}: MiB/s"), r, c, b, 0);
