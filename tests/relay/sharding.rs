@@ -1,6 +1,6 @@
 //! Several relays behind HAProxy, sharded by channel id (`deploy/haproxy.cfg`).
 //!
-//! Starts three relays (`--trust-proxy 127.0.0.1 --access-log`) and HAProxy on
+//! Starts three relays (`--trust-proxy 127.0.0.1 --access-log --piping`) and HAProxy on
 //! loopback with the shipped configuration, where only the listening addresses are
 //! substituted (everything else, the channel-id extraction, the shard choice, the
 //! health checks and timeouts, is the file as shipped). Then checks: 1,000 link
@@ -8,9 +8,11 @@
 //! relays, path variants of one id (`/link/a/ID`, `%2F`, percent-encoded letters)
 //! meeting on one relay, mcast with 20 readers, a sync pair, proxy round trips,
 //! `X-Real-IP`/`X-Real-Port` and `X-Forwarded-*` believed from HAProxy, a client that
-//! leaves leaving its relay too; and finally one relay killed: once HAProxy's health
-//! check marks it down, channels on the other two keep working while requests for
-//! the lost shard get a fast `503`, not a hang.
+//! leaves leaving its relay too; Piping Server transfers on 60 paths (some with `?n=2`
+//! and two receivers, some senders with `Expect: 100-continue`), each path's parties
+//! meeting on one relay and the paths spread over all three; and finally one relay
+//! killed: once HAProxy's health check marks it down, channels and paths on the other
+//! two keep working while requests for the lost shard get a fast `503`, not a hang.
 //!
 //! Needs `haproxy` (`scripts/install-haproxy.sh`). Without it the test prints a loud
 //! `SHARDING TEST SKIPPED` banner and passes, unless `HTTPRELAY_REQUIRE_HAPROXY=1`
@@ -24,8 +26,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::support::{
-    body_for, free_port, haproxy_binary, req, send_waiting, unix_ms, Addr, Conn, Haproxy, Relay,
-    Response, PARK,
+    body_for, chunked, free_port, haproxy_binary, req, send_waiting, unix_ms, Addr, Conn, Haproxy,
+    Head, Relay, Response, PARK,
 };
 use super::{get, post};
 
@@ -35,6 +37,10 @@ const RELAYS: usize = 3;
 const TRANSFERS: usize = 1000;
 /// How many client threads run them.
 const THREADS: usize = 16;
+/// How many Piping Server transfers, each on its own path.
+const PIPING_PATHS: usize = 60;
+/// The sender's last progress line of a transfer that every receiver got whole.
+const ALL_RECEIVED: &str = "[INFO] All receiver(s) was/were received successfully.";
 /// Any answer through HAProxy must come within this (nothing here waits longer).
 const ANSWER: Duration = Duration::from_secs(10);
 /// A request for a down relay's channel must be answered within this.
@@ -142,6 +148,24 @@ fn metric(relay: &Relay, series: &str) -> u64 {
         .unwrap_or_else(|_| panic!("bad value in {line:?}")) as u64
 }
 
+/// Each relay's `httprelay_transfers_total{method="METHOD"}`, once they add up to
+/// `total` (the last exchanges may still be finishing when their clients are done).
+fn transfers_per_relay(relays: &[Relay], method: &str, total: usize) -> Vec<u64> {
+    let series = format!("httprelay_transfers_total{{method=\"{method}\"}}");
+    let mut counts = vec![0u64; relays.len()];
+    wait_until(
+        Duration::from_secs(3),
+        &format!("{method} counters add up"),
+        || {
+            for (i, relay) in relays.iter().enumerate() {
+                counts[i] = metric(relay, &series);
+            }
+            counts.iter().sum::<u64>() == total as u64
+        },
+    );
+    counts
+}
+
 /// The status HAProxy's stats page gives a server (`UP`, `DOWN`, `UP 1/2`, ...).
 fn server_status(stats: &Addr, server: &str) -> String {
     let csv = fetch(stats, "/;csv");
@@ -151,6 +175,16 @@ fn server_status(stats: &Addr, server: &str) -> String {
         .find(|f| f.len() > 17 && f[0] == server && f[1] == server)
         .unwrap_or_else(|| panic!("server {server} not on the stats page:\n{csv}"));
     line[17].to_string()
+}
+
+/// Runs `task(i)` for every `i` in `0..count`, spread over [`THREADS`] threads.
+fn spread(count: usize, task: impl Fn(usize) + Sync) {
+    thread::scope(|scope| {
+        for t in 0..THREADS {
+            let task = &task;
+            scope.spawn(move || (t..count).step_by(THREADS).for_each(task));
+        }
+    });
 }
 
 /// Polls until `cond` holds; panics with `what` after `limit`.
@@ -190,6 +224,148 @@ fn shard_of(relays: &[Relay], ids: &[String]) -> HashMap<String, usize> {
     shard
 }
 
+/// How one Piping Server transfer is made.
+struct Piping {
+    /// The meeting point (the whole path, without the query).
+    path: String,
+    /// The sender's query and the receivers' (`?n=2`, or nothing).
+    sender_query: &'static str,
+    receiver_query: &'static str,
+    receivers: usize,
+    /// `POST` or `PUT`.
+    method: &'static str,
+    /// The sender's head goes first, its response head is awaited, then the
+    /// receivers come and only then the body; otherwise the receivers come first.
+    sender_first: bool,
+    /// The sender asks `Expect: 100-continue` (it then always goes first).
+    expect: bool,
+    /// A chunked upload instead of `Content-Length`.
+    chunked: bool,
+}
+
+impl Piping {
+    /// The transfer for path number `k` of a run (`run` makes the paths new).
+    fn nth(run: &str, k: usize) -> Piping {
+        let receivers = if k % 10 == 3 { 2 } else { 1 };
+        let (sender_query, receiver_query) = match (receivers, k % 4) {
+            (2, _) => ("?n=2", "?n=2"),
+            (_, 1) => ("?n=1", ""),
+            (_, 2) => ("", "?n=1"),
+            _ => ("", ""),
+        };
+        let expect = k % 5 == 4;
+        Piping {
+            path: if k % 8 == 7 {
+                format!("/p/{run}/{k}/my%20file")
+            } else {
+                format!("/p/{run}/{k}/file")
+            },
+            sender_query,
+            receiver_query,
+            receivers,
+            method: if k % 2 == 0 { "POST" } else { "PUT" },
+            sender_first: expect || k % 3 == 0,
+            expect,
+            chunked: k % 6 == 5,
+        }
+    }
+}
+
+/// A response head after any interim (`1xx`) ones.
+fn final_head(conn: &mut Conn) -> Head {
+    loop {
+        let head = conn.read_head();
+        if head.status >= 200 {
+            return head;
+        }
+    }
+}
+
+/// One Piping Server transfer through HAProxy: the receivers (each on its own
+/// connection and thread) must get `body` whole, and the sender a `200` whose
+/// progress lines end with [`ALL_RECEIVED`].
+fn piping(front: &Addr, p: &Piping, body: &[u8], what: &str) {
+    let mut headers = Vec::new();
+    if p.expect {
+        headers.push(("Expect", "100-continue"));
+    }
+    let length = body.len().to_string();
+    let payload = if p.chunked {
+        headers.push(("Transfer-Encoding", "chunked"));
+        chunked(&body.chunks(7000).collect::<Vec<_>>(), true)
+    } else {
+        headers.push(("Content-Length", length.as_str()));
+        body.to_vec()
+    };
+    let sender_target = format!("{}{}", p.path, p.sender_query);
+    let receiver_target = format!("{}{}", p.path, p.receiver_query);
+    thread::scope(|scope| {
+        let start_receivers = || {
+            (0..p.receivers)
+                .map(|_| {
+                    let target = receiver_target.as_str();
+                    scope.spawn(move || connect(front).exchange(&get(target)))
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut sender = connect(front);
+        let (head, receivers) = if p.sender_first {
+            sender.send(&req(p.method, &sender_target, &headers, b""));
+            let head = final_head(&mut sender);
+            let receivers = start_receivers();
+            sender.send(&payload);
+            (head, receivers)
+        } else {
+            let receivers = start_receivers();
+            sender.send(&req(p.method, &sender_target, &headers, &payload));
+            (final_head(&mut sender), receivers)
+        };
+        assert_eq!(head.status, 200, "{what}: sender {head:?}");
+        let said = sender.read_body(&head, false);
+        let text = String::from_utf8_lossy(said.bytes());
+        assert!(
+            said.is_complete() && text.lines().last() == Some(ALL_RECEIVED),
+            "{what}: the sender's progress lines end otherwise (complete: {}):\n{text}",
+            said.is_complete()
+        );
+        for (r, receiver) in receivers.into_iter().enumerate() {
+            let got = receiver.join().expect("receiver thread");
+            assert_eq!(got.status(), 200, "{what}: receiver {r} {:?}", got.head);
+            assert!(
+                got.body.is_complete() && got.body() == body,
+                "{what}: receiver {r} got {} bytes of {} (complete: {}), or they differ",
+                got.body().len(),
+                body.len(),
+                got.body.is_complete()
+            );
+        }
+    });
+}
+
+/// Which relay served each path starting with `prefix` and how many requests it
+/// logged there, from the relays' access logs (`... PUT /p/... ...`). Panics if a
+/// path shows up on two relays (its parties did not meet).
+fn paths_served(relays: &[Relay], prefix: &str) -> HashMap<String, (usize, usize)> {
+    let mut served: HashMap<String, (usize, usize)> = HashMap::new();
+    for (i, relay) in relays.iter().enumerate() {
+        for line in relay.output().lines() {
+            let Some(path) = line.split_whitespace().find(|t| t.starts_with(prefix)) else {
+                continue;
+            };
+            let (at, requests) = served.entry(path.to_string()).or_insert((i, 0));
+            assert_eq!(
+                *at,
+                i,
+                "path {path} was served by relay{} and relay{}",
+                *at + 1,
+                i + 1
+            );
+            *requests += 1;
+        }
+    }
+    served
+}
+
 /// Sends a request for a down relay's channel and checks it is refused fast and
 /// clearly.
 fn refused_fast(front: &Addr, request: &[u8], what: &str) {
@@ -217,9 +393,10 @@ fn relays_behind_haproxy_shard_by_channel_id() {
     };
     let started = Instant::now();
 
-    // Three relays that believe HAProxy's forwarded fields, logging every request.
+    // Three relays that believe HAProxy's forwarded fields, logging every request,
+    // with Piping Server paths.
     let mut relays: Vec<Relay> = (0..RELAYS)
-        .map(|_| Relay::start_flags(&["--trust-proxy", "127.0.0.1", "--access-log"]))
+        .map(|_| Relay::start_flags(&["--trust-proxy", "127.0.0.1", "--access-log", "--piping"]))
         .collect();
     let relay_addrs: Vec<SocketAddr> = relays.iter().map(|r| r.tcp_addr()).collect();
 
@@ -270,50 +447,37 @@ fn relays_behind_haproxy_shard_by_channel_id() {
     let ids: Vec<String> = (0..TRANSFERS)
         .map(|_| format!("{:016x}", rng.next()))
         .collect();
-    thread::scope(|scope| {
-        for t in 0..THREADS {
-            let (ids, front) = (&ids, &front);
-            scope.spawn(move || {
-                for i in (t..TRANSFERS).step_by(THREADS) {
-                    let id = &ids[i];
-                    let plain = format!("/link/{id}");
-                    let (producer_path, consumer_path) = match i % 4 {
-                        0 => (plain.clone(), plain.clone()),
-                        1 => (format!("/link/from/a/{id}"), plain.clone()),
-                        2 => (plain.clone(), format!("/link/via%2F{id}")),
-                        _ => (
-                            format!("/link/%{:02X}{}", id.as_bytes()[0], &id[1..]),
-                            format!("{plain}?reply=yes"),
-                        ),
-                    };
-                    let len = match i % 10 {
-                        0 => 0,
-                        1 => 40_000 + i * 31,
-                        _ => (i * 37) % 3000 + 1,
-                    };
-                    let body = body_for(seed ^ i as u64, len);
-                    link(
-                        front,
-                        &producer_path,
-                        &consumer_path,
-                        &body,
-                        &format!("transfer {i} on {id} (seed {seed})"),
-                    );
-                }
-            });
-        }
+    spread(TRANSFERS, |i| {
+        let id = &ids[i];
+        let plain = format!("/link/{id}");
+        let (producer_path, consumer_path) = match i % 4 {
+            0 => (plain.clone(), plain.clone()),
+            1 => (format!("/link/from/a/{id}"), plain.clone()),
+            2 => (plain.clone(), format!("/link/via%2F{id}")),
+            _ => (
+                format!("/link/%{:02X}{}", id.as_bytes()[0], &id[1..]),
+                format!("{plain}?reply=yes"),
+            ),
+        };
+        let len = match i % 10 {
+            0 => 0,
+            1 => 40_000 + i * 31,
+            _ => (i * 37) % 3000 + 1,
+        };
+        let body = body_for(seed ^ i as u64, len);
+        link(
+            &front,
+            &producer_path,
+            &consumer_path,
+            &body,
+            &format!("transfer {i} on {id} (seed {seed})"),
+        );
     });
     let after_transfers = started.elapsed();
 
     // 2. The ids spread over all three relays: each relay's link counter is well
     //    above zero (a fair share is a third; each must have at least a sixth).
-    let mut counts = vec![0u64; RELAYS];
-    wait_until(Duration::from_secs(3), "link counters add up", || {
-        for (i, relay) in relays.iter().enumerate() {
-            counts[i] = metric(relay, "httprelay_transfers_total{method=\"link\"}");
-        }
-        counts.iter().sum::<u64>() == TRANSFERS as u64
-    });
+    let counts = transfers_per_relay(&relays, "link", TRANSFERS);
     for (i, &n) in counts.iter().enumerate() {
         assert!(
             n > (TRANSFERS / (2 * RELAYS)) as u64,
@@ -472,7 +636,63 @@ fn relays_behind_haproxy_shard_by_channel_id() {
     assert_eq!(got.body(), b"for a live consumer");
     assert_eq!(producer.read_response().status(), 200);
 
-    // 8. One relay dies. Its parked waiter gets an answer or a close, not a hang.
+    // 8. Piping Server paths: the key is the whole path without the query, so every
+    //    party of a path meets on one relay (a sender's `?n=1` or `?n=2` must not
+    //    move it), and paths that share their last segment still spread (a last-
+    //    segment key would put every `/p/.../file` on one relay).
+    let run = format!("{:08x}", rng.next() as u32);
+    let prefix = format!("/p/{run}/");
+    let transfers: Vec<Piping> = (0..PIPING_PATHS).map(|k| Piping::nth(&run, k)).collect();
+    let piping_started = Instant::now();
+    spread(PIPING_PATHS, |k| {
+        let p = &transfers[k];
+        let len = match k % 7 {
+            0 => 0,
+            1 => 200_000 + k * 13,
+            _ => (k * 997) % 20_000 + 1,
+        };
+        let body = body_for(seed ^ 0x7069 ^ k as u64, len);
+        piping(
+            &front,
+            p,
+            &body,
+            &format!("piping {k} on {} (seed {seed})", p.path),
+        );
+    });
+    let after_piping = piping_started.elapsed();
+    let piping_counts = transfers_per_relay(&relays, "piping", PIPING_PATHS);
+    // Every party of a path in one relay's access log: the sender and its receivers.
+    let mut served = HashMap::new();
+    wait_until(Duration::from_secs(3), "every piping party logged", || {
+        served = paths_served(&relays, &prefix);
+        let requests: usize = served.values().map(|&(_, n)| n).sum();
+        served.len() == PIPING_PATHS
+            && requests == transfers.iter().map(|p| 1 + p.receivers).sum::<usize>()
+    });
+    for p in &transfers {
+        let (at, requests) = served[&p.path];
+        assert_eq!(
+            requests,
+            1 + p.receivers,
+            "path {} on relay{}: {requests} requests logged",
+            p.path,
+            at + 1
+        );
+    }
+    let mut paths_per_relay = vec![0u64; RELAYS];
+    for &(at, _) in served.values() {
+        paths_per_relay[at] += 1;
+    }
+    assert_eq!(
+        paths_per_relay, piping_counts,
+        "paths per relay in the access logs against each relay's piping transfers"
+    );
+    assert!(
+        paths_per_relay.iter().all(|&n| n > 0),
+        "the piping paths did not spread over every relay: {paths_per_relay:?} (seed {seed})"
+    );
+
+    // 9. One relay dies. Its parked waiter gets an answer or a close, not a hang.
     let victim = RELAYS - 1;
     let lost: Vec<&String> = ids.iter().filter(|id| shard[*id] == victim).collect();
     let kept: Vec<&String> = ids.iter().filter(|id| shard[*id] != victim).collect();
@@ -515,7 +735,24 @@ fn relays_behind_haproxy_shard_by_channel_id() {
     );
     let marked_down = killed.elapsed();
 
-    // The other shards keep working.
+    // The other shards keep working (piping paths too).
+    let piping_lost: Vec<&Piping> = transfers
+        .iter()
+        .filter(|p| served[&p.path].0 == victim)
+        .collect();
+    let piping_kept: Vec<&Piping> = transfers
+        .iter()
+        .filter(|p| served[&p.path].0 != victim)
+        .collect();
+    for (k, p) in piping_kept.iter().take(4).enumerate() {
+        let body = body_for(seed ^ 0xd0a2 ^ k as u64, 3000 + k);
+        piping(
+            &front,
+            p,
+            &body,
+            &format!("after the kill, kept path {}", p.path),
+        );
+    }
     for (k, id) in kept.iter().take(12).enumerate() {
         let body = body_for(seed ^ 0xd0a1 ^ k as u64, 777 + k);
         link(
@@ -550,10 +787,19 @@ fn relays_behind_haproxy_shard_by_channel_id() {
             "mcast reader, lost shard",
         );
     }
+    for p in piping_lost.iter().take(3) {
+        refused_fast(&front, &get(&p.path), "piping receiver, lost shard");
+        refused_fast(
+            &front,
+            &req("PUT", &format!("{}?n=1", p.path), &[], b"nobody home"),
+            "piping sender, lost shard",
+        );
+    }
 
     super::support::loud(&format!(
         "sharding: {TRANSFERS} transfers in {after_transfers:?} (link counts per relay \
-         {counts:?}); killed relay marked DOWN after {marked_down:?}; lost-shard 503 before \
+         {counts:?}); {PIPING_PATHS} piping transfers in {after_piping:?} (per relay \
+         {piping_counts:?}); killed relay marked DOWN after {marked_down:?}; lost-shard 503 before \
          that took {early_took:?}; whole test {:?}\n",
         started.elapsed()
     ));
