@@ -18,8 +18,8 @@ const BASE: u64 = 4 << 20;
 const CONNECTION_RECORD: u64 = 4 << 10;
 /// What a connection holds in units of `--max-head`: the input buffer (or the
 /// bytes it stashed while parked), and the request fields: copies of parts of
-/// one head, the decoded path, the channel id, and a proxy request's copy of
-/// its head. (The `HttpRelay-Query` form of a query is made in shared scratch
+/// one head, the decoded path, the channel id, and a proxy or piping request's
+/// copy of its head (or a piping form upload's part head, kept to `--max-head`). (The `HttpRelay-Query` form of a query is made in shared scratch
 /// space when a response needs it.)
 const HEADS_PER_CONNECTION: u64 = 6;
 /// A remembered channel (record, key, claim, expiry entry, its share of the

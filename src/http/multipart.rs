@@ -28,7 +28,7 @@ pub enum MultipartError {
     NoBoundary,
     /// A delimiter is followed by neither `--` nor CRLF.
     BadDelimiter,
-    /// A part head longer than [`MAX_PART_HEAD`].
+    /// A part head longer than the limit ([`MAX_PART_HEAD`] at most).
     PartHeadTooLarge,
     /// A part head that is not header fields.
     BadPartHead,
@@ -89,6 +89,8 @@ pub struct MultipartDecoder {
     state: State,
     /// The current part's head (while collecting it, then until the next part).
     head: Vec<u8>,
+    /// Longest part head kept ([`MAX_PART_HEAD`] unless lowered).
+    head_limit: usize,
 }
 
 impl MultipartDecoder {
@@ -136,7 +138,14 @@ impl MultipartDecoder {
             // count that CRLF as seen.
             state: State::Preamble { matched: 2 },
             head: Vec::new(),
+            head_limit: MAX_PART_HEAD,
         })
+    }
+
+    /// Keeps part heads to `limit` bytes (at most [`MAX_PART_HEAD`]).
+    pub fn limit_head(mut self, limit: usize) -> MultipartDecoder {
+        self.head_limit = limit.min(MAX_PART_HEAD);
+        self
     }
 
     fn delimiter(&self) -> &[u8] {
@@ -237,7 +246,7 @@ impl MultipartDecoder {
     fn collect_head(&mut self, piece: &[u8]) -> Result<(usize, Event), MultipartError> {
         // The head ends at its empty line; an empty head is just that line.
         let before = self.head.len();
-        let room = MAX_PART_HEAD - before;
+        let room = self.head_limit.saturating_sub(before);
         let take = piece.len().min(room);
         self.head.extend_from_slice(&piece[..take]);
         let search_from = before.saturating_sub(3);

@@ -165,6 +165,8 @@ impl Server {
                 let content_type = field(&self.conns[sender.0], "content-type").unwrap_or_default();
                 match MultipartDecoder::for_content_type(content_type) {
                     Some(Ok(decoder)) => {
+                        // A part head costs what a request head may.
+                        let decoder = decoder.limit_head(self.max_head);
                         let part = FormPart::Before;
                         self.start_form(sender, group, Form { decoder, part });
                     }

@@ -18,7 +18,8 @@ use super::{get, post};
 
 const ANSWER: Duration = Duration::from_secs(10);
 
-const FLAGS: [&str; 16] = [
+const FLAGS: [&str; 17] = [
+    "--piping",
     "--max-conns",
     "64",
     "--max-head",
@@ -143,8 +144,15 @@ fn rss_stays_within_the_bound_under_every_kind_of_state() {
         fire(&relay, &get(&format!("/mcast/gone{i}")));
         fire(&relay, &post(&format!("/sync/gone{i}"), b"body"));
         fire(&relay, &req("SERVE", &format!("/proxy/gone{i}"), &[], b""));
+        fire(&relay, &post(&format!("/pipe/gone{i}?n=3"), b"body"));
+        fire(&relay, &get(&format!("/pipe/left{i}?n=2")));
     }
-    check(&relay, bound, "after 6000 abandoned waiters");
+    check(&relay, bound, "after 9000 abandoned waiters");
+    assert_eq!(
+        metric(&relay, "httprelay_channels{method=\"piping\"}"),
+        0,
+        "piping paths whose parties left are forgotten"
+    );
 
     // 3. Secret claims by producers that leave, past the cap on remembered channels.
     for i in 0..3000 {
