@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs HAProxy from Debian's packages, for deploy/haproxy.cfg and the sharding
-# test (tests/relay/sharding.rs). Idempotent and silent when haproxy is already
+# test (tests/relay/sharding/). Idempotent and silent when haproxy is already
 # installed; prints what it does otherwise. Uses sudo only when not root.
 #
 # The Debian package also enables a haproxy service with its stock
