@@ -64,6 +64,33 @@ impl Pipe {
         self.filled -= n;
         Ok(n)
     }
+
+    /// Copies the pipe's first `len` bytes into pipe `to` without consuming
+    /// them (`tee(2)`: the pages are shared, not copied).
+    pub fn tee_into(&self, to: &mut Pipe, len: usize) -> io::Result<usize> {
+        // SAFETY: two pipe descriptors we own.
+        let n = unsafe {
+            libc::tee(
+                self.read.as_raw_fd(),
+                to.write.as_raw_fd(),
+                len,
+                libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        to.filled += n as usize;
+        Ok(n as usize)
+    }
+
+    /// Moves up to `len` bytes into pipe `to`.
+    pub fn move_into(&mut self, to: &mut Pipe, len: usize) -> io::Result<usize> {
+        let n = splice(self.read.as_raw_fd(), to.write.as_raw_fd(), len)?;
+        self.filled -= n;
+        to.filled += n;
+        Ok(n)
+    }
 }
 
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
@@ -154,5 +181,30 @@ mod tests {
         assert_eq!(&got, b"hello, zero copy");
         pool.give(pipe);
         assert_eq!(pool.free.len(), 1, "an empty pipe is kept");
+    }
+
+    #[test]
+    fn tee_shares_a_pipes_bytes_and_move_hands_them_on() {
+        let (mut producer, relay_in) = UnixStream::pair().unwrap();
+        relay_in.set_nonblocking(true).unwrap();
+        let mut pool = PipePool::default();
+        let (mut stage, mut a, mut b) = (
+            pool.take().unwrap(),
+            pool.take().unwrap(),
+            pool.take().unwrap(),
+        );
+        producer.write_all(b"to everyone").unwrap();
+        assert_eq!(stage.fill_from(relay_in.as_raw_fd(), 100).unwrap(), 11);
+        assert_eq!(stage.tee_into(&mut a, stage.filled).unwrap(), 11);
+        assert_eq!(stage.filled, 11, "tee consumes nothing");
+        assert_eq!(stage.move_into(&mut b, stage.filled).unwrap(), 11);
+        assert_eq!((stage.filled, a.filled, b.filled), (0, 11, 11));
+        for pipe in [&mut a, &mut b] {
+            let (relay_out, mut consumer) = UnixStream::pair().unwrap();
+            assert_eq!(pipe.drain_into(relay_out.as_raw_fd()).unwrap(), 11);
+            let mut got = [0u8; 11];
+            consumer.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"to everyone");
+        }
     }
 }

@@ -414,3 +414,27 @@ fn the_pages_send_to_a_path_and_the_form_page_allows_no_script() {
     assert!(!again.contains(nonce), "a fresh nonce per page");
     assert!(body_of(&again).contains(r#"<input type="file" name="input_file" disabled>"#));
 }
+
+#[test]
+fn a_length_body_to_several_receivers_arrives_whole_when_its_last_bytes_come_alone() {
+    let mut shell = piping();
+    let mut receivers = [shell.connect(), shell.connect()];
+    for receiver in receivers.iter_mut() {
+        receiver.send(&mut shell, &receive("/z?n=2"));
+    }
+    let (mut sender, _) =
+        shell.ask(b"PUT /z?n=2 HTTP/1.1\r\nHost: r\r\nContent-Length: 10\r\n\r\n");
+    for receiver in receivers.iter_mut() {
+        assert!(receiver.text().ends_with("Content-Length: 10\r\n\r\n"));
+    }
+    // The whole body in one piece, after the heads: it goes through the stage
+    // pipe, and the transfer ends only once the receivers have it.
+    sender.send(&mut shell, b"0123456789");
+    for receiver in receivers.iter_mut() {
+        assert_eq!(receiver.text(), "0123456789");
+        assert!(!receiver.closed());
+    }
+    assert!(
+        lines(&mut sender).ends_with("[INFO] All receiver(s) was/were received successfully.\n")
+    );
+}
