@@ -10,6 +10,7 @@ mod head;
 mod multipart;
 mod query;
 mod response;
+pub mod sse;
 
 pub use body::{BodyDecoder, BodyError, Decoded};
 pub use date::{format_rfc3339, HttpDate};
