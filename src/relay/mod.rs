@@ -7,6 +7,7 @@
 //! Body bytes never pass through the core: it only decides pairings; the shell
 //! moves the bytes.
 
+mod inbox;
 mod key;
 mod link;
 mod mcast;
@@ -18,6 +19,7 @@ mod table;
 
 use std::rc::Rc;
 
+pub use inbox::{InboxAwait, InboxChannel, InboxGet, InboxMessage, MAX_INBOX_WAITERS};
 use key::Hashing;
 pub use key::Key;
 pub use link::{LinkArrival, LinkChannel};

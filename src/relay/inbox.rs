@@ -1,0 +1,308 @@
+//! inbox: one stored message per id, which its reader may fetch again and
+//! again and then acknowledge; the writer may wait for the acknowledgement
+//! (as pubky's `http-relay` serves `/inbox/{id}`).
+//!
+//! A `POST` stores a message (replacing one unread), an entry that lives for
+//! the inbox TTL from that `POST`. `DELETE` acknowledges: the body is dropped,
+//! the entry stays (acknowledged) until its TTL is over. A `GET` waits while
+//! there is no body; an `await` waits while the entry is not acknowledged.
+
+use std::rc::Rc;
+
+use super::table::Channel;
+use super::{Millis, WaiterId};
+
+/// Most requests of each kind waiting on one inbox.
+pub const MAX_INBOX_WAITERS: usize = 10;
+
+/// A stored message.
+#[derive(Debug, PartialEq, Eq)]
+pub struct InboxMessage {
+    pub body: Box<[u8]>,
+    /// The writer's `Content-Type`, if it sent one.
+    pub content_type: Option<Box<[u8]>>,
+}
+
+/// What a `GET` of the message found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InboxGet {
+    Message(Rc<InboxMessage>),
+    /// No message: the request waits for one.
+    Parked,
+    /// [`MAX_INBOX_WAITERS`] wait already.
+    Busy,
+}
+
+/// What a wait for the acknowledgement found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InboxAwait {
+    /// Acknowledged already.
+    Acked,
+    /// Not yet: the request waits.
+    Parked,
+    /// No entry (never written, or its TTL is over).
+    Unknown,
+    /// [`MAX_INBOX_WAITERS`] wait already.
+    Busy,
+}
+
+/// One inbox id.
+#[derive(Default, Debug)]
+pub struct InboxChannel {
+    /// The message, until it is acknowledged.
+    message: Option<Rc<InboxMessage>>,
+    /// When the entry was last written (`None`: there is none). It lives for the
+    /// TTL from then; the table expires it by this time too.
+    written: Option<Millis>,
+    acked: bool,
+    readers: Vec<WaiterId>,
+    awaiters: Vec<WaiterId>,
+}
+
+/// Waiter capacity a recycled channel may keep.
+const RECYCLE_CAPACITY: usize = MAX_INBOX_WAITERS;
+
+impl InboxChannel {
+    /// Whether there is an entry at `now` (written, TTL not over).
+    fn present(&self, now: Millis, ttl: Millis) -> bool {
+        self.written.is_some_and(|at| now < at.saturating_add(ttl))
+    }
+
+    /// Forgets an entry whose TTL is over.
+    fn settle(&mut self, now: Millis, ttl: Millis) {
+        if !self.present(now, ttl) {
+            self.message = None;
+            self.written = None;
+            self.acked = false;
+        }
+    }
+
+    /// Stores `message`. The waiting readers are appended to `readers` (each
+    /// gets the message); the waiting awaiters to `dropped` (the entry they
+    /// waited on is replaced: they get "not found").
+    pub fn post(
+        &mut self,
+        now: Millis,
+        message: Rc<InboxMessage>,
+        readers: &mut Vec<WaiterId>,
+        dropped: &mut Vec<WaiterId>,
+    ) {
+        self.message = Some(message);
+        self.written = Some(now);
+        self.acked = false;
+        readers.append(&mut self.readers);
+        dropped.append(&mut self.awaiters);
+    }
+
+    /// A reader asks for the message; without one it waits.
+    pub fn get(&mut self, now: Millis, ttl: Millis, reader: WaiterId) -> InboxGet {
+        self.settle(now, ttl);
+        if let Some(message) = &self.message {
+            return InboxGet::Message(Rc::clone(message));
+        }
+        if self.readers.len() >= MAX_INBOX_WAITERS {
+            return InboxGet::Busy;
+        }
+        self.readers.push(reader);
+        InboxGet::Parked
+    }
+
+    /// Acknowledges: the body goes, the entry stays acknowledged. The waiting
+    /// awaiters are appended to `woken`. False when there is no entry.
+    pub fn ack(&mut self, now: Millis, ttl: Millis, woken: &mut Vec<WaiterId>) -> bool {
+        self.settle(now, ttl);
+        if self.written.is_none() {
+            return false;
+        }
+        self.message = None;
+        self.acked = true;
+        woken.append(&mut self.awaiters);
+        true
+    }
+
+    /// Whether the entry is acknowledged; `None` without an entry.
+    pub fn acked(&mut self, now: Millis, ttl: Millis) -> Option<bool> {
+        self.settle(now, ttl);
+        self.written.map(|_| self.acked)
+    }
+
+    /// The writer waits for the acknowledgement.
+    pub fn await_ack(&mut self, now: Millis, ttl: Millis, awaiter: WaiterId) -> InboxAwait {
+        self.settle(now, ttl);
+        if self.written.is_none() {
+            return InboxAwait::Unknown;
+        }
+        if self.acked {
+            return InboxAwait::Acked;
+        }
+        if self.awaiters.len() >= MAX_INBOX_WAITERS {
+            return InboxAwait::Busy;
+        }
+        self.awaiters.push(awaiter);
+        InboxAwait::Parked
+    }
+
+    /// A waiting reader or awaiter left. Returns whether it was waiting.
+    pub fn leave(&mut self, waiter: WaiterId) -> bool {
+        for list in [&mut self.readers, &mut self.awaiters] {
+            if let Some(at) = list.iter().position(|&w| w == waiter) {
+                list.remove(at);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The bytes the entry holds.
+    pub fn held(&self) -> usize {
+        self.message.as_ref().map_or(0, |m| {
+            m.body.len() + m.content_type.as_ref().map_or(0, |t| t.len())
+        })
+    }
+}
+
+impl Channel for InboxChannel {
+    fn waiting_len(&self) -> usize {
+        self.readers.len() + self.awaiters.len()
+    }
+
+    fn is_busy(&self) -> bool {
+        self.waiting_len() > 0
+    }
+
+    /// An entry is remembered (and counted under the cap) until its TTL is
+    /// over; the table's expiry, given the TTL, removes it then.
+    fn is_remembered(&self) -> bool {
+        self.written.is_some()
+    }
+
+    fn last_active(&self) -> Millis {
+        self.written.unwrap_or(0)
+    }
+
+    fn drain(&mut self, out: &mut Vec<WaiterId>) {
+        out.append(&mut self.readers);
+        out.append(&mut self.awaiters);
+    }
+
+    fn recycle(&mut self) -> bool {
+        let keep = self.readers.capacity() <= RECYCLE_CAPACITY
+            && self.awaiters.capacity() <= RECYCLE_CAPACITY;
+        self.message = None;
+        self.written = None;
+        self.acked = false;
+        self.readers.clear();
+        self.awaiters.clear();
+        keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::testing::w;
+
+    const TTL: Millis = 300_000;
+
+    fn message(body: &str) -> Rc<InboxMessage> {
+        Rc::new(InboxMessage {
+            body: body.as_bytes().into(),
+            content_type: Some(b"text/plain".as_slice().into()),
+        })
+    }
+
+    #[test]
+    fn a_message_is_read_again_and_again_until_acknowledged() {
+        let mut inbox = InboxChannel::default();
+        let (mut readers, mut dropped) = (Vec::new(), Vec::new());
+        assert_eq!(inbox.acked(0, TTL), None, "no entry yet");
+        assert_eq!(inbox.get(0, TTL, w(1)), InboxGet::Parked);
+        inbox.post(10, message("hi"), &mut readers, &mut dropped);
+        assert_eq!(readers, [w(1)], "the waiting reader gets it");
+        assert_eq!(inbox.get(11, TTL, w(2)), InboxGet::Message(message("hi")));
+        assert_eq!(
+            inbox.get(12, TTL, w(3)),
+            InboxGet::Message(message("hi")),
+            "not consumed"
+        );
+        assert_eq!(inbox.acked(13, TTL), Some(false));
+        assert_eq!(inbox.held(), 2 + 10);
+        let mut woken = Vec::new();
+        assert!(inbox.ack(14, TTL, &mut woken));
+        assert_eq!(inbox.acked(15, TTL), Some(true));
+        assert_eq!(inbox.held(), 0, "the body goes with the acknowledgement");
+        assert_eq!(
+            inbox.get(16, TTL, w(4)),
+            InboxGet::Parked,
+            "a reader waits again"
+        );
+        assert!(
+            inbox.ack(17, TTL, &mut woken),
+            "acknowledging twice is fine"
+        );
+    }
+
+    #[test]
+    fn the_writer_waits_for_the_acknowledgement() {
+        let mut inbox = InboxChannel::default();
+        let (mut readers, mut dropped, mut woken) = (Vec::new(), Vec::new(), Vec::new());
+        assert_eq!(
+            inbox.await_ack(0, TTL, w(1)),
+            InboxAwait::Unknown,
+            "nothing to wait for"
+        );
+        inbox.post(1, message("m"), &mut readers, &mut dropped);
+        assert_eq!(inbox.await_ack(2, TTL, w(2)), InboxAwait::Parked);
+        assert_eq!(inbox.get(3, TTL, w(9)), InboxGet::Message(message("m")));
+        assert!(inbox.ack(4, TTL, &mut woken));
+        assert_eq!(
+            woken,
+            [w(2)],
+            "a read does not wake it; the acknowledgement does"
+        );
+        assert_eq!(inbox.await_ack(5, TTL, w(3)), InboxAwait::Acked);
+        // A new message while someone waits: the wait was for the old one.
+        assert_eq!(inbox.await_ack(6, TTL, w(4)), InboxAwait::Acked);
+        inbox.post(7, message("n"), &mut readers, &mut dropped);
+        assert_eq!(inbox.await_ack(8, TTL, w(5)), InboxAwait::Parked);
+        inbox.post(9, message("o"), &mut readers, &mut dropped);
+        assert_eq!(dropped, [w(5)]);
+    }
+
+    #[test]
+    fn an_entry_lives_for_the_ttl_from_its_last_write() {
+        let mut inbox = InboxChannel::default();
+        let (mut readers, mut dropped, mut woken) = (Vec::new(), Vec::new(), Vec::new());
+        inbox.post(1_000, message("m"), &mut readers, &mut dropped);
+        assert!(
+            inbox.ack(2_000, TTL, &mut woken),
+            "an acknowledgement does not extend it"
+        );
+        assert_eq!(inbox.acked(1_000 + TTL - 1, TTL), Some(true));
+        assert_eq!(inbox.acked(1_000 + TTL, TTL), None, "over at the TTL");
+        assert!(!inbox.ack(1_000 + TTL, TTL, &mut woken));
+        assert!(!inbox.is_remembered(), "nothing left to remember");
+        inbox.post(5_000_000, message("again"), &mut readers, &mut dropped);
+        assert_eq!(
+            inbox.last_active(),
+            5_000_000,
+            "the table expires it from the write"
+        );
+    }
+
+    #[test]
+    fn at_most_ten_of_each_kind_wait_and_a_leaver_frees_its_place() {
+        let mut inbox = InboxChannel::default();
+        for n in 0..MAX_INBOX_WAITERS {
+            assert_eq!(inbox.get(0, TTL, w(n)), InboxGet::Parked);
+        }
+        assert_eq!(inbox.get(0, TTL, w(99)), InboxGet::Busy);
+        assert!(inbox.leave(w(3)));
+        assert!(!inbox.leave(w(3)));
+        assert_eq!(inbox.get(0, TTL, w(99)), InboxGet::Parked);
+        let mut drained = Vec::new();
+        inbox.drain(&mut drained);
+        assert_eq!(drained.len(), MAX_INBOX_WAITERS);
+        assert!(!inbox.is_busy());
+    }
+}
