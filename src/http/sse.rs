@@ -147,7 +147,8 @@ impl DataEncoder {
     }
 }
 
-fn base64_group(group: &[u8; 3], out: &mut [u8]) {
+/// Three bytes as four characters of standard base64.
+pub(crate) fn base64_group(group: &[u8; 3], out: &mut [u8]) {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let n = u32::from(group[0]) << 16 | u32::from(group[1]) << 8 | u32::from(group[2]);
     for (i, slot) in out.iter_mut().enumerate().take(4) {

@@ -41,6 +41,7 @@ impl Server {
                 Expose::All,
                 super::proxy::result_replaces(&producer.head_copy),
             ),
+            // Unused: a piping receiver gets the reference's fields, below.
             Transfer::Piping => (Status(200), Expose::Metadata, Replaced::NONE),
         };
         consumer.status = status.0;

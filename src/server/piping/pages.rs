@@ -57,16 +57,13 @@ fn escape_html(text: &str) -> String {
 
 /// A fresh nonce for a page's style: 16 random bytes, base64.
 pub(super) fn nonce() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut bytes = [0u8; 18];
     crate::server::listen::fill_random(&mut bytes);
-    bytes
-        .chunks(3)
-        .flat_map(|c| {
-            let n = u32::from(c[0]) << 16 | u32::from(c[1]) << 8 | u32::from(c[2]);
-            (0..4).map(move |i| ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char)
-        })
-        .collect()
+    let mut text = [0u8; 24];
+    for (group, out) in bytes.chunks_exact(3).zip(text.chunks_exact_mut(4)) {
+        crate::http::sse::base64_group(&[group[0], group[1], group[2]], out);
+    }
+    text.iter().map(|&c| char::from(c)).collect()
 }
 
 /// The usage page, with curl lines for this relay as the client reached it.
