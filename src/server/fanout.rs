@@ -483,6 +483,40 @@ impl Server {
         }
     }
 
+    /// A receiver of a broadcast that closes after its whole response went out
+    /// is done, not aborted: it leaves the group without a word to the sender,
+    /// and the broadcast ends when the others have theirs.
+    pub(super) fn broadcast_receiver_done(&mut self, s: ConnId, r: ConnId) {
+        let Some(receiver) = self.conns.get_mut(r.0) else {
+            return;
+        };
+        // Nothing for it in its pipe, nor in the sender's stage.
+        #[cfg(target_os = "linux")]
+        let pipe_empty = receiver.pipe.as_ref().is_none_or(|p| p.filled == 0)
+            && pipe_filled(self.conns.get(s.0)) == 0;
+        #[cfg(not(target_os = "linux"))]
+        let pipe_empty = true;
+        let receiver = &self.conns[r.0];
+        let whole = matches!(&receiver.phase, Phase::Consuming { encoder, .. } if encoder.is_ended())
+            && receiver.output.as_ref().is_none_or(|o| o.is_empty())
+            && pipe_empty;
+        let Some(Phase::Broadcasting { receivers, .. }) = self.conns.get(s.0).map(|c| &c.phase)
+        else {
+            return;
+        };
+        if !whole || !receivers.contains(&r) {
+            return;
+        }
+        // Closed as done: `close` sees no transfer to settle.
+        self.conns[r.0].phase = Phase::Responding(After::Close);
+        if let Some(Phase::Broadcasting { receivers, .. }) =
+            self.conns.get_mut(s.0).map(|c| &mut c.phase)
+        {
+            receivers.retain(|&other| other != r);
+        }
+        self.ready.push(s);
+    }
+
     /// The sender of a broadcast is gone: every receiver's response ends short.
     pub(super) fn broadcast_sender_left(&mut self, receivers: &[ConnId]) {
         for &r in receivers {

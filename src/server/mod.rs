@@ -359,7 +359,10 @@ impl Server {
         if kind == crate::conn::Transfer::Piping {
             if self.conns[id.0].peer_closed {
                 // It closed its side: gone, as the reference server counts it
-                // (a link consumer may still be reading).
+                // (a link consumer may still be reading). One of several that
+                // has its whole response already leaves the broadcast quietly:
+                // the others may still be receiving.
+                self.broadcast_receiver_done(producer, id);
                 self.close(id);
                 return Step::Closed;
             }
