@@ -508,6 +508,20 @@ pub fn send(stream: &mut Stream, writable: &mut bool, bytes: &[u8]) -> Sent {
     }
 }
 
+/// One write of the output's pending bytes, if there are any and the socket
+/// is writable ([`send`]'s rules); what went out is consumed. `Blocked` when
+/// nothing could be written.
+pub fn send_pending(stream: &mut Stream, writable: &mut bool, output: &mut Buf) -> Sent {
+    if output.is_empty() || !*writable {
+        return Sent::Blocked;
+    }
+    let sent = send(stream, writable, output.pending());
+    if let Sent::Bytes(n) = sent {
+        output.consume(n);
+    }
+    sent
+}
+
 /// What reading more of a request brought.
 pub enum Fill {
     /// Bytes arrived (they are in `Conn::input`).

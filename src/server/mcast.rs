@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use super::respond::{Collected, Guarded};
 use super::{Server, Step};
-use crate::conn::{send, take_body, After, ConnId, Phase, Sent, TakeError, Wait};
+use crate::conn::{send_pending, take_body, After, ConnId, Phase, Sent, TakeError, Wait};
 use crate::http::{
     find_param, parse_seqid, response_framing, BodyDecoder, BodySize, Exchange, Framing,
     HeadWriter, Status,
@@ -355,17 +355,12 @@ impl Server {
                     }
                 }
             }
-            if !output.is_empty() && conn.writable {
-                match send(&mut conn.stream, &mut conn.writable, output.pending()) {
-                    Sent::Bytes(n) => {
-                        output.consume(n);
-                        progress = true;
-                    }
-                    Sent::Blocked => {}
-                    Sent::Gone => {
-                        self.close(id);
-                        return Step::Closed;
-                    }
+            match send_pending(&mut conn.stream, &mut conn.writable, output) {
+                Sent::Bytes(_) => progress = true,
+                Sent::Blocked => {}
+                Sent::Gone => {
+                    self.close(id);
+                    return Step::Closed;
                 }
             }
             if done && output.is_empty() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::respond::{log_request, Flushed};
 use super::{Server, Step};
-use crate::conn::{After, ConnId, Phase, Sent, Timer, Wait};
+use crate::conn::{send_pending, After, ConnId, Phase, Sent, Timer, Wait};
 use crate::http::sse::{EventWriter, Skipped, KEEP_ALIVE};
 use crate::http::{
     find_param, parse_seqid, response_framing, BodySize, Exchange, HeadWriter, Request,
@@ -174,17 +174,12 @@ impl Server {
                 output.commit(framed);
                 progress = n > 0;
             }
-            if !output.is_empty() && conn.writable {
-                match crate::conn::send(&mut conn.stream, &mut conn.writable, output.pending()) {
-                    Sent::Bytes(n) => {
-                        output.consume(n);
-                        progress = true;
-                    }
-                    Sent::Blocked => {}
-                    Sent::Gone => {
-                        self.close(id);
-                        return Step::Closed;
-                    }
+            match send_pending(&mut conn.stream, &mut conn.writable, output) {
+                Sent::Bytes(_) => progress = true,
+                Sent::Blocked => {}
+                Sent::Gone => {
+                    self.close(id);
+                    return Step::Closed;
                 }
             }
             if event.is_done() {
