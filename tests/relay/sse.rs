@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use httprelay::bound::MemoryBound;
 use httprelay::config::{parse, Command};
 
-use super::post;
 use super::support::{Relay, RssSampler, PARK};
+use super::{get, post};
 
 /// How long a reader waits for all its events.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -159,6 +159,13 @@ fn three_readers_get_twenty_messages_in_order() {
     let expected: String = (0..20).map(|n| event(n, 40)).collect();
     for reader in &readers {
         assert_eq!(reader.events(), expected);
+    }
+    let metrics = relay.connect().exchange(&get("/metrics")).text();
+    for line in [
+        "httprelay_sse_streams 3\n",
+        "httprelay_sse_events_total 60\n",
+    ] {
+        assert!(metrics.contains(line), "{line:?} in {metrics}");
     }
 }
 
