@@ -13,6 +13,7 @@ use crate::buf::{Buf, BufPool};
 use std::net::IpAddr;
 use std::rc::Rc;
 
+use crate::http::sse::EventWriter;
 use crate::http::{BodyDecoder, Encoder, MultipartDecoder, Request};
 use crate::relay::{InboxMessage, JobId, Message, Role};
 use crate::reply::Meta;
@@ -64,6 +65,14 @@ pub enum Phase {
         message: Rc<Message>,
         offset: usize,
         encoder: Encoder,
+    },
+    /// An mcast live stream (Server-Sent Events) sending `message` as an
+    /// event once its upload is complete (until then it follows the upload,
+    /// holding no output buffer). Between messages it waits as
+    /// `Parked(Wait::McastStream)`.
+    Streaming {
+        message: Rc<Message>,
+        event: EventWriter,
     },
     /// A request reading its whole body before it goes on, as `hold` says.
     Holding { body: BodyDecoder, hold: Hold },
@@ -120,6 +129,8 @@ pub enum Wait {
     Link(Role),
     /// An mcast reader waiting for the next message.
     McastReader,
+    /// An mcast live stream (its head sent) waiting for the next message.
+    McastStream,
     /// A sync request (body held) waiting for its peer.
     Sync,
     /// A proxy client: its job is queued or awaits a result (`Conn::job`).
@@ -324,6 +335,9 @@ pub enum Timer {
     Inbox,
     /// Lingering after an error response.
     Linger,
+    /// A live stream with nothing to send: a comment when it fires, so that
+    /// proxies do not close a silent stream.
+    KeepAlive,
 }
 
 /// A connection's timer: which one, when it fires, and the entry the server's
@@ -543,6 +557,20 @@ pub fn send_rest(
     } else {
         Drained::Done
     }
+}
+
+/// One write of the output's pending bytes, if there are any and the socket
+/// is writable ([`send`]'s rules); what went out is consumed. `Blocked` when
+/// nothing could be written.
+pub fn send_pending(stream: &mut Stream, writable: &mut bool, output: &mut Buf) -> Sent {
+    if output.is_empty() || !*writable {
+        return Sent::Blocked;
+    }
+    let sent = send(stream, writable, output.pending());
+    if let Sent::Bytes(n) = sent {
+        output.consume(n);
+    }
+    sent
 }
 
 /// What reading more of a request brought.

@@ -21,6 +21,7 @@ mod piping;
 mod proxy;
 mod readme;
 mod sharding;
+mod sse;
 mod streaming;
 mod stress;
 mod sync;
