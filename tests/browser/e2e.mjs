@@ -598,7 +598,26 @@ await check('9 sse: EventSource in three tabs follows 50 messages across origins
     const paint = await example(context, 'paint.html', { room: channel, mode: 'sse' }, fwd.url);
     const paintState = () => paint.evaluate(() => window.paintState);
     const states = () => Promise.all(tabs.map((t) => t.state()));
-    const all = async (what, test) => until(what, async () => (await states()).every(test));
+    // The ids a tab got, as runs ("0-24 25-37 0-12" shows a reconnect that started over).
+    const runs = (events) => {
+      const out = [];
+      for (const e of events) {
+        const n = Number(e.id);
+        const run = out[out.length - 1];
+        if (run && n === run[1] + 1) run[1] = n;
+        else out.push([n, n]);
+      }
+      return out.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(' ') || 'none';
+    };
+    const all = async (what, test) => {
+      try {
+        return await until(what, async () => (await states()).every(test));
+      } catch (e) {
+        const now = await states();
+        const got = tabs.map((t, i) => `${t.name}: ids ${runs(now[i].events)}, opens ${now[i].opens}, errors ${now[i].errors}`);
+        throw new CheckError(`${e.message}; ${got.join('; ')}`);
+      }
+    };
     await all('every tab to open its EventSource', (st) => st.opens >= 1);
     await until('paint.html to open its EventSource', async () => (await paintState()).opens >= 1);
     eq(fwd.streams().length, 4, 'stream requests through the forwarder');
