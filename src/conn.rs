@@ -13,6 +13,7 @@ use crate::buf::{Buf, BufPool};
 use std::net::IpAddr;
 use std::rc::Rc;
 
+use crate::http::sse::EventWriter;
 use crate::http::{BodyDecoder, Encoder, MultipartDecoder, Request};
 use crate::relay::{JobId, Message, Role};
 use crate::reply::Meta;
@@ -65,6 +66,14 @@ pub enum Phase {
         offset: usize,
         encoder: Encoder,
     },
+    /// An mcast live stream (Server-Sent Events) sending `message` as an
+    /// event once its upload is complete (until then it follows the upload,
+    /// holding no output buffer). Between messages it waits as
+    /// `Parked(Wait::McastStream)`.
+    Streaming {
+        message: Rc<Message>,
+        event: EventWriter,
+    },
     /// A request reading its whole body before it goes on, as `hold` says.
     Holding { body: BodyDecoder, hold: Hold },
     /// Sending a response whose body is `Conn::held[offset..]`.
@@ -112,6 +121,8 @@ pub enum Wait {
     Link(Role),
     /// An mcast reader waiting for the next message.
     McastReader,
+    /// An mcast live stream (its head sent) waiting for the next message.
+    McastStream,
     /// A sync request (body held) waiting for its peer.
     Sync,
     /// A proxy client: its job is queued or awaits a result (`Conn::job`).
@@ -310,6 +321,9 @@ pub enum Timer {
     Wait,
     /// Lingering after an error response.
     Linger,
+    /// A live stream with nothing to send: a comment when it fires, so that
+    /// proxies do not close a silent stream.
+    KeepAlive,
 }
 
 /// A connection's timer: which one, when it fires, and the entry the server's

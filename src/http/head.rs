@@ -55,6 +55,11 @@ pub struct Request {
     pub host: Vec<u8>,
     /// The `SeqId` cookie: `Some(0)` when present but not a number.
     pub cookie_seqid: Option<u64>,
+    /// `Accept` names `text/event-stream`: the client asks for a live stream.
+    pub accepts_event_stream: bool,
+    /// `Last-Event-ID`, when it is a number (an `EventSource` reconnecting
+    /// names the last event it received).
+    pub last_event_id: Option<u64>,
     /// Forwarding fields, honoured only from a trusted proxy (empty when absent).
     pub x_real_ip: Vec<u8>,
     pub x_real_port: Vec<u8>,
@@ -197,6 +202,8 @@ pub fn parse_request(
 
     req.expect_continue = false;
     req.cookie_seqid = None;
+    req.accepts_event_stream = false;
+    req.last_event_id = None;
     for field in [
         &mut req.origin,
         &mut req.content_type,
@@ -251,6 +258,10 @@ pub fn parse_request(
             set(&mut req.wsecret_header, value);
         } else if name.eq_ignore_ascii_case("cookie") {
             req.cookie_seqid = req.cookie_seqid.or_else(|| cookie_seqid(value));
+        } else if name.eq_ignore_ascii_case("accept") {
+            req.accepts_event_stream |= names_event_stream(value);
+        } else if name.eq_ignore_ascii_case("last-event-id") {
+            req.last_event_id = event_id(value);
         } else if name.eq_ignore_ascii_case("x-real-ip") {
             set(&mut req.x_real_ip, value);
         } else if name.eq_ignore_ascii_case("x-real-port") {
@@ -302,6 +313,24 @@ fn cookie_seqid(header: &[u8]) -> Option<u64> {
         let value = pair.strip_prefix(b"SeqId=")?;
         Some(parse_seqid(value))
     })
+}
+
+/// Whether an `Accept` value lists `text/event-stream` (parameters and
+/// weights aside; a weight of 0 is read as a wish all the same).
+fn names_event_stream(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|range| {
+        let media = range.split(|&b| b == b';').next().unwrap_or_default();
+        trim(media).eq_ignore_ascii_case(b"text/event-stream")
+    })
+}
+
+/// A `Last-Event-ID` the relay wrote: decimal digits only. Anything else
+/// (an id from another server, garbage) counts as absent.
+fn event_id(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// A sequence number as clients send it; anything unparsable is 0.
@@ -625,6 +654,22 @@ mod tests {
         assert_eq!(seq("SeqId=x"), Some(0));
         assert_eq!(seq("seqid=3"), None);
         assert_eq!(ok("GET / HTTP/1.1\r\nHost: h\r\n\r\n").cookie_seqid, None);
+    }
+
+    #[test]
+    fn event_stream_accept_and_last_event_id() {
+        let req = |fields: &str| ok(&format!("GET / HTTP/1.1\r\nHost: h\r\n{fields}\r\n"));
+        let accepts = |value: &str| req(&format!("Accept: {value}\r\n")).accepts_event_stream;
+        assert!(accepts("text/event-stream"));
+        assert!(accepts("text/html, Text/Event-Stream;q=0.9"));
+        assert!(!accepts("text/html, */*"));
+        assert!(!req("").accepts_event_stream);
+        let id = |value: &str| req(&format!("Last-Event-ID: {value}\r\n")).last_event_id;
+        assert_eq!(id("41"), Some(41));
+        assert_eq!(id("-1"), None);
+        assert_eq!(id("4x"), None);
+        assert_eq!(id("99999999999999999999999"), None, "too large");
+        assert_eq!(req("").last_event_id, None);
     }
 
     #[test]

@@ -147,6 +147,130 @@ impl DataEncoder {
     }
 }
 
+/// A reader missed messages `first..=last`: they left the retained history
+/// before it could read them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    pub first: u64,
+    pub last: u64,
+}
+
+/// Writes one message as one event, piece by piece, into output slices of
+/// any size: the skipped-messages event first when there is one, then the
+/// event head, the body's data, the end. The body is complete (its form,
+/// text or base64, depends on all of it) and is passed to each call, so that
+/// the writer keeps an offset, never the bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct EventWriter {
+    id: u64,
+    stage: Stage,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Stage {
+    /// The skipped-messages event goes first.
+    Skipped(Skipped),
+    /// The event head (id, type, first `data:` prefix) is next.
+    Head,
+    /// The body from `offset` on.
+    Data {
+        offset: usize,
+        encoder: DataEncoder,
+    },
+    /// The end of the data and the event.
+    End(DataEncoder),
+    Done,
+}
+
+/// Most bytes a head or a skipped event takes (with 20-digit numbers).
+const HEAD_ROOM: usize = 64;
+
+impl EventWriter {
+    /// The event for message `id`, after telling the reader of `skipped` ones.
+    pub fn new(id: u64, skipped: Option<Skipped>) -> EventWriter {
+        let stage = match skipped {
+            Some(s) => Stage::Skipped(s),
+            None => Stage::Head,
+        };
+        EventWriter { id, stage }
+    }
+
+    /// The message this event carries.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The messages the reader is still to be told it missed.
+    pub fn skipped(&self) -> Option<Skipped> {
+        match self.stage {
+            Stage::Skipped(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Nothing of the event is written yet (so it can still be given up for
+    /// another without leaving a half-written event).
+    pub fn is_unstarted(&self) -> bool {
+        matches!(self.stage, Stage::Skipped(_) | Stage::Head)
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.stage, Stage::Done)
+    }
+
+    /// Writes as much of the event as fits in `out`, reading the message's
+    /// whole `body`; returns the bytes written (0 only when `out` is too
+    /// small for the next part: at most 64 bytes are needed to go on).
+    pub fn write(&mut self, body: &[u8], out: &mut [u8]) -> usize {
+        let mut written = 0;
+        loop {
+            let rest = &mut out[written..];
+            match &mut self.stage {
+                Stage::Skipped(s) => match skipped_event(s.first, s.last, rest) {
+                    Some(n) => {
+                        written += n;
+                        self.stage = Stage::Head;
+                    }
+                    None => return written,
+                },
+                Stage::Head => {
+                    let data = EventData::for_body(body);
+                    match event_start(self.id, data, rest) {
+                        Some(n) => {
+                            written += n;
+                            self.stage = Stage::Data {
+                                offset: 0,
+                                encoder: DataEncoder::new(data),
+                            };
+                        }
+                        None => return written,
+                    }
+                }
+                Stage::Data { offset, encoder } => {
+                    let piece = body.get(*offset..).unwrap_or_default();
+                    let (used, n) = encoder.encode(piece, rest);
+                    *offset += used;
+                    written += n;
+                    if *offset < body.len() {
+                        return written;
+                    }
+                    self.stage = Stage::End(*encoder);
+                }
+                Stage::End(encoder) => {
+                    if rest.len() < DataEncoder::END_ROOM {
+                        return written;
+                    }
+                    written += encoder.finish(rest);
+                    self.stage = Stage::Done;
+                }
+                Stage::Done => return written,
+            }
+        }
+    }
+}
+
+const _: () = assert!(HEAD_ROOM >= "event: base64\n".len() + "id: \ndata: ".len() + 20);
+
 /// Three bytes as four characters of standard base64.
 pub(crate) fn base64_group(group: &[u8; 3], out: &mut [u8]) {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -267,6 +391,57 @@ mod tests {
         let n = skipped_event(3, 9, &mut out).unwrap();
         assert_eq!(&out[..n], b"event: skipped\ndata: 3 9\n\n");
         assert_eq!(event_start(1, EventData::Text, &mut out[..5]), None);
+    }
+
+    /// The whole stream an [`EventWriter`] writes, `room` bytes at a time.
+    fn written(mut writer: EventWriter, body: &[u8], room: usize) -> String {
+        let mut text = Vec::new();
+        let mut slot = vec![0u8; room];
+        while !writer.is_done() {
+            let n = writer.write(body, &mut slot);
+            assert!(n > 0, "progress with {room} bytes of room");
+            text.extend_from_slice(&slot[..n]);
+        }
+        String::from_utf8(text).unwrap()
+    }
+
+    #[test]
+    fn an_event_writer_frames_the_whole_event_through_any_room_from_64_bytes() {
+        for room in [64, 65, 100, 4096] {
+            let text = written(EventWriter::new(5, None), b"one\ntwo", room);
+            assert_eq!(text, "id: 5\ndata: one\ndata: two\n\n", "{room}");
+            let binary = written(EventWriter::new(6, None), b"\xff\x00", room);
+            assert_eq!(binary, "id: 6\nevent: base64\ndata: /wA=\n\n");
+            let skipped = Some(Skipped { first: 1, last: 4 });
+            let text = written(EventWriter::new(u64::MAX, skipped), b"", room);
+            assert_eq!(
+                text,
+                format!("event: skipped\ndata: 1 4\n\nid: {}\ndata: \n\n", u64::MAX)
+            );
+        }
+    }
+
+    #[test]
+    fn an_event_writer_waits_for_room_and_says_what_it_has_started() {
+        let mut writer = EventWriter::new(9, Some(Skipped { first: 2, last: 3 }));
+        assert!(writer.is_unstarted());
+        assert_eq!(writer.skipped(), Some(Skipped { first: 2, last: 3 }));
+        assert_eq!(
+            writer.write(b"x", &mut [0u8; 4]),
+            0,
+            "too small for anything"
+        );
+        let mut out = [0u8; 30];
+        let n = writer.write(b"x", &mut out);
+        assert_eq!(
+            &out[..n],
+            b"event: skipped\ndata: 2 3\n\n",
+            "the head does not fit"
+        );
+        assert!(writer.is_unstarted() && writer.skipped().is_none());
+        let rest = written(writer, b"x", 64);
+        assert_eq!(rest, "id: 9\ndata: x\n\n");
+        assert_eq!(writer.id(), 9);
     }
 
     fn decode_base64(text: &str) -> Vec<u8> {

@@ -137,6 +137,27 @@ pub enum McastGet {
     Parked,
 }
 
+/// Messages `first..=last` that a stream asked for but retention had
+/// dropped already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Missed {
+    pub first: u64,
+    pub last: u64,
+}
+
+/// What a live stream (Server-Sent Events) sends next.
+#[derive(Debug)]
+pub enum StreamNext {
+    /// This message (once its upload is complete), after telling the reader
+    /// of the messages it missed, if any.
+    Message {
+        message: Rc<Message>,
+        missed: Option<Missed>,
+    },
+    /// Nothing to send yet: the stream waits for the next message.
+    Parked,
+}
+
 #[derive(Default, Debug)]
 pub struct McastChannel {
     /// Retained and uploading messages, in sequence order.
@@ -148,6 +169,9 @@ pub struct McastChannel {
     uploading: usize,
     /// Readers waiting for the next message.
     waiting: Vec<WaiterId>,
+    /// One past the newest message retention dropped: a stream asking for an
+    /// older one missed it.
+    dropped_until: u64,
     secret: WriteSecret,
     last_active: Millis,
 }
@@ -219,6 +243,7 @@ impl McastChannel {
             }
             let dropped = self.messages.remove(at).expect("position is in range");
             self.held -= dropped.cost();
+            self.dropped_until = self.dropped_until.max(dropped.seq + 1);
         }
     }
 
@@ -265,6 +290,39 @@ impl McastChannel {
             None => {
                 self.waiting.push(reader);
                 McastGet::Parked
+            }
+        }
+    }
+
+    /// A live stream asks for its next message: the first at or after `from`
+    /// that exists (none: only a message published from now on). A `from`
+    /// that retention has dropped yields the oldest retained and the range
+    /// missed; one not written yet waits for the next message, like a plain
+    /// reader's.
+    pub(super) fn next_for_stream(
+        &mut self,
+        now: Millis,
+        from: Option<u64>,
+        reader: WaiterId,
+    ) -> StreamNext {
+        self.last_active = now;
+        let found = from.and_then(|seq| {
+            let at = self.messages.partition_point(|m| m.seq < seq);
+            let message = self.messages.get(at)?;
+            // Missed: what retention dropped between `seq` and the one found
+            // (not failed uploads, which never were messages).
+            let last = self.dropped_until.min(message.seq);
+            let missed = (seq < last).then(|| Missed {
+                first: seq,
+                last: last - 1,
+            });
+            Some((Rc::clone(message), missed))
+        });
+        match found {
+            Some((message, missed)) => StreamNext::Message { message, missed },
+            None => {
+                self.waiting.push(reader);
+                StreamNext::Parked
             }
         }
     }
@@ -577,6 +635,80 @@ mod tests {
         relay.handle_timeout(20_000);
         assert_eq!(relay.channel_count(), 0);
         assert_eq!(relay.mcast_bytes(), 0);
+    }
+
+    /// What a stream asking from `from` gets: (seq, missed), or `None` when
+    /// it waits (it then leaves).
+    fn streamed(relay: &mut Relay, id: &[u8], from: Option<u64>) -> Option<(u64, Option<Missed>)> {
+        match relay.mcast_stream_next(0, id, from, WaiterId(98)) {
+            StreamNext::Message { message, missed } => Some((message.seq, missed)),
+            StreamNext::Parked => {
+                assert!(
+                    relay.mcast_leave(0, id, WaiterId(98)),
+                    "it waits in the channel"
+                );
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_gets_each_message_from_where_it_asks_and_waits_for_new_ones() {
+        let mut relay = Relay::new(Settings::default());
+        assert_eq!(streamed(&mut relay, b"s", Some(0)), None, "nothing yet");
+        for body in [b"0", b"1", b"2"] {
+            write(&mut relay, b"s", body);
+        }
+        assert_eq!(
+            streamed(&mut relay, b"s", None),
+            None,
+            "none: only new ones"
+        );
+        assert_eq!(streamed(&mut relay, b"s", Some(0)), Some((0, None)));
+        assert_eq!(streamed(&mut relay, b"s", Some(2)), Some((2, None)));
+        assert_eq!(streamed(&mut relay, b"s", Some(3)), None, "caught up");
+        assert_eq!(streamed(&mut relay, b"s", Some(99)), None);
+        let mut woken = Vec::new();
+        assert!(matches!(
+            relay.mcast_stream_next(0, b"s", Some(3), WaiterId(1)),
+            StreamNext::Parked
+        ));
+        let m = relay
+            .mcast_publish(0, b"s", b"", meta(None), &mut woken)
+            .unwrap();
+        assert_eq!((woken, m.seq), (vec![WaiterId(1)], 3), "woken by the next");
+        assert_eq!(
+            streamed(&mut relay, b"s", Some(3)).map(|(seq, _)| seq),
+            Some(3),
+            "an upload in progress is the stream's next (sent once complete)"
+        );
+    }
+
+    #[test]
+    fn a_stream_behind_retention_learns_what_it_missed_but_not_failed_uploads() {
+        let cost = 10 + MESSAGE_OVERHEAD;
+        let mut relay = Relay::new(Settings {
+            mcast_retain: 2 * cost,
+            ..Settings::default()
+        });
+        for _ in 0..5 {
+            write(&mut relay, b"r", &[7; 10]);
+        }
+        let missed = |first, last| Some(Missed { first, last });
+        assert_eq!(streamed(&mut relay, b"r", Some(0)), Some((3, missed(0, 2))));
+        assert_eq!(streamed(&mut relay, b"r", Some(2)), Some((3, missed(2, 2))));
+        assert_eq!(streamed(&mut relay, b"r", Some(3)), Some((3, None)));
+        let mut woken = Vec::new();
+        let failed = relay
+            .mcast_publish(0, b"r", b"", meta(None), &mut woken)
+            .unwrap();
+        relay.mcast_abort(0, b"r", &failed);
+        write(&mut relay, b"r", &[7; 10]);
+        assert_eq!(
+            streamed(&mut relay, b"r", Some(5)),
+            Some((6, None)),
+            "a failed upload is no missed message"
+        );
     }
 
     #[test]

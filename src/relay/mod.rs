@@ -23,7 +23,10 @@ pub use inbox::{InboxAwait, InboxChannel, InboxGet, InboxMessage, MAX_INBOX_WAIT
 use key::Hashing;
 pub use key::Key;
 pub use link::{LinkArrival, LinkChannel};
-pub use mcast::{McastChannel, McastGet, Message, MessageState, ProducerMeta, MESSAGE_OVERHEAD};
+pub use mcast::{
+    McastChannel, McastGet, Message, MessageState, Missed, ProducerMeta, StreamNext,
+    MESSAGE_OVERHEAD,
+};
 pub use piping::{PipingArrival, PipingChannel, PipingError, PipingRole};
 pub use proxy::{JobId, ProxyChannel, ProxyDispatch};
 pub use sync::{SyncArrival, SyncChannel};
@@ -390,6 +393,20 @@ impl Relay {
         let (key, expiry) = (self.id(id), self.settings.idle_expiry);
         self.mcasts
             .with(key, expiry, |c| c.get(now, requested, reader))
+    }
+
+    /// A live stream asks for its next message, at or after `from` (none:
+    /// the next one published).
+    pub fn mcast_stream_next(
+        &mut self,
+        now: Millis,
+        id: &[u8],
+        from: Option<u64>,
+        reader: WaiterId,
+    ) -> StreamNext {
+        let (key, expiry) = (self.id(id), self.settings.idle_expiry);
+        self.mcasts
+            .with(key, expiry, |c| c.next_for_stream(now, from, reader))
     }
 
     pub fn mcast_leave(&mut self, now: Millis, id: &[u8], reader: WaiterId) -> bool {

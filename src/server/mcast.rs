@@ -17,7 +17,9 @@ use crate::reply::{self, Expose, Meta};
 
 impl Server {
     pub(super) fn handle_mcast(&mut self, id: ConnId) -> Step {
-        match self.conns[id.0].req.method.as_slice() {
+        let req = &self.conns[id.0].req;
+        match req.method.as_slice() {
+            b"GET" | b"HEAD" if req.accepts_event_stream => self.open_stream(id),
             b"GET" => self.mcast_get(id),
             b"POST" | b"PUT" => self.mcast_publish(id),
             _ => self.refuse(
@@ -208,7 +210,15 @@ impl Server {
     /// The reader gets `message`; its head is written when it is driven.
     fn start_reading(&mut self, id: ConnId, message: Rc<Message>) {
         if let Some(conn) = self.conns.get_mut(id.0) {
-            conn.phase = Phase::Delivering { message };
+            conn.phase = if matches!(conn.phase, Phase::Parked(Wait::McastStream)) {
+                // A live stream: this is its next event.
+                Phase::Streaming {
+                    event: crate::http::sse::EventWriter::new(message.seq, None),
+                    message,
+                }
+            } else {
+                Phase::Delivering { message }
+            };
             self.ready.push(id);
         }
     }

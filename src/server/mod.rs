@@ -28,6 +28,7 @@ mod proxy;
 mod respond;
 mod route;
 mod shutdown;
+mod sse;
 mod stats;
 mod sync;
 #[cfg(test)]
@@ -260,7 +261,7 @@ impl Server {
         let (channel, waiter) = (&conn.channel, WaiterId(id.0));
         match wait {
             Wait::Link(_) => self.relay.link_leave(now, channel, waiter),
-            Wait::McastReader => self.relay.mcast_leave(now, channel, waiter),
+            Wait::McastReader | Wait::McastStream => self.relay.mcast_leave(now, channel, waiter),
             Wait::Sync => self.relay.sync_leave(now, channel, waiter),
             Wait::ProxyClient => self.relay.proxy_client_leave(now, channel, &conn.job),
             Wait::ProxyServer => self.relay.proxy_server_leave(now, channel, waiter),
@@ -313,6 +314,7 @@ impl Server {
                 Phase::Publishing { .. } => self.drive_publishing(id),
                 Phase::Delivering { .. } => self.begin_reading(id),
                 Phase::Reading { .. } => self.drive_reading(id),
+                Phase::Streaming { .. } => self.drive_streaming(id),
                 Phase::Holding { .. } => self.drive_holding(id),
                 Phase::SendingHeld { .. } => self.drive_sending_held(id),
                 Phase::Responding(after) => self.drive_response(id, after),
@@ -417,6 +419,9 @@ impl Server {
         if !self.conns.contains(id.0) {
             return;
         }
+        if sse::is_stream(&self.conns[id.0].phase) {
+            self.stream_closing(id);
+        }
         match self.conns[id.0].phase {
             Phase::Parked(wait) => self.leave_core(id, wait),
             Phase::Producing {
@@ -496,6 +501,7 @@ fn phase_name(phase: &Phase) -> &'static str {
         Phase::Publishing { .. } => "publishing",
         Phase::Delivering { .. } => "delivering",
         Phase::Reading { .. } => "reading",
+        Phase::Streaming { .. } => "streaming",
         Phase::Holding { .. } => "holding",
         Phase::SendingHeld { .. } => "sending held",
         Phase::Responding(_) => "responding",

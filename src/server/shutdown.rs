@@ -41,6 +41,11 @@ impl Server {
         for &WaiterId(key) in &waiters {
             let id = ConnId(key);
             if let Some(conn) = self.conns.get_mut(key) {
+                if matches!(conn.phase, Phase::Parked(Wait::McastStream)) {
+                    // A live stream ends cleanly: its last chunk.
+                    self.end_stream(id);
+                    continue;
+                }
                 if matches!(conn.phase, Phase::Parked(Wait::PipingSender)) {
                     // Its response has begun: it ends with the news.
                     let lines = ["[ERROR] The server is shutting down.\n"];

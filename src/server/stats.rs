@@ -31,6 +31,10 @@ pub struct Stats {
     timeouts: [u64; Timeout::ALL.len()],
     /// Connections closed for being driven again and again without moving a byte.
     pub runaway: u64,
+    /// mcast live streams (Server-Sent Events) open now.
+    pub sse_streams: usize,
+    /// Events sent to live streams.
+    pub sse_events: u64,
     /// Loop iterations (events handled, connections driven, timers fired) by
     /// duration: counts per bucket of `LOOP_BUCKETS`, the last for longer ones.
     loop_buckets: [u64; LOOP_BUCKETS.len() + 1],
@@ -262,6 +266,20 @@ impl Stats {
             "counter",
             "Requests refused with 503 because --max-channels channels are remembered.",
             gauges.refused_no_room,
+        );
+        metric(
+            w,
+            "sse_streams",
+            "gauge",
+            "mcast live streams (Server-Sent Events) open.",
+            self.sse_streams as u64,
+        );
+        metric(
+            w,
+            "sse_events_total",
+            "counter",
+            "Events (messages) sent to mcast live streams.",
+            self.sse_events,
         );
     }
 }

@@ -8,6 +8,7 @@ use super::stats::Timeout;
 use super::{debug_assert_queued, Server, LINGER};
 use crate::conn::{After, ConnId, Phase, Timer, Wait};
 use crate::http::Status;
+use crate::relay::MessageState;
 
 /// The connection timeouts (flags), and which applies when.
 #[derive(Clone, Copy, Debug)]
@@ -24,11 +25,22 @@ const QUIET_CHECKS: u8 = 4;
 
 impl Timeouts {
     /// The timer a connection needs in `phase`; `head_started`: bytes of a
-    /// request head are buffered.
-    pub fn timer_for(&self, phase: &Phase, head_started: bool) -> Timer {
+    /// request head are buffered; `sending`: output waits to be sent.
+    pub fn timer_for(&self, phase: &Phase, head_started: bool, sending: bool) -> Timer {
         match phase {
             Phase::ReadingHead if head_started => Timer::Head,
             Phase::ReadingHead => Timer::Idle,
+            // A live stream waits for messages as long as its reader stays
+            // (the wait timeout is for requests awaiting a counterpart); but
+            // a reader that does not take what the relay has for it is
+            // stalled, as any response.
+            Phase::Parked(Wait::McastStream) if !sending => Timer::KeepAlive,
+            Phase::Parked(Wait::McastStream) => Timer::Progress,
+            Phase::Streaming { message, .. }
+                if !sending && message.state() == MessageState::Uploading =>
+            {
+                Timer::KeepAlive
+            }
             Phase::Parked(_) if self.wait.is_some() => Timer::Wait,
             Phase::Parked(_) => Timer::None,
             Phase::Lingering => Timer::Linger,
@@ -46,6 +58,7 @@ impl Timeouts {
             Timer::Progress => Some(self.body / u32::from(QUIET_CHECKS)),
             Timer::Wait => self.wait,
             Timer::Linger => Some(LINGER),
+            Timer::KeepAlive => Some(super::sse::KEEP_ALIVE_EVERY),
         }
     }
 }
@@ -149,7 +162,8 @@ impl Server {
         };
         debug_assert_queued(conn);
         let head_started = conn.input.as_ref().is_some_and(|i| !i.is_empty());
-        let timer = self.timeouts.timer_for(&conn.phase, head_started);
+        let sending = conn.output.as_ref().is_some_and(|o| !o.is_empty());
+        let timer = self.timeouts.timer_for(&conn.phase, head_started, sending);
         if timer == conn.timer.kind {
             // Armed already: a head's deadline counts from its first byte.
             return;
@@ -172,6 +186,7 @@ impl Server {
                 self.close(id);
             }
             Timer::Linger => self.close(id),
+            Timer::KeepAlive => self.keep_alive(id),
             Timer::Head => {
                 self.stats.timed_out(Timeout::Head);
                 conn.req.keep_alive = false;
@@ -288,11 +303,30 @@ mod tests {
             ),
             (Phase::SendingHeld { offset: 0 }, false, Timer::Progress),
         ] {
-            assert_eq!(t.timer_for(&phase, head_started), expected, "{phase:?}");
+            assert_eq!(
+                t.timer_for(&phase, head_started, false),
+                expected,
+                "{phase:?}"
+            );
         }
-        assert_eq!(t.timer_for(&parked, false), Timer::None, "waits forever");
+        assert_eq!(
+            t.timer_for(&parked, false, false),
+            Timer::None,
+            "waits forever"
+        );
         let t = timeouts(Some(S(5)));
-        assert_eq!(t.timer_for(&parked, false), Timer::Wait);
+        assert_eq!(t.timer_for(&parked, false, false), Timer::Wait);
+        let stream = Phase::Parked(Wait::McastStream);
+        assert_eq!(
+            t.timer_for(&stream, false, false),
+            Timer::KeepAlive,
+            "a stream outlives the wait timeout"
+        );
+        assert_eq!(
+            t.timer_for(&stream, false, true),
+            Timer::Progress,
+            "unless its reader stops reading"
+        );
         assert_eq!(t.period(Timer::Wait), Some(S(5)));
     }
 
