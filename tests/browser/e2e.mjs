@@ -500,8 +500,6 @@ async function paintCheck(mode) {
 
 await check('6b example paint.html: strokes from one tab appear in the others', () => paintCheck('fetch'));
 
-await check('6d example paint.html?mode=sse: the same over EventSource streams', () => paintCheck('sse'));
-
 await check('6c example file.html: send a file from one tab, receive and download it in another', async () => {
   const context = await newContext();
   const channel = `${run}-file`;
@@ -520,6 +518,8 @@ await check('6c example file.html: send a file from one tab, receive and downloa
   await sender.waitForFunction(() => document.getElementById('send-status').textContent.startsWith('sent '));
   eq(await receiver.textContent('#receive-status'), `received relay test.bin (${content.length} bytes)`, 'receiver status');
 });
+
+await check('6d example paint.html?mode=sse: the same over EventSource streams', () => paintCheck('sse'));
 
 await check('7 abort: a waiting consumer that the page aborts is never matched', async () => {
   const context = await newContext();
