@@ -12,6 +12,7 @@
 import { chromium } from 'playwright-core';
 import { readFile, mkdir } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import path from 'node:path';
 
 function parseArgs(argv) {
@@ -77,6 +78,102 @@ async function until(what, fn, timeout = 10000) {
   }
 }
 
+// --- a TCP forwarder between the browser and the relay ----------------------------
+// Listens on its own port (so pages reach the relay under another origin still) and
+// copies bytes both ways. It reads the request heads going to the relay, so a check can
+// see which connections carry an event stream (Accept: text/event-stream) and with which
+// Last-Event-ID, cut those connections, and hold new connections back until released.
+async function startForwarder(target) {
+  const upstreamAt = new URL(target);
+  const conns = new Set();
+  const fwd = {
+    requests: [], // every request head seen: { method, target, headers (lower-case names), conn }
+    held: false,
+    waiting: [], // connections accepted while held
+    url: null,
+    streams() { return this.requests.filter((r) => /text\/event-stream/i.test(r.headers.accept || '')); },
+    hold() { this.held = true; },
+    release() {
+      this.held = false;
+      for (const connect of this.waiting.splice(0)) connect();
+    },
+    // Cuts every connection that carries an event stream; returns how many.
+    cutStreams() {
+      let cut = 0;
+      for (const conn of conns) {
+        if (!conn.stream) continue;
+        conn.client.destroy();
+        if (conn.upstream) conn.upstream.destroy();
+        cut++;
+      }
+      return cut;
+    },
+    close() {
+      for (const conn of conns) {
+        conn.client.destroy();
+        if (conn.upstream) conn.upstream.destroy();
+      }
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
+  let ids = 0;
+  const server = net.createServer((client) => {
+    const conn = { id: ++ids, client, upstream: null, pending: [], ended: false, seen: '', parsed: 0, stream: false };
+    conns.add(conn);
+    const fail = () => {
+      client.destroy();
+      if (conn.upstream) conn.upstream.destroy();
+    };
+    client.on('error', fail);
+    client.on('close', () => {
+      conns.delete(conn);
+      if (conn.upstream) conn.upstream.destroy();
+    });
+    client.on('end', () => {
+      conn.ended = true;
+      if (conn.upstream) conn.upstream.end();
+    });
+    client.on('data', (chunk) => {
+      // Request heads (bodies may follow them; only heads are looked at).
+      conn.seen += chunk.toString('latin1');
+      for (;;) {
+        const start = conn.seen.slice(conn.parsed).search(/[A-Z]+ \S+ HTTP\/1\.[01]\r\n/);
+        if (start < 0) break;
+        const from = conn.parsed + start;
+        const end = conn.seen.indexOf('\r\n\r\n', from);
+        if (end < 0) break;
+        const [line, ...fields] = conn.seen.slice(from, end).split('\r\n');
+        const [method, target] = line.split(' ');
+        const headers = {};
+        for (const field of fields) {
+          const colon = field.indexOf(':');
+          headers[field.slice(0, colon).trim().toLowerCase()] = field.slice(colon + 1).trim();
+        }
+        fwd.requests.push({ method, target, headers, conn: conn.id });
+        if (/text\/event-stream/i.test(headers.accept || '')) conn.stream = true;
+        conn.parsed = end + 4;
+      }
+      if (conn.upstream) conn.upstream.write(chunk);
+      else conn.pending.push(chunk);
+    });
+    const connect = () => {
+      if (client.destroyed) return;
+      const upstream = net.connect(Number(upstreamAt.port), upstreamAt.hostname);
+      conn.upstream = upstream;
+      for (const chunk of conn.pending.splice(0)) upstream.write(chunk);
+      if (conn.ended) upstream.end();
+      upstream.on('data', (chunk) => client.write(chunk));
+      upstream.on('end', () => client.end());
+      upstream.on('error', fail);
+    };
+    if (fwd.held) fwd.waiting.push(connect);
+    else connect();
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  fwd.url = `http://127.0.0.1:${server.address().port}`;
+  return fwd;
+}
+
 // --- browser plumbing -------------------------------------------------------------
 
 const browser = await chromium.launch({
@@ -124,9 +221,11 @@ async function harness(context) {
   return page;
 }
 
-async function example(context, name, query) {
+// An example page; `via` is the relay address the page is given (the relay itself, or
+// a forwarder in front of it).
+async function example(context, name, query, via = relay) {
   const page = await context.newPage();
-  const url = `${opts.pages}/${name}?relay=${encodeURIComponent(relay)}&${new URLSearchParams(query)}`;
+  const url = `${opts.pages}/${name}?relay=${encodeURIComponent(via)}&${new URLSearchParams(query)}`;
   const response = await page.goto(url);
   assert(response && response.ok(), `${url} did not load (${response && response.status()})`);
   return page;
@@ -337,12 +436,20 @@ await check('6a example message.html: send in one tab, receive in another', asyn
   eq(await alice.textContent('#status'), 'delivered (receiver said: from=bob)', 'alice status');
 });
 
-await check('6b example paint.html: strokes from one tab appear in the others', async () => {
+// paint.html, following the room with a request per message (mode 'fetch', the
+// default) or with one EventSource stream (mode 'sse').
+async function paintCheck(mode) {
   const context = await newContext();
-  const room = `${run}-paint`;
-  const painter = await example(context, 'paint.html', { room });
-  const viewer = await example(context, 'paint.html', { room });
-  await sleep(PARK);
+  const room = `${run}-paint-${mode}`;
+  const painter = await example(context, 'paint.html', { room, mode });
+  const viewer = await example(context, 'paint.html', { room, mode });
+  for (const page of [painter, viewer]) eq(await page.inputValue('#mode'), mode, 'the mode picked by ?mode=');
+  if (mode === 'sse') {
+    await until('both tabs to open their EventSource', async () =>
+      (await painter.evaluate(() => window.paintState.opens)) >= 1 && (await viewer.evaluate(() => window.paintState.opens)) >= 1);
+  } else {
+    await sleep(PARK);
+  }
   // Input goes to the foreground tab; a background tab gets about one frame a second.
   await painter.bringToFront();
   const box = await painter.locator('#canvas').boundingBox();
@@ -376,12 +483,22 @@ await check('6b example paint.html: strokes from one tab appear in the others', 
   });
   assert(pixel[3] > 0 && pixel[0] > 150 && pixel[2] < 120, `viewer pixel on the red stroke is ${pixel}`);
   // A tab that joins late replays the room from seqid 0.
-  const late = await example(context, 'paint.html', { room });
+  const late = await example(context, 'paint.html', { room, mode });
   await until('the late tab to replay 6 messages', () => late.evaluate(() => window.paintState.fromOthers >= 6));
+  if (mode === 'sse') {
+    for (const [name, page] of [['painter', painter], ['viewer', viewer], ['late tab', late]]) {
+      const s = await page.evaluate(() => window.paintState);
+      eq([s.mode, s.opens, s.errors, s.duplicates, s.skipped, s.nextSeq], ['sse', 1, 0, 0, 0, 6],
+        `${name} mode, opens, errors, duplicates, skipped, nextSeq`);
+    }
+    return;
+  }
   await mkdir(path.dirname(path.resolve(opts.screenshot)), { recursive: true });
   await viewer.screenshot({ path: opts.screenshot, fullPage: true });
   screenshotTaken = path.resolve(opts.screenshot);
-});
+}
+
+await check('6b example paint.html: strokes from one tab appear in the others', () => paintCheck('fetch'));
 
 await check('6c example file.html: send a file from one tab, receive and download it in another', async () => {
   const context = await newContext();
@@ -401,6 +518,8 @@ await check('6c example file.html: send a file from one tab, receive and downloa
   await sender.waitForFunction(() => document.getElementById('send-status').textContent.startsWith('sent '));
   eq(await receiver.textContent('#receive-status'), `received relay test.bin (${content.length} bytes)`, 'receiver status');
 });
+
+await check('6d example paint.html?mode=sse: the same over EventSource streams', () => paintCheck('sse'));
 
 await check('7 abort: a waiting consumer that the page aborts is never matched', async () => {
   const context = await newContext();
@@ -452,6 +571,164 @@ await check('8 piping: the relay\'s send page and its no-script form deliver to 
   await Promise.all([form.waitForLoadState('load'), form.click('form[method=POST] button[type=submit]')]);
   eq(ok(await presult(receiver, 'form'), 'receiving tab').body, 'sent without script', 'text from the form');
   await form.waitForFunction(() => document.body.innerText.includes('All receiver(s) was/were received successfully.'));
+});
+
+await check('9 sse: EventSource in three tabs follows 50 messages across origins, in order, exactly once, through a cut that resumes with Last-Event-ID', async () => {
+  // The tabs (two of the harness, message.html and paint.html in EventSource mode)
+  // reach the relay through a forwarder (its own port: another origin than the
+  // pages, as the relay is), which cuts every stream after 25 messages and holds the
+  // reconnections back while 13 more messages are posted: only a reconnection that
+  // resumes from Last-Event-ID can see those.
+  const fwd = await startForwarder(relay);
+  try {
+    const context = await newContext();
+    const channel = `${run}-sse`;
+    const stream = `${fwd.url}/mcast/${channel}`;
+    const tabs = [];
+    for (const name of ['harness tab 1', 'harness tab 2']) {
+      const page = await harness(context);
+      await page.evaluate((u) => window.sseFollow('s', u), stream);
+      tabs.push({ name, page, state: () => page.evaluate(() => window.sseState('s')) });
+    }
+    // The example page in EventSource mode, relay address = the forwarder.
+    const chat = await example(context, 'message.html', { channel, mode: 'sse', name: 'chat' }, fwd.url);
+    tabs.push({ name: 'message.html?mode=sse', page: chat, state: () => chat.evaluate(() => window.messageState) });
+    // paint.html in EventSource mode follows the same channel (from ?seqid=0): none of
+    // these messages is a stroke, but it must come through the cut at the right place.
+    const paint = await example(context, 'paint.html', { room: channel, mode: 'sse' }, fwd.url);
+    const paintState = () => paint.evaluate(() => window.paintState);
+    const states = () => Promise.all(tabs.map((t) => t.state()));
+    // The ids a tab got, as runs ("0-24 25-37 0-12" shows a reconnect that started over).
+    const runs = (events) => {
+      const out = [];
+      for (const e of events) {
+        const n = Number(e.id);
+        const run = out[out.length - 1];
+        if (run && n === run[1] + 1) run[1] = n;
+        else out.push([n, n]);
+      }
+      return out.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(' ') || 'none';
+    };
+    const all = async (what, test) => {
+      try {
+        return await until(what, async () => (await states()).every(test));
+      } catch (e) {
+        const now = await states();
+        const got = tabs.map((t, i) => `${t.name}: ids ${runs(now[i].events)}, opens ${now[i].opens}, errors ${now[i].errors}`);
+        throw new CheckError(`${e.message}; ${got.join('; ')}`);
+      }
+    };
+    await all('every tab to open its EventSource', (st) => st.opens >= 1);
+    await until('paint.html to open its EventSource', async () => (await paintState()).opens >= 1);
+    eq(fwd.streams().length, 4, 'stream requests through the forwarder');
+    for (const r of fwd.streams()) {
+      eq(r.headers.origin, opts.pages, 'the stream request\'s Origin (the pages, not the relay)');
+      assert(r.headers['last-event-id'] === undefined, `a first stream request carries Last-Event-ID ${r.headers['last-event-id']}`);
+    }
+
+    // Messages: mostly text; some with line breaks (event.data), some that are not
+    // UTF-8 text without CR (an `event: base64`), on both sides of the cut.
+    const binary = (n) => Buffer.concat([Buffer.from([0x00, 0xff, 0xfe, 0x0d, 0x0a, 0x80]), randomBytes(n)]);
+    const special = {
+      3: 'two lines\nand a third after an empty one\n\nthe end',
+      7: binary(200),
+      11: ' a leading space, and a trailing line break\n',
+      13: 'CRLF line ends\r\ngo as base64\r\n',
+      17: '',
+      19: 'héllo ✓ 🚀',
+      29: 'sent while the tabs were cut off\nsecond line',
+      33: binary(5),
+      41: '\n\nonly line breaks around\n\n',
+    };
+    const bodies = [...Array(50).keys()].map((i) => Buffer.from(special[i] ?? `message ${i}`));
+    const seqids = [];
+    const post = async (i) => {
+      const response = await fetch(`${relay}/mcast/${channel}`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/octet-stream' },
+        body: bodies[i],
+        signal: AbortSignal.timeout(10000),
+      });
+      await response.arrayBuffer();
+      eq(response.status, 200, `POST ${i} status`);
+      seqids.push(response.headers.get('httprelay-seqid'));
+    };
+    const got = (n) => (st) => st.events.length >= n;
+
+    for (let i = 0; i < 25; i++) await post(i);
+    await all('every tab to receive 25 messages', got(25));
+    await until('paint.html to receive 25 messages', async () => (await paintState()).nextSeq >= 25);
+
+    // The cut: every stream connection at once; reconnections wait.
+    fwd.hold();
+    eq(fwd.cutStreams(), 4, 'stream connections cut');
+    await all('every tab to see its stream fail', (st) => st.errors >= 1);
+    await until('paint.html to see its stream fail', async () => (await paintState()).errors >= 1);
+    for (let i = 25; i < 38; i++) await post(i);
+    fwd.release();
+    await all('every tab to reconnect', (st) => st.opens >= 2);
+    await until('paint.html to reconnect', async () => (await paintState()).opens >= 2);
+    const resumed = fwd.streams().slice(4);
+    eq(resumed.length, 4, 'reconnections through the forwarder');
+    for (const r of resumed) {
+      eq(r.headers['last-event-id'], seqids[24], 'Last-Event-ID of a reconnection');
+      eq(r.headers.origin, opts.pages, 'the Origin of a reconnection');
+    }
+    for (let i = 38; i < 50; i++) await post(i);
+    await all('every tab to receive 50 messages', got(50));
+
+    // One more, sent with the page's own Send button (a POST through the forwarder): it
+    // comes after everything else on every stream, so once it is there any duplicate
+    // of the 50 would be too.
+    const last = 'the last one,\nsent from message.html';
+    await chat.fill('#text', last);
+    await chat.click('#send');
+    await all('every tab to receive the page\'s message', got(51));
+    await until('paint.html to receive the page\'s message', async () => (await paintState()).nextSeq >= 51);
+    const sentAs = (await chat.textContent('#status')).replace('sent as message ', '');
+    eq(sentAs, String(Number(seqids[49]) + 1), 'the SeqId message.html reports for its POST');
+
+    eq(seqids, [...Array(50).keys()].map(String), 'HttpRelay-SeqId of the 50 POSTs');
+    const text = (b) => { try { return b.includes(0x0d) ? null : new TextDecoder('utf-8', { fatal: true }).decode(b); } catch { return null; } };
+    const expected = [...bodies, Buffer.from(last)].map((b, i) => {
+      const t = text(b);
+      return t === null ? { type: 'base64', id: String(i), data: b.toString('hex') } : { type: 'message', id: String(i), data: t };
+    });
+    const finals = await states();
+    tabs.forEach((tab, i) => {
+      const st = finals[i];
+      const seen = st.events.map((e) => ({
+        type: e.type,
+        id: e.id,
+        data: e.type === 'base64' ? Buffer.from(e.data, 'base64').toString('hex') : e.data,
+      }));
+      eq(seen.map((e) => e.id), expected.map((e) => e.id), `${tab.name}: the ids, in order, each once`);
+      eq(seen, expected, `${tab.name}: every event's type and data`);
+      eq([st.opens, st.errors], [2, 1], `${tab.name}: opens and errors (one cut, one reconnect)`);
+    });
+    // The harness decodes base64 with atob in the page: the bytes are the same.
+    for (const tab of tabs.slice(0, 2)) {
+      const st = await tab.state();
+      const decoded = st.events.filter((e) => e.type === 'base64').map((e) => e.hex);
+      eq(decoded, expected.filter((e) => e.type === 'base64').map((e) => e.data), `${tab.name}: base64 decoded by atob`);
+      eq(st.readyState, 1, `${tab.name}: EventSource readyState (OPEN)`);
+    }
+    // What the example page shows: each message as its own list item.
+    eq(await chat.textContent('#history li[data-id="3"]'), special[3], 'message.html shows the lines of message 3');
+    eq(await chat.textContent('#history li[data-id="13"]'), special[13], 'message.html shows message 13 decoded from base64');
+    assert((await chat.textContent('#history li[data-id="7"]')).startsWith('(206 bytes of binary: 00 ff fe 0d 0a 80'),
+      `message.html shows binary message 7 as ${await chat.textContent('#history li[data-id="7"]')}`);
+    eq(await chat.textContent('#stream'), '(connected again; reconnects: 1)', 'message.html stream status');
+    const painted = await paintState();
+    eq([painted.nextSeq, painted.opens, painted.reconnects, painted.errors, painted.skipped, painted.error],
+      [51, 2, 1, 1, 0, ''], 'paint.html nextSeq, opens, reconnects, errors, skipped, error');
+    // Its stream asks for ?seqid=0, so its reconnection may start again at 0: messages
+    // it already had are then counted as duplicates and not drawn again.
+    console.log(`     paint.html saw ${painted.duplicates} messages again after the reconnect`);
+    eq(fwd.requests.filter((r) => r.method === 'OPTIONS').length, 0, 'CORS preflights through the forwarder');
+  } finally {
+    await fwd.close();
+  }
 });
 
 await browser.close();
