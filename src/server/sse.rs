@@ -54,13 +54,16 @@ impl Server {
     pub(super) fn open_stream(&mut self, id: ConnId) -> Step {
         let head_request = self.conns[id.0].req.method_is("HEAD");
         let conn = &mut self.conns[id.0];
-        // Start: `seqid`, else the event after `Last-Event-ID`, else the
+        // Start: the event after `Last-Event-ID`, else `seqid`, else the
         // `SeqId` cookie (the next to read), else the next message published.
+        // `Last-Event-ID` comes first because an `EventSource` reconnects to
+        // the URL it opened, `seqid` and all: only that header says where it
+        // stopped.
         let req = &conn.req;
-        let from = if find_param(&req.query, b"seqid", &mut self.secret) {
-            Some(parse_seqid(&self.secret))
-        } else if let Some(last) = req.last_event_id {
+        let from = if let Some(last) = req.last_event_id {
             Some(last.saturating_add(1))
+        } else if find_param(&req.query, b"seqid", &mut self.secret) {
+            Some(parse_seqid(&self.secret))
         } else {
             req.cookie_seqid
         };
@@ -337,7 +340,7 @@ mod tests {
     }
 
     #[test]
-    fn the_start_is_seqid_else_after_last_event_id_else_the_cookie() {
+    fn the_start_is_after_last_event_id_else_seqid_else_the_cookie() {
         let mut shell = Shell::new(&[]);
         for body in ["m0", "m1", "m2", "m3"] {
             publish(&mut shell, "s", body.as_bytes());
@@ -346,8 +349,9 @@ mod tests {
             (
                 "/mcast/s?seqid=2",
                 "Last-Event-ID: 0\r\nCookie: SeqId=1\r\n",
-                2,
+                1,
             ),
+            ("/mcast/s?seqid=2", "Cookie: SeqId=1\r\n", 2),
             ("/mcast/s", "Last-Event-ID: 0\r\nCookie: SeqId=3\r\n", 1),
             ("/mcast/s", "Last-Event-ID: x\r\nCookie: SeqId=3\r\n", 3),
             ("/mcast/s", "Cookie: SeqId=2\r\n", 2),
