@@ -403,6 +403,18 @@ pub(super) fn raise_descriptor_limit() -> usize {
                 limit.rlim_cur = limit.rlim_max;
             }
         }
+        // macOS refuses a soft limit above OPEN_MAX (10240), and its hard limit
+        // is often unlimited: there, the most it allows.
+        #[cfg(target_vendor = "apple")]
+        if limit.rlim_cur < limit.rlim_max.min(10240) {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max.min(10240),
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = raised.rlim_cur;
+            }
+        }
         usize::try_from(limit.rlim_cur)
             .unwrap_or(usize::MAX)
             .min(1 << 24)
