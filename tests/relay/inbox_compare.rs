@@ -82,7 +82,7 @@ fn inbox_answers_every_exchange_as_the_reference_relay_does() {
         "the relay and http-relay 0.7.0 differ beyond the documented differences:\n{report}"
     );
     assert!(
-        report.lines().count() >= 30,
+        report.lines().count() >= 33,
         "every scenario ran:\n{report}"
     );
 }
