@@ -33,8 +33,8 @@ pub struct MemoryBound {
     pub fixed: u64,
     /// Connections × (output buffer + 6 × `--max-head` + record).
     pub connections: u64,
-    /// 1.25 × (`--mcast-total` + `--sync-total`): held bodies, and what the
-    /// allocator may keep beside them.
+    /// 1.25 × (`--mcast-total` + `--sync-total` + `--inbox-total`): held
+    /// bodies, and what the allocator may keep beside them.
     pub held: u64,
     /// `--max-channels` × [`CHANNEL_COST`].
     pub channels: u64,
@@ -44,7 +44,9 @@ impl MemoryBound {
     pub fn new(config: &Config, max_conns: usize) -> MemoryBound {
         let head = config.max_head as u64;
         let output = OUTPUT_BUF_SIZE as u64;
-        let held = (config.mcast_total as u64).saturating_add(config.sync_total as u64);
+        let held = (config.mcast_total as u64)
+            .saturating_add(config.sync_total as u64)
+            .saturating_add(config.inbox_total as u64);
         MemoryBound {
             fixed: BASE + POOL_KEEP as u64 * (head + output),
             connections: (max_conns as u64)
@@ -95,7 +97,7 @@ mod tests {
         let shown = bound.to_string();
         assert_eq!(
             shown,
-            "345 MiB (fixed 9 MiB + connections 164 MiB + held bodies 160 MiB + channels 12 MiB)"
+            "365 MiB (fixed 9 MiB + connections 164 MiB + held bodies 180 MiB + channels 12 MiB)"
         );
         let readme = include_str!("../README.md");
         assert!(
@@ -129,6 +131,7 @@ mod tests {
         assert!(more(&["--max-head", "4096"], 100).connections < base.connections);
         assert!(more(&["--mcast-total", "1"], 100).held < base.held);
         assert!(more(&["--sync-total", "1"], 100).held < base.held);
+        assert!(more(&["--inbox-total", "1"], 100).held < base.held);
         assert!(more(&["--max-channels", "10"], 100).channels < base.channels);
     }
 }

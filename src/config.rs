@@ -45,6 +45,14 @@ pub struct Config {
     pub sync_total: usize,
     /// Most channels remembered for a write-secret claim or mcast messages.
     pub max_channels: usize,
+    /// A request waiting on an inbox gets `408` after this long.
+    pub inbox_timeout: Duration,
+    /// An inbox entry lives this long after the `POST` that wrote it.
+    pub inbox_ttl: Duration,
+    /// Largest inbox message (`413` beyond).
+    pub inbox_max_message: usize,
+    /// Most bytes held by inbox messages (stored or uploading) over all inboxes.
+    pub inbox_total: usize,
     /// Log one line per completed request on stderr.
     pub access_log: bool,
     /// Serve the Piping Server protocol on every path the relay's own routes
@@ -93,6 +101,9 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_CONNS: usize = 1024;
 pub const DEFAULT_MCAST_TOTAL: usize = 64 * 1024 * 1024;
 pub const DEFAULT_SYNC_TOTAL: usize = 64 * 1024 * 1024;
+pub const DEFAULT_INBOX_TIMEOUT: Duration = Duration::from_secs(25);
+pub const DEFAULT_INBOX_MAX_MESSAGE: usize = 64 * 1024;
+pub const DEFAULT_INBOX_TOTAL: usize = 16 * 1024 * 1024;
 /// Largest `--max-head` accepted: a response head reflects at most two request
 /// heads (own Origin, counterpart's query and content type), and must fit in one
 /// output buffer.
@@ -108,6 +119,9 @@ Endpoints:
   /link/{id}                  one producer (POST, PUT) to one consumer (GET)
   /mcast/{id}                 one producer to many readers, numbered messages
   /sync/{id}                  two requests swap bodies
+  /inbox/{id}                 a message kept until acknowledged: POST stores,
+                              GET reads (waits for one), DELETE acknowledges;
+                              /inbox/{id}/ack tells, /inbox/{id}/await waits
   /proxy/{serverId}/{path}    a SERVE long-poll loop answers clients
   /health, /metrics           version; Prometheus metrics
 
@@ -130,6 +144,10 @@ Channels:
       --mcast-retain BYTES        bytes of messages an mcast channel keeps; the
                                   oldest are dropped beyond [default: 11000000]
       --sync-max-body BYTES       largest sync body, 413 beyond [default: 10485760]
+      --inbox-ttl SECS            an inbox message (or its acknowledgement) is
+                                  kept this long after its POST [default: 300]
+      --inbox-max-message BYTES   largest inbox message, 413 beyond
+                                  [default: 65536]
 
 Protocols:
       --piping                    also serve Piping Server transfers (POST/PUT
@@ -152,6 +170,8 @@ Limits:
                                   503 for new uploads beyond [default: 67108864]
       --sync-total BYTES          most bytes held by sync bodies in all; 503 for
                                   new uploads beyond [default: 67108864]
+      --inbox-total BYTES         most bytes held by inbox messages in all; 503
+                                  for new messages beyond [default: 16777216]
 
 Timeouts (seconds, fractions allowed):
       --head-timeout SECS         a request head must be complete this long after
@@ -161,6 +181,9 @@ Timeouts (seconds, fractions allowed):
                                   progress this long [default: 60]
       --wait-timeout SECS         answer a waiting request 504 after this long;
                                   0 waits forever [default: 0]
+      --inbox-timeout SECS        answer a request waiting on an inbox (for its
+                                  message or its acknowledgement) 408 after
+                                  this long [default: 25]
 
 Logging:
       --access-log                one line per completed request on stderr
@@ -204,6 +227,10 @@ pub fn parse(
     let mut mcast_total = DEFAULT_MCAST_TOTAL;
     let mut sync_total = DEFAULT_SYNC_TOTAL;
     let mut max_channels = relay::DEFAULT_MAX_CHANNELS;
+    let mut inbox_timeout = DEFAULT_INBOX_TIMEOUT;
+    let mut inbox_ttl = Duration::from_millis(relay::DEFAULT_INBOX_TTL);
+    let mut inbox_max_message = DEFAULT_INBOX_MAX_MESSAGE;
+    let mut inbox_total = DEFAULT_INBOX_TOTAL;
     let mut access_log = false;
     let mut piping = false;
     let mut health_check = false;
@@ -250,6 +277,12 @@ pub fn parse(
             Long("mcast-total") => mcast_total = number(&mut parser, "mcast-total")?,
             Long("sync-total") => sync_total = number(&mut parser, "sync-total")?,
             Long("max-channels") => max_channels = number(&mut parser, "max-channels")?,
+            Long("inbox-timeout") => inbox_timeout = seconds(&mut parser, "inbox-timeout")?,
+            Long("inbox-ttl") => inbox_ttl = seconds(&mut parser, "inbox-ttl")?,
+            Long("inbox-max-message") => {
+                inbox_max_message = number(&mut parser, "inbox-max-message")?
+            }
+            Long("inbox-total") => inbox_total = number(&mut parser, "inbox-total")?,
             Long("access-log") => access_log = true,
             Long("piping") => piping = true,
             Long("health-check") => health_check = true,
@@ -287,6 +320,10 @@ pub fn parse(
         mcast_total,
         sync_total,
         max_channels,
+        inbox_timeout,
+        inbox_ttl,
+        inbox_max_message,
+        inbox_total,
         access_log,
         piping,
     });
@@ -355,6 +392,10 @@ mod tests {
         assert_eq!(c.wait_timeout, None);
         assert_eq!(c.max_conns, None);
         assert_eq!(c.max_channels, 32 * 1024);
+        assert_eq!(c.inbox_timeout, Duration::from_secs(25));
+        assert_eq!(c.inbox_ttl, Duration::from_secs(300));
+        assert_eq!(c.inbox_max_message, 64 * 1024);
+        assert_eq!(c.inbox_total, 16 * 1024 * 1024);
     }
 
     #[test]
@@ -380,7 +421,7 @@ mod tests {
 
     #[test]
     fn help_lists_every_flag_the_parser_takes() {
-        let flags: [(&str, Option<&str>); 23] = [
+        let flags: [(&str, Option<&str>); 27] = [
             ("--addr", Some("1.2.3.4")),
             ("--port", Some("1")),
             ("--unix", Some("/x")),
@@ -397,6 +438,10 @@ mod tests {
             ("--idle-timeout", Some("1")),
             ("--body-timeout", Some("1")),
             ("--wait-timeout", Some("1")),
+            ("--inbox-timeout", Some("1")),
+            ("--inbox-ttl", Some("1")),
+            ("--inbox-max-message", Some("1")),
+            ("--inbox-total", Some("1")),
             ("--access-log", None),
             ("--piping", None),
             ("--health-check", None),

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 use crate::http::{BodyDecoder, Encoder, MultipartDecoder, Request};
-use crate::relay::{JobId, Message, Role};
+use crate::relay::{InboxMessage, JobId, Message, Role};
 use crate::reply::Meta;
 
 /// A connection's key in the server's slab (also its poll token and its
@@ -69,6 +69,12 @@ pub enum Phase {
     Holding { body: BodyDecoder, hold: Hold },
     /// Sending a response whose body is `Conn::held[offset..]`.
     SendingHeld { offset: usize },
+    /// An inbox reader sending the stored message (shared with its inbox and
+    /// other readers) from `offset` on, after its head.
+    SendingMessage {
+        message: Rc<InboxMessage>,
+        offset: usize,
+    },
     /// Writing the rest of a response that is entirely in the output buffer.
     Responding(After),
     /// Response sent and sending side shut: discarding what the client still
@@ -104,6 +110,8 @@ pub enum Hold {
     /// A proxy `SERVE` without a job id: the body is dropped as it arrives;
     /// then the request waits for a job.
     Discard,
+    /// An inbox message: the body is kept in `Conn::held`; then it is stored.
+    Inbox,
 }
 
 /// What a parked connection waits for.
@@ -123,6 +131,10 @@ pub enum Wait {
     PipingSender,
     /// A Piping Server receiver waiting for the sender or the other receivers.
     PipingReceiver,
+    /// An inbox reader waiting for a message.
+    InboxReader,
+    /// An inbox writer waiting for the acknowledgement.
+    InboxAwaiter,
 }
 
 /// The kinds of streamed body transfer between two connections.
@@ -308,6 +320,8 @@ pub enum Timer {
     Progress,
     /// Parked, with a wait timeout configured: `504` when it passes.
     Wait,
+    /// Waiting on an inbox: `408` when the inbox timeout passes.
+    Inbox,
     /// Lingering after an error response.
     Linger,
 }
@@ -491,6 +505,43 @@ pub fn send(stream: &mut Stream, writable: &mut bool, bytes: &[u8]) -> Sent {
         }
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Sent::Bytes(0),
         Err(_) => Sent::Gone,
+    }
+}
+
+/// What sending a body held in memory came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// All of it is sent.
+    Done,
+    /// The socket is full; the rest waits for it to drain.
+    Blocked,
+    /// The peer is gone.
+    Gone,
+}
+
+/// Sends `body[*offset..]` as far as the socket takes it, moving `offset` on
+/// and adding what was sent to `counted`.
+pub fn send_rest(
+    stream: &mut Stream,
+    writable: &mut bool,
+    body: &[u8],
+    offset: &mut usize,
+    counted: &mut u64,
+) -> Drained {
+    while *offset < body.len() && *writable {
+        match send(stream, writable, &body[*offset..]) {
+            Sent::Bytes(n) => {
+                *offset += n;
+                *counted += n as u64;
+            }
+            Sent::Blocked => {}
+            Sent::Gone => return Drained::Gone,
+        }
+    }
+    if *offset < body.len() {
+        Drained::Blocked
+    } else {
+        Drained::Done
     }
 }
 

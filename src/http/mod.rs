@@ -18,11 +18,11 @@ pub use encode::{
     response_framing, BodyFraming, BodySize, Encoder, Exchange, FramingHeader, ResponseFraming,
     CHUNK_OVERHEAD,
 };
-pub(crate) use head::trim;
 pub use head::{
     parse_request, parse_seqid, trim_capacity, Framing, HeadError, Request, Target,
     MAX_HEADER_FIELDS,
 };
+pub(crate) use head::{percent_decode, trim};
 pub use multipart::{Event as MultipartEvent, MultipartDecoder, MultipartError, MAX_DELIMITER};
 pub use query::{find_param, QueryFilter};
 pub use response::{format_decimal, HeadWriter, Status};

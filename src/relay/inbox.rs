@@ -9,18 +9,75 @@
 
 use std::rc::Rc;
 
+use super::mcast::Ledger;
+use super::secret::{Presented, WriteSecret};
 use super::table::Channel;
-use super::{Millis, WaiterId};
+use super::{ClaimError, Millis, WaiterId};
 
 /// Most requests of each kind waiting on one inbox.
 pub const MAX_INBOX_WAITERS: usize = 10;
 
-/// A stored message.
-#[derive(Debug, PartialEq, Eq)]
+/// What a stored message costs beyond its body and type: its record, the
+/// reference to it, the allocator's rounding.
+pub const INBOX_MESSAGE_OVERHEAD: usize = 128;
+
+/// A stored message. It counts in its ledger (the relay's total of inbox
+/// bytes) from when it is made until its last holder lets go of it: the
+/// channel, or a reader still sending it.
+#[derive(Debug)]
 pub struct InboxMessage {
     pub body: Box<[u8]>,
     /// The writer's `Content-Type`, if it sent one.
     pub content_type: Option<Box<[u8]>>,
+    ledger: Ledger,
+}
+
+impl InboxMessage {
+    pub fn new(body: Box<[u8]>, content_type: Option<Box<[u8]>>, ledger: &Ledger) -> InboxMessage {
+        let message = InboxMessage {
+            body,
+            content_type,
+            ledger: Rc::clone(ledger),
+        };
+        ledger.set(ledger.get() + message.cost());
+        message
+    }
+
+    /// What holding it costs against the total.
+    pub fn cost(&self) -> usize {
+        INBOX_MESSAGE_OVERHEAD + self.body.len() + self.content_type.as_ref().map_or(0, |t| t.len())
+    }
+}
+
+impl Drop for InboxMessage {
+    fn drop(&mut self) {
+        self.ledger.set(self.ledger.get() - self.cost());
+    }
+}
+
+impl PartialEq for InboxMessage {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.body, &self.content_type) == (&other.body, &other.content_type)
+    }
+}
+
+impl Eq for InboxMessage {}
+
+/// The waiters a stored message wakes.
+#[derive(Debug, Default)]
+pub struct InboxWoken {
+    /// Readers that waited for a message: each gets it.
+    pub readers: Vec<WaiterId>,
+    /// Writers that waited for the acknowledgement of the entry it replaced:
+    /// each is told that entry is gone.
+    pub dropped: Vec<WaiterId>,
+}
+
+impl InboxWoken {
+    pub fn clear(&mut self) {
+        self.readers.clear();
+        self.dropped.clear();
+    }
 }
 
 /// What a `GET` of the message found.
@@ -55,6 +112,8 @@ pub struct InboxChannel {
     /// TTL from then; the table expires it by this time too.
     written: Option<Millis>,
     acked: bool,
+    /// A writer's secret holds the inbox while its entry lives.
+    secret: WriteSecret,
     readers: Vec<WaiterId>,
     awaiters: Vec<WaiterId>,
 }
@@ -74,24 +133,49 @@ impl InboxChannel {
             self.message = None;
             self.written = None;
             self.acked = false;
+            self.secret = WriteSecret::default();
         }
     }
 
-    /// Stores `message`. The waiting readers are appended to `readers` (each
-    /// gets the message); the waiting awaiters to `dropped` (the entry they
-    /// waited on is replaced: they get "not found").
+    /// Whether a writer presenting `secret` may write (checked again, and the
+    /// inbox claimed, by [`InboxChannel::post`]). A new entry needs `room`
+    /// under the cap on remembered channels.
+    pub fn check(
+        &mut self,
+        now: Millis,
+        ttl: Millis,
+        secret: Presented,
+        room: bool,
+    ) -> Result<(), ClaimError> {
+        self.settle(now, ttl);
+        if self.written.is_none() && !room {
+            return Err(ClaimError::NoRoom);
+        }
+        self.secret.check(secret)
+    }
+
+    /// Stores `message`, after the same checks as [`InboxChannel::check`].
+    /// The waiters it wakes are appended to `woken`.
     pub fn post(
         &mut self,
         now: Millis,
+        ttl: Millis,
+        (secret, room): (Presented, bool),
         message: Rc<InboxMessage>,
-        readers: &mut Vec<WaiterId>,
-        dropped: &mut Vec<WaiterId>,
-    ) {
+        woken: &mut InboxWoken,
+    ) -> Result<(), ClaimError> {
+        self.settle(now, ttl);
+        let room = room || self.written.is_some();
+        if !room {
+            return Err(ClaimError::NoRoom);
+        }
+        self.secret.admit(secret, room)?;
         self.message = Some(message);
         self.written = Some(now);
         self.acked = false;
-        readers.append(&mut self.readers);
-        dropped.append(&mut self.awaiters);
+        woken.readers.append(&mut self.readers);
+        woken.dropped.append(&mut self.awaiters);
+        Ok(())
     }
 
     /// A reader asks for the message; without one it waits.
@@ -191,6 +275,7 @@ impl Channel for InboxChannel {
         self.message = None;
         self.written = None;
         self.acked = false;
+        self.secret = WriteSecret::default();
         self.readers.clear();
         self.awaiters.clear();
         keep
@@ -200,25 +285,30 @@ impl Channel for InboxChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::key::{Hashing, SECRET};
     use crate::relay::testing::w;
 
     const TTL: Millis = 300_000;
 
     fn message(body: &str) -> Rc<InboxMessage> {
-        Rc::new(InboxMessage {
-            body: body.as_bytes().into(),
-            content_type: Some(b"text/plain".as_slice().into()),
-        })
+        let content_type = Some(b"text/plain".as_slice().into());
+        Rc::new(InboxMessage::new(
+            body.as_bytes().into(),
+            content_type,
+            &Ledger::default(),
+        ))
     }
 
     #[test]
     fn a_message_is_read_again_and_again_until_acknowledged() {
         let mut inbox = InboxChannel::default();
-        let (mut readers, mut dropped) = (Vec::new(), Vec::new());
+        let mut woken_by_post = InboxWoken::default();
         assert_eq!(inbox.acked(0, TTL), None, "no entry yet");
         assert_eq!(inbox.get(0, TTL, w(1)), InboxGet::Parked);
-        inbox.post(10, message("hi"), &mut readers, &mut dropped);
-        assert_eq!(readers, [w(1)], "the waiting reader gets it");
+        inbox
+            .post(10, TTL, (None, true), message("hi"), &mut woken_by_post)
+            .unwrap();
+        assert_eq!(woken_by_post.readers, [w(1)], "the waiting reader gets it");
         assert_eq!(inbox.get(11, TTL, w(2)), InboxGet::Message(message("hi")));
         assert_eq!(
             inbox.get(12, TTL, w(3)),
@@ -245,13 +335,15 @@ mod tests {
     #[test]
     fn the_writer_waits_for_the_acknowledgement() {
         let mut inbox = InboxChannel::default();
-        let (mut readers, mut dropped, mut woken) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut woken_by_post, mut woken) = (InboxWoken::default(), Vec::new());
         assert_eq!(
             inbox.await_ack(0, TTL, w(1)),
             InboxAwait::Unknown,
             "nothing to wait for"
         );
-        inbox.post(1, message("m"), &mut readers, &mut dropped);
+        inbox
+            .post(1, TTL, (None, true), message("m"), &mut woken_by_post)
+            .unwrap();
         assert_eq!(inbox.await_ack(2, TTL, w(2)), InboxAwait::Parked);
         assert_eq!(inbox.get(3, TTL, w(9)), InboxGet::Message(message("m")));
         assert!(inbox.ack(4, TTL, &mut woken));
@@ -263,17 +355,23 @@ mod tests {
         assert_eq!(inbox.await_ack(5, TTL, w(3)), InboxAwait::Acked);
         // A new message while someone waits: the wait was for the old one.
         assert_eq!(inbox.await_ack(6, TTL, w(4)), InboxAwait::Acked);
-        inbox.post(7, message("n"), &mut readers, &mut dropped);
+        inbox
+            .post(7, TTL, (None, true), message("n"), &mut woken_by_post)
+            .unwrap();
         assert_eq!(inbox.await_ack(8, TTL, w(5)), InboxAwait::Parked);
-        inbox.post(9, message("o"), &mut readers, &mut dropped);
-        assert_eq!(dropped, [w(5)]);
+        inbox
+            .post(9, TTL, (None, true), message("o"), &mut woken_by_post)
+            .unwrap();
+        assert_eq!(woken_by_post.dropped, [w(5)]);
     }
 
     #[test]
     fn an_entry_lives_for_the_ttl_from_its_last_write() {
         let mut inbox = InboxChannel::default();
-        let (mut readers, mut dropped, mut woken) = (Vec::new(), Vec::new(), Vec::new());
-        inbox.post(1_000, message("m"), &mut readers, &mut dropped);
+        let (mut woken_by_post, mut woken) = (InboxWoken::default(), Vec::new());
+        inbox
+            .post(1_000, TTL, (None, true), message("m"), &mut woken_by_post)
+            .unwrap();
         assert!(
             inbox.ack(2_000, TTL, &mut woken),
             "an acknowledgement does not extend it"
@@ -282,12 +380,102 @@ mod tests {
         assert_eq!(inbox.acked(1_000 + TTL, TTL), None, "over at the TTL");
         assert!(!inbox.ack(1_000 + TTL, TTL, &mut woken));
         assert!(!inbox.is_remembered(), "nothing left to remember");
-        inbox.post(5_000_000, message("again"), &mut readers, &mut dropped);
+        inbox
+            .post(
+                5_000_000,
+                TTL,
+                (None, true),
+                message("again"),
+                &mut woken_by_post,
+            )
+            .unwrap();
         assert_eq!(
             inbox.last_active(),
             5_000_000,
             "the table expires it from the write"
         );
+    }
+
+    #[test]
+    fn a_secret_holds_the_inbox_while_its_entry_lives() {
+        let mut inbox = InboxChannel::default();
+        let mut woken_by_post = InboxWoken::default();
+        let hashing = Hashing::new(7);
+        let (mine, theirs) = (
+            Some(hashing.key(SECRET, b"mine")),
+            Some(hashing.key(SECRET, b"theirs")),
+        );
+        assert_eq!(inbox.check(0, TTL, mine, true), Ok(()));
+        assert_eq!(
+            inbox.check(0, TTL, theirs, true),
+            Ok(()),
+            "a check claims nothing"
+        );
+        inbox
+            .post(1, TTL, (mine, true), message("m"), &mut woken_by_post)
+            .unwrap();
+        for other in [theirs, None] {
+            assert_eq!(
+                inbox.check(2, TTL, other, true),
+                Err(ClaimError::WrongSecret)
+            );
+            let refused = inbox.post(2, TTL, (other, true), message("x"), &mut woken_by_post);
+            assert_eq!(refused, Err(ClaimError::WrongSecret));
+        }
+        assert_eq!(inbox.get(3, TTL, w(1)), InboxGet::Message(message("m")));
+        assert_eq!(
+            inbox.check(1 + TTL, TTL, theirs, true),
+            Ok(()),
+            "gone with its entry"
+        );
+    }
+
+    #[test]
+    fn a_new_entry_needs_room_and_a_present_one_does_not() {
+        let mut inbox = InboxChannel::default();
+        let mut woken_by_post = InboxWoken::default();
+        assert_eq!(inbox.check(0, TTL, None, false), Err(ClaimError::NoRoom));
+        let refused = inbox.post(0, TTL, (None, false), message("m"), &mut woken_by_post);
+        assert_eq!(refused, Err(ClaimError::NoRoom));
+        assert!(!inbox.is_remembered());
+        inbox
+            .post(0, TTL, (None, true), message("m"), &mut woken_by_post)
+            .unwrap();
+        assert_eq!(inbox.check(1, TTL, None, false), Ok(()));
+        inbox
+            .post(1, TTL, (None, false), message("n"), &mut woken_by_post)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_message_counts_in_its_ledger_until_its_last_holder_lets_go() {
+        let ledger = Ledger::default();
+        let body: Box<[u8]> = b"12345".as_slice().into();
+        let message = Rc::new(InboxMessage::new(body, None, &ledger));
+        assert_eq!(ledger.get(), 5 + INBOX_MESSAGE_OVERHEAD);
+        let mut inbox = InboxChannel::default();
+        let (mut woken_by_post, mut woken) = (InboxWoken::default(), Vec::new());
+        inbox
+            .post(
+                0,
+                TTL,
+                (None, true),
+                Rc::clone(&message),
+                &mut woken_by_post,
+            )
+            .unwrap();
+        drop(message);
+        let InboxGet::Message(sending) = inbox.get(1, TTL, w(1)) else {
+            panic!("stored")
+        };
+        assert!(inbox.ack(2, TTL, &mut woken));
+        assert_eq!(
+            ledger.get(),
+            5 + INBOX_MESSAGE_OVERHEAD,
+            "a reader still sends it"
+        );
+        drop(sending);
+        assert_eq!(ledger.get(), 0);
     }
 
     #[test]

@@ -19,7 +19,10 @@ mod table;
 
 use std::rc::Rc;
 
-pub use inbox::{InboxAwait, InboxChannel, InboxGet, InboxMessage, MAX_INBOX_WAITERS};
+pub use inbox::{
+    InboxAwait, InboxChannel, InboxGet, InboxMessage, InboxWoken, INBOX_MESSAGE_OVERHEAD,
+    MAX_INBOX_WAITERS,
+};
 use key::Hashing;
 pub use key::Key;
 pub use link::{LinkArrival, LinkChannel};
@@ -153,6 +156,9 @@ pub const DEFAULT_IDLE_EXPIRY: Millis = 20 * 60 * 1000;
 /// Default cap on remembered channels (those holding a claim or messages).
 pub const DEFAULT_MAX_CHANNELS: usize = 32 * 1024;
 
+/// Default time an inbox entry lives after its `POST`: 5 minutes.
+pub const DEFAULT_INBOX_TTL: Millis = 5 * 60 * 1000;
+
 /// The core's limits and settings.
 #[derive(Clone, Copy, Debug)]
 pub struct Settings {
@@ -163,6 +169,8 @@ pub struct Settings {
     pub mcast_total: usize,
     /// Most channels remembered for a claim or messages, over all methods.
     pub max_channels: usize,
+    /// How long an inbox entry lives after the `POST` that wrote it.
+    pub inbox_ttl: Millis,
     /// Seed for job ids and the keyed hashes of ids and secrets (the shell
     /// supplies randomness; the core has no IO).
     pub seed: u64,
@@ -175,6 +183,7 @@ impl Default for Settings {
             mcast_retain: 11_000_000,
             mcast_total: 64 * 1024 * 1024,
             max_channels: DEFAULT_MAX_CHANNELS,
+            inbox_ttl: DEFAULT_INBOX_TTL,
             seed: 0x9e37_79b9_7f4a_7c15,
         }
     }
@@ -189,15 +198,18 @@ pub enum Method {
     Proxy,
     /// Piping Server transfers (with `--piping`).
     Piping,
+    /// Acknowledged messages (`/inbox/{id}`).
+    Inbox,
 }
 
 impl Method {
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 6] = [
         Method::Link,
         Method::Mcast,
         Method::Sync,
         Method::Proxy,
         Method::Piping,
+        Method::Inbox,
     ];
 
     pub fn name(self) -> &'static str {
@@ -207,13 +219,14 @@ impl Method {
             Method::Sync => "sync",
             Method::Proxy => "proxy",
             Method::Piping => "piping",
+            Method::Inbox => "inbox",
         }
     }
 }
 
 /// A figure per method, indexed by [`Method`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PerMethod<T>(pub [T; 5]);
+pub struct PerMethod<T>(pub [T; 6]);
 
 impl<T: Copy> PerMethod<T> {
     pub fn get(&self, method: Method) -> T {
@@ -229,11 +242,15 @@ pub struct Relay {
     syncs: Table<SyncChannel>,
     proxies: Table<ProxyChannel>,
     pipings: Table<PipingChannel>,
+    inboxes: Table<InboxChannel>,
     settings: Settings,
     hashing: Hashing,
     /// What live mcast messages cost ([`Message::cost`]): retained, uploading,
     /// or dropped by their channel but still being sent to a reader.
     mcast_bytes: mcast::Ledger,
+    /// What stored inbox messages cost ([`InboxMessage::cost`]), also while
+    /// a reader still sends one its inbox dropped.
+    inbox_bytes: mcast::Ledger,
     rng: u64,
     /// Requests refused because the cap on remembered channels was reached.
     refused_no_room: u64,
@@ -247,9 +264,11 @@ impl Relay {
             syncs: Table::default(),
             proxies: Table::default(),
             pipings: Table::default(),
+            inboxes: Table::default(),
             rng: settings.seed | 1,
             hashing: Hashing::new(settings.seed),
             mcast_bytes: mcast::Ledger::default(),
+            inbox_bytes: mcast::Ledger::default(),
             settings,
             refused_no_room: 0,
         }
@@ -527,6 +546,85 @@ impl Relay {
             .with_existing(self.id(path), expiry, |c| c.finish(now));
     }
 
+    // ---- inbox ----
+    // The inbox table expires entries by the TTL (from their last write), not
+    // by the idle expiry of the other methods.
+
+    /// Whether a writer of inbox `id` presenting `secret` may store a message
+    /// now (checked again when it is stored; nothing is claimed).
+    pub fn inbox_check(&mut self, now: Millis, id: &[u8], secret: &[u8]) -> Result<(), ClaimError> {
+        let (key, secret, room) = (self.id(id), self.secret(secret), self.room());
+        let ttl = self.settings.inbox_ttl;
+        let checked = self
+            .inboxes
+            .with(key, ttl, |c| c.check(now, ttl, secret, room));
+        self.note(checked)
+    }
+
+    /// Stores a message (`body`, `content_type`) in inbox `id`, replacing
+    /// what it held. The waiters it wakes are appended to `woken`.
+    pub fn inbox_post(
+        &mut self,
+        now: Millis,
+        id: &[u8],
+        secret: &[u8],
+        (body, content_type): (Box<[u8]>, Option<Box<[u8]>>),
+        woken: &mut InboxWoken,
+    ) -> Result<Rc<InboxMessage>, ClaimError> {
+        let (key, secret, room) = (self.id(id), self.secret(secret), self.room());
+        let ttl = self.settings.inbox_ttl;
+        let message = Rc::new(InboxMessage::new(body, content_type, &self.inbox_bytes));
+        let posted = self.inboxes.with(key, ttl, |c| {
+            c.post(now, ttl, (secret, room), Rc::clone(&message), woken)
+        });
+        self.note(posted).map(|()| message)
+    }
+
+    /// A reader asks for the message of inbox `id`.
+    pub fn inbox_get(&mut self, now: Millis, id: &[u8], reader: WaiterId) -> InboxGet {
+        let (key, ttl) = (self.id(id), self.settings.inbox_ttl);
+        self.inboxes.with(key, ttl, |c| c.get(now, ttl, reader))
+    }
+
+    /// Acknowledges inbox `id`; its awaiters are appended to `woken`. False
+    /// when there is no entry.
+    pub fn inbox_ack(&mut self, now: Millis, id: &[u8], woken: &mut Vec<WaiterId>) -> bool {
+        let (key, ttl) = (self.id(id), self.settings.inbox_ttl);
+        self.inboxes
+            .with_existing(key, ttl, |c| c.ack(now, ttl, woken))
+            .unwrap_or(false)
+    }
+
+    /// Whether inbox `id` is acknowledged; `None` without an entry.
+    pub fn inbox_acked(&mut self, now: Millis, id: &[u8]) -> Option<bool> {
+        let (key, ttl) = (self.id(id), self.settings.inbox_ttl);
+        self.inboxes
+            .with_existing(key, ttl, |c| c.acked(now, ttl))
+            .flatten()
+    }
+
+    /// The writer waits for the acknowledgement of inbox `id`.
+    pub fn inbox_await(&mut self, now: Millis, id: &[u8], awaiter: WaiterId) -> InboxAwait {
+        let (key, ttl) = (self.id(id), self.settings.inbox_ttl);
+        self.inboxes
+            .with_existing(key, ttl, |c| c.await_ack(now, ttl, awaiter))
+            .unwrap_or(InboxAwait::Unknown)
+    }
+
+    /// A waiting reader or awaiter left. Returns whether it was waiting.
+    pub fn inbox_leave(&mut self, id: &[u8], waiter: WaiterId) -> bool {
+        let (key, ttl) = (self.id(id), self.settings.inbox_ttl);
+        self.inboxes
+            .with_existing(key, ttl, |c| c.leave(waiter))
+            .unwrap_or(false)
+    }
+
+    /// What stored inbox messages cost together (also those a reader still
+    /// sends after its inbox dropped them).
+    pub fn inbox_bytes(&self) -> usize {
+        self.inbox_bytes.get()
+    }
+
     // ---- all methods ----
 
     /// Removes every parked waiter of every channel (for shutdown) and returns them.
@@ -537,6 +635,7 @@ impl Relay {
         self.syncs.drain(out, expiry);
         self.proxies.drain(out, expiry);
         self.pipings.drain(out, expiry);
+        self.inboxes.drain(out, self.settings.inbox_ttl);
     }
 
     /// The next time [`Relay::handle_timeout`] has work to do.
@@ -547,6 +646,7 @@ impl Relay {
             self.syncs.next_due(),
             self.proxies.next_due(),
             self.pipings.next_due(),
+            self.inboxes.next_due(),
         ]
         .into_iter()
         .flatten()
@@ -568,7 +668,9 @@ impl Relay {
         (budget, forgotten) = (budget - looked, forgotten + gone);
         let (looked, gone) = self.proxies.expire(now, expiry, budget);
         (budget, forgotten) = (budget - looked, forgotten + gone);
-        let (_, gone) = self.pipings.expire(now, expiry, budget);
+        let (looked, gone) = self.pipings.expire(now, expiry, budget);
+        (budget, forgotten) = (budget - looked, forgotten + gone);
+        let (_, gone) = self.inboxes.expire(now, self.settings.inbox_ttl, budget);
         forgotten += gone;
         forgotten
     }
@@ -586,12 +688,16 @@ impl Relay {
             self.syncs.len(),
             self.proxies.len(),
             self.pipings.len(),
+            self.inboxes.len(),
         ])
     }
 
     /// Channels holding a claim or messages (counted against `max_channels`).
     pub fn remembered_channels(&self) -> usize {
-        self.links.remembered() + self.mcasts.remembered() + self.proxies.remembered()
+        self.links.remembered()
+            + self.mcasts.remembered()
+            + self.proxies.remembered()
+            + self.inboxes.remembered()
     }
 
     /// Requests refused because the cap on remembered channels was reached.
@@ -607,6 +713,7 @@ impl Relay {
             self.syncs.waiting(),
             self.proxies.waiting(),
             self.pipings.waiting(),
+            self.inboxes.waiting(),
         ])
     }
 

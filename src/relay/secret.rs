@@ -30,6 +30,14 @@ impl WriteSecret {
         }
     }
 
+    /// Whether a writer presenting `presented` may write, claiming nothing.
+    pub fn check(&self, presented: Presented) -> Result<(), ClaimError> {
+        match self.claimed {
+            Some(claimed) if presented != Some(claimed) => Err(ClaimError::WrongSecret),
+            _ => Ok(()),
+        }
+    }
+
     pub fn is_claimed(&self) -> bool {
         self.claimed.is_some()
     }

@@ -87,7 +87,8 @@ impl Server {
             "httprelay: worst-case memory for these flags: {}",
             MemoryBound::new(config, max_conns)
         );
-        let idle_expiry = config.idle_expiry.as_millis().min(u128::from(u64::MAX)) as u64;
+        let millis = |d: std::time::Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+        let idle_expiry = millis(config.idle_expiry);
         let now = clock.now();
         Ok(Server {
             poll,
@@ -100,6 +101,7 @@ impl Server {
                 mcast_retain: config.mcast_retain,
                 mcast_total: config.mcast_total,
                 max_channels: config.max_channels,
+                inbox_ttl: millis(config.inbox_ttl),
                 seed: random_seed(),
             }),
             input_pool: BufPool::new(config.max_head, POOL_KEEP),
@@ -109,12 +111,16 @@ impl Server {
             sync_max_body: config.sync_max_body,
             sync_total: config.sync_total,
             sync_held: 0,
+            inbox_max_message: config.inbox_max_message,
+            inbox_total: config.inbox_total,
+            inbox_uploading: 0,
             trust_proxy: config.trust_proxy.clone(),
             timeouts: timers::Timeouts {
                 head: config.head_timeout,
                 idle: config.idle_timeout,
                 body: config.body_timeout,
                 wait: config.wait_timeout,
+                inbox: config.inbox_timeout,
             },
             max_conns,
             accept_paused: false,
@@ -133,6 +139,7 @@ impl Server {
             ready: Vec::new(),
             ready_spare: Vec::new(),
             waiters: Vec::new(),
+            inbox_woken: Default::default(),
             text: Vec::new(),
             timers: BinaryHeap::new(),
             accept_retry: None,

@@ -15,11 +15,12 @@ use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use crate::buf::BufPool;
-use crate::conn::{Conn, ConnId, Phase, Stream, Wait};
+use crate::conn::{Conn, ConnId, Hold, Phase, Stream, Wait};
 use crate::http::{HttpDate, QueryFilter};
 use crate::relay::{Millis, Relay, WaiterId};
 
 mod fanout;
+mod inbox;
 mod link;
 mod listen;
 mod mcast;
@@ -143,6 +144,10 @@ pub struct Server {
     sync_total: usize,
     /// Bytes held by sync bodies in all connections.
     sync_held: usize,
+    inbox_max_message: usize,
+    inbox_total: usize,
+    /// Bytes of inbox messages still uploading (held by their connections).
+    inbox_uploading: usize,
     trust_proxy: Vec<IpAddr>,
     timeouts: timers::Timeouts,
     max_conns: usize,
@@ -172,6 +177,7 @@ pub struct Server {
     ready: Vec<ConnId>,
     ready_spare: Vec<ConnId>,
     waiters: Vec<WaiterId>,
+    inbox_woken: crate::relay::InboxWoken,
     /// Scratch for header values built from parts (cookie paths, URLs).
     text: Vec<u8>,
     /// Connection deadlines (lazy: an entry counts only if it still matches the
@@ -267,6 +273,7 @@ impl Server {
             Wait::PipingSender | Wait::PipingReceiver => {
                 self.relay.piping_leave(now, channel, waiter)
             }
+            Wait::InboxReader | Wait::InboxAwaiter => self.relay.inbox_leave(channel, waiter),
         };
     }
 
@@ -315,6 +322,7 @@ impl Server {
                 Phase::Reading { .. } => self.drive_reading(id),
                 Phase::Holding { .. } => self.drive_holding(id),
                 Phase::SendingHeld { .. } => self.drive_sending_held(id),
+                Phase::SendingMessage { .. } => self.drive_sending_message(id),
                 Phase::Responding(after) => self.drive_response(id, after),
                 Phase::Lingering => self.linger(id),
             };
@@ -429,7 +437,12 @@ impl Server {
         let mut conn = self.conns.remove(id.0);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let now = self.now_millis();
-        self.sync_held -= conn.held.len();
+        match conn.phase {
+            Phase::Holding {
+                hold: Hold::Inbox, ..
+            } => self.inbox_uploading -= conn.held.len(),
+            _ => self.sync_held -= conn.held.len(),
+        }
         match conn.phase {
             Phase::Producing { consumer, kind, .. } => {
                 if kind == crate::conn::Transfer::Piping {
@@ -498,6 +511,7 @@ fn phase_name(phase: &Phase) -> &'static str {
         Phase::Reading { .. } => "reading",
         Phase::Holding { .. } => "holding",
         Phase::SendingHeld { .. } => "sending held",
+        Phase::SendingMessage { .. } => "sending message",
         Phase::Responding(_) => "responding",
         Phase::Lingering => "lingering",
     }

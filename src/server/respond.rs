@@ -3,7 +3,7 @@
 
 use std::io::{self, Read};
 
-use super::route::expose_for;
+use super::route::{allow_for, expose_for};
 use super::stats::Gauges;
 use super::{unix_millis, Server, Step, LINGER_MAX_BYTES};
 use crate::conn::{send, After, Conn, ConnId, Fill, Phase, Sent};
@@ -30,18 +30,23 @@ pub(super) enum Guarded {
     Server,
 }
 
+/// The answer to a writer that may not use the channel.
+pub(super) fn claim_refusal(e: ClaimError, guarded: Guarded) -> (Status, &'static str) {
+    match (e, guarded) {
+        (ClaimError::WrongSecret, Guarded::Channel) => {
+            (Status(401), "401 wrong write secret for this channel\n")
+        }
+        (ClaimError::WrongSecret, Guarded::Server) => {
+            (Status(401), "401 wrong write secret for this server\n")
+        }
+        (ClaimError::NoRoom, _) => (Status(503), super::NO_ROOM),
+    }
+}
+
 impl Server {
     /// Answers a writer that may not use the channel.
     pub(super) fn refuse_claim(&mut self, id: ConnId, e: ClaimError, guarded: Guarded) -> Step {
-        let (status, text) = match (e, guarded) {
-            (ClaimError::WrongSecret, Guarded::Channel) => {
-                (Status(401), "401 wrong write secret for this channel\n")
-            }
-            (ClaimError::WrongSecret, Guarded::Server) => {
-                (Status(401), "401 wrong write secret for this server\n")
-            }
-            (ClaimError::NoRoom, _) => (Status(503), super::NO_ROOM),
-        };
+        let (status, text) = claim_refusal(e, guarded);
         self.refuse(id, status, text)
     }
 
@@ -201,8 +206,7 @@ impl Server {
             w.header("Content-Type", content_type);
         }
         if status.0 == 405 {
-            // Only link and mcast refuse methods (sync takes any).
-            w.header("Allow", b"GET, POST, PUT, OPTIONS");
+            w.header("Allow", allow_for(&conn.req.path, &conn.req.raw_path));
         }
         w.header_number("Content-Length", body.len() as u64);
         reply::persistence(&mut w, keep_alive, conn.req.minor_version);
@@ -256,6 +260,7 @@ impl Server {
             refused_no_room: self.relay.refused_no_room(),
             mcast_bytes: self.relay.mcast_bytes(),
             sync_bytes: self.sync_held,
+            inbox_bytes: self.relay.inbox_bytes() + self.inbox_uploading,
         };
         let mut text = std::mem::take(&mut self.text);
         self.stats.render(&gauges, &mut text);

@@ -98,7 +98,8 @@ impl Server {
             }
             return self.refuse(id, Status(404), "404 page not found\n");
         };
-        // link, mcast, sync: the last segment; proxy: the segment after /proxy/.
+        // link, mcast, sync: the last segment; proxy: the segment after
+        // /proxy/; inbox: its own parsing (`handle_inbox`).
         let channel = match method {
             Method::Proxy => rest.split(|&b| b == b'/').next().unwrap_or_default(),
             _ => rest.rsplit(|&b| b == b'/').next().unwrap_or_default(),
@@ -114,6 +115,7 @@ impl Server {
             Method::Mcast => self.handle_mcast(id),
             Method::Sync => self.handle_sync(id),
             Method::Proxy => self.handle_proxy(id),
+            Method::Inbox => self.handle_inbox(id),
             Method::Piping => unreachable!("route() never names piping"),
         }
     }
@@ -145,6 +147,7 @@ pub(super) fn route(path: &[u8]) -> Option<(Method, &[u8])> {
         (b"/mcast/", Method::Mcast),
         (b"/sync/", Method::Sync),
         (b"/proxy/", Method::Proxy),
+        (b"/inbox/", Method::Inbox),
     ]
     .into_iter()
     .find_map(|(prefix, method)| path.strip_prefix(prefix).map(|rest| (method, rest)))
@@ -153,6 +156,20 @@ pub(super) fn route(path: &[u8]) -> Option<(Method, &[u8])> {
 /// The relay's own paths besides the method prefixes.
 fn is_own(path: &[u8]) -> bool {
     path == b"/health" || path == b"/metrics"
+}
+
+/// The methods a path takes (the `Allow` of its `405`).
+pub(super) fn allow_for(path: &[u8], raw_path: &[u8]) -> &'static [u8] {
+    match route(path) {
+        Some((Method::Inbox, _)) => {
+            let mut id = Vec::new();
+            let raw = raw_path.strip_prefix(b"/inbox/").unwrap_or_default();
+            super::inbox::parse_path(raw, &mut id)
+                .map_or(b"GET, HEAD, POST, DELETE, OPTIONS", |e| e.allow())
+        }
+        // Only link and mcast refuse methods otherwise (sync takes any).
+        _ => b"GET, POST, PUT, OPTIONS",
+    }
 }
 
 pub(super) fn expose_for(path: &[u8]) -> Expose {

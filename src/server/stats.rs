@@ -45,10 +45,18 @@ pub enum Timeout {
     Head,
     Body,
     Wait,
+    /// A request waiting on an inbox (`408`).
+    Inbox,
 }
 
 impl Timeout {
-    const ALL: [Timeout; 4] = [Timeout::Idle, Timeout::Head, Timeout::Body, Timeout::Wait];
+    const ALL: [Timeout; 5] = [
+        Timeout::Idle,
+        Timeout::Head,
+        Timeout::Body,
+        Timeout::Wait,
+        Timeout::Inbox,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -56,6 +64,7 @@ impl Timeout {
             Timeout::Head => "head",
             Timeout::Body => "body",
             Timeout::Wait => "wait",
+            Timeout::Inbox => "inbox",
         }
     }
 }
@@ -74,6 +83,8 @@ pub struct Gauges {
     pub refused_no_room: u64,
     pub mcast_bytes: usize,
     pub sync_bytes: usize,
+    /// Stored inbox messages and those uploading.
+    pub inbox_bytes: usize,
 }
 
 impl Stats {
@@ -190,12 +201,13 @@ impl Stats {
             (
                 "held_bytes",
                 "gauge",
-                "Body bytes held in memory (mcast messages, waiting sync bodies).",
+                "Body bytes held in memory (mcast messages, waiting sync bodies, inbox messages).",
             ),
             "method",
             [
                 ("mcast", gauges.mcast_bytes as u64),
                 ("sync", gauges.sync_bytes as u64),
+                ("inbox", gauges.inbox_bytes as u64),
             ],
         );
         labelled(
@@ -319,12 +331,13 @@ mod tests {
         stats.loop_iteration(Duration::from_secs(2));
         let gauges = Gauges {
             open_connections: 2,
-            waiters: PerMethod([1, 0, 0, 4, 2]),
-            channels: PerMethod([5, 0, 1, 0, 3]),
+            waiters: PerMethod([1, 0, 0, 4, 2, 0]),
+            channels: PerMethod([5, 0, 1, 0, 3, 0]),
             remembered_channels: 3,
             refused_no_room: 2,
             mcast_bytes: 10,
             sync_bytes: 0,
+            inbox_bytes: 0,
         };
         let mut out = Vec::new();
         stats.render(&gauges, &mut out);

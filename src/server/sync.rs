@@ -5,7 +5,9 @@
 use super::respond::Collected;
 use super::{Flushed, Server, Step};
 use crate::buf::BufPool;
-use crate::conn::{send, take_body, After, Conn, ConnId, Hold, Phase, Sent, TakeError, Wait};
+use crate::conn::{
+    send_rest, take_body, After, Conn, ConnId, Drained, Hold, Phase, TakeError, Wait,
+};
 use crate::http::{BodyDecoder, Framing, HeadWriter, QueryFilter, Status};
 use crate::relay::{Method, SyncArrival, WaiterId};
 use crate::reply::{self, Expose};
@@ -49,27 +51,38 @@ impl Server {
             return Collected::Finished(Step::Again);
         };
         let hold = *hold;
-        let (held, sync_held) = (&mut conn.held, &mut self.sync_held);
-        let (max_body, total) = (self.sync_max_body, self.sync_total);
+        // The limits of what is held, and the count it adds to.
+        let (max_body, room, counted) = match hold {
+            Hold::Inbox => (
+                self.inbox_max_message,
+                self.inbox_total
+                    .saturating_sub(self.relay.inbox_bytes() + self.inbox_uploading),
+                &mut self.inbox_uploading,
+            ),
+            _ => (
+                self.sync_max_body,
+                self.sync_total - self.sync_held,
+                &mut self.sync_held,
+            ),
+        };
+        let held = &mut conn.held;
+        let mut added = 0;
         let taken = take_body(&mut conn.input, body, |data| {
             if hold == Hold::Discard {
                 return Ok(());
             }
             if held.len() + data.len() > max_body {
-                return Err((
-                    Status(413),
-                    format!("413 body larger than {max_body} bytes\n"),
-                ));
+                return Err((Status(413), too_large(hold, max_body)));
             }
-            if *sync_held + data.len() > total {
-                let text = "503 relay storage for sync bodies is full\n";
-                return Err((Status(503), text.to_string()));
+            if added + data.len() > room {
+                return Err((Status(503), full(hold).to_string()));
             }
-            *sync_held += data.len();
+            added += data.len();
             crate::buf::reserve_body(held, data.len(), max_body);
             held.extend_from_slice(data);
             Ok(())
         });
+        *counted += added;
         let progress = match taken {
             Ok(progress) => progress,
             Err(e) => {
@@ -79,7 +92,7 @@ impl Server {
                 };
                 conn.phase = Phase::ReadingHead;
                 conn.req.keep_alive = false;
-                self.sync_held -= conn.held.len();
+                *counted -= conn.held.len();
                 conn.held = Vec::new();
                 self.respond_text(id, status, &text, After::Linger);
                 return Collected::Finished(Step::Again);
@@ -89,6 +102,7 @@ impl Server {
             return Collected::Finished(match hold {
                 Hold::Sync => self.sync_arrive(id),
                 Hold::Discard => self.proxy_body_dropped(id),
+                Hold::Inbox => self.inbox_store(id),
             });
         }
         Collected::Taken(progress)
@@ -178,21 +192,20 @@ impl Server {
         let Phase::SendingHeld { offset } = &mut conn.phase else {
             return Step::Again;
         };
-        while *offset < conn.held.len() && conn.writable {
-            match send(&mut conn.stream, &mut conn.writable, &conn.held[*offset..]) {
-                Sent::Bytes(n) => {
-                    *offset += n;
-                    self.stats.relayed_bytes += n as u64;
-                }
-                Sent::Blocked => {}
-                Sent::Gone => {
-                    self.close(id);
-                    return Step::Closed;
-                }
+        let counted = &mut self.stats.relayed_bytes;
+        match send_rest(
+            &mut conn.stream,
+            &mut conn.writable,
+            &conn.held,
+            offset,
+            counted,
+        ) {
+            Drained::Done => {}
+            Drained::Blocked => return Step::Blocked,
+            Drained::Gone => {
+                self.close(id);
+                return Step::Closed;
             }
-        }
-        if *offset < conn.held.len() {
-            return Step::Blocked;
         }
         // Bodies can be large: give the memory back rather than keep it per connection.
         self.sync_held -= conn.held.len();
@@ -203,6 +216,22 @@ impl Server {
             After::Close
         });
         Step::Again
+    }
+}
+
+/// The answer to a body over its limit.
+pub(super) fn too_large(hold: Hold, max_body: usize) -> String {
+    match hold {
+        Hold::Inbox => format!("413 message larger than {max_body} bytes\n"),
+        _ => format!("413 body larger than {max_body} bytes\n"),
+    }
+}
+
+/// The answer to a body that would pass the total.
+pub(super) fn full(hold: Hold) -> &'static str {
+    match hold {
+        Hold::Inbox => "503 relay storage for inbox messages is full\n",
+        _ => "503 relay storage for sync bodies is full\n",
     }
 }
 

@@ -16,6 +16,7 @@ pub(super) struct Timeouts {
     pub idle: Duration,
     pub body: Duration,
     pub wait: Option<Duration>,
+    pub inbox: Duration,
 }
 
 /// Checks of progress that find none, in a row, before a transfer or a
@@ -29,6 +30,7 @@ impl Timeouts {
         match phase {
             Phase::ReadingHead if head_started => Timer::Head,
             Phase::ReadingHead => Timer::Idle,
+            Phase::Parked(Wait::InboxReader | Wait::InboxAwaiter) => Timer::Inbox,
             Phase::Parked(_) if self.wait.is_some() => Timer::Wait,
             Phase::Parked(_) => Timer::None,
             Phase::Lingering => Timer::Linger,
@@ -45,6 +47,7 @@ impl Timeouts {
             Timer::Head => Some(self.head),
             Timer::Progress => Some(self.body / u32::from(QUIET_CHECKS)),
             Timer::Wait => self.wait,
+            Timer::Inbox => Some(self.inbox),
             Timer::Linger => Some(LINGER),
         }
     }
@@ -215,6 +218,14 @@ impl Server {
                     self.close(other);
                 }
             }
+            Timer::Inbox => {
+                let Phase::Parked(wait) = conn.phase else {
+                    return;
+                };
+                self.stats.timed_out(Timeout::Inbox);
+                self.leave_core(id, wait);
+                self.answer_inbox_waiter(id, Status(408), super::inbox::TIMED_OUT);
+            }
             Timer::Wait => {
                 let Phase::Parked(wait) = conn.phase else {
                     return;
@@ -270,6 +281,7 @@ mod tests {
             idle: S(60),
             body: S(60),
             wait,
+            inbox: S(25),
         }
     }
 
@@ -294,6 +306,11 @@ mod tests {
         let t = timeouts(Some(S(5)));
         assert_eq!(t.timer_for(&parked, false), Timer::Wait);
         assert_eq!(t.period(Timer::Wait), Some(S(5)));
+        for wait in [Wait::InboxReader, Wait::InboxAwaiter] {
+            let inbox = Phase::Parked(wait);
+            assert_eq!(t.timer_for(&inbox, false), Timer::Inbox, "its own timeout");
+        }
+        assert_eq!(t.period(Timer::Inbox), Some(S(25)));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::{get, post};
 
 const ANSWER: Duration = Duration::from_secs(10);
 
-const FLAGS: [&str; 17] = [
+const FLAGS: [&str; 21] = [
     "--piping",
     "--max-conns",
     "64",
@@ -36,6 +36,10 @@ const FLAGS: [&str; 17] = [
     "300000",
     "--mcast-retain",
     "1000000",
+    "--inbox-total",
+    "2000000",
+    "--inbox-max-message",
+    "250000",
 ];
 
 fn bound_kib() -> u64 {
@@ -146,8 +150,40 @@ fn rss_stays_within_the_bound_under_every_kind_of_state() {
         fire(&relay, &req("SERVE", &format!("/proxy/gone{i}"), &[], b""));
         fire(&relay, &post(&format!("/pipe/gone{i}?n=3"), b"body"));
         fire(&relay, &get(&format!("/pipe/left{i}?n=2")));
+        fire(&relay, &get(&format!("/inbox/gone{i}")));
     }
-    check(&relay, bound, "after 9000 abandoned waiters");
+    check(&relay, bound, "after 10500 abandoned waiters");
+    assert_eq!(
+        metric(&relay, "httprelay_channels{method=\"inbox\"}"),
+        0,
+        "inboxes whose readers left are forgotten"
+    );
+
+    // 2b. Inbox messages up to their total, each with waiting writers and readers.
+    let big = vec![b'i'; 250_000];
+    let (mut kept, mut inbox_full) = (0, 0);
+    let mut inbox_waiters: Vec<Conn> = Vec::new();
+    for i in 0..12 {
+        match status_of(&relay, &post(&format!("/inbox/full{i}"), &big)) {
+            200 => kept += 1,
+            503 => inbox_full += 1,
+            other => panic!("big inbox post: {other}"),
+        }
+        for path in [format!("/inbox/full{i}/await"), format!("/inbox/none{i}")] {
+            if i < 3 {
+                let mut c = relay.connect();
+                c.send(&get(&path));
+                inbox_waiters.push(c);
+            }
+        }
+    }
+    assert!(
+        kept > 0 && inbox_full > 0,
+        "{kept} kept, {inbox_full} refused"
+    );
+    check(&relay, bound, "with the inbox total full");
+    // Their connections are needed below.
+    drop(inbox_waiters);
     assert_eq!(
         metric(&relay, "httprelay_channels{method=\"piping\"}"),
         0,
