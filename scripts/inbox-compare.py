@@ -3,12 +3,12 @@
 the relay and compares what every client sees: status code, body bytes, the
 content type of a message (GET and HEAD of a stored message only: the
 producer's type, or application/octet-stream), the content length of a HEAD,
-whether a 405 names the allowed methods, whether CORS headers came, when each
-answer came (at once / after the inbox timeout / when another party acted) and
+whether a 405 names the allowed methods, when each answer came (at once / after the inbox timeout / when another party acted) and
 whether the connection stayed open. Other header fields differ by design and
 are not compared: the relay's header names are capitalised, it adds its own
-fields, its error and empty answers are not labelled application/octet-stream,
-and its 405 `Allow` lists the methods its own way. Not compared at all: the
+fields and CORS fields (always; the reference only with --cors-allow-all),
+its error and empty answers are not labelled application/octet-stream, and
+its 405 `Allow` lists the methods its own way. Not compared at all: the
 reference's --max-entries (it evicts its oldest entry; the relay answers 503
 when --inbox-total or --max-channels is reached) and its 15-second cleanup
 (whose removals can end waits with 404 there).
@@ -39,8 +39,8 @@ SLACK = 0.4  # how far from TIMEOUT an answer "after the timeout" may come
 
 
 class Request:
-    def __init__(self, method, label, message):
-        self.method, self.label, self.message = method, label, message
+    def __init__(self, method, label, message, route=True):
+        self.method, self.label, self.message, self.route = method, label, message, route
         self.sent = None
 
 
@@ -56,15 +56,17 @@ class Party:
         self.requests = []
         self.eof = False
 
-    def send(self, method, path, headers=(), body=b"", message=False, length=True, version="1.1"):
+    def send(self, method, path, headers=(), body=b"", message=False, length=True, version="1.1",
+             route=True):
         """Sends a request; `path` may hold {id}; `message` marks a GET/HEAD of a
-        stored message, whose content type is compared."""
+        stored message, whose content type is compared; `route=False` a path
+        no endpoint has (its answer's body is kept apart as "no-route body")."""
         lines = [f"{method} {path.format(id=self.session.id)} HTTP/{version}", "Host: 127.0.0.1"]
         lines += list(headers)
         if length and (body or method in ("POST", "PUT")) and not any(
                 h.lower().startswith("transfer-encoding") for h in headers):
             lines.append(f"Content-Length: {len(body)}")
-        request = Request(method, f"{self.name} {method} {path}", message)
+        request = Request(method, f"{self.name} {method} {path}", message, route)
         self.requests.append(request)
         self.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body, request)
 
@@ -233,9 +235,9 @@ def seen(party):
         request = requests[0] if requests else None
         if not code.startswith("1") and requests:
             requests.pop(0)
-        answer = {"code": code, "body": body,
-                  "when": when(party, request, party.arrived(end)),
-                  "cors": any(f.startswith("access-control-") for f in fields)}
+        answer = {"code": code}
+        answer["body" if request is None or request.route else "no-route body"] = body
+        answer["when"] = when(party, request, party.arrived(end))
         if request is not None and request.message and code.startswith("200"):
             answer["type"] = fields.get("content-type")
         if request is not None and request.method == "HEAD":
@@ -541,7 +543,7 @@ def no_route(s):
     c = s.party("client")
     for method, path in (("GET", "/inbox/"), ("POST", "/inbox/"), ("GET", "/inbox/{id}/b/c"),
                          ("POST", "/inbox/{id}/b/c"), ("GET", "/inbox/{id}/ack/"), ("GET", "/inbox")):
-        c.send(method, path, body=b"x" if method == "POST" else b"")
+        c.send(method, path, body=b"x" if method == "POST" else b"", route=False)
         s.settle()
 
 
@@ -585,7 +587,8 @@ def keep_alive(s):
              ("GET", "/inbox/{id}-empty", b""),
              ("GET", "/inbox/{id}-none/ack", b"")]
     for method, path, body in steps:
-        c.send(method, path, body=body, message=method in ("GET", "HEAD") and path == MSG)
+        c.send(method, path, body=body, message=method in ("GET", "HEAD") and path == MSG,
+               route=path != "/inbox/")
         if path.endswith("-empty"):
             s.wait_timeout()
         else:
@@ -664,13 +667,19 @@ SCENARIOS = {
 KNOWN = {
     "id that is not UTF-8": (
         "the relay's 400 body is its own (Inbox ID is not UTF-8)", {"body@400"}),
-    "message over the limit: 413": ("the relay's 413 body is its own one-line text", {"body@413"}),
-    "Expect: 100-continue, too large": ("the relay's 413 body is its own one-line text", {"body@413"}),
+    "message over the limit: 413": (
+        "the relay's 413 body is its own one-line text, and it aborts a chunked upload that crosses "
+        "the limit (closes the connection; the reference reads a small one to its end)",
+        {"body@413", "connection"}),
+    "Expect: 100-continue, too large": (
+        "the relay answers 413 instead of 100 Continue when Content-Length is over the limit, "
+        "then closes", None),
     "405 for other methods": ("the relay's 405 body is its own one-line text", {"body@405"}),
     "keep-alive after every kind of answer": (
-        "the relay's 405 and 413 bodies are its own one-line texts", {"body@405", "body@413"}),
-    "Origin without a CORS flag": (
-        "the relay always sends CORS headers (the reference only with --cors-allow-all)", {"cors"}),
+        "the relay's 405, 413 and unknown-path 404 bodies are its own one-line texts",
+        {"body@405", "body@413", "no-route body"}),
+    "no route: /inbox/, /inbox/a/b/c": (
+        "the relay's unknown-path 404 has a body, `404 page not found`", {"no-route body"}),
     "OPTIONS preflight without a CORS flag": (
         "the relay answers preflights (the reference: 405 unless --cors-allow-all)", None),
 }

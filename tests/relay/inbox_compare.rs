@@ -33,9 +33,6 @@ impl Drop for Child {
 }
 
 #[test]
-// The relay's /inbox/{id} endpoint is not there yet: until it is, the
-// comparison would fail on every scenario. Run it with `--ignored`.
-#[ignore]
 fn inbox_answers_every_exchange_as_the_reference_relay_does() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     if !root.join(REFERENCE).exists() {

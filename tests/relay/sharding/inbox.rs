@@ -138,6 +138,32 @@ fn logged(relays: &[Relay], prefix: &str) -> HashMap<String, usize> {
     at
 }
 
+/// A message through HAProxy: `POST`, then `GET`, `/ack`, `DELETE` and
+/// `/await` on other spellings of the id, each answered by the inbox's relay.
+pub(super) fn exchange(front: &Addr, id: &str) {
+    let first = id.as_bytes()[0];
+    let encoded = format!("%{first:02X}{}", &id[1..]);
+    let mut c = connect(front);
+    let r = c.exchange(&req(
+        "POST",
+        &format!("/inbox/{id}"),
+        &[("Content-Type", "text/plain")],
+        b"for the inbox",
+    ));
+    assert_eq!(r.status(), 200, "POST /inbox/{id}: {:?}", r.head);
+    let r = c.exchange(&req("GET", &format!("/inbox/{encoded}"), &[], b""));
+    assert_eq!((r.status(), r.text()), (200, "for the inbox".to_string()));
+    assert_eq!(r.header("Content-Type"), Some("text/plain"));
+    let r = c.exchange(&req("GET", &format!("/inbox/{id}/ack"), &[], b""));
+    assert_eq!((r.status(), r.text()), (200, "false".to_string()));
+    let r = c.exchange(&req("DELETE", &format!("/inbox/{encoded}?x=1"), &[], b""));
+    assert_eq!(r.status(), 200, "DELETE: {:?}", r.head);
+    let r = c.exchange(&req("GET", &format!("/inbox/{encoded}/await"), &[], b""));
+    assert_eq!(r.status(), 200, "await after DELETE: {:?}", r.head);
+    let r = c.exchange(&req("GET", &format!("/inbox/{id}/ack"), &[], b""));
+    assert_eq!((r.status(), r.text()), (200, "true".to_string()));
+}
+
 fn without_query(target: &str) -> &str {
     target.split('?').next().unwrap_or(target)
 }
