@@ -12,6 +12,7 @@ mod browser;
 mod cors;
 mod hostile;
 mod http;
+mod inbox_compare;
 mod lifecycle;
 mod link;
 mod mcast;
