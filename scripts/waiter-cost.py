@@ -7,12 +7,15 @@ Starts the relay (default target/release/httprelay) for each kind, opens N
 (default 5000) parked requests of that kind on distinct ids, and prints the
 relay's RSS growth divided by N. Kinds: link consumer, link producer with a
 100-byte body, sync with a 100-byte body, proxy client with a 100-byte body
-(no SERVE), SERVE waiting for a job, mcast reader waiting for a message.
+(no SERVE), SERVE waiting for a job, mcast reader waiting for a message,
+mcast live stream (Server-Sent Events) waiting for a message, inbox reader
+waiting for a message.
 The client raises its own descriptor limit; N is capped by it.
 
 Then the same for remembered channels (4 N of them, each made by a request
 that leaves at once): a link channel claimed by a producer with a write
-secret, a SERVE claim, an mcast channel holding one empty message. The
+secret, a SERVE claim, an mcast channel holding one empty message, an inbox
+holding a 100-byte message (the message counts in --inbox-total besides). The
 relay runs with --max-channels above 4 N for this.
 """
 import os
@@ -28,8 +31,8 @@ N = int(sys.argv[2]) if len(sys.argv) > 2 else 5000
 BODY = b"x" * 100
 
 
-def request(method, path, body=None):
-    head = f"{method} {path} HTTP/1.1\r\nHost: relay\r\n"
+def request(method, path, body=None, fields=""):
+    head = f"{method} {path} HTTP/1.1\r\nHost: relay\r\n{fields}"
     if body is not None:
         head += f"Content-Length: {len(body)}\r\n"
     return head.encode() + b"\r\n" + (body or b"")
@@ -42,6 +45,10 @@ KINDS = {
     "proxy client, 100-byte body": lambda i: request("POST", f"/proxy/j{i}/x", BODY),
     "SERVE waiting for a job": lambda i: request("SERVE", f"/proxy/v{i}"),
     "mcast reader": lambda i: request("GET", f"/mcast/r{i}"),
+    "mcast live stream": lambda i: request(
+        "GET", f"/mcast/l{i}", fields="Accept: text/event-stream\r\n"
+    ),
+    "inbox reader": lambda i: request("GET", f"/inbox/i{i}"),
 }
 
 
@@ -63,6 +70,7 @@ REMEMBERED = {
     "link channel with a claim": lambda i: request("POST", f"/link/k{i}?wsecret=s{i}", b"x"),
     "proxy channel with a claim": lambda i: request("SERVE", f"/proxy/k{i}?wsecret=s{i}"),
     "mcast channel, one empty message": lambda i: request("POST", f"/mcast/e{i}", b""),
+    "inbox, one 100-byte message": lambda i: request("POST", f"/inbox/m{i}", BODY),
 }
 
 
@@ -95,7 +103,7 @@ def measure(kind, make, count=None, flags=(), keep=True):
             else:
                 # Leave once the relay has taken the request.
                 s.settimeout(5)
-                if make(i).startswith(b"POST /mcast"):
+                if make(i).startswith((b"POST /mcast", b"POST /inbox")):
                     s.recv(4096)
                 s.close()
         time.sleep(1.0)
@@ -119,7 +127,7 @@ def main():
     N = min(N, hard - 100)
     for kind, make in KINDS.items():
         measure(kind, make)
-    flags = ("--max-channels", str(8 * N))
+    flags = ("--max-channels", str(8 * N), "--inbox-total", str(64 * 1024 * 1024))
     for kind, make in REMEMBERED.items():
         measure(kind, make, count=4 * N, flags=flags, keep=False)
 

@@ -730,6 +730,28 @@ await check('9 sse: EventSource in three tabs follows 50 messages across origins
   }
 });
 
+await check('10 inbox: a message waits for its reader in another tab, is read twice, acknowledged with DELETE through the preflight, and the writer hears of it', async () => {
+  const context = await newContext();
+  const writer = await harness(context);
+  const reader = await harness(context);
+  const url = `${relay}/inbox/${run}-box`;
+  // The reader asks first: it waits for the message.
+  await pstart(reader, 'r', url);
+  await sleep(PARK);
+  ok(await pfetch(writer, url, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"token":1}' }), 'POST');
+  const first = ok(await presult(reader, 'r'), 'waiting GET');
+  eq([first.body, first.headers['content-type']], ['{"token":1}', 'application/json'], 'the message and its type');
+  eq(ok(await pfetch(reader, url), 'second GET').body, '{"token":1}', 'a read does not consume it');
+  eq(ok(await pfetch(writer, `${url}/ack`), 'ack').body, 'false', 'not acknowledged yet');
+  await pstart(writer, 'w', `${url}/await`);
+  await sleep(PARK);
+  ok(await pfetch(reader, url, { method: 'DELETE' }), 'DELETE (preflighted)');
+  ok(await presult(writer, 'w'), 'the writer\'s await ends 200');
+  eq(ok(await pfetch(writer, `${url}/ack`), 'ack after').body, 'true', 'acknowledged');
+  const unknown = ok(await pfetch(reader, `${relay}/inbox/${run}-none/ack`), 'unknown inbox', 404);
+  eq(unknown.body, 'Not found', 'a 404 the page can read');
+});
+
 await browser.close();
 if (screenshotTaken) console.log(`screenshot: ${screenshotTaken}`);
 const total = passed + failed.length;

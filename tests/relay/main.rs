@@ -13,6 +13,7 @@ mod cors;
 mod deploy;
 mod hostile;
 mod http;
+mod inbox_compare;
 mod lifecycle;
 mod link;
 mod mcast;

@@ -6,7 +6,9 @@
 //! health checks and timeouts, is the file as shipped). Then checks: 1,000 link
 //! transfers on random ids with every byte verified, the ids spread over all three
 //! relays, path variants of one id (`/link/a/ID`, `%2F`, percent-encoded letters)
-//! meeting on one relay, mcast with 20 readers, a sync pair, proxy round trips,
+//! meeting on one relay, inbox paths (`/inbox/ID`, `/ack`, `/await`) reaching the
+//! relay of that id and a message stored, read, acknowledged and awaited through
+//! HAProxy, mcast with 20 readers, a sync pair, proxy round trips,
 //! `X-Real-IP`/`X-Real-Port` and `X-Forwarded-*` believed from HAProxy, a client that
 //! leaves leaving its relay too; Piping Server transfers on 60 paths (some with `?n=2`
 //! and two receivers, some senders with `Expect: 100-continue`), each path's parties
@@ -31,6 +33,7 @@ use super::support::{
 };
 use super::{get, post};
 
+mod inbox;
 mod piping;
 use piping::{piping, Piping, PIPING_PATHS};
 
@@ -350,6 +353,14 @@ fn relays_behind_haproxy_shard_by_channel_id() {
         shard = shard_of(&relays, &ids);
         shard.len() == ids.len()
     });
+
+    // 2b. Inbox paths: /inbox/{id}, its /ack and /await, and other spellings of
+    //     the id reach the relay of the id (the one that has /link/{id}).
+    let some_ids: Vec<&String> = ids.iter().take(24).collect();
+    inbox::routing(&front, &relays, &some_ids, &shard);
+    for id in ids.iter().skip(24).take(8) {
+        inbox::exchange(&front, id);
+    }
 
     // 3. Metadata through HAProxy: the relays believe X-Real-IP/X-Real-Port from it,
     //    so each side learns the other client's own address, not HAProxy's.
