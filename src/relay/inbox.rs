@@ -147,8 +147,11 @@ impl InboxChannel {
         secret: Presented,
         room: bool,
     ) -> Result<(), ClaimError> {
+        // An entry written before, even one whose TTL is over, holds its place
+        // under the cap already: a new message takes that place.
+        let room = room || self.written.is_some();
         self.settle(now, ttl);
-        if self.written.is_none() && !room {
+        if !room {
             return Err(ClaimError::NoRoom);
         }
         self.secret.check(secret)
@@ -164,8 +167,8 @@ impl InboxChannel {
         message: Rc<InboxMessage>,
         woken: &mut InboxWoken,
     ) -> Result<(), ClaimError> {
-        self.settle(now, ttl);
         let room = room || self.written.is_some();
+        self.settle(now, ttl);
         if !room {
             return Err(ClaimError::NoRoom);
         }
@@ -226,8 +229,11 @@ impl InboxChannel {
         InboxAwait::Parked
     }
 
-    /// A waiting reader or awaiter left. Returns whether it was waiting.
-    pub fn leave(&mut self, waiter: WaiterId) -> bool {
+    /// A waiting reader or awaiter left. Returns whether it was waiting. An
+    /// entry whose TTL is over is forgotten now, so that the inbox is not
+    /// left remembered with nothing to keep.
+    pub fn leave(&mut self, now: Millis, ttl: Millis, waiter: WaiterId) -> bool {
+        self.settle(now, ttl);
         for list in [&mut self.readers, &mut self.awaiters] {
             if let Some(at) = list.iter().position(|&w| w == waiter) {
                 list.remove(at);
@@ -448,6 +454,22 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_entry_gives_its_place_to_the_next_message_and_a_leaver_settles_it() {
+        let mut inbox = InboxChannel::default();
+        let mut woken_by_post = InboxWoken::default();
+        inbox
+            .post(0, TTL, (None, true), message("m"), &mut woken_by_post)
+            .unwrap();
+        inbox
+            .post(TTL, TTL, (None, false), message("n"), &mut woken_by_post)
+            .expect("its own place");
+        inbox.ack(TTL + 1, TTL, &mut Vec::new());
+        assert_eq!(inbox.get(TTL + 2, TTL, w(1)), InboxGet::Parked);
+        assert!(inbox.leave(2 * TTL, TTL, w(1)));
+        assert!(!inbox.is_remembered(), "expired: nothing left to remember");
+    }
+
+    #[test]
     fn a_message_counts_in_its_ledger_until_its_last_holder_lets_go() {
         let ledger = Ledger::default();
         let body: Box<[u8]> = b"12345".as_slice().into();
@@ -485,8 +507,8 @@ mod tests {
             assert_eq!(inbox.get(0, TTL, w(n)), InboxGet::Parked);
         }
         assert_eq!(inbox.get(0, TTL, w(99)), InboxGet::Busy);
-        assert!(inbox.leave(w(3)));
-        assert!(!inbox.leave(w(3)));
+        assert!(inbox.leave(0, TTL, w(3)));
+        assert!(!inbox.leave(0, TTL, w(3)));
         assert_eq!(inbox.get(0, TTL, w(99)), InboxGet::Parked);
         let mut drained = Vec::new();
         inbox.drain(&mut drained);

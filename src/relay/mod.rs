@@ -629,10 +629,10 @@ impl Relay {
     }
 
     /// A waiting reader or awaiter left. Returns whether it was waiting.
-    pub fn inbox_leave(&mut self, id: &[u8], waiter: WaiterId) -> bool {
+    pub fn inbox_leave(&mut self, now: Millis, id: &[u8], waiter: WaiterId) -> bool {
         let (key, ttl) = (self.id(id), self.settings.inbox_ttl);
         self.inboxes
-            .with_existing(key, ttl, |c| c.leave(waiter))
+            .with_existing(key, ttl, |c| c.leave(now, ttl, waiter))
             .unwrap_or(false)
     }
 

@@ -274,7 +274,7 @@ impl Server {
             Wait::PipingSender | Wait::PipingReceiver => {
                 self.relay.piping_leave(now, channel, waiter)
             }
-            Wait::InboxReader | Wait::InboxAwaiter => self.relay.inbox_leave(channel, waiter),
+            Wait::InboxReader | Wait::InboxAwaiter => self.relay.inbox_leave(now, channel, waiter),
         };
     }
 

@@ -2,7 +2,7 @@
 
 use httprelay::relay::Millis;
 
-use crate::model::{Activity, Kind, Model};
+use crate::model::{Activity, Kind, Model, State};
 use crate::EXPIRE_BATCH;
 
 impl Model {
@@ -54,9 +54,20 @@ impl Model {
             }
         }
         let mut freed = 0;
+        // An inbox entry goes at the TTL from its last write, unless a waiter
+        // keeps the channel.
+        let inboxes = self.inboxes.0.len();
+        let ttl = self.inbox_ttl;
+        self.inboxes.0.retain(|_, c| {
+            c.state.busy()
+                || c.state
+                    .written
+                    .is_none_or(|at| now < at.saturating_add(ttl))
+        });
         let expected = self.links.expire(now, self.expiry, |_| ())
             + self.mcasts.expire(now, self.expiry, |c| freed += c.held())
-            + self.proxies.expire(now, self.expiry, |_| ());
+            + self.proxies.expire(now, self.expiry, |_| ())
+            + (inboxes - self.inboxes.0.len());
         assert_eq!(forgotten, expected, "channels forgotten at {now}");
         self.remembered -= expected;
         self.mcast_bytes -= freed;
@@ -95,17 +106,26 @@ impl Model {
             self.mcast_finish(0, complete);
             self.settle();
         }
+        for (w, wait, ch) in self.inbox_parked() {
+            self.inbox_leave_exact(w, wait, ch);
+            self.settle();
+        }
+        while !self.inbox_held.is_empty() {
+            self.inbox_sent(0);
+            self.settle();
+        }
         self.check();
         assert_eq!(
             self.relay.waiter_count(),
             0,
             "waiters left after everyone left"
         );
-        self.advance(self.expiry + 60_001);
+        self.advance(self.expiry.max(self.inbox_ttl) + 60_001);
         self.check();
         assert_eq!(self.relay.channel_count(), 0, "channel leak");
         assert_eq!(self.relay.remembered_channels(), 0);
         assert_eq!(self.relay.mcast_bytes(), 0);
+        assert_eq!(self.relay.inbox_bytes(), 0);
         assert_eq!(
             self.relay.poll_timeout(),
             None,

@@ -2,9 +2,9 @@
 //! and the running counts the checks compare with the core.
 
 use std::collections::{HashMap, VecDeque};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
-use httprelay::relay::{ClaimError, JobId, Message, Millis, Relay, Role, WaiterId};
+use httprelay::relay::{ClaimError, InboxMessage, JobId, Message, Millis, Relay, Role, WaiterId};
 
 use crate::OVERHEAD;
 
@@ -139,6 +139,60 @@ impl State for ProxyM {
     }
 }
 
+/// An inbox message as the model knows it: which one (the core's record,
+/// watched without keeping it alive) and what it costs in `inbox_bytes`.
+#[derive(Clone)]
+pub struct InboxMsg {
+    pub serial: u64,
+    pub cost: usize,
+    pub record: Weak<InboxMessage>,
+}
+
+/// An inbox id. Like the core, the model forgets an entry whose TTL is over
+/// only when an operation with a clock looks at it ([`InboxM::settle`]) or when
+/// `handle_timeout` expires it: until then it still counts as remembered.
+#[derive(Default)]
+pub struct InboxM {
+    /// When the entry was last written (`None`: no entry).
+    pub written: Option<Millis>,
+    /// The stored message, until acknowledged.
+    pub message: Option<InboxMsg>,
+    pub acked: bool,
+    pub secret: Option<Vec<u8>>,
+    pub readers: Vec<WaiterId>,
+    pub awaiters: Vec<WaiterId>,
+}
+
+impl InboxM {
+    /// Forgets an entry whose TTL is over at `now` (as every inbox operation
+    /// with a clock does first); returns whether one was forgotten.
+    pub fn settle(&mut self, now: Millis, ttl: Millis) -> bool {
+        match self.written {
+            Some(at) if now >= at.saturating_add(ttl) => {
+                *self = InboxM {
+                    readers: std::mem::take(&mut self.readers),
+                    awaiters: std::mem::take(&mut self.awaiters),
+                    ..InboxM::default()
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl State for InboxM {
+    fn waiting(&self) -> usize {
+        self.readers.len() + self.awaiters.len()
+    }
+    fn busy(&self) -> bool {
+        self.waiting() > 0
+    }
+    fn remembered(&self) -> bool {
+        self.written.is_some()
+    }
+}
+
 pub struct Chan<T> {
     pub active: Activity,
     pub state: T,
@@ -244,6 +298,15 @@ pub enum Kind {
     ProxyServer,
 }
 
+/// Which wait an inbox waiter is in.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum InboxWait {
+    /// A `GET` waiting for a message.
+    Reader,
+    /// A writer waiting for the acknowledgement.
+    Awaiter,
+}
+
 /// An mcast message still uploading.
 pub struct Upload {
     pub ch: usize,
@@ -264,6 +327,18 @@ pub struct Model {
     pub mcasts: Channels<McastM>,
     pub syncs: Channels<SyncM>,
     pub proxies: Channels<ProxyM>,
+    pub inboxes: Channels<InboxM>,
+    pub inbox_ttl: Millis,
+    /// Every inbox waiter ever created, for inbox leaves (apart from
+    /// `waiters`, so that the other leaves pick as they always did).
+    pub inbox_waiters: Vec<(WaiterId, InboxWait, usize)>,
+    /// Messages readers are still sending: the harness holds the core's `Rc`
+    /// until an operation lets go of it.
+    pub inbox_held: Vec<(InboxMsg, Rc<InboxMessage>)>,
+    /// Every inbox message not yet seen gone, to check that each goes when
+    /// its last holder lets go (and not before).
+    pub inbox_messages: Vec<InboxMsg>,
+    pub inbox_serial: u64,
     /// Remembered channels and mcast bytes, kept up to date by the operations
     /// (bulk operations make thousands) and recounted by every check.
     pub remembered: usize,
@@ -312,7 +387,23 @@ impl Model {
                     .map(|&(w, _)| w),
             );
         }
+        for c in self.inboxes.0.values() {
+            all.extend(c.state.readers.iter().copied());
+            all.extend(c.state.awaiters.iter().copied());
+        }
         all
+    }
+
+    /// The inbox messages alive as the model sees them (held by their inbox or
+    /// by a reader still sending one), each once.
+    pub fn inbox_alive(&self) -> HashMap<u64, &InboxMsg> {
+        let stored = self
+            .inboxes
+            .0
+            .values()
+            .filter_map(|c| c.state.message.as_ref());
+        let sending = self.inbox_held.iter().map(|(m, _)| m);
+        stored.chain(sending).map(|m| (m.serial, m)).collect()
     }
 
     /// What every message a channel owns costs, retained or uploading (counted
@@ -324,7 +415,10 @@ impl Model {
 
     /// Remembered channels, counted afresh (`self.remembered` is the running count).
     pub fn count_remembered(&self) -> usize {
-        self.links.remembered() + self.mcasts.remembered() + self.proxies.remembered()
+        self.links.remembered()
+            + self.mcasts.remembered()
+            + self.proxies.remembered()
+            + self.inboxes.remembered()
     }
 
     /// Whether one more channel may be remembered.
@@ -337,7 +431,9 @@ impl Model {
         let all = (self.links.expiring())
             .chain(self.mcasts.expiring())
             .chain(self.proxies.expiring());
-        all.map(|a| a.maybe + self.expiry).min()
+        let inboxes = self.inboxes.0.values().filter(|c| !c.state.busy());
+        let inboxes = inboxes.filter_map(|c| c.state.written.map(|at| at + self.inbox_ttl));
+        all.map(|a| a.maybe + self.expiry).chain(inboxes).min()
     }
 
     pub fn settle(&mut self) {
@@ -345,5 +441,18 @@ impl Model {
         self.mcasts.settle();
         self.syncs.settle();
         self.proxies.settle();
+        self.inboxes.settle();
+        // A message no longer held is gone at once; one still held is there.
+        let alive = self.inbox_alive();
+        for m in &self.inbox_messages {
+            let live = m.record.strong_count() > 0;
+            assert_eq!(
+                live,
+                alive.contains_key(&m.serial),
+                "inbox message {} alive",
+                m.serial
+            );
+        }
+        self.inbox_messages.retain(|m| m.record.strong_count() > 0);
     }
 }

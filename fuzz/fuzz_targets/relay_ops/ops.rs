@@ -1,6 +1,7 @@
 //! The operations, each made on the core and on the model, with the core's
 //! answer checked against the model's: link, sync, mcast and proxy arrivals,
-//! uploads, results and leaves, bulk claims, the drain at shutdown.
+//! uploads, results and leaves, bulk claims, the drain at shutdown (the inbox
+//! ones are in `inbox.rs`).
 
 use std::rc::Rc;
 
@@ -539,6 +540,10 @@ impl Model {
             c.state.queued.clear();
             c.state.jobs.retain(|_, j| j.1 == JobState::Dispatched);
             c.active.touch(now, false);
+        }
+        for c in self.inboxes.0.values_mut() {
+            c.state.readers.clear();
+            c.state.awaiters.clear();
         }
         self.shut_down = true;
     }
