@@ -16,12 +16,19 @@ extern "C" fn on_signal(_signal: libc::c_int) {
         // SAFETY: errno location is valid for this thread; write(2) is
         // async-signal-safe and the buffer outlives the call.
         unsafe {
-            let errno = *libc::__errno_location();
+            let errno = *errno_location();
             libc::write(fd, b"!".as_ptr().cast(), 1);
-            *libc::__errno_location() = errno;
+            *errno_location() = errno;
         }
     }
 }
+
+// The thread's errno, under the name each C library gives it (std reads errno
+// but cannot restore it).
+#[cfg(target_os = "linux")]
+use libc::__errno_location as errno_location;
+#[cfg(target_vendor = "apple")]
+use libc::__error as errno_location;
 
 /// Installs the handlers; returns the end to register with the poller.
 pub fn install() -> io::Result<UnixStream> {

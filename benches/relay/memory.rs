@@ -2,7 +2,6 @@
 
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::os::fd::FromRawFd;
 use std::path::Path;
 use std::thread;
 use std::time::Duration;
@@ -27,7 +26,9 @@ struct Memory {
 
 /// A TCP connection from a chosen loopback source address (one source address
 /// offers only the ephemeral port range's worth of connections to one port).
+#[cfg(target_os = "linux")]
 fn connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
     pub fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
         // SAFETY: all-zero is a valid sockaddr_in.
         let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
@@ -67,6 +68,13 @@ fn connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> io::Result<TcpStream> {
         }
         Ok(stream)
     }
+}
+
+// The whole 127/8 answers on Linux only (macOS has 127.0.0.1 alone), and
+// IP_BIND_ADDRESS_NO_PORT is Linux's: elsewhere, the default source.
+#[cfg(not(target_os = "linux"))]
+fn connect_from(_src: Ipv4Addr, dst: SocketAddrV4) -> io::Result<TcpStream> {
+    TcpStream::connect(dst)
 }
 
 fn memory(plan: &Plan, bin: &Path) -> Res<Memory> {

@@ -131,6 +131,7 @@ fn setup(input: &mut Input) -> Option<Model> {
             mcast_retain: retain,
             mcast_total: total,
             max_channels,
+            inbox_ttl: httprelay::relay::DEFAULT_INBOX_TTL,
             seed: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15),
         }),
         expiry,

@@ -160,7 +160,7 @@ pub(super) const FIXED_CHUNK_HEADER: usize = 10;
 /// the data was read in behind it.
 pub(super) fn chunk_header_fixed(size: usize, out: &mut [u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    debug_assert!(size <= 0xffff_ffff);
+    debug_assert!(u32::try_from(size).is_ok());
     for (i, byte) in out[..8].iter_mut().enumerate() {
         *byte = HEX[(size >> (4 * (7 - i))) & 15];
     }

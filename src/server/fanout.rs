@@ -487,12 +487,12 @@ impl Server {
     /// is done, not aborted: it leaves the group without a word to the sender,
     /// and the broadcast ends when the others have theirs.
     pub(super) fn broadcast_receiver_done(&mut self, s: ConnId, r: ConnId) {
-        let Some(receiver) = self.conns.get_mut(r.0) else {
+        if !self.conns.contains(r.0) {
             return;
-        };
+        }
         // Nothing for it in its pipe, nor in the sender's stage.
         #[cfg(target_os = "linux")]
-        let pipe_empty = receiver.pipe.as_ref().is_none_or(|p| p.filled == 0)
+        let pipe_empty = self.conns[r.0].pipe.as_ref().is_none_or(|p| p.filled == 0)
             && pipe_filled(self.conns.get(s.0)) == 0;
         #[cfg(not(target_os = "linux"))]
         let pipe_empty = true;

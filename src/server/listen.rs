@@ -311,9 +311,7 @@ fn random_seed() -> u64 {
 /// Fills `buf` with the kernel's randomness; without it (never on a working
 /// Linux), with a clock-seeded xorshift.
 pub(super) fn fill_random(buf: &mut [u8]) {
-    // SAFETY: the buffer is valid for `buf.len()` bytes of writes.
-    let got = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if usize::try_from(got).is_ok_and(|n| n == buf.len()) {
+    if kernel_random(buf) {
         return;
     }
     let mut state = SystemTime::now()
@@ -326,6 +324,23 @@ pub(super) fn fill_random(buf: &mut [u8]) {
         state ^= state << 17;
         *byte = state as u8;
     }
+}
+
+#[cfg(target_os = "linux")]
+fn kernel_random(buf: &mut [u8]) -> bool {
+    // SAFETY: the buffer is valid for `buf.len()` bytes of writes.
+    let got = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    usize::try_from(got).is_ok_and(|n| n == buf.len())
+}
+
+// getrandom(2) is Linux-only; getentropy(3) (macOS, the BSDs) gives the same
+// randomness, at most 256 bytes a call.
+#[cfg(not(target_os = "linux"))]
+fn kernel_random(buf: &mut [u8]) -> bool {
+    buf.chunks_mut(256).all(|chunk| {
+        // SAFETY: the chunk is valid for `chunk.len()` (at most 256) bytes of writes.
+        unsafe { libc::getentropy(chunk.as_mut_ptr().cast(), chunk.len()) == 0 }
+    })
 }
 
 pub(super) fn resolve(text: &str) -> io::Result<SocketAddr> {
@@ -386,6 +401,18 @@ pub(super) fn raise_descriptor_limit() -> usize {
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
                 limit.rlim_cur = limit.rlim_max;
+            }
+        }
+        // macOS refuses a soft limit above OPEN_MAX (10240), and its hard limit
+        // is often unlimited: there, the most it allows.
+        #[cfg(target_vendor = "apple")]
+        if limit.rlim_cur < limit.rlim_max.min(10240) {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max.min(10240),
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = raised.rlim_cur;
             }
         }
         usize::try_from(limit.rlim_cur)

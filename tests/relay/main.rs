@@ -10,6 +10,7 @@ mod shorthand;
 
 mod browser;
 mod cors;
+mod deploy;
 mod hostile;
 mod http;
 mod inbox_compare;

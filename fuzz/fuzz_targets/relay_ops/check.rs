@@ -12,7 +12,9 @@ impl Model {
             self.mcasts.waiting(),
             self.syncs.waiting(),
             self.proxies.waiting(),
-            // Piping has its own unit tests; no operation here touches it.
+            // Piping and the inbox have their own unit tests; no operation
+            // here touches them.
+            0,
             0,
         ];
         assert_eq!(
@@ -30,6 +32,7 @@ impl Model {
             self.mcasts.0.len(),
             self.syncs.0.len(),
             self.proxies.0.len(),
+            0,
             0,
         ];
         assert_eq!(
