@@ -1,17 +1,64 @@
 #!/usr/bin/env bash
-# Builds a static, stripped x86_64 Linux binary (musl) for small images and
-# gateways: target/x86_64-unknown-linux-musl/release/httprelay
+# Builds static, stripped Linux binaries (musl) for small images and gateways:
+#
+#   scripts/static-build.sh [TARGET...]     # default: x86_64
+#
+# TARGET is x86_64 (amd64) or aarch64 (arm64), the names Docker's TARGETARCH
+# uses too, a full Rust target triple, or `all` for both. Each binary lands in
+# ${CARGO_TARGET_DIR:-target}/<triple>/release/httprelay and its size is
+# printed. The Rust target's standard library is added with rustup when
+# missing; the linker is rust-lld, which ships with Rust, so no system C
+# toolchain or cross-compiler is needed for either target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target="${TARGET:-x86_64-unknown-linux-musl}"
-if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
-  rustup target add "$target"
-fi
-cargo build --release --locked --target "$target"
-bin="target/$target/release/httprelay"
-if file "$bin" 2>/dev/null | grep -q dynamically; then
-  echo "static-build: $bin is not static" >&2
-  exit 1
-fi
-ls -l "$bin"
-echo "$bin"
+
+triple() {
+    case "$1" in
+        x86_64 | amd64) echo x86_64-unknown-linux-musl ;;
+        aarch64 | arm64) echo aarch64-unknown-linux-musl ;;
+        *-*) echo "$1" ;;
+        *)
+            echo "static-build: unknown target $1 (x86_64, aarch64, all or a triple)" >&2
+            exit 2
+            ;;
+    esac
+}
+
+args=("$@")
+[ ${#args[@]} -eq 0 ] && args=(x86_64)
+targets=()
+for a in "${args[@]}"; do
+    if [ "$a" = all ]; then
+        targets+=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
+    else
+        targets+=("$(triple "$a")")
+    fi
+done
+
+# Optimised for size: "s" made the x86_64 binary 15 % smaller than the release
+# profile's 3 with no change in link latency, pairs or streaming beyond the
+# bench's noise; "z" saved 2 % more but added about 15 % to link latency (README,
+# "Performance and footprint").
+export CARGO_PROFILE_RELEASE_OPT_LEVEL="${CARGO_PROFILE_RELEASE_OPT_LEVEL:-s}"
+out="${CARGO_TARGET_DIR:-target}"
+built=()
+for target in "${targets[@]}"; do
+    if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+        rustup target add "$target"
+    fi
+    # CARGO_TARGET_<TRIPLE>_LINKER, unless the caller chose a linker.
+    var="CARGO_TARGET_$(echo "$target" | tr 'a-z-' 'A-Z_')_LINKER"
+    export "$var=${!var:-rust-lld}"
+    cargo build --release --locked --target "$target"
+    bin="$out/$target/release/httprelay"
+    if file "$bin" 2>/dev/null | grep -q dynamically; then
+        echo "static-build: $bin is not static" >&2
+        exit 1
+    fi
+    built+=("$bin")
+done
+
+for bin in "${built[@]}"; do
+    bytes=$(stat -c %s "$bin")
+    echo "$bin $bytes bytes ($(((bytes + 1023) / 1024)) KiB)"
+done

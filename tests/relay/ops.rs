@@ -259,7 +259,7 @@ fn health_check_flag_exits_0_only_when_the_relay_answers() {
         panic!("a TCP relay")
     };
     let check = |port: u16| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_httprelay"))
+        std::process::Command::new(crate::support::binary())
             .args(["--health-check", "-a", "127.0.0.1", "-p", &port.to_string()])
             .output()
             .expect("run httprelay --health-check")

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::thread;
 
 use super::streaming::{expected_checksum, send_pattern, PatternCheck};
-use super::support::{free_port, req, unavailable, Conn, End, Relay, RssSampler};
+use super::support::{bounded_rss_kib, free_port, req, unavailable, Conn, End, Relay, RssSampler};
 
 const REFERENCE: &str = "tests/piping/node_modules/.bin/piping-server";
 
@@ -98,6 +98,7 @@ fn piping_three_receivers_get_64_mib_intact_in_bounded_memory() {
             })
         })
         .collect();
+    let before_kib = relay.rss_kib();
     let sampler = RssSampler::start(relay.pid());
     let mut sender = relay.connect();
     let length = TOTAL.to_string();
@@ -121,6 +122,7 @@ fn piping_three_receivers_get_64_mib_intact_in_bounded_memory() {
         ),
         "{text}"
     );
+    let peak_kib = bounded_rss_kib(peak_kib, before_kib);
     assert!(
         peak_kib < 16 * 1024,
         "relay RSS peaked at {peak_kib} KiB broadcasting 64 MiB to 3 receivers"

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
@@ -87,8 +88,12 @@ impl Shell {
         finish(child, Duration::from_secs(20), recipe)
     }
 
+    /// Starts a recipe that runs until `stop`, in a process group of its own.
     fn spawn(&self, recipe: &str, env: &[(&str, &str)]) -> Child {
-        self.command(recipe, env).spawn().expect("bash")
+        self.command(recipe, env)
+            .process_group(0)
+            .spawn()
+            .expect("bash")
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -115,9 +120,10 @@ fn finish(mut child: Child, limit: Duration, what: &str) -> Output {
 }
 
 fn stop(mut child: Child) -> String {
-    // The loops run until stopped; kill the whole shell (and its curl).
-    let _ = Command::new("pkill")
-        .args(["-P", &child.id().to_string()])
+    // The loops run until stopped; kill the shell's whole process group at once,
+    // so that no curl it starts in the meantime outlives it holding its output.
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
         .status();
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();

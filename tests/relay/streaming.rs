@@ -4,7 +4,7 @@
 use std::thread;
 use std::time::Duration;
 
-use super::support::{req, Conn, End, Relay, RssSampler};
+use super::support::{bounded_rss_kib, req, Conn, End, Relay, RssSampler};
 use super::{get, send_parked};
 
 /// Deterministic body pattern: byte `i` is `i % 251`.
@@ -122,7 +122,8 @@ pub(super) fn expected_checksum(total: u64) -> (u64, u64) {
 
 /// Streams `total` pattern bytes from a producer to a consumer reading `max_read`
 /// bytes at a time (sleeping `pause` after each read), sampling the relay's RSS.
-/// Returns the relay's peak RSS in KiB.
+/// Returns the relay's peak RSS in KiB (under emulation, its growth: see
+/// `bounded_rss_kib`).
 fn stream_through(relay: &Relay, id: &str, total: u64, max_read: usize, pause: Duration) -> u64 {
     let path = format!("/link/{id}");
     let mut consumer = relay.connect();
@@ -167,7 +168,7 @@ fn stream_through(relay: &Relay, id: &str, total: u64, max_read: usize, pause: D
     assert_eq!(done.status(), 200);
     assert!(samples > 0, "RSS was never sampled");
     eprintln!("{id}: relay RSS {baseline_kib} KiB before, peak {peak_kib} KiB during the transfer");
-    peak_kib
+    bounded_rss_kib(peak_kib, baseline_kib)
 }
 
 // 4

@@ -12,7 +12,7 @@ pub use httprelay_testkit::{
     Head, Response, RssSampler,
 };
 pub use link::{link_exchange, Background};
-pub use relay::Relay;
+pub use relay::{binary, bounded_rss_kib, Relay};
 pub use tools::{loud, unavailable};
 
 /// How long a request is given to reach the relay and be parked there.

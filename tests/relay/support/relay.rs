@@ -1,7 +1,7 @@
 //! The relay binary this crate builds, started the ways the suites need.
 
 use std::ops::{Deref, DerefMut};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use httprelay_testkit::{Launch, RelayProcess};
 
@@ -28,13 +28,13 @@ impl Relay {
 
     /// Starts the relay with the given flags and waits for its `listening on ADDR` line.
     pub fn start_with(args: &[&str]) -> Relay {
-        Relay::launch(Launch::new(binary(), args))
+        Relay::launch(Launch::new(&binary(), args))
     }
 
     /// Like `start_flags`, with the relay's descriptor limit (RLIMIT_NOFILE, soft and
     /// hard) set to `nofile`: only the relay process is limited.
     pub fn start_nofile(nofile: u64, extra: &[&str]) -> Relay {
-        Relay::launch(Launch::new(binary(), &loopback_with(extra)).nofile(nofile))
+        Relay::launch(Launch::new(&binary(), &loopback_with(extra)).nofile(nofile))
     }
 
     fn launch(launch: Launch) -> Relay {
@@ -56,12 +56,36 @@ impl DerefMut for Relay {
     }
 }
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_httprelay"))
+/// The program the suites start as the relay: this build's binary, or the one
+/// `HTTPRELAY_TEST_BIN` names, such as a wrapper that runs a cross-built binary
+/// under qemu-user (`scripts/test-arm64.sh`).
+pub fn binary() -> PathBuf {
+    match std::env::var_os("HTTPRELAY_TEST_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_httprelay")),
+    }
 }
 
 fn loopback_with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["-a", "127.0.0.1", "-p", "0"];
     args.extend_from_slice(extra);
     args
+}
+
+/// Whether the relay runs under an emulator (`HTTPRELAY_TEST_EMULATED=1`, which
+/// `scripts/test-arm64.sh` sets): qemu-user runs it inside its own process, so
+/// the pid's RSS includes the emulator's (about 15 MiB).
+fn emulated() -> bool {
+    std::env::var("HTTPRELAY_TEST_EMULATED").is_ok_and(|v| v == "1")
+}
+
+/// A peak RSS in KiB as an absolute bound on the relay means it: `peak`, or under
+/// emulation its growth over `before`, since the emulator's memory is not the
+/// relay's.
+pub fn bounded_rss_kib(peak: u64, before: u64) -> u64 {
+    if emulated() {
+        peak.saturating_sub(before)
+    } else {
+        peak
+    }
 }
