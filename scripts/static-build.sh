@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Builds static, stripped Linux binaries (musl) for small images and gateways:
 #
-#   scripts/static-build.sh [TARGET...]     # default: x86_64
+#   scripts/static-build.sh [--tiny] [TARGET...]     # default: x86_64
+#
+# --tiny builds with the nightly toolchain, the standard library built from
+# source (-Zbuild-std) and -Cpanic=immediate-abort: about half the size
+# (x86_64 355 KiB, arm64 321 KiB instead of 710 and 634), but a panic then ends
+# the relay without a word, and it needs nightly's rust-src and its standard
+# library for the target (its C runtime objects). Binaries land under
+# ${CARGO_TARGET_DIR:-target}/tiny/.
 #
 # TARGET is x86_64 (amd64) or aarch64 (arm64), the names Docker's TARGETARCH
 # uses too, a full Rust target triple, or `all` for both. Each binary lands in
@@ -24,6 +31,11 @@ triple() {
     esac
 }
 
+tiny=0
+if [ "${1:-}" = "--tiny" ]; then
+    tiny=1
+    shift
+fi
 args=("$@")
 [ ${#args[@]} -eq 0 ] && args=(x86_64)
 targets=()
@@ -41,15 +53,30 @@ done
 # "Performance and footprint").
 export CARGO_PROFILE_RELEASE_OPT_LEVEL="${CARGO_PROFILE_RELEASE_OPT_LEVEL:-s}"
 out="${CARGO_TARGET_DIR:-target}"
+toolchain=()  # cargo's +toolchain
+on_toolchain=() # rustup's --toolchain
+build_std=()
+if [ "$tiny" = 1 ]; then
+    out="$out/tiny"
+    export CARGO_TARGET_DIR="$out"
+    toolchain=(+nightly)
+    on_toolchain=(--toolchain nightly)
+    build_std=(-Zbuild-std=std,panic_abort)
+    export RUSTFLAGS="${RUSTFLAGS:-} -Zunstable-options -Cpanic=immediate-abort"
+    rustup component add rust-src --toolchain nightly >/dev/null
+fi
 built=()
 for target in "${targets[@]}"; do
-    if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
-        rustup target add "$target"
+    if ! rustup target list --installed "${on_toolchain[@]}" 2>/dev/null | grep -qx "$target"; then
+        rustup target add "$target" "${on_toolchain[@]}" || {
+            echo "static-build: no standard library for $target on this toolchain" >&2
+            exit 1
+        }
     fi
     # CARGO_TARGET_<TRIPLE>_LINKER, unless the caller chose a linker.
     var="CARGO_TARGET_$(echo "$target" | tr 'a-z-' 'A-Z_')_LINKER"
     export "$var=${!var:-rust-lld}"
-    cargo build --release --locked --target "$target"
+    cargo "${toolchain[@]}" build --release --locked --target "$target" "${build_std[@]}"
     bin="$out/$target/release/httprelay"
     if file "$bin" 2>/dev/null | grep -q dynamically; then
         echo "static-build: $bin is not static" >&2
