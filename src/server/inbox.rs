@@ -539,6 +539,25 @@ mod tests {
     }
 
     #[test]
+    fn pipelined_requests_after_a_message_and_a_get_with_a_body_are_each_answered() {
+        let mut shell = Shell::new(&[]);
+        let mut client = shell.connect();
+        let mut pipelined = post("/inbox/p", b"stored");
+        pipelined
+            .extend_from_slice(b"GET /inbox/p HTTP/1.1\r\nHost: r\r\nContent-Length: 3\r\n\r\nxyz");
+        pipelined.extend_from_slice(&get("/inbox/p/ack"));
+        client.send(&mut shell, &pipelined);
+        let answers = client.text();
+        let bodies: Vec<&str> = answers
+            .split("HTTP/1.1 ")
+            .skip(1)
+            .map(|one| one.split("\r\n\r\n").nth(1).unwrap_or_default())
+            .collect();
+        assert_eq!(bodies, ["", "stored", "false"], "{answers}");
+        assert!(!client.closed());
+    }
+
+    #[test]
     fn a_reader_that_leaves_frees_its_place_and_a_head_gets_the_length_only() {
         let mut shell = Shell::new(&[]);
         let reader = shell.connect();
