@@ -173,6 +173,18 @@ pub enum After {
     Linger,
 }
 
+impl After {
+    /// What follows a response to a request read whole: the next request, or
+    /// the close the request asked for.
+    pub fn keeping(keep_alive: bool) -> After {
+        if keep_alive {
+            After::NextRequest
+        } else {
+            After::Close
+        }
+    }
+}
+
 /// The socket kinds the server accepts.
 enum Socket {
     Tcp(TcpStream),

@@ -421,11 +421,7 @@ impl Server {
         }
         for r in group.receivers {
             if let Some(receiver) = self.conns.get_mut(r.0) {
-                receiver.phase = Phase::Responding(if receiver.req.keep_alive {
-                    After::NextRequest
-                } else {
-                    After::Close
-                });
+                receiver.phase = Phase::Responding(After::keeping(receiver.req.keep_alive));
                 self.ready.push(r);
             }
         }

@@ -11,8 +11,8 @@
 use std::rc::Rc;
 
 use super::respond::{body_after, Guarded};
-use super::{Flushed, Server, Step};
-use crate::conn::{send_rest, After, ConnId, Drained, Hold, Phase, Wait};
+use super::{Server, Step};
+use crate::conn::{After, ConnId, Hold, Phase, Wait};
 use crate::http::{percent_decode, BodyDecoder, Framing, HeadWriter, Status};
 use crate::relay::{InboxAwait, InboxGet, InboxMessage, WaiterId, INBOX_MESSAGE_OVERHEAD};
 use crate::reply::{self, Expose};
@@ -304,40 +304,6 @@ impl Server {
         };
         conn.phase = Phase::SendingMessage { message, offset };
         self.ready.push(id);
-    }
-
-    /// Writes the head, then the stored message straight from memory.
-    pub(super) fn drive_sending_message(&mut self, id: ConnId) -> Step {
-        match self.send_output(id) {
-            Flushed::Done => {}
-            Flushed::Pending => return Step::Blocked,
-            Flushed::Closed => return Step::Closed,
-        }
-        let conn = &mut self.conns[id.0];
-        let Phase::SendingMessage { message, offset } = &mut conn.phase else {
-            return Step::Again;
-        };
-        let counted = &mut self.stats.relayed_bytes;
-        match send_rest(
-            &mut conn.stream,
-            &mut conn.writable,
-            &message.body,
-            offset,
-            counted,
-        ) {
-            Drained::Done => {}
-            Drained::Blocked => return Step::Blocked,
-            Drained::Gone => {
-                self.close(id);
-                return Step::Closed;
-            }
-        }
-        conn.phase = Phase::Responding(if conn.req.keep_alive {
-            After::NextRequest
-        } else {
-            After::Close
-        });
-        Step::Again
     }
 }
 

@@ -146,11 +146,7 @@ impl Server {
             output.commit(n);
         }
         conn.output = Some(output);
-        let after = if conn.req.keep_alive {
-            After::NextRequest
-        } else {
-            After::Close
-        };
+        let after = After::keeping(conn.req.keep_alive);
         conn.phase = Phase::Responding(after);
         if written.is_none() {
             self.refuse_oversized_head(id);
@@ -365,11 +361,7 @@ impl Server {
             }
             if done && output.is_empty() {
                 self.stats.transferred(Method::Mcast);
-                let after = if conn.req.keep_alive {
-                    After::NextRequest
-                } else {
-                    After::Close
-                };
+                let after = After::keeping(conn.req.keep_alive);
                 conn.phase = Phase::Responding(after);
                 return Step::Again;
             }

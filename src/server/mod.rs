@@ -323,8 +323,9 @@ impl Server {
                 Phase::Reading { .. } => self.drive_reading(id),
                 Phase::Streaming { .. } => self.drive_streaming(id),
                 Phase::Holding { .. } => self.drive_holding(id),
-                Phase::SendingHeld { .. } => self.drive_sending_held(id),
-                Phase::SendingMessage { .. } => self.drive_sending_message(id),
+                Phase::SendingHeld { .. } | Phase::SendingMessage { .. } => {
+                    self.drive_sending_memory(id)
+                }
                 Phase::Responding(after) => self.drive_response(id, after),
                 Phase::Lingering => self.linger(id),
             };

@@ -6,7 +6,7 @@ use std::io::{self, Read};
 use super::route::{allow_for, expose_for};
 use super::stats::Gauges;
 use super::{unix_millis, Server, Step, LINGER_MAX_BYTES};
-use crate::conn::{send, After, Conn, ConnId, Fill, Phase, Sent};
+use crate::conn::{send, send_rest, After, Conn, ConnId, Drained, Fill, Phase, Sent};
 use crate::http::{Framing, HeadWriter, Status};
 use crate::relay::ClaimError;
 use crate::reply::{self, Expose};
@@ -105,6 +105,40 @@ impl Server {
                 return Step::Blocked;
             }
         }
+    }
+
+    /// Writes the response head, then a body held in memory straight from
+    /// where it is: a sync peer's body (`Conn::held`, given back once sent),
+    /// or a stored inbox message (shared with its inbox).
+    pub(super) fn drive_sending_memory(&mut self, id: ConnId) -> Step {
+        match self.send_output(id) {
+            Flushed::Done => {}
+            Flushed::Pending => return Step::Blocked,
+            Flushed::Closed => return Step::Closed,
+        }
+        let conn = &mut self.conns[id.0];
+        let (body, offset): (&[u8], &mut usize) = match &mut conn.phase {
+            Phase::SendingHeld { offset } => (&conn.held, offset),
+            Phase::SendingMessage { message, offset } => (&message.body, offset),
+            _ => return Step::Again,
+        };
+        let counted = &mut self.stats.relayed_bytes;
+        match send_rest(&mut conn.stream, &mut conn.writable, body, offset, counted) {
+            Drained::Done => {}
+            Drained::Blocked => return Step::Blocked,
+            Drained::Gone => {
+                self.close(id);
+                return Step::Closed;
+            }
+        }
+        if matches!(conn.phase, Phase::SendingHeld { .. }) {
+            // Bodies can be large: give the memory back rather than keep it
+            // per connection.
+            self.sync_held -= conn.held.len();
+            conn.held = Vec::new();
+        }
+        conn.phase = Phase::Responding(After::keeping(conn.req.keep_alive));
+        Step::Again
     }
 
     pub(super) fn drive_response(&mut self, id: ConnId, after: After) -> Step {

@@ -90,11 +90,7 @@ impl Server {
         };
         output.commit(n);
         if head_request {
-            let after = if conn.req.keep_alive {
-                After::NextRequest
-            } else {
-                After::Close
-            };
+            let after = After::keeping(conn.req.keep_alive);
             conn.phase = Phase::Responding(after);
             return Step::Again;
         }

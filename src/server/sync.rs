@@ -3,11 +3,9 @@
 //! can never block each other.
 
 use super::respond::Collected;
-use super::{Flushed, Server, Step};
+use super::{Server, Step};
 use crate::buf::BufPool;
-use crate::conn::{
-    send_rest, take_body, After, Conn, ConnId, Drained, Hold, Phase, TakeError, Wait,
-};
+use crate::conn::{take_body, After, Conn, ConnId, Hold, Phase, TakeError, Wait};
 use crate::http::{BodyDecoder, Framing, HeadWriter, QueryFilter, Status};
 use crate::relay::{Method, SyncArrival, WaiterId};
 use crate::reply::{self, Expose};
@@ -179,43 +177,6 @@ impl Server {
             conn.phase = Phase::SendingHeld { offset };
         }
         self.ready.extend([a, b]);
-    }
-
-    /// Writes the response head, then the held body straight from memory.
-    pub(super) fn drive_sending_held(&mut self, id: ConnId) -> Step {
-        match self.send_output(id) {
-            Flushed::Done => {}
-            Flushed::Pending => return Step::Blocked,
-            Flushed::Closed => return Step::Closed,
-        }
-        let conn = &mut self.conns[id.0];
-        let Phase::SendingHeld { offset } = &mut conn.phase else {
-            return Step::Again;
-        };
-        let counted = &mut self.stats.relayed_bytes;
-        match send_rest(
-            &mut conn.stream,
-            &mut conn.writable,
-            &conn.held,
-            offset,
-            counted,
-        ) {
-            Drained::Done => {}
-            Drained::Blocked => return Step::Blocked,
-            Drained::Gone => {
-                self.close(id);
-                return Step::Closed;
-            }
-        }
-        // Bodies can be large: give the memory back rather than keep it per connection.
-        self.sync_held -= conn.held.len();
-        conn.held = Vec::new();
-        conn.phase = Phase::Responding(if conn.req.keep_alive {
-            After::NextRequest
-        } else {
-            After::Close
-        });
-        Step::Again
     }
 }
 

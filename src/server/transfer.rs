@@ -363,11 +363,7 @@ impl Server {
         if let Some(pipe) = consumer.pipe.take() {
             self.pipes.give(pipe);
         }
-        consumer.phase = Phase::Responding(if consumer.req.keep_alive {
-            After::NextRequest
-        } else {
-            After::Close
-        });
+        consumer.phase = Phase::Responding(After::keeping(consumer.req.keep_alive));
         self.ready.extend([p, c]);
         match kind {
             Transfer::Link => {
@@ -389,11 +385,7 @@ impl Server {
                 reply::metadata(&mut w, &meta, producer.arrived_unix_ms);
                 w.header_number("Content-Length", 0);
                 reply::persistence(&mut w, producer.req.keep_alive, producer.req.minor_version);
-                let after = if producer.req.keep_alive {
-                    After::NextRequest
-                } else {
-                    After::Close
-                };
+                let after = After::keeping(producer.req.keep_alive);
                 match w.finish() {
                     Some(n) => {
                         output.commit(n);
