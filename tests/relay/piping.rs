@@ -1,12 +1,10 @@
 //! Piping Server transfers (`--piping`): side by side with the reference
 //! server, and a large transfer to several receivers.
 
-use std::path::Path;
-use std::process::Command;
 use std::thread;
 
 use super::streaming::{expected_checksum, send_pattern, PatternCheck};
-use super::support::{bounded_rss_kib, free_port, req, unavailable, Conn, End, Relay, RssSampler};
+use super::support::{bounded_rss_kib, req, unavailable, Comparison, Conn, End, Relay, RssSampler};
 
 const REFERENCE: &str = "tests/piping/node_modules/.bin/piping-server";
 
@@ -21,54 +19,21 @@ fn reference_unavailable(reason: &str) {
     );
 }
 
-/// A process killed when dropped.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn piping_answers_every_exchange_as_the_reference_server_does() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if !root.join(REFERENCE).exists() {
-        return reference_unavailable("tests/piping has no piping-server");
-    }
-    if Command::new("python3").arg("--version").output().is_err() {
-        return reference_unavailable("python3 is missing");
-    }
-    let port = free_port();
-    let reference = Child(
-        Command::new(root.join(REFERENCE))
-            .args(["--host", "127.0.0.1", "--http-port", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start piping-server"),
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "piping-server did not listen"
-        );
-        thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let relay = Relay::start_flags(&["--piping"]);
-    let ours = relay.tcp_addr().port();
-    let compared = Command::new("python3")
-        .arg(root.join("scripts/piping-compare.py"))
-        .args([port.to_string(), ours.to_string()])
-        .output()
-        .expect("run scripts/piping-compare.py");
-    let report = String::from_utf8_lossy(&compared.stdout);
-    eprintln!("{report}{}", String::from_utf8_lossy(&compared.stderr));
-    drop(reference);
+    let comparison = Comparison {
+        reference: REFERENCE,
+        reference_args: &["--host", "127.0.0.1", "--http-port", "{port}"],
+        relay_flags: &["--piping"],
+        script: "scripts/piping-compare.py",
+    };
+    let compared = match comparison.run() {
+        Ok(compared) => compared,
+        Err(missing) => return reference_unavailable(&missing),
+    };
+    let (same, report) = (compared.same, compared.report);
     assert!(
-        compared.status.success(),
+        same,
         "the relay and piping-server differ beyond the documented differences:\n{report}"
     );
     assert!(

@@ -2,6 +2,7 @@
 //! suites share on top of the testkit's launcher and blocking HTTP/1.1 client.
 
 mod link;
+mod reference;
 mod relay;
 mod tools;
 
@@ -12,6 +13,7 @@ pub use httprelay_testkit::{
     Head, Response, RssSampler,
 };
 pub use link::{link_exchange, Background};
+pub use reference::Comparison;
 pub use relay::{binary, bounded_rss_kib, Relay};
 pub use tools::{loud, unavailable};
 
