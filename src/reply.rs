@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::net::IpAddr;
 
-use crate::http::HeadWriter;
+use crate::http::{HeadWriter, Status};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -83,6 +83,19 @@ impl Replaced {
     pub fn insert(&mut self, field: Replaced) {
         self.0 |= field.0;
     }
+}
+
+/// Begins a response head in `spare`: its status line, then [`common`].
+pub fn head<'b>(
+    spare: &'b mut [u8],
+    status: Status,
+    date: &[u8],
+    origin: &[u8],
+    expose: Expose,
+) -> HeadWriter<'b> {
+    let mut w = HeadWriter::new(spare, status);
+    common(&mut w, date, origin, expose);
+    w
 }
 
 /// `Date`, `HttpRelay-Version` and the CORS fields every response carries.

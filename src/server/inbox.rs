@@ -13,7 +13,7 @@ use std::rc::Rc;
 use super::respond::{body_after, Guarded};
 use super::{Server, Step};
 use crate::conn::{After, ConnId, Hold, Phase, Wait};
-use crate::http::{percent_decode, BodyDecoder, Framing, HeadWriter, Status};
+use crate::http::{percent_decode, BodyDecoder, Framing, Status};
 use crate::relay::{InboxAwait, InboxGet, InboxMessage, WaiterId, INBOX_MESSAGE_OVERHEAD};
 use crate::reply::{self, Expose};
 
@@ -276,9 +276,9 @@ impl Server {
         let keep_alive =
             after_answer(conn.req.keep_alive, conn.req.framing()) == After::NextRequest;
         let output = conn.output.get_or_insert_with(|| self.output_pool.take());
-        let mut w = HeadWriter::new(output.spare(), Status(200));
-        reply::common(
-            &mut w,
+        let mut w = reply::head(
+            output.spare(),
+            Status(200),
             self.date.as_bytes(),
             &conn.req.origin,
             Expose::Metadata,

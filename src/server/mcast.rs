@@ -7,8 +7,7 @@ use super::respond::{Collected, Guarded};
 use super::{Server, Step};
 use crate::conn::{send_pending, take_body, After, ConnId, Phase, Sent, TakeError, Wait};
 use crate::http::{
-    find_param, parse_seqid, response_framing, BodyDecoder, BodySize, Exchange, Framing,
-    HeadWriter, Status,
+    find_param, parse_seqid, response_framing, BodyDecoder, BodySize, Exchange, Framing, Status,
 };
 use crate::relay::{
     AppendError, McastGet, Message, MessageState, Method, ProducerMeta, PublishError, WaiterId,
@@ -134,7 +133,13 @@ impl Server {
             .output
             .take()
             .unwrap_or_else(|| self.output_pool.take());
-        let mut w = mcast_head(output.spare(), self.date.as_bytes(), &conn.req.origin);
+        let mut w = reply::head(
+            output.spare(),
+            Status(200),
+            self.date.as_bytes(),
+            &conn.req.origin,
+            Expose::Mcast,
+        );
         w.header_number("HttpRelay-SeqId", message.seq);
         // The producer's own metadata.
         self.query_filter.filter(&conn.req.query, &mut self.text);
@@ -270,7 +275,13 @@ impl Server {
         }
         conn.status = 200;
         let output = conn.output.get_or_insert_with(|| self.output_pool.take());
-        let mut w = mcast_head(output.spare(), self.date.as_bytes(), &conn.req.origin);
+        let mut w = reply::head(
+            output.spare(),
+            Status(200),
+            self.date.as_bytes(),
+            &conn.req.origin,
+            Expose::Mcast,
+        );
         let producer = &message.meta;
         let meta = Meta {
             ip: producer.ip,
@@ -370,14 +381,6 @@ impl Server {
             }
         }
     }
-}
-
-/// A `200` head of an mcast response, begun with the fields every relay
-/// response has.
-fn mcast_head<'b>(spare: &'b mut [u8], date: &[u8], origin: &[u8]) -> HeadWriter<'b> {
-    let mut w = HeadWriter::new(spare, Status(200));
-    reply::common(&mut w, date, origin, Expose::Mcast);
-    w
 }
 
 #[cfg(test)]

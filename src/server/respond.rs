@@ -233,9 +233,14 @@ impl Server {
         };
         let keep_alive = after == After::NextRequest;
         let output = conn.output.get_or_insert_with(|| self.output_pool.take());
-        let mut w = HeadWriter::new(output.spare(), status);
         let expose = expose_for(&conn.req.path);
-        reply::common(&mut w, self.date.as_bytes(), &conn.req.origin, expose);
+        let mut w = reply::head(
+            output.spare(),
+            status,
+            self.date.as_bytes(),
+            &conn.req.origin,
+            expose,
+        );
         if !body.is_empty() {
             w.header("Content-Type", content_type);
         }
@@ -316,13 +321,18 @@ impl Server {
         let after = body_after(conn);
         let keep_alive = after == After::NextRequest;
         let output = conn.output.get_or_insert_with(|| self.output_pool.take());
-        let mut w = HeadWriter::new(output.spare(), Status(200));
         let expose = if proxy {
             Expose::All
         } else {
             expose_for(&conn.req.path)
         };
-        reply::common(&mut w, self.date.as_bytes(), &conn.req.origin, expose);
+        let mut w = reply::head(
+            output.spare(),
+            Status(200),
+            self.date.as_bytes(),
+            &conn.req.origin,
+            expose,
+        );
         let allow_headers = if proxy { b"*" } else { reply::ALLOW_HEADERS };
         w.header("Access-Control-Allow-Methods", reply::ALLOW_METHODS)
             .header("Access-Control-Allow-Headers", allow_headers)

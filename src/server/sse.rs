@@ -15,8 +15,7 @@ use super::{Server, Step};
 use crate::conn::{send_pending, After, ConnId, Phase, Sent, Timer, Wait};
 use crate::http::sse::{EventWriter, Skipped, KEEP_ALIVE};
 use crate::http::{
-    find_param, parse_seqid, response_framing, BodySize, Exchange, HeadWriter, Request,
-    ResponseFraming, Status,
+    find_param, parse_seqid, response_framing, BodySize, Exchange, Request, ResponseFraming, Status,
 };
 use crate::relay::{MessageState, Missed, StreamNext, WaiterId};
 use crate::reply::{self, Expose};
@@ -71,9 +70,9 @@ impl Server {
         conn.req.keep_alive = chosen.keep_alive;
         conn.status = 200;
         let output = conn.output.get_or_insert_with(|| self.output_pool.take());
-        let mut w = HeadWriter::new(output.spare(), Status(200));
-        reply::common(
-            &mut w,
+        let mut w = reply::head(
+            output.spare(),
+            Status(200),
             self.date.as_bytes(),
             &conn.req.origin,
             Expose::Mcast,

@@ -6,7 +6,7 @@ use super::respond::Collected;
 use super::{Server, Step};
 use crate::buf::BufPool;
 use crate::conn::{take_body, After, Conn, ConnId, Hold, Phase, TakeError, Wait};
-use crate::http::{BodyDecoder, Framing, HeadWriter, QueryFilter, Status};
+use crate::http::{BodyDecoder, Framing, QueryFilter, Status};
 use crate::relay::{Method, SyncArrival, WaiterId};
 use crate::reply::{self, Expose};
 
@@ -208,8 +208,13 @@ fn sync_head(
 ) -> Option<usize> {
     me.status = 200;
     let output = me.output.get_or_insert_with(|| pool.take());
-    let mut w = HeadWriter::new(output.spare(), Status(200));
-    reply::common(&mut w, date, &me.req.origin, Expose::Metadata);
+    let mut w = reply::head(
+        output.spare(),
+        Status(200),
+        date,
+        &me.req.origin,
+        Expose::Metadata,
+    );
     filter.filter(&other.req.query, scratch);
     reply::metadata(&mut w, &other.meta(scratch), me.arrived_unix_ms);
     if !other.req.content_type.is_empty() {

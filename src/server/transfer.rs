@@ -372,9 +372,9 @@ impl Server {
                 let output = producer
                     .output
                     .get_or_insert_with(|| self.output_pool.take());
-                let mut w = HeadWriter::new(output.spare(), Status(200));
-                reply::common(
-                    &mut w,
+                let mut w = reply::head(
+                    output.spare(),
+                    Status(200),
                     self.date.as_bytes(),
                     &producer.req.origin,
                     Expose::Metadata,
