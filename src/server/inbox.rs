@@ -54,10 +54,9 @@ pub(super) enum PathError {
     NotUtf8,
 }
 
-/// Parses the part of the path as sent after `/inbox/`: the id segment
-/// (percent-decoded into `id`) and the endpoint. Splitting the raw path
-/// lets an id hold an encoded slash (`a%2Fb`), as with the reference.
-pub(super) fn parse_path(raw: &[u8], id: &mut Vec<u8>) -> Result<Endpoint, PathError> {
+/// Splits the part of the path as sent after `/inbox/` into the id segment
+/// (still percent-encoded) and the endpoint.
+pub(super) fn endpoint_of(raw: &[u8]) -> Result<(&[u8], Endpoint), PathError> {
     let mut segments = raw.splitn(3, |&b| b == b'/');
     let segment = segments.next().unwrap_or_default();
     let endpoint = match (segments.next(), segments.next()) {
@@ -69,6 +68,14 @@ pub(super) fn parse_path(raw: &[u8], id: &mut Vec<u8>) -> Result<Endpoint, PathE
     if segment.is_empty() {
         return Err(PathError::NoRoute);
     }
+    Ok((segment, endpoint))
+}
+
+/// Parses the part of the path as sent after `/inbox/`: the id segment
+/// (percent-decoded into `id`) and the endpoint. Splitting the raw path
+/// lets an id hold an encoded slash (`a%2Fb`), as with the reference.
+pub(super) fn parse_path(raw: &[u8], id: &mut Vec<u8>) -> Result<Endpoint, PathError> {
+    let (segment, endpoint) = endpoint_of(raw)?;
     id.clear();
     // The head parser has already refused malformed escapes in the path.
     percent_decode(segment, id).ok_or(PathError::NoRoute)?;
@@ -121,6 +128,12 @@ impl Server {
         op(self, id)
     }
 
+    /// What inbox messages hold against `--inbox-total`: those stored (and
+    /// those readers still send) and those uploading.
+    pub(super) fn inbox_held(&self) -> usize {
+        self.relay.inbox_bytes() + self.inbox_uploading
+    }
+
     fn inbox_post(&mut self, id: ConnId) -> Step {
         let framing = self.conns[id.0].req.framing();
         let max = self.inbox_max_message;
@@ -133,7 +146,7 @@ impl Server {
         };
         let content_type = self.conns[id.0].req.content_type.len();
         let wanted = declared + content_type + INBOX_MESSAGE_OVERHEAD;
-        if self.relay.inbox_bytes() + self.inbox_uploading + wanted > self.inbox_total {
+        if self.inbox_held() + wanted > self.inbox_total {
             return self.refuse(id, Status(503), super::sync::full(Hold::Inbox));
         }
         self.load_secret(id);

@@ -299,7 +299,7 @@ impl Server {
             refused_no_room: self.relay.refused_no_room(),
             mcast_bytes: self.relay.mcast_bytes(),
             sync_bytes: self.sync_held,
-            inbox_bytes: self.relay.inbox_bytes() + self.inbox_uploading,
+            inbox_bytes: self.inbox_held(),
         };
         let mut text = std::mem::take(&mut self.text);
         self.stats.render(&gauges, &mut text);

@@ -162,10 +162,9 @@ fn is_own(path: &[u8]) -> bool {
 pub(super) fn allow_for(path: &[u8], raw_path: &[u8]) -> &'static [u8] {
     match route(path) {
         Some((Method::Inbox, _)) => {
-            let mut id = Vec::new();
             let raw = raw_path.strip_prefix(b"/inbox/").unwrap_or_default();
-            super::inbox::parse_path(raw, &mut id)
-                .map_or(b"GET, HEAD, POST, DELETE, OPTIONS", |e| e.allow())
+            super::inbox::endpoint_of(raw)
+                .map_or(b"GET, HEAD, POST, DELETE, OPTIONS", |(_, e)| e.allow())
         }
         // Only link and mcast refuse methods otherwise (sync takes any).
         _ => b"GET, POST, PUT, OPTIONS",

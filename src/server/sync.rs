@@ -44,6 +44,7 @@ impl Server {
     /// Takes the buffered body bytes into `held` (or drops them), within the
     /// limits; at the body's end the request goes on.
     fn hold_buffered(&mut self, id: ConnId) -> Collected {
+        let inbox_room = self.inbox_total.saturating_sub(self.inbox_held());
         let conn = &mut self.conns[id.0];
         let Phase::Holding { body, hold } = &mut conn.phase else {
             return Collected::Finished(Step::Again);
@@ -53,8 +54,7 @@ impl Server {
         let (max_body, room, counted) = match hold {
             Hold::Inbox => (
                 self.inbox_max_message,
-                self.inbox_total
-                    .saturating_sub(self.relay.inbox_bytes() + self.inbox_uploading),
+                inbox_room,
                 &mut self.inbox_uploading,
             ),
             _ => (
