@@ -7,12 +7,7 @@
 pub mod bound;
 pub mod buf;
 pub mod config;
-pub mod conn;
-pub mod evict;
 pub mod http;
 pub mod relay;
-pub mod reply;
 pub mod server;
-mod signal;
-#[cfg(target_os = "linux")]
-pub mod splice;
+mod sys;

@@ -4,8 +4,8 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use httprelay::config::{self, Command, Config, Listen};
-use httprelay::reply::VERSION;
 use httprelay::server::Server;
+use httprelay::server::VERSION;
 
 fn main() -> ExitCode {
     let command = config::parse(std::env::args_os().skip(1), std::env::var_os("PORT"));

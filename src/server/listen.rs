@@ -5,12 +5,13 @@
 use std::collections::BinaryHeap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use mio::net::{TcpListener, UnixListener};
 use mio::{Interest, Poll, Token};
 use slab::Slab;
 
+use super::reply;
 use super::stats::Stats;
 use super::{
     timers, Clock, Listener, Server, ServerError, ACCEPT_RETRY, EVICT_GRACE, LISTENER,
@@ -19,11 +20,11 @@ use super::{
 use crate::bound::{MemoryBound, OUTPUT_BUF_SIZE, POOL_KEEP};
 use crate::buf::BufPool;
 use crate::config::{Config, Listen, DEFAULT_MAX_CONNS};
-use crate::conn::{Conn, ConnId, Phase, Stream};
-use crate::evict::{eviction, Eviction, Queue};
 use crate::http::{HttpDate, QueryFilter};
 use crate::relay::{Relay, Settings};
-use crate::{reply, signal};
+use crate::server::conn::{Conn, ConnId, Phase, Stream};
+use crate::server::evict::{eviction, Eviction, Queue};
+use crate::sys::{process, signal, socket};
 
 impl Server {
     /// Listens as `config` says, with SIGINT/SIGTERM starting a shutdown.
@@ -60,7 +61,7 @@ impl Server {
                 (Listener::Unix(l, path.clone()), shown)
             }
         };
-        widen_backlog(&listener);
+        socket::widen_backlog(listener.raw_fd(), LISTEN_BACKLOG);
         let registry = poll.registry();
         match &mut listener {
             Listener::Tcp(l) => registry.register(l, LISTENER, Interest::READABLE),
@@ -76,7 +77,7 @@ impl Server {
         } else {
             None
         };
-        let descriptors = raise_descriptor_limit();
+        let descriptors = process::raise_descriptor_limit();
         let max_conns = config.max_conns.unwrap_or_else(|| {
             descriptors
                 .saturating_sub(RESERVED_FDS)
@@ -102,7 +103,7 @@ impl Server {
                 mcast_total: config.mcast_total,
                 max_channels: config.max_channels,
                 inbox_ttl: millis(config.inbox_ttl),
-                seed: random_seed(),
+                seed: process::random_seed(),
             }),
             input_pool: BufPool::new(config.max_head, POOL_KEEP),
             output_pool: BufPool::new(OUTPUT_BUF_SIZE, POOL_KEEP),
@@ -131,7 +132,7 @@ impl Server {
             access_log: config.access_log,
             piping: config.piping,
             #[cfg(target_os = "linux")]
-            pipes: crate::splice::PipePool::default(),
+            pipes: crate::sys::splice::PipePool::default(),
             started: now,
             date: HttpDate::default(),
             query_filter: QueryFilter::default(),
@@ -239,7 +240,7 @@ impl Server {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_resource_exhaustion(&e) => {
+                Err(e) if socket::is_resource_exhaustion(&e) => {
                     // Out of descriptors before the configured limit (accept
                     // fails so even when nobody waits). With a client waiting,
                     // make room the same way, or retry on a timer (readiness is
@@ -266,20 +267,10 @@ impl Server {
 
     /// Whether a client waits in the listen backlog.
     pub(super) fn listener_has_pending(&self) -> bool {
-        use std::os::fd::AsRawFd;
-        let fd = match &self.listener {
-            Some(Listener::Tcp(l)) => l.as_raw_fd(),
-            Some(Listener::Unix(l, _)) => l.as_raw_fd(),
-            None => return false,
-        };
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, and no waiting.
-        let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
-        ready > 0 && pfd.revents & libc::POLLIN != 0
+        match &self.listener {
+            Some(listener) => socket::has_pending(listener.raw_fd()),
+            None => false,
+        }
     }
 
     pub(super) fn add_conn(&mut self, mut stream: Stream, peer: Option<SocketAddr>) {
@@ -301,48 +292,6 @@ impl Server {
     }
 }
 
-/// Seed for job ids: the kernel's randomness when available, else the clock.
-fn random_seed() -> u64 {
-    let mut seed = [0u8; 8];
-    fill_random(&mut seed);
-    u64::from_ne_bytes(seed)
-}
-
-/// Fills `buf` with the kernel's randomness; without it (never on a working
-/// Linux), with a clock-seeded xorshift.
-pub(super) fn fill_random(buf: &mut [u8]) {
-    if kernel_random(buf) {
-        return;
-    }
-    let mut state = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        | 1;
-    for byte in buf {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        *byte = state as u8;
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn kernel_random(buf: &mut [u8]) -> bool {
-    // SAFETY: the buffer is valid for `buf.len()` bytes of writes.
-    let got = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    usize::try_from(got).is_ok_and(|n| n == buf.len())
-}
-
-// getrandom(2) is Linux-only; getentropy(3) (macOS, the BSDs) gives the same
-// randomness, at most 256 bytes a call.
-#[cfg(not(target_os = "linux"))]
-fn kernel_random(buf: &mut [u8]) -> bool {
-    buf.chunks_mut(256).all(|chunk| {
-        // SAFETY: the chunk is valid for `chunk.len()` (at most 256) bytes of writes.
-        unsafe { libc::getentropy(chunk.as_mut_ptr().cast(), chunk.len()) == 0 }
-    })
-}
-
 pub(super) fn resolve(text: &str) -> io::Result<SocketAddr> {
     text.to_socket_addrs()?
         .next()
@@ -360,64 +309,6 @@ pub(super) fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
         )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
-    }
-}
-
-/// Raises the accept queue from the 128 that mio (like std) asks for, so that a
-/// burst of clients, or clients waiting for a free connection slot, are not
-/// dropped (a dropped SYN costs the client a second before it retries).
-pub(super) fn widen_backlog(listener: &Listener) {
-    use std::os::fd::AsRawFd;
-    let fd = match listener {
-        Listener::Tcp(l) => l.as_raw_fd(),
-        Listener::Unix(l, _) => l.as_raw_fd(),
-    };
-    // SAFETY: listen(2) on a socket that is already listening only changes its
-    // backlog.
-    unsafe {
-        libc::listen(fd, LISTEN_BACKLOG);
-    }
-}
-
-pub(super) fn is_resource_exhaustion(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
-}
-
-/// Raises the soft descriptor limit to the hard one; returns the limit in force.
-pub(super) fn raise_descriptor_limit() -> usize {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit.rlim_cur = limit.rlim_max;
-            }
-        }
-        // macOS refuses a soft limit above OPEN_MAX (10240), and its hard limit
-        // is often unlimited: there, the most it allows.
-        #[cfg(target_vendor = "apple")]
-        if limit.rlim_cur < limit.rlim_max.min(10240) {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max.min(10240),
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit.rlim_cur = raised.rlim_cur;
-            }
-        }
-        usize::try_from(limit.rlim_cur)
-            .unwrap_or(usize::MAX)
-            .min(1 << 24)
     }
 }
 

@@ -15,21 +15,22 @@ use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use crate::buf::BufPool;
-use crate::conn::{Conn, ConnId, Hold, Phase, Stream, Wait};
 use crate::http::{HttpDate, QueryFilter};
 use crate::relay::{Millis, Relay, WaiterId};
+use crate::server::conn::{Conn, ConnId, Hold, Phase, Stream, Wait};
 
-mod fanout;
+mod conn;
+mod evict;
 mod inbox;
 mod link;
 mod listen;
 mod mcast;
 mod piping;
 mod proxy;
+mod reply;
 mod respond;
 mod route;
 mod shutdown;
-mod sse;
 mod stats;
 mod sync;
 #[cfg(test)]
@@ -37,7 +38,8 @@ mod testing;
 mod timers;
 mod transfer;
 
-use crate::evict::{self, Queue};
+use evict::Queue;
+pub use reply::VERSION;
 use respond::{flush, Flushed};
 use stats::Stats;
 
@@ -89,6 +91,16 @@ impl std::fmt::Display for ServerError {
 enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
 }
 
 /// Whether the loop goes on after a turn.
@@ -169,7 +181,7 @@ pub struct Server {
     /// Piping Server transfers on the paths the relay's routes do not take.
     piping: bool,
     #[cfg(target_os = "linux")]
-    pipes: crate::splice::PipePool,
+    pipes: crate::sys::splice::PipePool,
     started: Instant,
     date: HttpDate,
     query_filter: QueryFilter,
@@ -345,7 +357,7 @@ impl Server {
             return;
         };
         let moved = conn.stream.moved_total != moved_before;
-        if crate::conn::is_runaway(&mut conn.spins, moved, RUNAWAY_TURNS) {
+        if crate::server::conn::is_runaway(&mut conn.spins, moved, RUNAWAY_TURNS) {
             eprintln!(
                 "httprelay: closing a runaway connection ({} turns of {MAX_STEPS} steps without moving a byte, phase {:?})",
                 conn.spins,
@@ -365,9 +377,9 @@ impl Server {
         &mut self,
         id: ConnId,
         producer: ConnId,
-        kind: crate::conn::Transfer,
+        kind: crate::server::conn::Transfer,
     ) -> Step {
-        if kind == crate::conn::Transfer::Piping {
+        if kind == crate::server::conn::Transfer::Piping {
             if self.conns[id.0].peer_closed {
                 // It closed its side: gone, as the reference server counts it
                 // (a link consumer may still be reading). One of several that
@@ -428,13 +440,13 @@ impl Server {
         if !self.conns.contains(id.0) {
             return;
         }
-        if sse::is_stream(&self.conns[id.0].phase) {
+        if mcast::stream::is_stream(&self.conns[id.0].phase) {
             self.stream_closing(id);
         }
         match self.conns[id.0].phase {
             Phase::Parked(wait) => self.leave_core(id, wait),
             Phase::Producing {
-                kind: crate::conn::Transfer::ProxyJob,
+                kind: crate::server::conn::Transfer::ProxyJob,
                 ..
             } => self.proxy_forget_job(id),
             _ => {}
@@ -451,7 +463,7 @@ impl Server {
         }
         match conn.phase {
             Phase::Producing { consumer, kind, .. } => {
-                if kind == crate::conn::Transfer::Piping {
+                if kind == crate::server::conn::Transfer::Piping {
                     self.relay.piping_finish(now, &conn.channel);
                 }
                 self.truncate_consumer(consumer)

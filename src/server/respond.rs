@@ -6,10 +6,10 @@ use std::io::{self, Read};
 use super::route::{allow_for, expose_for};
 use super::stats::Gauges;
 use super::{unix_millis, Server, Step, LINGER_MAX_BYTES};
-use crate::conn::{send, send_rest, After, Conn, ConnId, Drained, Fill, Phase, Sent};
 use crate::http::{Framing, HeadWriter, Status};
 use crate::relay::ClaimError;
-use crate::reply::{self, Expose};
+use crate::server::conn::{send, send_rest, After, Conn, ConnId, Drained, Fill, Phase, Sent};
+use crate::server::reply::{self, Expose};
 
 /// What sending a connection's output came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -483,7 +483,7 @@ mod tests {
         assert!(!head_response.contains("Connection: close"));
         assert_eq!(status_of(get_response), 200);
         assert!(get_response.contains("\r\nConnection: close\r\n"));
-        assert_eq!(body_of(get_response), crate::reply::VERSION);
+        assert_eq!(body_of(get_response), crate::server::reply::VERSION);
         assert!(client.closed(), "HTTP/1.0 without keep-alive: closed after");
         assert_eq!(shell.open_conns(), 0);
     }

@@ -4,10 +4,10 @@
 use std::net::IpAddr;
 
 use super::{unix_millis, Server, Step};
-use crate::conn::{After, Conn, ConnId, Fill, Timer};
 use crate::http::{find_param, parse_request, Status, Target};
 use crate::relay::Method;
-use crate::reply::{self, Expose};
+use crate::server::conn::{After, Conn, ConnId, Fill, Timer};
+use crate::server::reply::{self, Expose};
 
 impl Server {
     pub(super) fn read_head(&mut self, id: ConnId) -> Step {

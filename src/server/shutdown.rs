@@ -4,9 +4,9 @@
 use std::io::Read;
 
 use super::{Listener, Server, SHUTDOWN_GRACE};
-use crate::conn::{After, ConnId, Phase, Wait};
 use crate::http::Status;
 use crate::relay::WaiterId;
+use crate::server::conn::{After, ConnId, Phase, Wait};
 
 impl Server {
     pub(super) fn on_signal(&mut self) {

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use crate::relay::{Method, PerMethod};
-use crate::reply::VERSION;
+use crate::server::reply::VERSION;
 
 /// Error statuses the relay sends, counted by `httprelay_rejections_total`.
 const REJECTIONS: [u16; 16] = [

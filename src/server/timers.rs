@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use super::stats::Timeout;
 use super::{debug_assert_queued, Server, LINGER};
-use crate::conn::{After, ConnId, Phase, Timer, Wait};
 use crate::http::Status;
 use crate::relay::MessageState;
+use crate::server::conn::{After, ConnId, Phase, Timer, Wait};
 
 /// The connection timeouts (flags), and which applies when.
 #[derive(Clone, Copy, Debug)]
@@ -61,7 +61,7 @@ impl Timeouts {
             Timer::Wait => self.wait,
             Timer::Inbox => Some(self.inbox),
             Timer::Linger => Some(LINGER),
-            Timer::KeepAlive => Some(super::sse::KEEP_ALIVE_EVERY),
+            Timer::KeepAlive => Some(super::mcast::stream::KEEP_ALIVE_EVERY),
         }
     }
 }
@@ -113,7 +113,7 @@ impl Server {
         let burst_over = self.relay.poll_timeout().is_none_or(|due| due > now_ms);
         if self.forgotten_since_trim >= 1024 && burst_over {
             self.forgotten_since_trim = 0;
-            release_free_memory();
+            crate::sys::process::release_free_memory();
         }
         if self.accept_retry.is_some_and(|at| at <= now) {
             self.accept_retry = None;
@@ -270,16 +270,6 @@ impl Server {
                 self.ready.push(id);
             }
         }
-    }
-}
-
-/// Hands freed heap pages back to the system after a burst (glibc keeps them
-/// otherwise; other allocators return them on their own).
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

@@ -5,10 +5,10 @@
 
 use super::respond::body_after;
 use super::{Server, Step};
-use crate::conn::{After, Conn, ConnId, Form, FormPart, Phase, Transfer, Wait};
 use crate::http::{find_param, HeadWriter, MultipartDecoder, Status};
 use crate::relay::{PipingArrival, PipingError, PipingRole, WaiterId};
-use crate::reply;
+use crate::server::conn::{After, Conn, ConnId, Form, FormPart, Phase, Transfer, Wait};
+use crate::server::reply;
 
 mod pages;
 use pages::{help_page, nonce, noscript_page};

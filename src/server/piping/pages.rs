@@ -2,8 +2,8 @@
 //! same as a plain form for browsers without JavaScript, and the usage text.
 
 use super::find_param;
-use crate::conn::Conn;
-use crate::reply;
+use crate::server::conn::Conn;
+use crate::server::reply;
 
 /// The send page (a file or a text to a path, from a browser).
 pub(super) const INDEX: &str = include_str!("pages/index.html");
@@ -58,7 +58,7 @@ fn escape_html(text: &str) -> String {
 /// A fresh nonce for a page's style: 16 random bytes, base64.
 pub(super) fn nonce() -> String {
     let mut bytes = [0u8; 18];
-    crate::server::listen::fill_random(&mut bytes);
+    crate::sys::process::fill_random(&mut bytes);
     let mut text = [0u8; 24];
     for (group, out) in bytes.chunks_exact(3).zip(text.chunks_exact_mut(4)) {
         crate::http::sse::base64_group(&[group[0], group[1], group[2]], out);

@@ -5,10 +5,10 @@
 use super::respond::Collected;
 use super::{Server, Step};
 use crate::buf::BufPool;
-use crate::conn::{take_body, After, Conn, ConnId, Hold, Phase, TakeError, Wait};
 use crate::http::{BodyDecoder, Framing, QueryFilter, Status};
 use crate::relay::{Method, SyncArrival, WaiterId};
-use crate::reply::{self, Expose};
+use crate::server::conn::{take_body, After, Conn, ConnId, Hold, Phase, TakeError, Wait};
+use crate::server::reply::{self, Expose};
 
 impl Server {
     pub(super) fn handle_sync(&mut self, id: ConnId) -> Step {

@@ -10,26 +10,26 @@
 
 use std::time::Duration;
 
-use super::respond::{log_request, Flushed};
-use super::{Server, Step};
-use crate::conn::{send_pending, After, ConnId, Phase, Sent, Timer, Wait};
 use crate::http::sse::{EventWriter, Skipped, KEEP_ALIVE};
 use crate::http::{
     find_param, parse_seqid, response_framing, BodySize, Exchange, Request, ResponseFraming, Status,
 };
 use crate::relay::{MessageState, Missed, StreamNext, WaiterId};
-use crate::reply::{self, Expose};
+use crate::server::conn::{send_pending, After, ConnId, Phase, Sent, Timer, Wait};
+use crate::server::reply::{self, Expose};
+use crate::server::respond::{log_request, Flushed};
+use crate::server::{Server, Step};
 
 /// Silence after which a stream gets a comment line, so that proxies and
 /// load balancers (often closing idle connections after 30 to 60 s) keep it.
-pub(super) const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(15);
+pub(in crate::server) const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(15);
 
 /// Output room an event needs to go on (its head, a skipped event).
 const EVENT_ROOM: usize = 64;
 
 /// Whether the connection is a live stream (it counts in
 /// `httprelay_sse_streams` while it is).
-pub(super) fn is_stream(phase: &Phase) -> bool {
+pub(in crate::server) fn is_stream(phase: &Phase) -> bool {
     matches!(
         phase,
         Phase::Streaming { .. } | Phase::Parked(Wait::McastStream)
@@ -50,7 +50,7 @@ fn stream_framing(req: &Request, head_request: bool) -> ResponseFraming {
 impl Server {
     /// `GET` (or `HEAD`) asking for `text/event-stream`: the stream's head,
     /// then its first message, or a wait for it.
-    pub(super) fn open_stream(&mut self, id: ConnId) -> Step {
+    pub(in crate::server) fn open_stream(&mut self, id: ConnId) -> Step {
         let head_request = self.conns[id.0].req.method_is("HEAD");
         let conn = &mut self.conns[id.0];
         // Start: the event after `Last-Event-ID`, else `seqid`, else the
@@ -127,7 +127,7 @@ impl Server {
 
     /// Sends the stream's current message as an event once its upload is
     /// complete; then looks for the next.
-    pub(super) fn drive_streaming(&mut self, id: ConnId) -> Step {
+    pub(in crate::server) fn drive_streaming(&mut self, id: ConnId) -> Step {
         loop {
             let conn = &mut self.conns[id.0];
             if conn.peer_closed {
@@ -199,7 +199,7 @@ impl Server {
 
     /// The keep-alive timer fired: a comment line goes to a stream that is
     /// between events, and the timer runs again.
-    pub(super) fn keep_alive(&mut self, id: ConnId) {
+    pub(in crate::server) fn keep_alive(&mut self, id: ConnId) {
         let conn = &mut self.conns[id.0];
         let between_events = match &conn.phase {
             Phase::Parked(Wait::McastStream) => true,
@@ -222,7 +222,7 @@ impl Server {
 
     /// Ends a stream cleanly (the last chunk, when chunked) and closes it:
     /// the server is shutting down.
-    pub(super) fn end_stream(&mut self, id: ConnId) -> Step {
+    pub(in crate::server) fn end_stream(&mut self, id: ConnId) -> Step {
         self.stats.sse_streams -= 1;
         let conn = &mut self.conns[id.0];
         let mut encoder = stream_framing(&conn.req, false).encoder;
@@ -237,7 +237,7 @@ impl Server {
 
     /// A stream's connection closes (its reader left, or stalled): it leaves
     /// the count, and the access log has its line.
-    pub(super) fn stream_closing(&mut self, id: ConnId) {
+    pub(in crate::server) fn stream_closing(&mut self, id: ConnId) {
         self.stats.sse_streams -= 1;
         let conn = &mut self.conns[id.0];
         if self.access_log && conn.status != 0 {

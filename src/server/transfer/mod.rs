@@ -7,14 +7,16 @@ use std::io::{self, Read};
 
 use super::{flush, Server, Step};
 use crate::buf::Buf;
-use crate::conn::{fill, send, After, ConnId, Fill, Phase, Sent, Transfer};
 use crate::http::{
     response_framing, BodyDecoder, BodyError, Exchange, HeadWriter, Status, CHUNK_OVERHEAD,
 };
 use crate::relay::Method;
-use crate::reply::{self, Expose, Replaced};
+use crate::server::conn::{fill, send, After, ConnId, Fill, Phase, Sent, Transfer};
+use crate::server::reply::{self, Expose, Replaced};
 
 use super::piping::line;
+
+mod fanout;
 
 impl Server {
     /// Pairs producer `p` and consumer `c` for a transfer of `kind`: the
@@ -291,7 +293,7 @@ impl Server {
                             body.advance_plain(n as u64);
                             let framed = encoder.frame_direct(n, spare);
                             output.commit(framed);
-                            crate::conn::note_short_read(
+                            crate::server::conn::note_short_read(
                                 &mut producer.readable,
                                 producer.peer_closed,
                                 n,

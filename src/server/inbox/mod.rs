@@ -12,10 +12,10 @@ use std::rc::Rc;
 
 use super::respond::{body_after, Guarded};
 use super::{Server, Step};
-use crate::conn::{After, ConnId, Hold, Phase, Wait};
 use crate::http::{percent_decode, BodyDecoder, Framing, Status};
 use crate::relay::{InboxAwait, InboxGet, InboxMessage, WaiterId, INBOX_MESSAGE_OVERHEAD};
-use crate::reply::{self, Expose};
+use crate::server::conn::{After, ConnId, Hold, Phase, Wait};
+use crate::server::reply::{self, Expose};
 
 /// Longest inbox id, in bytes after percent-decoding (as the reference).
 pub const MAX_INBOX_ID: usize = 256;

@@ -3,16 +3,18 @@
 
 use std::rc::Rc;
 
+pub(super) mod stream;
+
 use super::respond::{Collected, Guarded};
 use super::{Server, Step};
-use crate::conn::{send_pending, take_body, After, ConnId, Phase, Sent, TakeError, Wait};
 use crate::http::{
     find_param, parse_seqid, response_framing, BodyDecoder, BodySize, Exchange, Framing, Status,
 };
 use crate::relay::{
     AppendError, McastGet, Message, MessageState, Method, ProducerMeta, PublishError, WaiterId,
 };
-use crate::reply::{self, Expose, Meta};
+use crate::server::conn::{send_pending, take_body, After, ConnId, Phase, Sent, TakeError, Wait};
+use crate::server::reply::{self, Expose, Meta};
 
 impl Server {
     pub(super) fn handle_mcast(&mut self, id: ConnId) -> Step {

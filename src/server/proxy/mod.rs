@@ -5,10 +5,10 @@
 
 use super::respond::Guarded;
 use super::{Server, Step};
-use crate::conn::{Conn, ConnId, Hold, Phase, Transfer, Wait};
 use crate::http::{trim, BodyDecoder, Framing, HeadWriter, Status};
 use crate::relay::{JobId, ProxyDispatch, ResultError, WaiterId};
-use crate::reply::Replaced;
+use crate::server::conn::{Conn, ConnId, Hold, Phase, Transfer, Wait};
+use crate::server::reply::Replaced;
 
 /// Client fields not forwarded to the server: they describe this hop's
 /// connection and framing, which the relay sets itself.

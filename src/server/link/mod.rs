@@ -2,9 +2,9 @@
 
 use super::respond::Guarded;
 use super::{Server, Step};
-use crate::conn::{ConnId, Transfer, Wait};
 use crate::http::Status;
 use crate::relay::{LinkArrival, Role, WaiterId};
+use crate::server::conn::{ConnId, Transfer, Wait};
 
 impl Server {
     pub(super) fn handle_link(&mut self, id: ConnId) -> Step {
@@ -96,7 +96,10 @@ mod tests {
             b"POST /link/p HTTP/1.1\r\nHost: r\r\nContent-Length: 11\r\n\r\nhello",
         );
         let parked = shell.server.conns.iter().next().unwrap().1;
-        assert!(matches!(parked.phase, crate::conn::Phase::Parked(_)));
+        assert!(matches!(
+            parked.phase,
+            crate::server::conn::Phase::Parked(_)
+        ));
         assert!(parked.input.is_none(), "no input buffer while waiting");
         assert_eq!(&parked.stashed[..], b"hello");
         let mut consumer = shell.connect();

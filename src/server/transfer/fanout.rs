@@ -4,15 +4,15 @@
 //! every receiver's output as far as the fullest one has room, so the transfer
 //! goes at the pace of the slowest receiver with one fixed output buffer each.
 
-use super::piping::{line, receiver_fields, PartFields};
-use super::{Server, Step};
-use crate::conn::{fill, send, After, ConnId, Fill, Form, FormPart, Phase, Sent, Transfer};
 use crate::http::{
     response_framing, BodyDecoder, BodySize, Exchange, HeadWriter, MultipartError, MultipartEvent,
     Status, CHUNK_OVERHEAD, MAX_DELIMITER,
 };
 use crate::relay::Method;
-use crate::reply;
+use crate::server::conn::{fill, send, After, ConnId, Fill, Form, FormPart, Phase, Sent, Transfer};
+use crate::server::piping::{line, receiver_fields, PartFields};
+use crate::server::reply;
+use crate::server::{Server, Step};
 
 #[cfg(target_os = "linux")]
 use std::io;
@@ -41,7 +41,7 @@ struct Group {
 impl Server {
     /// Turns the transfers just started from `sender` to each of `receivers`
     /// into one broadcast.
-    pub(super) fn start_broadcast(&mut self, sender: ConnId, receivers: Vec<ConnId>) {
+    pub(in crate::server) fn start_broadcast(&mut self, sender: ConnId, receivers: Vec<ConnId>) {
         let Some(conn) = self.conns.get_mut(sender.0) else {
             return;
         };
@@ -56,7 +56,12 @@ impl Server {
 
     /// Starts sending the first part of a form upload to `receivers`: their
     /// heads wait for the part's own fields.
-    pub(super) fn start_form(&mut self, sender: ConnId, receivers: Vec<ConnId>, form: Form) {
+    pub(in crate::server) fn start_form(
+        &mut self,
+        sender: ConnId,
+        receivers: Vec<ConnId>,
+        form: Form,
+    ) {
         self.unstash_input(sender);
         for &r in &receivers {
             self.unstash_input(r);
@@ -86,7 +91,7 @@ impl Server {
 
     /// A form upload whose `Content-Type` names no usable boundary: nothing
     /// is sent.
-    pub(super) fn refuse_form(
+    pub(in crate::server) fn refuse_form(
         &mut self,
         sender: ConnId,
         receivers: Vec<ConnId>,
@@ -102,13 +107,13 @@ impl Server {
     }
 
     /// Moves the sender's body to its receivers until nothing moves.
-    pub(super) fn broadcast(&mut self, s: ConnId) -> Step {
+    pub(in crate::server) fn broadcast(&mut self, s: ConnId) -> Step {
         loop {
             if !self.conns.contains(s.0) {
                 return Step::Closed;
             }
             // Progress lines to the sender go out as they come.
-            if self.send_output(s) == super::Flushed::Closed {
+            if self.send_output(s) == crate::server::Flushed::Closed {
                 return Step::Again;
             }
             let Phase::Broadcasting {
@@ -461,7 +466,7 @@ impl Server {
 
     /// A receiver of a broadcast left: the sender is told; the others go on,
     /// and when none is left the sender's response ends.
-    pub(super) fn broadcast_receiver_left(&mut self, s: ConnId, r: ConnId) {
+    pub(in crate::server) fn broadcast_receiver_left(&mut self, s: ConnId, r: ConnId) {
         let Some(sender) = self.conns.get_mut(s.0) else {
             return;
         };
@@ -482,7 +487,7 @@ impl Server {
     /// A receiver of a broadcast that closes after its whole response went out
     /// is done, not aborted: it leaves the group without a word to the sender,
     /// and the broadcast ends when the others have theirs.
-    pub(super) fn broadcast_receiver_done(&mut self, s: ConnId, r: ConnId) {
+    pub(in crate::server) fn broadcast_receiver_done(&mut self, s: ConnId, r: ConnId) {
         if !self.conns.contains(r.0) {
             return;
         }
@@ -514,7 +519,7 @@ impl Server {
     }
 
     /// The sender of a broadcast is gone: every receiver's response ends short.
-    pub(super) fn broadcast_sender_left(&mut self, receivers: &[ConnId]) {
+    pub(in crate::server) fn broadcast_sender_left(&mut self, receivers: &[ConnId]) {
         for &r in receivers {
             if let Some(Phase::Consuming {
                 kind: Transfer::Piping,
@@ -678,7 +683,7 @@ impl Server {
 
 /// Bytes in a connection's transfer pipe.
 #[cfg(target_os = "linux")]
-fn pipe_filled(conn: Option<&crate::conn::Conn>) -> usize {
+fn pipe_filled(conn: Option<&crate::server::conn::Conn>) -> usize {
     conn.and_then(|c| c.pipe.as_ref()).map_or(0, |p| p.filled)
 }
 

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use crate::http::sse::EventWriter;
 use crate::http::{BodyDecoder, Encoder, MultipartDecoder, Request};
 use crate::relay::{InboxMessage, JobId, Message, Role};
-use crate::reply::Meta;
+use crate::server::reply::Meta;
 
 /// A connection's key in the server's slab (also its poll token and its
 /// [`crate::relay::WaiterId`]).
@@ -257,21 +257,7 @@ impl Stream {
     /// Makes the coming close reset the connection, discarding unsent bytes,
     /// so that a client that stopped reading cannot keep them in kernel memory.
     pub fn reset_on_close(&self) {
-        let fd = self.raw_fd();
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: a valid descriptor and a correctly sized option value.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            );
-        }
+        crate::sys::socket::reset_on_close(self.raw_fd());
     }
 
     pub fn shutdown_write(&self) {
@@ -410,14 +396,14 @@ pub struct Conn {
     pub head_since: Instant,
     /// Its place among the connections waiting for a head: a member exactly
     /// while in [`Phase::ReadingHead`].
-    pub(crate) head_queue: crate::evict::Link,
+    pub(crate) head_queue: crate::server::evict::Link,
     /// Consecutive turns that used up their steps without moving a byte.
     pub spins: u8,
     /// The status of the response to the current request (0 before its head).
     pub status: u16,
     /// The pipe carrying a body to this consumer without copying (Linux).
     #[cfg(target_os = "linux")]
-    pub pipe: Option<crate::splice::Pipe>,
+    pub pipe: Option<crate::sys::splice::Pipe>,
 }
 
 /// A read that returned less than asked drained the socket: with
