@@ -15,12 +15,13 @@ use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use crate::buf::BufPool;
-use crate::http::{HttpDate, QueryFilter};
+use crate::http::{HttpDate, QueryFilter, Status};
 use crate::relay::{Millis, Relay, WaiterId};
-use crate::server::conn::{Conn, ConnId, Hold, Phase, Stream, Wait};
+use crate::server::conn::{Conn, ConnId, Phase, Stream, Wait};
 
 mod conn;
 mod evict;
+mod hold;
 mod inbox;
 mod link;
 mod listen;
@@ -29,6 +30,7 @@ mod piping;
 mod proxy;
 mod reply;
 mod respond;
+mod rooms;
 mod route;
 mod shutdown;
 mod stats;
@@ -63,6 +65,16 @@ const MAX_STEPS: usize = 64;
 /// The answer when a request would make the relay remember one channel more
 /// than `--max-channels`.
 const NO_ROOM: &str = "503 relay remembers too many channels\n";
+/// The answer to a waiter whose wait timeout passed.
+const WAIT_OVER: (Status, &str) = (Status(504), "504 nobody came within the wait timeout\n");
+/// The answer to requests while the relay shuts down.
+const SHUTTING_DOWN: (Status, &str) = (Status(503), "503 server shutting down\n");
+/// A link producer's answer when its consumer left mid-body.
+const CONSUMER_LEFT: (Status, &str) = (Status(502), "502 consumer disconnected\n");
+/// A proxy client's answer when the `SERVE` request taking its job left.
+const PROXY_SERVER_LEFT: (Status, &str) = (Status(502), "502 proxy server disconnected\n");
+/// A `SERVE` request's answer when the client its result was for left.
+const PROXY_CLIENT_LEFT: (Status, &str) = (Status(406), "406 the client left\n");
 /// Turns of `MAX_STEPS` steps without moving a byte after which a connection
 /// counts as runaway and is closed.
 const RUNAWAY_TURNS: u8 = 16;
@@ -272,24 +284,6 @@ impl Server {
         self.date.update(secs);
     }
 
-    /// Removes a parked connection from the core's queue for `wait`.
-    fn leave_core(&mut self, id: ConnId, wait: Wait) {
-        let now = self.now_millis();
-        let conn = &self.conns[id.0];
-        let (channel, waiter) = (&conn.channel, WaiterId(id.0));
-        match wait {
-            Wait::Link(_) => self.relay.link_leave(now, channel, waiter),
-            Wait::McastReader | Wait::McastStream => self.relay.mcast_leave(now, channel, waiter),
-            Wait::Sync => self.relay.sync_leave(now, channel, waiter),
-            Wait::ProxyClient => self.relay.proxy_client_leave(now, channel, &conn.job),
-            Wait::ProxyServer => self.relay.proxy_server_leave(now, channel, waiter),
-            Wait::PipingSender | Wait::PipingReceiver => {
-                self.relay.piping_leave(now, channel, waiter)
-            }
-            Wait::InboxReader | Wait::InboxAwaiter => self.relay.inbox_leave(now, channel, waiter),
-        };
-    }
-
     // ---- driving connections ---------------------------------------------------
 
     fn drive_ready(&mut self) {
@@ -440,45 +434,11 @@ impl Server {
         if !self.conns.contains(id.0) {
             return;
         }
-        if mcast::stream::is_stream(&self.conns[id.0].phase) {
-            self.stream_closing(id);
-        }
-        match self.conns[id.0].phase {
-            Phase::Parked(wait) => self.leave_core(id, wait),
-            Phase::Producing {
-                kind: crate::server::conn::Transfer::ProxyJob,
-                ..
-            } => self.proxy_forget_job(id),
-            _ => {}
-        }
+        self.closing(id);
         self.head_done(id);
         let mut conn = self.conns.remove(id.0);
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        let now = self.now_millis();
-        match conn.phase {
-            Phase::Holding {
-                hold: Hold::Inbox, ..
-            } => self.inbox_uploading -= conn.held.len(),
-            _ => self.sync_held -= conn.held.len(),
-        }
-        match conn.phase {
-            Phase::Producing { consumer, kind, .. } => {
-                if kind == crate::server::conn::Transfer::Piping {
-                    self.relay.piping_finish(now, &conn.channel);
-                }
-                self.truncate_consumer(consumer)
-            }
-            Phase::Broadcasting { ref receivers, .. } => {
-                self.relay.piping_finish(now, &conn.channel);
-                self.broadcast_sender_left(receivers);
-            }
-            Phase::Consuming { producer, kind, .. } => self.consumer_left(producer, id, kind),
-            Phase::Publishing { ref message, .. } => {
-                self.relay.mcast_abort(now, &conn.channel, message);
-                self.wake_followers(message);
-            }
-            _ => {}
-        }
+        self.closed(id, &conn);
         if let Some(buf) = conn.input.take() {
             self.input_pool.give(buf);
         }

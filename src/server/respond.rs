@@ -3,13 +3,16 @@
 
 use std::io::{self, Read};
 
-use super::route::{allow_for, expose_for};
+use super::rooms::expose_for;
 use super::stats::Gauges;
 use super::{unix_millis, Server, Step, LINGER_MAX_BYTES};
 use crate::http::{Framing, HeadWriter, Status};
 use crate::relay::ClaimError;
-use crate::server::conn::{send, send_rest, After, Conn, ConnId, Drained, Fill, Phase, Sent};
+use crate::server::conn::{send, send_rest, After, Conn, ConnId, Drained, Phase, Sent};
 use crate::server::reply::{self, Expose};
+
+/// The content type of the relay's own one-line answers.
+const PLAIN_TEXT: &[u8] = b"text/plain; charset=utf-8";
 
 /// What sending a connection's output came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +61,37 @@ impl Server {
         Step::Again
     }
 
+    /// Answers a request that waited (it has left the core) with `answer`;
+    /// `linger_if_body`: its body may still be unread, so the connection
+    /// lingers after the answer rather than closing.
+    pub(super) fn answer_waiter(
+        &mut self,
+        id: ConnId,
+        linger_if_body: bool,
+        (status, text): (Status, &str),
+    ) {
+        let Some(conn) = self.conns.get_mut(id.0) else {
+            return;
+        };
+        conn.req.keep_alive = false;
+        let after = if linger_if_body && conn.req.framing().has_body() {
+            After::Linger
+        } else {
+            After::Close
+        };
+        self.respond_text(id, status, text, after);
+        self.ready.push(id);
+    }
+
+    /// Answers `405` to a request whose method its endpoint does not take;
+    /// `allow`: the methods it does take.
+    pub(super) fn refuse_method(&mut self, id: ConnId, text: &str, allow: &[u8]) -> Step {
+        let after = body_after(&mut self.conns[id.0]);
+        let text = text.as_bytes();
+        self.respond_body(id, Status(405), PLAIN_TEXT, text, after, Some(allow));
+        Step::Again
+    }
+
     /// Sends what the connection's output holds, as far as the socket takes
     /// it; an emptied output buffer goes back to the pool.
     pub(super) fn send_output(&mut self, id: ConnId) -> Flushed {
@@ -71,40 +105,6 @@ impl Server {
         }
         self.output_pool.give_if_empty(&mut conn.output);
         Flushed::Done
-    }
-
-    /// Drives a request whose body is taken whole before it goes on: sends
-    /// what is queued (a `100 Continue`), lets `take` use the buffered body
-    /// bytes, reads more, until the body is done or nothing moves. A client
-    /// gone mid-body is closed (which settles what depended on it).
-    pub(super) fn collect_body(
-        &mut self,
-        id: ConnId,
-        take: impl Fn(&mut Server, ConnId) -> Collected,
-    ) -> Step {
-        loop {
-            if self.send_output(id) == Flushed::Closed {
-                return Step::Closed;
-            }
-            let mut progress = match take(self, id) {
-                Collected::Taken(progress) => progress,
-                Collected::Finished(step) => return step,
-            };
-            let conn = &mut self.conns[id.0];
-            if conn.readable {
-                match conn.fill_input(&mut self.input_pool) {
-                    Fill::Read => progress = true,
-                    Fill::Blocked => {}
-                    Fill::Gone => {
-                        self.close(id);
-                        return Step::Closed;
-                    }
-                }
-            }
-            if !progress {
-                return Step::Blocked;
-            }
-        }
     }
 
     /// Writes the response head, then a body held in memory straight from
@@ -199,17 +199,12 @@ impl Server {
     /// Queues a complete response with a short text body (no body for `HEAD`)
     /// and moves the connection to [`Phase::Responding`].
     pub(super) fn respond_text(&mut self, id: ConnId, status: Status, text: &str, after: After) {
-        self.respond_body(
-            id,
-            status,
-            b"text/plain; charset=utf-8",
-            text.as_bytes(),
-            after,
-        );
+        self.respond_body(id, status, PLAIN_TEXT, text.as_bytes(), after, None);
     }
 
     /// Queues a complete response with a short body (no body for `HEAD`) and
-    /// moves the connection to [`Phase::Responding`].
+    /// moves the connection to [`Phase::Responding`]; `allow`: the `Allow`
+    /// field of a `405`.
     pub(super) fn respond_body(
         &mut self,
         id: ConnId,
@@ -217,6 +212,7 @@ impl Server {
         content_type: &[u8],
         body: &[u8],
         after: After,
+        allow: Option<&[u8]>,
     ) {
         // Answered: no longer waiting for a head (if it was).
         self.head_done(id);
@@ -244,8 +240,8 @@ impl Server {
         if !body.is_empty() {
             w.header("Content-Type", content_type);
         }
-        if status.0 == 405 {
-            w.header("Allow", allow_for(&conn.req.path, &conn.req.raw_path));
+        if let Some(allow) = allow {
+            w.header("Allow", allow);
         }
         w.header_number("Content-Length", body.len() as u64);
         reply::persistence(&mut w, keep_alive, conn.req.minor_version);
@@ -310,6 +306,7 @@ impl Server {
             b"text/plain; version=0.0.4; charset=utf-8",
             &text,
             after,
+            None,
         );
         self.text = text;
         Step::Again
@@ -358,15 +355,6 @@ pub(super) fn flush(conn: &mut Conn) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// What one round of taking a whole body brought (see `Server::collect_body`).
-pub(super) enum Collected {
-    /// Buffered bytes were taken (true) or none were there (false); the body
-    /// goes on.
-    Taken(bool),
-    /// The body ended or was refused: the request went on with this step.
-    Finished(Step),
 }
 
 /// What follows a response to a request whose body the handler does not read:

@@ -3,11 +3,12 @@
 
 use std::net::IpAddr;
 
+use super::rooms::route;
 use super::{unix_millis, Server, Step};
 use crate::http::{find_param, parse_request, Status, Target};
 use crate::relay::Method;
 use crate::server::conn::{After, Conn, ConnId, Fill, Timer};
-use crate::server::reply::{self, Expose};
+use crate::server::reply;
 
 impl Server {
     pub(super) fn read_head(&mut self, id: ConnId) -> Step {
@@ -94,7 +95,7 @@ impl Server {
         }
         let Some((method, rest)) = route(path) else {
             if self.piping {
-                return self.handle_piping(id);
+                return self.enter(id, Method::Piping);
             }
             return self.refuse(id, Status(404), "404 page not found\n");
         };
@@ -110,14 +111,7 @@ impl Server {
             self.respond_preflight(id, method == Method::Proxy);
             return Step::Again;
         }
-        match method {
-            Method::Link => self.handle_link(id),
-            Method::Mcast => self.handle_mcast(id),
-            Method::Sync => self.handle_sync(id),
-            Method::Proxy => self.handle_proxy(id),
-            Method::Inbox => self.handle_inbox(id),
-            Method::Piping => unreachable!("route() never names piping"),
-        }
+        self.enter(id, method)
     }
 
     /// The write secret the request presents: query `wsecret`, else the header.
@@ -140,43 +134,9 @@ impl Server {
     }
 }
 
-/// The method and the rest of the path after its prefix.
-pub(super) fn route(path: &[u8]) -> Option<(Method, &[u8])> {
-    [
-        (&b"/link/"[..], Method::Link),
-        (b"/mcast/", Method::Mcast),
-        (b"/sync/", Method::Sync),
-        (b"/proxy/", Method::Proxy),
-        (b"/inbox/", Method::Inbox),
-    ]
-    .into_iter()
-    .find_map(|(prefix, method)| path.strip_prefix(prefix).map(|rest| (method, rest)))
-}
-
 /// The relay's own paths besides the method prefixes.
 fn is_own(path: &[u8]) -> bool {
     path == b"/health" || path == b"/metrics"
-}
-
-/// The methods a path takes (the `Allow` of its `405`).
-pub(super) fn allow_for(path: &[u8], raw_path: &[u8]) -> &'static [u8] {
-    match route(path) {
-        Some((Method::Inbox, _)) => {
-            let raw = raw_path.strip_prefix(b"/inbox/").unwrap_or_default();
-            super::inbox::endpoint_of(raw)
-                .map_or(b"GET, HEAD, POST, DELETE, OPTIONS", |(_, e)| e.allow())
-        }
-        // Only link and mcast refuse methods otherwise (sync takes any).
-        _ => b"GET, POST, PUT, OPTIONS",
-    }
-}
-
-pub(super) fn expose_for(path: &[u8]) -> Expose {
-    match route(path) {
-        Some((Method::Mcast, _)) => Expose::Mcast,
-        Some((Method::Proxy, _)) => Expose::All,
-        _ => Expose::Metadata,
-    }
 }
 
 /// Sets the address and scheme other parties see: the socket's, or those a

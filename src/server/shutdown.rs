@@ -4,9 +4,8 @@
 use std::io::Read;
 
 use super::{Listener, Server, SHUTDOWN_GRACE};
-use crate::http::Status;
 use crate::relay::WaiterId;
-use crate::server::conn::{After, ConnId, Phase, Wait};
+use crate::server::conn::{ConnId, Phase};
 
 impl Server {
     pub(super) fn on_signal(&mut self) {
@@ -40,25 +39,10 @@ impl Server {
         self.relay.drain_waiters(&mut waiters);
         for &WaiterId(key) in &waiters {
             let id = ConnId(key);
-            if let Some(conn) = self.conns.get_mut(key) {
-                if matches!(conn.phase, Phase::Parked(Wait::McastStream)) {
-                    // A live stream ends cleanly: its last chunk.
-                    self.end_stream(id);
-                    continue;
-                }
-                if matches!(conn.phase, Phase::Parked(Wait::PipingSender)) {
-                    // Its response has begun: it ends with the news.
-                    let lines = ["[ERROR] The server is shutting down.\n"];
-                    self.piping_end_sender(id, &lines, false);
-                    continue;
-                }
-                conn.phase = Phase::ReadingHead;
-                let after = if conn.req.framing().has_body() {
-                    After::Linger
-                } else {
-                    After::Close
-                };
-                self.respond_text(id, Status(503), "503 server shutting down\n", after);
+            match self.conns.get(key).map(|c| &c.phase) {
+                Some(&Phase::Parked(wait)) => self.shut(id, wait),
+                Some(_) => self.answer_waiter(id, true, super::SHUTTING_DOWN),
+                None => {}
             }
         }
         self.waiters = waiters;

@@ -233,41 +233,15 @@ impl Server {
                     self.close(other);
                 }
             }
-            Timer::Inbox => {
+            Timer::Inbox | Timer::Wait => {
                 let Phase::Parked(wait) = conn.phase else {
                     return;
                 };
-                self.stats.timed_out(Timeout::Inbox);
-                self.leave_core(id, wait);
-                self.answer_inbox_waiter(id, Status(408), super::inbox::TIMED_OUT);
-            }
-            Timer::Wait => {
-                let Phase::Parked(wait) = conn.phase else {
-                    return;
-                };
-                self.stats.timed_out(Timeout::Wait);
-                self.leave_core(id, wait);
-                if wait == Wait::PipingSender {
-                    // Its response has begun: it ends with the news.
-                    let lines = ["[ERROR] No receiver came within the wait timeout.\n"];
-                    self.piping_end_sender(id, &lines, false);
-                    return;
-                }
-                let conn = &mut self.conns[id.0];
-                conn.phase = Phase::ReadingHead;
-                conn.req.keep_alive = false;
-                let after = if matches!(wait, Wait::Link(_)) && conn.req.framing().has_body() {
-                    After::Linger
-                } else {
-                    After::Close
-                };
-                self.respond_text(
-                    id,
-                    Status(504),
-                    "504 nobody came within the wait timeout\n",
-                    after,
-                );
-                self.ready.push(id);
+                self.stats.timed_out(match conn.timer.kind {
+                    Timer::Inbox => Timeout::Inbox,
+                    _ => Timeout::Wait,
+                });
+                self.wait_over(id, wait);
             }
         }
     }

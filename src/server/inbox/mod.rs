@@ -119,7 +119,7 @@ impl Server {
             _ => {
                 let allow = std::str::from_utf8(endpoint.allow()).unwrap_or_default();
                 let text = format!("405 method not allowed: this inbox path takes {allow}\n");
-                return self.refuse(id, Status(405), &text);
+                return self.refuse_method(id, &text, endpoint.allow());
             }
         };
         // These carry no message: a body brought anyway is skipped if it is
@@ -138,7 +138,7 @@ impl Server {
         let framing = self.conns[id.0].req.framing();
         let max = self.inbox_max_message;
         if matches!(framing, Framing::Length(n) if n > max as u64) {
-            return self.refuse(id, Status(413), &super::sync::too_large(Hold::Inbox, max));
+            return self.refuse(id, Status(413), &super::hold::too_large(Hold::Inbox, max));
         }
         let declared = match framing {
             Framing::Length(n) => n as usize,
@@ -147,7 +147,7 @@ impl Server {
         let content_type = self.conns[id.0].req.content_type.len();
         let wanted = declared + content_type + INBOX_MESSAGE_OVERHEAD;
         if self.inbox_held() + wanted > self.inbox_total {
-            return self.refuse(id, Status(503), super::sync::full(Hold::Inbox));
+            return self.refuse(id, Status(503), super::hold::full(Hold::Inbox));
         }
         self.load_secret(id);
         let now = self.now_millis();
@@ -267,6 +267,11 @@ impl Server {
         let after = after_answer(conn.req.keep_alive, conn.req.framing());
         self.respond_text(id, status, text, after);
         Step::Again
+    }
+
+    /// A reader or awaiter waited past the inbox timeout (it has left the core).
+    pub(super) fn inbox_wait_over(&mut self, id: ConnId) {
+        self.answer_inbox_waiter(id, Status(408), TIMED_OUT);
     }
 
     /// Answers a request that waited on an inbox (it has left the core).

@@ -3,8 +3,9 @@
 use super::respond::Guarded;
 use super::{Server, Step};
 use crate::http::Status;
-use crate::relay::{LinkArrival, Role, WaiterId};
-use crate::server::conn::{ConnId, Transfer, Wait};
+use crate::relay::{LinkArrival, Method, Role, WaiterId};
+use crate::server::conn::{After, ConnId, Phase, Transfer, Wait};
+use crate::server::reply::{self, Expose};
 
 impl Server {
     pub(super) fn handle_link(&mut self, id: ConnId) -> Step {
@@ -12,10 +13,10 @@ impl Server {
             b"GET" => Role::Consumer,
             b"POST" | b"PUT" => Role::Producer,
             _ => {
-                return self.refuse(
+                return self.refuse_method(
                     id,
-                    Status(405),
                     "405 method not allowed: link takes GET, POST and PUT\n",
+                    b"GET, POST, PUT, OPTIONS",
                 )
             }
         };
@@ -40,6 +41,40 @@ impl Server {
                 }
                 Step::Again
             }
+        }
+    }
+
+    /// The producer's whole body reached the consumer: the producer's
+    /// response (the consumer's metadata, no body) goes out.
+    pub(super) fn link_transfer_done(&mut self, p: ConnId, c: ConnId) {
+        self.stats.transferred(Method::Link);
+        let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
+            return;
+        };
+        producer.status = 200;
+        let output = producer
+            .output
+            .get_or_insert_with(|| self.output_pool.take());
+        let mut w = reply::head(
+            output.spare(),
+            Status(200),
+            self.date.as_bytes(),
+            &producer.req.origin,
+            Expose::Metadata,
+        );
+        self.query_filter
+            .filter(&consumer.req.query, &mut self.text);
+        let meta = consumer.meta(&self.text);
+        reply::metadata(&mut w, &meta, producer.arrived_unix_ms);
+        w.header_number("Content-Length", 0);
+        reply::persistence(&mut w, producer.req.keep_alive, producer.req.minor_version);
+        let after = After::keeping(producer.req.keep_alive);
+        match w.finish() {
+            Some(n) => {
+                output.commit(n);
+                producer.phase = Phase::Responding(after);
+            }
+            None => self.refuse_oversized_head(p),
         }
     }
 }

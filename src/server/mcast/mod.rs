@@ -5,7 +5,8 @@ use std::rc::Rc;
 
 pub(super) mod stream;
 
-use super::respond::{Collected, Guarded};
+use super::hold::Collected;
+use super::respond::Guarded;
 use super::{Server, Step};
 use crate::http::{
     find_param, parse_seqid, response_framing, BodyDecoder, BodySize, Exchange, Framing, Status,
@@ -23,10 +24,10 @@ impl Server {
             b"GET" | b"HEAD" if req.accepts_event_stream => self.open_stream(id),
             b"GET" => self.mcast_get(id),
             b"POST" | b"PUT" => self.mcast_publish(id),
-            _ => self.refuse(
+            _ => self.refuse_method(
                 id,
-                Status(405),
                 "405 method not allowed: mcast takes GET, POST and PUT\n",
+                b"GET, POST, PUT, OPTIONS",
             ),
         }
     }

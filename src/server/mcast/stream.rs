@@ -27,15 +27,6 @@ pub(in crate::server) const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(15)
 /// Output room an event needs to go on (its head, a skipped event).
 const EVENT_ROOM: usize = 64;
 
-/// Whether the connection is a live stream (it counts in
-/// `httprelay_sse_streams` while it is).
-pub(in crate::server) fn is_stream(phase: &Phase) -> bool {
-    matches!(
-        phase,
-        Phase::Streaming { .. } | Phase::Parked(Wait::McastStream)
-    )
-}
-
 /// A stream's body framing: chunked for HTTP/1.1, until close for HTTP/1.0.
 fn stream_framing(req: &Request, head_request: bool) -> ResponseFraming {
     response_framing(&Exchange {

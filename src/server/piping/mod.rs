@@ -251,6 +251,41 @@ impl Server {
         self.ready.push(id);
     }
 
+    /// The sender's whole body reached its one receiver.
+    pub(super) fn piping_transfer_done(&mut self, sender: ConnId) {
+        self.stats.transferred(crate::relay::Method::Piping);
+        let now = self.now_millis();
+        self.relay.piping_finish(now, &self.conns[sender.0].channel);
+        self.piping_end_sender(sender, &[line::SENT, line::ALL_RECEIVED], true);
+    }
+
+    /// A receiver left mid-body: one of several leaves the broadcast; the
+    /// only one ends the transfer.
+    pub(super) fn piping_receiver_gone(&mut self, sender: ConnId, receiver: ConnId) {
+        let now = self.now_millis();
+        match self.conns.get(sender.0).map(|c| &c.phase) {
+            Some(Phase::Broadcasting { .. }) => self.broadcast_receiver_left(sender, receiver),
+            Some(_) => {
+                self.relay.piping_finish(now, &self.conns[sender.0].channel);
+                self.piping_end_sender(sender, &[line::ABORTED, line::ALL_ABORTED], false);
+            }
+            None => {}
+        }
+    }
+
+    /// A sender waited for its receivers past the wait timeout: its response
+    /// has begun, and ends with the news.
+    pub(super) fn piping_sender_wait_over(&mut self, sender: ConnId) {
+        let lines = ["[ERROR] No receiver came within the wait timeout.\n"];
+        self.piping_end_sender(sender, &lines, false);
+    }
+
+    /// The relay shuts down while a sender waits: its response ends with the news.
+    pub(super) fn piping_sender_shut(&mut self, sender: ConnId) {
+        let lines = ["[ERROR] The server is shutting down.\n"];
+        self.piping_end_sender(sender, &lines, false);
+    }
+
     /// The reference server's error form: status, a one-line text body.
     pub(super) fn piping_refuse(&mut self, id: ConnId, status: Status, text: &str) -> Step {
         self.piping_respond(id, status, Some(b"text/plain"), text, &[])

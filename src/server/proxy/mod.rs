@@ -129,6 +129,12 @@ impl Server {
         conn.trim_fields();
     }
 
+    /// The result reached the client: the `SERVE` request waits for the next job.
+    pub(super) fn proxy_result_delivered(&mut self, server: ConnId) {
+        self.stats.transferred(crate::relay::Method::Proxy);
+        self.proxy_wait_for_job(server);
+    }
+
     /// The client's job can no longer be answered.
     pub(super) fn proxy_forget_job(&mut self, client: ConnId) {
         let now = self.now_millis();

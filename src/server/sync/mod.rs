@@ -2,12 +2,11 @@
 //! before its request waits, so two clients that both upload before reading
 //! can never block each other.
 
-use super::respond::Collected;
 use super::{Server, Step};
 use crate::buf::BufPool;
 use crate::http::{BodyDecoder, Framing, QueryFilter, Status};
 use crate::relay::{Method, SyncArrival, WaiterId};
-use crate::server::conn::{take_body, After, Conn, ConnId, Hold, Phase, TakeError, Wait};
+use crate::server::conn::{Conn, ConnId, Hold, Phase, Wait};
 use crate::server::reply::{self, Expose};
 
 impl Server {
@@ -34,79 +33,7 @@ impl Server {
         Step::Again
     }
 
-    /// Reads the whole body into `held`, then waits for (or meets) the peer.
-    /// With [`Hold::Discard`] the body is dropped as it arrives instead (only
-    /// the input buffer holds it), and a proxy `SERVE` waits for a job.
-    pub(super) fn drive_holding(&mut self, id: ConnId) -> Step {
-        self.collect_body(id, Server::hold_buffered)
-    }
-
-    /// Takes the buffered body bytes into `held` (or drops them), within the
-    /// limits; at the body's end the request goes on.
-    fn hold_buffered(&mut self, id: ConnId) -> Collected {
-        let inbox_room = self.inbox_total.saturating_sub(self.inbox_held());
-        let conn = &mut self.conns[id.0];
-        let Phase::Holding { body, hold } = &mut conn.phase else {
-            return Collected::Finished(Step::Again);
-        };
-        let hold = *hold;
-        // The limits of what is held, and the count it adds to.
-        let (max_body, room, counted) = match hold {
-            Hold::Inbox => (
-                self.inbox_max_message,
-                inbox_room,
-                &mut self.inbox_uploading,
-            ),
-            _ => (
-                self.sync_max_body,
-                self.sync_total - self.sync_held,
-                &mut self.sync_held,
-            ),
-        };
-        let held = &mut conn.held;
-        let mut added = 0;
-        let taken = take_body(&mut conn.input, body, |data| {
-            if hold == Hold::Discard {
-                return Ok(());
-            }
-            if held.len() + data.len() > max_body {
-                return Err((Status(413), too_large(hold, max_body)));
-            }
-            if added + data.len() > room {
-                return Err((Status(503), full(hold).to_string()));
-            }
-            added += data.len();
-            crate::buf::reserve_body(held, data.len(), max_body);
-            held.extend_from_slice(data);
-            Ok(())
-        });
-        *counted += added;
-        let progress = match taken {
-            Ok(progress) => progress,
-            Err(e) => {
-                let (status, text) = match e {
-                    TakeError::Bad(e) => (Status(400), format!("400 {e}\n")),
-                    TakeError::Refused(refusal) => refusal,
-                };
-                conn.phase = Phase::ReadingHead;
-                conn.req.keep_alive = false;
-                *counted -= conn.held.len();
-                conn.held = Vec::new();
-                self.respond_text(id, status, &text, After::Linger);
-                return Collected::Finished(Step::Again);
-            }
-        };
-        if body.is_done() {
-            return Collected::Finished(match hold {
-                Hold::Sync => self.sync_arrive(id),
-                Hold::Discard => self.proxy_body_dropped(id),
-                Hold::Inbox => self.inbox_store(id),
-            });
-        }
-        Collected::Taken(progress)
-    }
-
-    fn sync_arrive(&mut self, id: ConnId) -> Step {
+    pub(super) fn sync_arrive(&mut self, id: ConnId) -> Step {
         let now = self.now_millis();
         let conn = &self.conns[id.0];
         match self.relay.sync_arrive(now, &conn.channel, WaiterId(id.0)) {
@@ -177,22 +104,6 @@ impl Server {
             conn.phase = Phase::SendingHeld { offset };
         }
         self.ready.extend([a, b]);
-    }
-}
-
-/// The answer to a body over its limit.
-pub(super) fn too_large(hold: Hold, max_body: usize) -> String {
-    match hold {
-        Hold::Inbox => format!("413 message larger than {max_body} bytes\n"),
-        _ => format!("413 body larger than {max_body} bytes\n"),
-    }
-}
-
-/// The answer to a body that would pass the total.
-pub(super) fn full(hold: Hold) -> &'static str {
-    match hold {
-        Hold::Inbox => "503 relay storage for inbox messages is full\n",
-        _ => "503 relay storage for sync bodies is full\n",
     }
 }
 

@@ -10,11 +10,8 @@ use crate::buf::Buf;
 use crate::http::{
     response_framing, BodyDecoder, BodyError, Exchange, HeadWriter, Status, CHUNK_OVERHEAD,
 };
-use crate::relay::Method;
 use crate::server::conn::{fill, send, After, ConnId, Fill, Phase, Sent, Transfer};
 use crate::server::reply::{self, Expose, Replaced};
-
-use super::piping::line;
 
 mod fanout;
 
@@ -354,7 +351,6 @@ impl Server {
 
     /// The whole body reached the consumer: both move on, as the kind says.
     fn finish_transfer(&mut self, p: ConnId, c: ConnId) {
-        let now = self.now_millis();
         let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
             return;
         };
@@ -367,49 +363,7 @@ impl Server {
         }
         consumer.phase = Phase::Responding(After::keeping(consumer.req.keep_alive));
         self.ready.extend([p, c]);
-        match kind {
-            Transfer::Link => {
-                self.stats.transferred(Method::Link);
-                producer.status = 200;
-                let output = producer
-                    .output
-                    .get_or_insert_with(|| self.output_pool.take());
-                let mut w = reply::head(
-                    output.spare(),
-                    Status(200),
-                    self.date.as_bytes(),
-                    &producer.req.origin,
-                    Expose::Metadata,
-                );
-                self.query_filter
-                    .filter(&consumer.req.query, &mut self.text);
-                let meta = consumer.meta(&self.text);
-                reply::metadata(&mut w, &meta, producer.arrived_unix_ms);
-                w.header_number("Content-Length", 0);
-                reply::persistence(&mut w, producer.req.keep_alive, producer.req.minor_version);
-                let after = After::keeping(producer.req.keep_alive);
-                match w.finish() {
-                    Some(n) => {
-                        output.commit(n);
-                        producer.phase = Phase::Responding(after);
-                    }
-                    None => self.refuse_oversized_head(p),
-                }
-            }
-            // The client's request reached its server: it now waits for the result.
-            Transfer::ProxyJob => self.proxy_job_delivered(p),
-            // The result reached the client: the SERVE request waits for the next job.
-            Transfer::ProxyResult => {
-                self.stats.transferred(Method::Proxy);
-                self.proxy_wait_for_job(p);
-            }
-            Transfer::Piping => {
-                self.stats.transferred(Method::Piping);
-                self.relay.piping_finish(now, &producer.channel);
-                let lines = [line::SENT, line::ALL_RECEIVED];
-                self.piping_end_sender(p, &lines, true);
-            }
-        }
+        self.transfer_done(p, c, kind);
     }
 
     /// The producer's chunked framing is broken: it gets `400`, the consumer a
@@ -451,30 +405,11 @@ impl Server {
         }
     }
 
-    /// The consumer of a transfer left mid-body: the producer learns it failed.
-    pub(super) fn consumer_left(&mut self, p: ConnId, c: ConnId, kind: Transfer) {
-        let (status, text) = match kind {
-            Transfer::Link => (Status(502), "502 consumer disconnected\n"),
-            Transfer::ProxyJob => {
-                self.proxy_forget_job(p);
-                (Status(502), "502 proxy server disconnected\n")
-            }
-            Transfer::ProxyResult => (Status(406), "406 the client left\n"),
-            Transfer::Piping => {
-                let now = self.now_millis();
-                match self.conns.get(p.0).map(|c| &c.phase) {
-                    Some(Phase::Broadcasting { .. }) => self.broadcast_receiver_left(p, c),
-                    Some(_) => {
-                        self.relay.piping_finish(now, &self.conns[p.0].channel);
-                        self.piping_end_sender(p, &[line::ABORTED, line::ALL_ABORTED], false);
-                    }
-                    None => {}
-                }
-                return;
-            }
-        };
+    /// The producer of a transfer failed: its consumer left, or its
+    /// counterpart's part of the exchange broke. It gets `answer`, and its
+    /// unread body is not waited for.
+    pub(super) fn producer_failed(&mut self, p: ConnId, (status, text): (Status, &str)) {
         if let Some(producer) = self.conns.get_mut(p.0) {
-            producer.phase = Phase::ReadingHead;
             producer.req.keep_alive = false;
             self.respond_text(p, status, text, After::Linger);
             self.ready.push(p);

@@ -1,0 +1,199 @@
+//! The rooms: each relay method (link, mcast, sync, proxy, inbox, piping) is
+//! a folder of the shell that owns its requests, its phases' data and what
+//! becomes of its connections. This table is the one place where the generic
+//! shell (the loop, closing, timers, shutdown, the transfer engine) reaches a
+//! method; everything else calls these hooks:
+//!
+//! - [`route`] and `enter`: which method a path belongs to, and its handler;
+//! - `leave`: a parked waiter leaves its queue in the relay core;
+//! - `wait_over`: a parked waiter's timer fired;
+//! - `shut`: a parked waiter when the relay shuts down;
+//! - `body_held`: a body read whole for a method is complete;
+//! - `transfer_done` and `consumer_gone`: a streamed transfer ended, whole or
+//!   cut short by its consumer;
+//! - `closing` and `closed`: a connection closes (before and after it leaves
+//!   the slab), and what depended on it is settled.
+//!
+//! Adding a method: a folder with its handler and hooks, a line in [`route`]
+//! (or a fallback like piping's), an arm in each hook it needs here, its
+//! flags in `config` and its label in `relay::Method`.
+
+use super::conn::{ConnId, Hold, Phase, Transfer, Wait};
+use super::reply::Expose;
+use super::{Server, Step};
+use crate::relay::Method;
+
+/// The method and the rest of the path after its prefix.
+pub(super) fn route(path: &[u8]) -> Option<(Method, &[u8])> {
+    [
+        (&b"/link/"[..], Method::Link),
+        (b"/mcast/", Method::Mcast),
+        (b"/sync/", Method::Sync),
+        (b"/proxy/", Method::Proxy),
+        (b"/inbox/", Method::Inbox),
+    ]
+    .into_iter()
+    .find_map(|(prefix, method)| path.strip_prefix(prefix).map(|rest| (method, rest)))
+}
+
+/// The response fields a browser may read on a path's answers (CORS).
+pub(super) fn expose_for(path: &[u8]) -> Expose {
+    match route(path) {
+        Some((Method::Mcast, _)) => Expose::Mcast,
+        Some((Method::Proxy, _)) => Expose::All,
+        _ => Expose::Metadata,
+    }
+}
+
+impl Wait {
+    /// The method whose queue the waiter is in.
+    pub(super) fn method(self) -> Method {
+        match self {
+            Wait::Link(_) => Method::Link,
+            Wait::McastReader | Wait::McastStream => Method::Mcast,
+            Wait::Sync => Method::Sync,
+            Wait::ProxyClient | Wait::ProxyServer => Method::Proxy,
+            Wait::PipingSender | Wait::PipingReceiver => Method::Piping,
+            Wait::InboxReader | Wait::InboxAwaiter => Method::Inbox,
+        }
+    }
+}
+
+impl Server {
+    /// Hands a routed request to its method's handler.
+    pub(super) fn enter(&mut self, id: ConnId, method: Method) -> Step {
+        match method {
+            Method::Link => self.handle_link(id),
+            Method::Mcast => self.handle_mcast(id),
+            Method::Sync => self.handle_sync(id),
+            Method::Proxy => self.handle_proxy(id),
+            Method::Inbox => self.handle_inbox(id),
+            Method::Piping => self.handle_piping(id),
+        }
+    }
+
+    /// A parked connection leaves the core's queue for `wait`.
+    pub(super) fn leave(&mut self, id: ConnId, wait: Wait) {
+        let now = self.now_millis();
+        let conn = &self.conns[id.0];
+        let channel = &conn.channel;
+        let waiter = crate::relay::WaiterId(id.0);
+        match wait.method() {
+            Method::Link => self.relay.link_leave(now, channel, waiter),
+            Method::Mcast => self.relay.mcast_leave(now, channel, waiter),
+            Method::Sync => self.relay.sync_leave(now, channel, waiter),
+            Method::Proxy if wait == Wait::ProxyClient => {
+                self.relay.proxy_client_leave(now, channel, &conn.job)
+            }
+            Method::Proxy => self.relay.proxy_server_leave(now, channel, waiter),
+            Method::Piping => self.relay.piping_leave(now, channel, waiter),
+            Method::Inbox => self.relay.inbox_leave(now, channel, waiter),
+        };
+    }
+
+    /// A parked waiter's timer fired (the wait timeout; the inbox timeout for
+    /// inbox waiters): it has left the core, and gets its method's answer.
+    pub(super) fn wait_over(&mut self, id: ConnId, wait: Wait) {
+        self.leave(id, wait);
+        match wait {
+            Wait::InboxReader | Wait::InboxAwaiter => self.inbox_wait_over(id),
+            Wait::PipingSender => self.piping_sender_wait_over(id),
+            _ => self.answer_waiter(id, matches!(wait, Wait::Link(_)), super::WAIT_OVER),
+        }
+    }
+
+    /// The relay shuts down: a waiter (already out of the core) is answered
+    /// as its method ends a response.
+    pub(super) fn shut(&mut self, id: ConnId, wait: Wait) {
+        match wait {
+            Wait::McastStream => {
+                self.end_stream(id);
+            }
+            Wait::PipingSender => self.piping_sender_shut(id),
+            _ => self.answer_waiter(id, true, super::SHUTTING_DOWN),
+        }
+    }
+
+    /// A body read whole (see `hold`) is complete: the request goes on.
+    pub(super) fn body_held(&mut self, id: ConnId, hold: Hold) -> Step {
+        match hold {
+            Hold::Sync => self.sync_arrive(id),
+            Hold::Discard => self.proxy_body_dropped(id),
+            Hold::Inbox => self.inbox_store(id),
+        }
+    }
+
+    /// The whole body of a transfer of `kind` reached its consumer: both
+    /// move on as the method says.
+    pub(super) fn transfer_done(&mut self, p: ConnId, c: ConnId, kind: Transfer) {
+        match kind {
+            Transfer::Link => self.link_transfer_done(p, c),
+            Transfer::ProxyJob => self.proxy_job_delivered(p),
+            Transfer::ProxyResult => self.proxy_result_delivered(p),
+            Transfer::Piping => self.piping_transfer_done(p),
+        }
+    }
+
+    /// The consumer `c` of a transfer of `kind` left mid-body: its producer
+    /// `p` learns it.
+    pub(super) fn consumer_gone(&mut self, p: ConnId, c: ConnId, kind: Transfer) {
+        match kind {
+            Transfer::Link => self.producer_failed(p, super::CONSUMER_LEFT),
+            Transfer::ProxyJob => {
+                self.proxy_forget_job(p);
+                self.producer_failed(p, super::PROXY_SERVER_LEFT)
+            }
+            Transfer::ProxyResult => self.producer_failed(p, super::PROXY_CLIENT_LEFT),
+            Transfer::Piping => self.piping_receiver_gone(p, c),
+        }
+    }
+
+    /// A connection is about to close (it is still in the slab): a waiter
+    /// leaves its queue, a live stream its count, a proxy job is forgotten.
+    pub(super) fn closing(&mut self, id: ConnId) {
+        match self.conns[id.0].phase {
+            Phase::Streaming { .. } => self.stream_closing(id),
+            Phase::Parked(wait) => {
+                if wait == Wait::McastStream {
+                    self.stream_closing(id);
+                }
+                self.leave(id, wait)
+            }
+            Phase::Producing {
+                kind: Transfer::ProxyJob,
+                ..
+            } => self.proxy_forget_job(id),
+            _ => {}
+        }
+    }
+
+    /// A connection has closed: what it held is given back, and the
+    /// counterparts of its transfer or its message learn it.
+    pub(super) fn closed(&mut self, id: ConnId, conn: &super::conn::Conn) {
+        let now = self.now_millis();
+        match conn.phase {
+            Phase::Holding {
+                hold: Hold::Inbox, ..
+            } => self.inbox_uploading -= conn.held.len(),
+            _ => self.sync_held -= conn.held.len(),
+        }
+        match conn.phase {
+            Phase::Producing { consumer, kind, .. } => {
+                if kind == Transfer::Piping {
+                    self.relay.piping_finish(now, &conn.channel);
+                }
+                self.truncate_consumer(consumer)
+            }
+            Phase::Broadcasting { ref receivers, .. } => {
+                self.relay.piping_finish(now, &conn.channel);
+                self.broadcast_sender_left(receivers);
+            }
+            Phase::Consuming { producer, kind, .. } => self.consumer_gone(producer, id, kind),
+            Phase::Publishing { ref message, .. } => {
+                self.relay.mcast_abort(now, &conn.channel, message);
+                self.wake_followers(message);
+            }
+            _ => {}
+        }
+    }
+}
