@@ -12,7 +12,7 @@ and the relay with
     httprelay --piping -a 127.0.0.1 -p OURS_PORT
 Prints one line per scenario (same / DIFFERENT, with the differences) and
 exits 1 when a scenario differs and is not listed in KNOWN (the differences
-README documents).
+docs/differences.md documents).
 """
 import socket
 import sys
@@ -268,7 +268,7 @@ SCENARIOS = {
     "GET /robots.txt": one_request(lambda p: req("GET", "/robots.txt")),
     "HEAD /robots.txt": one_request(lambda p: req("HEAD", "/robots.txt")),
 }
-# Differences README documents ("Differences from piping-server 1.12.9").
+# Differences docs/differences.md documents ("Differences from piping-server 1.12.9").
 KNOWN = {
     # name: (why, what is left out of the comparison; None: all of it)
     "HTTP/1.0 sender": (

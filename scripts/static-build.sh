@@ -49,8 +49,8 @@ done
 
 # Optimised for size: "s" made the x86_64 binary 15 % smaller than the release
 # profile's 3 with no change in link latency, pairs or streaming beyond the
-# bench's noise; "z" saved 2 % more but added about 15 % to link latency (README,
-# "Performance and footprint").
+# bench's noise; "z" saved 2 % more but added about 15 % to link latency
+# (docs/performance.md, "Footprint").
 export CARGO_PROFILE_RELEASE_OPT_LEVEL="${CARGO_PROFILE_RELEASE_OPT_LEVEL:-s}"
 out="${CARGO_TARGET_DIR:-target}"
 toolchain=()  # cargo's +toolchain

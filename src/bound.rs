@@ -1,8 +1,8 @@
-//! The relay's worst-case memory as a function of its flags (README, "Memory
-//! bound"). Every term is a cap the code enforces; the figures per connection
-//! and per channel are measured (`scripts/waiter-cost.py`) and rounded up, and
-//! `tests/relay/memory.rs` checks the whole against a relay driven by every kind
-//! of traffic that makes it hold memory.
+//! The relay's worst-case memory as a function of its flags (docs/memory.md,
+//! "Memory bound"). Every term is a cap the code enforces; the figures per
+//! connection and per channel are measured (`scripts/waiter-cost.py`) and
+//! rounded up, and `tests/relay/memory.rs` checks the whole against a relay
+//! driven by every kind of traffic that makes it hold memory.
 
 use crate::config::Config;
 
@@ -92,26 +92,26 @@ mod tests {
     }
 
     #[test]
-    fn the_bound_at_the_defaults_is_the_one_in_the_readme() {
+    fn the_bound_at_the_defaults_is_the_one_in_the_docs() {
         let bound = MemoryBound::new(&config(&[]), crate::config::DEFAULT_MAX_CONNS);
         let shown = bound.to_string();
         assert_eq!(
             shown,
             "365 MiB (fixed 9 MiB + connections 164 MiB + held bodies 180 MiB + channels 12 MiB)"
         );
-        let readme = include_str!("../README.md");
+        let docs = include_str!("../docs/memory.md");
         assert!(
-            readme.contains(&format!("worst-case memory for these flags: {shown}")),
-            "README's startup line shows another bound"
+            docs.contains(&format!("worst-case memory for these flags: {shown}")),
+            "the startup line in docs/memory.md shows another bound"
         );
     }
 
     #[test]
-    fn the_sizing_rows_in_the_readme_are_the_bounds_of_their_flags() {
-        let readme = include_str!("../README.md");
+    fn the_sizing_rows_in_the_docs_are_the_bounds_of_their_flags() {
+        let docs = include_str!("../docs/memory.md");
         let mut rows = 0;
         let sizing_row = |l: &&str| l.contains("| `--max-conns ") && l.ends_with(" MiB |");
-        for line in readme.lines().filter(sizing_row) {
+        for line in docs.lines().filter(sizing_row) {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
             let flags: Vec<&str> = cells[2].trim_matches('`').split_whitespace().collect();
             let conns = flags[flags.iter().position(|f| *f == "--max-conns").unwrap() + 1];

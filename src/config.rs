@@ -96,8 +96,8 @@ pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// `--max-conns` when not given (fewer when descriptors are scarcer): what
-/// keeps the relay's worst case within a small gateway's memory (README,
-/// "Memory bound").
+/// keeps the relay's worst case within a small gateway's memory
+/// (docs/memory.md, "Memory bound").
 pub const DEFAULT_MAX_CONNS: usize = 1024;
 pub const DEFAULT_MCAST_TOTAL: usize = 64 * 1024 * 1024;
 pub const DEFAULT_SYNC_TOTAL: usize = 64 * 1024 * 1024;

@@ -1,6 +1,7 @@
 //! The memory bound: a relay with small limits is driven by every kind of
-//! traffic that makes it hold memory, and its RSS never passes the bound the
-//! README gives for those flags (`httprelay::bound`), while it keeps answering.
+//! traffic that makes it hold memory, and its RSS never passes the bound
+//! docs/memory.md gives for those flags (`httprelay::bound`), while it keeps
+//! answering.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,5 +1,5 @@
-//! The README's shell recipes, run as written (only the relay's address is
-//! replaced), so that they cannot rot.
+//! The shell recipes of README.md and docs/*.md, run as written (only the
+//! relay's address is replaced), so that they cannot rot.
 
 use std::collections::HashMap;
 use std::fs;
@@ -11,27 +11,51 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Addr, Relay};
 
-/// The `<!-- recipe: NAME -->` blocks of README.md.
+/// README.md and every docs/*.md, the pages recipes may be on.
+fn pages() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut docs: Vec<PathBuf> = fs::read_dir(root.join("docs"))
+        .expect("docs/")
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+        .collect();
+    docs.sort();
+    let mut pages = vec![root.join("README.md")];
+    pages.append(&mut docs);
+    pages
+}
+
+/// The `<!-- recipe: NAME -->` blocks of README.md and docs/*.md; a name is on
+/// one page only, once.
 fn recipes() -> HashMap<String, String> {
-    let readme =
-        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
     let mut found = HashMap::new();
-    let mut lines = readme.lines();
-    while let Some(line) = lines.next() {
-        let Some(name) = line
-            .trim()
-            .strip_prefix("<!-- recipe: ")
-            .and_then(|r| r.strip_suffix(" -->"))
-        else {
-            continue;
-        };
-        assert_eq!(
-            lines.next().map(str::trim),
-            Some("```sh"),
-            "recipe {name} must be a ```sh block"
-        );
-        let code: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
-        found.insert(name.to_string(), code.join("\n"));
+    let mut page_of: HashMap<String, PathBuf> = HashMap::new();
+    for page in pages() {
+        let text = fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+        let mut lines = text.lines();
+        while let Some(line) = lines.next() {
+            let Some(name) = line
+                .trim()
+                .strip_prefix("<!-- recipe: ")
+                .and_then(|r| r.strip_suffix(" -->"))
+            else {
+                continue;
+            };
+            assert_eq!(
+                lines.next().map(str::trim),
+                Some("```sh"),
+                "recipe {name} must be a ```sh block"
+            );
+            let code: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+            if let Some(first) = page_of.insert(name.to_string(), page.clone()) {
+                panic!(
+                    "recipe {name} is named twice: in {} and in {}",
+                    first.display(),
+                    page.display()
+                );
+            }
+            found.insert(name.to_string(), code.join("\n"));
+        }
     }
     found
 }
@@ -62,7 +86,7 @@ impl Shell {
         let code = self
             .recipes
             .get(recipe)
-            .unwrap_or_else(|| panic!("README has no recipe {recipe}"));
+            .unwrap_or_else(|| panic!("README.md and docs/*.md have no recipe {recipe}"));
         assert!(
             code.contains("http://localhost:8080"),
             "recipe {recipe} talks to the relay"

@@ -1,6 +1,6 @@
 //! mcast as a live stream (Server-Sent Events) over real sockets: readers get
 //! every message in order, and a thousand of them cost the relay what the
-//! README's memory bound allows.
+//! memory bound of docs/memory.md allows.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
