@@ -365,6 +365,15 @@ impl Server {
         self.ready.push(id);
     }
 
+    /// A broken invariant of the shell (a state no code should reach): the
+    /// connection is closed with one log line and counted, as a runaway is,
+    /// rather than left to go on in a state nothing expects.
+    pub(super) fn broken(&mut self, id: ConnId, what: &str) {
+        eprintln!("httprelay: closing a connection: broken invariant ({what})");
+        self.stats.broken += 1;
+        self.close(id);
+    }
+
     /// A consumer is driven: its transfer moves (a broadcast's, for a piping
     /// receiver of several), unless it is a piping receiver that left.
     fn drive_consumer(

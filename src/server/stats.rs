@@ -31,6 +31,8 @@ pub struct Stats {
     timeouts: [u64; Timeout::ALL.len()],
     /// Connections closed for being driven again and again without moving a byte.
     pub runaway: u64,
+    /// Connections closed because a shell invariant was found broken.
+    pub broken: u64,
     /// mcast live streams (Server-Sent Events) open now.
     pub sse_streams: usize,
     /// Events sent to live streams.

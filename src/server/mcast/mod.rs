@@ -332,7 +332,7 @@ impl Server {
                 return Step::Again;
             };
             let Some(output) = conn.output.as_mut() else {
-                debug_assert!(false, "a reader holds its output buffer");
+                self.broken(id, "a reader without its output buffer");
                 return Step::Closed;
             };
             let mut progress = false;

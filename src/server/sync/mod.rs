@@ -48,7 +48,8 @@ impl Server {
     /// Each side gets the other's metadata, content headers and body.
     fn sync_swap(&mut self, a: ConnId, b: ConnId) {
         let Some((first, second)) = self.conns.get2_mut(a.0, b.0) else {
-            debug_assert!(false, "paired with a connection that is gone");
+            self.broken(a, "paired with a connection that is gone");
+            self.broken(b, "paired with a connection that is gone");
             return;
         };
         let date = self.date.as_bytes();

@@ -6,11 +6,13 @@
 use std::io::{self, Read};
 
 use super::{flush, Server, Step};
-use crate::buf::Buf;
+use crate::buf::{Buf, BufPool};
 use crate::http::{
-    response_framing, BodyDecoder, BodyError, Exchange, HeadWriter, Status, CHUNK_OVERHEAD,
+    response_framing, BodyDecoder, BodyError, Encoder, Exchange, HeadWriter, Status, CHUNK_OVERHEAD,
 };
-use crate::server::conn::{fill, send, After, ConnId, Fill, Phase, Sent, Transfer};
+use crate::server::conn::{
+    fill, note_short_read, send, After, ConnId, Fill, Phase, Sent, Stream, Transfer,
+};
 use crate::server::reply::{self, Expose, Replaced};
 
 mod fanout;
@@ -24,7 +26,8 @@ impl Server {
         self.unstash_input(p);
         self.unstash_input(c);
         let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
-            debug_assert!(false, "paired with a connection that is gone");
+            self.broken(p, "paired with a connection that is gone");
+            self.broken(c, "paired with a connection that is gone");
             return;
         };
         let framing = producer.req.framing();
@@ -111,242 +114,104 @@ impl Server {
     /// Moves body bytes from producer `p` to consumer `c` until one side blocks.
     pub(super) fn pump(&mut self, p: ConnId, c: ConnId) -> Step {
         loop {
-            let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
-                return Step::Closed;
-            };
-            // A `100 Continue` may still be on its way to the producer.
-            if producer.output.is_some() {
-                if flush(producer).is_err() {
+            match self.pump_round(p, c) {
+                Ok(Pumped::Moved) => {}
+                Ok(Pumped::Blocked) => return Step::Blocked,
+                Ok(Pumped::Finished) => {
+                    self.finish_transfer(p, c);
+                    return Step::Again;
+                }
+                Ok(Pumped::NotATransfer) => return Step::Closed,
+                Err(Broke::Producer) => {
+                    // The producer left mid-body: the consumer's response
+                    // stays visibly incomplete.
                     self.close(p);
                     return Step::Again;
                 }
-                self.output_pool.give_if_empty(&mut producer.output);
-            }
-            let Phase::Producing { body, .. } = &mut producer.phase else {
-                return Step::Closed;
-            };
-            let Phase::Consuming { encoder, kind, .. } = &mut consumer.phase else {
-                return Step::Closed;
-            };
-            if *kind == Transfer::Piping && consumer.peer_closed {
-                // A receiver that closed its side has left (`drive_consumer`).
-                self.close(c);
-                return Step::Again;
-            }
-            let Some(output) = consumer.output.as_mut() else {
-                debug_assert!(false, "a consumer holds its output buffer");
-                return Step::Closed;
-            };
-            let mut progress = false;
-
-            // 1. Decode buffered producer bytes into the consumer's output.
-            if let Some(input) = producer.input.as_mut() {
-                while !input.is_empty() && !body.is_done() {
-                    let spare = output.spare();
-                    let room = encoder.room(spare.len());
-                    if room == 0 {
-                        break;
-                    }
-                    let decoded = match body.decode(input.pending(), room) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            self.abort_bad_body(p, c, e);
-                            return Step::Again;
-                        }
-                    };
-                    let data = &input.pending()[decoded.data.clone()];
-                    let framed = encoder.encode(data, spare);
-                    output.commit(framed);
-                    if !encoder.drops_body() {
-                        self.stats.relayed_bytes += data.len() as u64;
-                    }
-                    input.consume(decoded.consumed);
-                    progress |= decoded.consumed > 0;
-                    if decoded.consumed == 0 {
-                        break;
-                    }
+                Err(Broke::Consumer) => {
+                    self.close(c);
+                    return Step::Again;
                 }
-            }
-            if body.is_done() && !encoder.is_ended() {
-                let n = encoder.end(output.spare());
-                output.commit(n);
-            }
-
-            // 2. Send what the consumer's output holds.
-            if !output.is_empty() && consumer.writable {
-                match send(
-                    &mut consumer.stream,
-                    &mut consumer.writable,
-                    output.pending(),
-                ) {
-                    Sent::Bytes(n) => {
-                        output.consume(n);
-                        progress = true;
-                    }
-                    Sent::Blocked => {}
-                    Sent::Gone => {
-                        self.close(c);
-                        return Step::Again;
-                    }
+                Err(Broke::Framing(e)) => {
+                    self.abort_bad_body(p, c, e);
+                    return Step::Again;
                 }
-            }
-
-            let input_empty = producer.input.as_ref().is_none_or(Buf::is_empty);
-
-            // 3a. Zero copy: once nothing is buffered in user space, a
-            //     Content-Length body moves socket → pipe → socket, filling and
-            //     draining the pipe as each side allows (the pipe's size is the
-            //     backpressure). A would-block on filling means "producer has
-            //     nothing more" only when the pipe is empty; with bytes in it, it
-            //     may mean the pipe is full, so readiness is kept.
-            #[cfg(target_os = "linux")]
-            let spliced = {
-                let pipe_busy = consumer.pipe.as_ref().is_some_and(|pipe| pipe.filled > 0);
-                let eligible = pipe_busy
-                    || (encoder.sends_as_is()
-                        && input_empty
-                        && output.is_empty()
-                        && body.remaining_in_length().is_some_and(|r| r > 0));
-                if eligible && consumer.pipe.is_none() {
-                    consumer.pipe = self.pipes.take();
+                Err(Broke::NoOutput) => {
+                    self.broken(c, "a consumer without its output buffer");
+                    return Step::Again;
                 }
-                match consumer.pipe.as_mut().filter(|_| eligible) {
-                    None => false,
-                    Some(pipe) => {
-                        if pipe.filled > 0 && consumer.writable {
-                            match pipe.drain_into(consumer.stream.raw_fd()) {
-                                Ok(n) => {
-                                    consumer.stream.moved(n, true);
-                                    self.stats.relayed_bytes += n as u64;
-                                    progress |= n > 0;
-                                }
-                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                    consumer.writable = false
-                                }
-                                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                                Err(_) => {
-                                    self.close(c);
-                                    return Step::Again;
-                                }
-                            }
-                        }
-                        let remaining = body.remaining_in_length().unwrap_or(0);
-                        if pipe.filled < pipe.capacity && remaining > 0 && producer.readable {
-                            let want = usize::try_from(remaining).unwrap_or(usize::MAX);
-                            match pipe.fill_from(producer.stream.raw_fd(), want) {
-                                Ok(0) => {
-                                    // The producer left mid-body.
-                                    self.close(p);
-                                    return Step::Again;
-                                }
-                                Ok(n) => {
-                                    producer.stream.moved(n, false);
-                                    body.advance_length(n as u64);
-                                    progress = true;
-                                }
-                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                    if pipe.filled == 0 {
-                                        producer.readable = false;
-                                    }
-                                }
-                                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                                Err(_) => {
-                                    self.close(p);
-                                    return Step::Again;
-                                }
-                            }
-                        }
-                        true
-                    }
-                }
-            };
-            #[cfg(not(target_os = "linux"))]
-            let spliced = false;
-
-            // 3b. Otherwise read more of the body, only when the output has room
-            //     for it (this is the backpressure: a slow consumer slows the
-            //     producer).
-            let direct = body
-                .remaining_plain()
-                .filter(|&r| r > 0 && input_empty && !encoder.drops_body() && !spliced);
-            if let Some(remaining) = direct.filter(|_| producer.readable) {
-                // Content that needs no decoding (a Content-Length body, or the
-                // data of the current chunk) is read straight into the
-                // consumer's output, never past its end (pipelined bytes after
-                // it belong to the producer's next request). Re-chunked, it goes
-                // behind a fixed-width chunk-size line written after the read.
-                let spare = output.spare();
-                let start = encoder.direct_start();
-                let room = encoder.direct_room(spare.len());
-                let limit = usize::try_from(remaining).map_or(room, |r| r.min(room));
-                if limit > 0 {
-                    match producer.stream.read(&mut spare[start..start + limit]) {
-                        Ok(0) => {
-                            // The producer left mid-body.
-                            self.close(p);
-                            return Step::Again;
-                        }
-                        Ok(n) => {
-                            body.advance_plain(n as u64);
-                            let framed = encoder.frame_direct(n, spare);
-                            output.commit(framed);
-                            crate::server::conn::note_short_read(
-                                &mut producer.readable,
-                                producer.peer_closed,
-                                n,
-                                limit,
-                            );
-                            self.stats.relayed_bytes += n as u64;
-                            progress = true;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            producer.readable = false
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                        Err(_) => {
-                            self.close(p);
-                            return Step::Again;
-                        }
-                    }
-                }
-            } else if direct.is_none()
-                && !spliced
-                && !body.is_done()
-                && input_empty
-                && producer.readable
-                && output.spare_len() > CHUNK_OVERHEAD
-            {
-                match fill(
-                    &mut producer.stream,
-                    &mut producer.input,
-                    &mut producer.readable,
-                    producer.peer_closed,
-                    &mut self.input_pool,
-                ) {
-                    Fill::Read => progress = true,
-                    Fill::Blocked => {}
-                    Fill::Gone => {
-                        // The producer left mid-body: the consumer's response stays
-                        // visibly incomplete.
-                        self.close(p);
-                        return Step::Again;
-                    }
-                }
-            }
-
-            #[cfg(target_os = "linux")]
-            let pipe_empty = consumer.pipe.as_ref().is_none_or(|pipe| pipe.filled == 0);
-            #[cfg(not(target_os = "linux"))]
-            let pipe_empty = true;
-            let done = body.is_done() && encoder.is_ended();
-            if done && output.is_empty() && pipe_empty {
-                self.finish_transfer(p, c);
-                return Step::Again;
-            }
-            if !progress {
-                return Step::Blocked;
             }
         }
+    }
+
+    /// One round of a transfer: decode what is buffered, send, move by
+    /// splice or read more, each as far as the other side has room.
+    fn pump_round(&mut self, p: ConnId, c: ConnId) -> Result<Pumped, Broke> {
+        let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
+            return Ok(Pumped::NotATransfer);
+        };
+        // A `100 Continue` may still be on its way to the producer.
+        if producer.output.is_some() {
+            flush(producer).map_err(|_| Broke::Producer)?;
+            self.output_pool.give_if_empty(&mut producer.output);
+        }
+        let (Phase::Producing { body, .. }, Phase::Consuming { encoder, kind, .. }) =
+            (&mut producer.phase, &mut consumer.phase)
+        else {
+            return Ok(Pumped::NotATransfer);
+        };
+        if *kind == Transfer::Piping && consumer.peer_closed {
+            // A receiver that closed its side has left (`drive_consumer`).
+            return Err(Broke::Consumer);
+        }
+        let output = consumer.output.as_mut().ok_or(Broke::NoOutput)?;
+        let mut ends = Ends {
+            body,
+            encoder,
+            input: &mut producer.input,
+            output,
+            from: Side {
+                stream: &mut producer.stream,
+                ready: &mut producer.readable,
+                closed: producer.peer_closed,
+            },
+            to: Side {
+                stream: &mut consumer.stream,
+                ready: &mut consumer.writable,
+                closed: consumer.peer_closed,
+            },
+        };
+        let relayed = &mut self.stats.relayed_bytes;
+        let mut progress = ends.decode_buffered(relayed)?;
+        progress |= ends.send_output()?;
+        #[cfg(target_os = "linux")]
+        let spliced = {
+            let pipe = &mut consumer.pipe;
+            match ends.splice(pipe, &mut self.pipes, relayed)? {
+                Some(moved) => {
+                    progress |= moved;
+                    true
+                }
+                None => false,
+            }
+        };
+        #[cfg(not(target_os = "linux"))]
+        let spliced = false;
+        if !spliced {
+            progress |= ends.read_more(&mut self.input_pool, relayed)?;
+        }
+        #[cfg(target_os = "linux")]
+        let pipe_empty = consumer.pipe.as_ref().is_none_or(|pipe| pipe.filled == 0);
+        #[cfg(not(target_os = "linux"))]
+        let pipe_empty = true;
+        let done = ends.body.is_done() && ends.encoder.is_ended();
+        Ok(if done && ends.output.is_empty() && pipe_empty {
+            Pumped::Finished
+        } else if progress {
+            Pumped::Moved
+        } else {
+            Pumped::Blocked
+        })
     }
 
     /// The whole body reached the consumer: both move on, as the kind says.
@@ -413,6 +278,235 @@ impl Server {
             producer.req.keep_alive = false;
             self.respond_text(p, status, text, After::Linger);
             self.ready.push(p);
+        }
+    }
+}
+
+/// What one round of a transfer came to.
+enum Pumped {
+    /// Bytes moved: go again.
+    Moved,
+    /// Nothing can move until a socket is ready.
+    Blocked,
+    /// The whole body is with the consumer.
+    Finished,
+    /// The two are no longer producer and consumer of one transfer.
+    NotATransfer,
+}
+
+/// Why a transfer round could not go on.
+enum Broke {
+    /// The producer left or its socket failed.
+    Producer,
+    /// The consumer left or its socket failed.
+    Consumer,
+    /// The producer's chunked framing is broken.
+    Framing(BodyError),
+    /// A consumer without an output buffer (a broken invariant).
+    NoOutput,
+}
+
+/// One side of a transfer: its socket, its readiness (readable for the
+/// producer, writable for the consumer) and whether its peer closed.
+struct Side<'a> {
+    stream: &'a mut Stream,
+    ready: &'a mut bool,
+    closed: bool,
+}
+
+/// The parts of a transfer's two connections that a round works on,
+/// borrowed apart so that each step takes what it needs.
+struct Ends<'a> {
+    body: &'a mut BodyDecoder,
+    encoder: &'a mut Encoder,
+    /// The producer's buffered bytes.
+    input: &'a mut Option<Buf>,
+    /// The consumer's framed bytes waiting to be sent.
+    output: &'a mut Buf,
+    from: Side<'a>,
+    to: Side<'a>,
+}
+
+impl Ends<'_> {
+    fn input_empty(&self) -> bool {
+        self.input.as_ref().is_none_or(Buf::is_empty)
+    }
+
+    /// Decodes buffered producer bytes into the consumer's output, as far as
+    /// it has room, and frames the end once the body is over.
+    fn decode_buffered(&mut self, relayed: &mut u64) -> Result<bool, Broke> {
+        let mut progress = false;
+        if let Some(input) = self.input.as_mut() {
+            while !input.is_empty() && !self.body.is_done() {
+                let spare = self.output.spare();
+                let room = self.encoder.room(spare.len());
+                if room == 0 {
+                    break;
+                }
+                let decoded = self
+                    .body
+                    .decode(input.pending(), room)
+                    .map_err(Broke::Framing)?;
+                let data = &input.pending()[decoded.data.clone()];
+                let framed = self.encoder.encode(data, spare);
+                self.output.commit(framed);
+                if !self.encoder.drops_body() {
+                    *relayed += data.len() as u64;
+                }
+                input.consume(decoded.consumed);
+                progress |= decoded.consumed > 0;
+                if decoded.consumed == 0 {
+                    break;
+                }
+            }
+        }
+        if self.body.is_done() && !self.encoder.is_ended() {
+            let n = self.encoder.end(self.output.spare());
+            self.output.commit(n);
+        }
+        Ok(progress)
+    }
+
+    /// Sends what the consumer's output holds.
+    fn send_output(&mut self) -> Result<bool, Broke> {
+        if self.output.is_empty() || !*self.to.ready {
+            return Ok(false);
+        }
+        match send(self.to.stream, self.to.ready, self.output.pending()) {
+            Sent::Bytes(n) => {
+                self.output.consume(n);
+                Ok(true)
+            }
+            Sent::Blocked => Ok(false),
+            Sent::Gone => Err(Broke::Consumer),
+        }
+    }
+
+    /// Zero copy: once nothing is buffered in user space, a Content-Length
+    /// body moves socket → pipe → socket, filling and draining the pipe as
+    /// each side allows (the pipe's size is the backpressure). `None` when
+    /// the body cannot go this way now; else whether bytes moved.
+    #[cfg(target_os = "linux")]
+    fn splice(
+        &mut self,
+        pipe: &mut Option<crate::sys::splice::Pipe>,
+        pipes: &mut crate::sys::splice::PipePool,
+        relayed: &mut u64,
+    ) -> Result<Option<bool>, Broke> {
+        let pipe_busy = pipe.as_ref().is_some_and(|pipe| pipe.filled > 0);
+        let eligible = pipe_busy
+            || (self.encoder.sends_as_is()
+                && self.input_empty()
+                && self.output.is_empty()
+                && self.body.remaining_in_length().is_some_and(|r| r > 0));
+        if eligible && pipe.is_none() {
+            *pipe = pipes.take();
+        }
+        let Some(pipe) = pipe.as_mut().filter(|_| eligible) else {
+            return Ok(None);
+        };
+        let mut progress = false;
+        if pipe.filled > 0 && *self.to.ready {
+            match pipe.drain_into(self.to.stream.raw_fd()) {
+                Ok(n) => {
+                    self.to.stream.moved(n, true);
+                    *relayed += n as u64;
+                    progress |= n > 0;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => *self.to.ready = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                Err(_) => return Err(Broke::Consumer),
+            }
+        }
+        let remaining = self.body.remaining_in_length().unwrap_or(0);
+        if pipe.filled < pipe.capacity && remaining > 0 && *self.from.ready {
+            let want = usize::try_from(remaining).unwrap_or(usize::MAX);
+            match pipe.fill_from(self.from.stream.raw_fd(), want) {
+                Ok(0) => return Err(Broke::Producer),
+                Ok(n) => {
+                    self.from.stream.moved(n, false);
+                    self.body.advance_length(n as u64);
+                    progress = true;
+                }
+                // A would-block on filling means "the producer has nothing
+                // more" only when the pipe is empty; with bytes in it, it
+                // may mean the pipe is full, so readiness is kept.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if pipe.filled == 0 {
+                        *self.from.ready = false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                Err(_) => return Err(Broke::Producer),
+            }
+        }
+        Ok(Some(progress))
+    }
+
+    /// Reads more of the body, only when the output has room for it (this is
+    /// the backpressure: a slow consumer slows the producer). Content that
+    /// needs no decoding goes straight into the consumer's output.
+    fn read_more(&mut self, pool: &mut BufPool, relayed: &mut u64) -> Result<bool, Broke> {
+        let input_empty = self.input_empty();
+        let direct = self
+            .body
+            .remaining_plain()
+            .filter(|&r| r > 0 && input_empty && !self.encoder.drops_body());
+        if let Some(remaining) = direct {
+            return self.read_direct(remaining, relayed);
+        }
+        if self.body.is_done()
+            || !input_empty
+            || !*self.from.ready
+            || self.output.spare_len() <= CHUNK_OVERHEAD
+        {
+            return Ok(false);
+        }
+        match fill(
+            self.from.stream,
+            self.input,
+            self.from.ready,
+            self.from.closed,
+            pool,
+        ) {
+            Fill::Read => Ok(true),
+            Fill::Blocked => Ok(false),
+            Fill::Gone => Err(Broke::Producer),
+        }
+    }
+
+    /// Reads content that needs no decoding (a Content-Length body, or the
+    /// data of the current chunk) straight into the consumer's output, never
+    /// past its end (pipelined bytes after it belong to the producer's next
+    /// request). Re-chunked, it goes behind a fixed-width chunk-size line
+    /// written after the read.
+    fn read_direct(&mut self, remaining: u64, relayed: &mut u64) -> Result<bool, Broke> {
+        if !*self.from.ready {
+            return Ok(false);
+        }
+        let spare = self.output.spare();
+        let start = self.encoder.direct_start();
+        let room = self.encoder.direct_room(spare.len());
+        let limit = usize::try_from(remaining).map_or(room, |r| r.min(room));
+        if limit == 0 {
+            return Ok(false);
+        }
+        match self.from.stream.read(&mut spare[start..start + limit]) {
+            Ok(0) => Err(Broke::Producer),
+            Ok(n) => {
+                self.body.advance_plain(n as u64);
+                let framed = self.encoder.frame_direct(n, spare);
+                self.output.commit(framed);
+                note_short_read(self.from.ready, self.from.closed, n, limit);
+                *relayed += n as u64;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *self.from.ready = false;
+                Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(_) => Err(Broke::Producer),
         }
     }
 }
