@@ -40,27 +40,7 @@ impl Server {
         clock: Clock,
     ) -> Result<Server, ServerError> {
         let poll = Poll::new().map_err(ServerError::Poll)?;
-        let (mut listener, shown) = match &config.listen {
-            Listen::Tcp { addr, port } => {
-                let text = if addr.contains(':') {
-                    format!("[{addr}]:{port}")
-                } else {
-                    format!("{addr}:{port}")
-                };
-                let sockaddr = resolve(&text).map_err(|e| ServerError::Bind(text.clone(), e))?;
-                let l =
-                    TcpListener::bind(sockaddr).map_err(|e| ServerError::Bind(text.clone(), e))?;
-                let shown = l.local_addr().map(|a| a.to_string()).unwrap_or(text);
-                (Listener::Tcp(l), shown)
-            }
-            Listen::Unix(path) => {
-                let shown = format!("unix:{}", path.display());
-                remove_stale_socket(path).map_err(|e| ServerError::Bind(shown.clone(), e))?;
-                let l =
-                    UnixListener::bind(path).map_err(|e| ServerError::Bind(shown.clone(), e))?;
-                (Listener::Unix(l, path.clone()), shown)
-            }
-        };
+        let (mut listener, shown) = bind(&config.listen)?;
         socket::widen_backlog(listener.raw_fd(), LISTEN_BACKLOG);
         let registry = poll.registry();
         match &mut listener {
@@ -290,6 +270,30 @@ impl Server {
         self.stats.accepted += 1;
         self.rearm(ConnId(key));
     }
+}
+
+/// Binds the listening socket; returns it with the address it is shown as.
+fn bind(listen: &Listen) -> Result<(Listener, String), ServerError> {
+    let bound = match listen {
+        Listen::Tcp { addr, port } => {
+            let text = if addr.contains(':') {
+                format!("[{addr}]:{port}")
+            } else {
+                format!("{addr}:{port}")
+            };
+            let sockaddr = resolve(&text).map_err(|e| ServerError::Bind(text.clone(), e))?;
+            let l = TcpListener::bind(sockaddr).map_err(|e| ServerError::Bind(text.clone(), e))?;
+            let shown = l.local_addr().map(|a| a.to_string()).unwrap_or(text);
+            (Listener::Tcp(l), shown)
+        }
+        Listen::Unix(path) => {
+            let shown = format!("unix:{}", path.display());
+            remove_stale_socket(path).map_err(|e| ServerError::Bind(shown.clone(), e))?;
+            let l = UnixListener::bind(path).map_err(|e| ServerError::Bind(shown.clone(), e))?;
+            (Listener::Unix(l, path.clone()), shown)
+        }
+    };
+    Ok(bound)
 }
 
 pub(super) fn resolve(text: &str) -> io::Result<SocketAddr> {

@@ -110,21 +110,7 @@ impl Server {
                 .piping_arrive(now, &conn.channel, role, n, WaiterId(id.0), &mut receivers);
         let step = match arrival {
             Err(e) => {
-                let path = String::from_utf8_lossy(&conn.channel).into_owned();
-                let text = match e {
-                    PipingError::Established => {
-                        format!("[ERROR] Connection on '{path}' has been established already.\n")
-                    }
-                    PipingError::AnotherSender => {
-                        format!("[ERROR] Another sender has been connected on '{path}'.\n")
-                    }
-                    PipingError::Mismatch { expected, got } => {
-                        format!("[ERROR] The number of receivers should be {expected} but {got}.\n")
-                    }
-                    PipingError::ReachedLimits => {
-                        "[ERROR] The number of receivers has reached limits.\n".to_owned()
-                    }
-                };
+                let text = refusal(e, &String::from_utf8_lossy(&conn.channel));
                 self.piping_refuse(id, Status(400), &text)
             }
             Ok(PipingArrival::Waiting {
@@ -149,48 +135,59 @@ impl Server {
                 }
             },
             Ok(PipingArrival::Established { sender }) => {
-                let sender = ConnId(sender.0);
-                match role {
-                    PipingRole::Sender => {
-                        self.piping_sender_head(id, n);
-                        let text = format!(
-                            "[INFO] {} receiver(s) has/have been connected.\n",
-                            receivers.len()
-                        );
-                        self.piping_progress(id, &text);
-                    }
-                    PipingRole::Receiver => self.piping_progress(sender, line::CONNECTED),
-                }
-                let text = format!("[INFO] Start sending to {} receiver(s)!\n", receivers.len());
-                self.piping_progress(sender, &text);
-                let group: Vec<ConnId> = receivers.iter().map(|&WaiterId(r)| ConnId(r)).collect();
-                // A browser form: its first part is the content.
-                let content_type = field(&self.conns[sender.0], "content-type").unwrap_or_default();
-                match MultipartDecoder::for_content_type(content_type) {
-                    Some(Ok(decoder)) => {
-                        // A part head costs what a request head may.
-                        let decoder = decoder.limit_head(self.max_head);
-                        let part = FormPart::Before;
-                        self.start_form(sender, group, Form { decoder, part });
-                    }
-                    Some(Err(e)) => self.refuse_form(sender, group, e),
-                    None => {
-                        // One receiver: a transfer like a link's (zero copy
-                        // where it applies), with the piping fields; several:
-                        // a broadcast.
-                        for &receiver in &group {
-                            self.start_transfer(sender, receiver, Transfer::Piping);
-                        }
-                        if group.len() > 1 {
-                            self.start_broadcast(sender, group);
-                        }
-                    }
-                }
+                self.piping_established(id, role, n, ConnId(sender.0), &receivers);
                 Step::Again
             }
         };
         self.waiters = receivers;
         step
+    }
+
+    /// The last of a transfer's parties arrived: the sender and receivers
+    /// are told, and the body starts towards the receivers.
+    fn piping_established(
+        &mut self,
+        id: ConnId,
+        role: PipingRole,
+        n: u64,
+        sender: ConnId,
+        receivers: &[WaiterId],
+    ) {
+        match role {
+            PipingRole::Sender => {
+                self.piping_sender_head(id, n);
+                let text = format!(
+                    "[INFO] {} receiver(s) has/have been connected.\n",
+                    receivers.len()
+                );
+                self.piping_progress(id, &text);
+            }
+            PipingRole::Receiver => self.piping_progress(sender, line::CONNECTED),
+        }
+        let text = format!("[INFO] Start sending to {} receiver(s)!\n", receivers.len());
+        self.piping_progress(sender, &text);
+        let group: Vec<ConnId> = receivers.iter().map(|&WaiterId(r)| ConnId(r)).collect();
+        // A browser form: its first part is the content.
+        let content_type = field(&self.conns[sender.0], "content-type").unwrap_or_default();
+        match MultipartDecoder::for_content_type(content_type) {
+            Some(Ok(decoder)) => {
+                // A part head costs what a request head may.
+                let decoder = decoder.limit_head(self.max_head);
+                let part = FormPart::Before;
+                self.start_form(sender, group, Form { decoder, part });
+            }
+            Some(Err(e)) => self.refuse_form(sender, group, e),
+            None => {
+                // One receiver: a transfer like a link's (zero copy where it
+                // applies), with the piping fields; several: a broadcast.
+                for &receiver in &group {
+                    self.start_transfer(sender, receiver, Transfer::Piping);
+                }
+                if group.len() > 1 {
+                    self.start_broadcast(sender, group);
+                }
+            }
+        }
     }
 
     /// The sender's response head and its first progress line.
@@ -413,6 +410,24 @@ pub(super) fn push_progress(output: &mut crate::buf::Buf, minor_version: u8, tex
         return false;
     }
     output.push(size.as_bytes()) && output.push(text) && output.push(b"\r\n")
+}
+
+/// The reference server's answer to a party the path cannot take.
+fn refusal(e: PipingError, path: &str) -> String {
+    match e {
+        PipingError::Established => {
+            format!("[ERROR] Connection on '{path}' has been established already.\n")
+        }
+        PipingError::AnotherSender => {
+            format!("[ERROR] Another sender has been connected on '{path}'.\n")
+        }
+        PipingError::Mismatch { expected, got } => {
+            format!("[ERROR] The number of receivers should be {expected} but {got}.\n")
+        }
+        PipingError::ReachedLimits => {
+            "[ERROR] The number of receivers has reached limits.\n".to_owned()
+        }
+    }
 }
 
 /// Why the `n` query parameter is not a receiver count.

@@ -161,11 +161,64 @@ impl Server {
         }
     }
 
+    /// One round of a broadcast: room, zero copy or decoded copies into
+    /// every receiver's output, sends, and more of the body when every
+    /// receiver has room for it.
     fn broadcast_round(&mut self, s: ConnId, group: &mut Group) -> Round {
-        let mut progress = false;
+        let mut room = self.group_room(group);
+        #[cfg(target_os = "linux")]
+        let spliced = match self.splice_round(s, group) {
+            None => None,
+            Some(Ok(moved)) => Some(moved),
+            Some(Err(Cut)) => return Round::SenderGone,
+        };
+        #[cfg(not(target_os = "linux"))]
+        let spliced: Option<bool> = None;
+        let mut progress = match spliced {
+            Some(moved) => moved,
+            None => match self.copy_to_group(s, group, &mut room) {
+                Ok(moved) => moved,
+                Err(round) => return round,
+            },
+        };
+        let (sent, mut all_sent) = self.send_to_group(group);
+        progress |= sent;
+        if spliced.is_none() {
+            match self.read_for_group(s, group, room) {
+                Ok(read) => progress |= read,
+                Err(round) => return round,
+            }
+        }
+        // Bytes staged for the receivers are not sent yet either.
+        #[cfg(target_os = "linux")]
+        {
+            all_sent &= pipe_filled(self.conns.get(s.0)) == 0;
+        }
+        if group.body.is_done() {
+            if let Some(form) = &group.form {
+                if form.part != FormPart::After {
+                    return Round::BadForm(
+                        form.decoder
+                            .finish()
+                            .err()
+                            .unwrap_or(MultipartError::Unterminated),
+                    );
+                }
+            }
+            if all_sent {
+                return Round::Finished;
+            }
+        }
+        if progress {
+            Round::Moved
+        } else {
+            Round::Blocked
+        }
+    }
 
-        // 1. Room: what the fullest receiver's output can take; a form's
-        //    content may hand on a held delimiter prefix besides.
+    /// What the fullest receiver's output can take; a form's content may
+    /// hand on a held delimiter prefix besides.
+    fn group_room(&self, group: &Group) -> usize {
         let mut room = usize::MAX;
         for &r in &group.receivers {
             if let Some(receiver) = self.conns.get(r.0) {
@@ -179,32 +232,29 @@ impl Server {
         if group.form.is_some() {
             room = room.saturating_sub(MAX_DELIMITER + CHUNK_OVERHEAD);
         }
+        room
+    }
 
-        // 2. Zero copy where it applies; else decode buffered sender bytes
-        //    into every receiver's output.
-        #[cfg(target_os = "linux")]
-        let spliced = match self.splice_round(s, group) {
-            None => false,
-            Some(Ok(moved)) => {
-                progress |= moved;
-                true
-            }
-            Some(Err(Cut)) => return Round::SenderGone,
-        };
-        #[cfg(not(target_os = "linux"))]
-        let spliced = false;
-        while !spliced && room > 0 && !group.body.is_done() {
+    /// Decodes buffered sender bytes into every receiver's output (a form's
+    /// through its multipart decoder), within `room`, which it uses up.
+    fn copy_to_group(
+        &mut self,
+        s: ConnId,
+        group: &mut Group,
+        room: &mut usize,
+    ) -> Result<bool, Round> {
+        let mut progress = false;
+        while *room > 0 && !group.body.is_done() {
             let Some(input) = self.conns[s.0].input.as_ref().filter(|i| !i.is_empty()) else {
                 break;
             };
-            let Ok(decoded) = group.body.decode(input.pending(), room) else {
-                return Round::SenderGone;
+            let Ok(decoded) = group.body.decode(input.pending(), *room) else {
+                return Err(Round::SenderGone);
             };
             let data = decoded.data.clone();
             if group.form.is_some() {
-                if let Err(e) = self.form_piece(s, group, data.clone()) {
-                    return Round::BadForm(e);
-                }
+                self.form_piece(s, group, data.clone())
+                    .map_err(Round::BadForm)?;
             } else {
                 for &r in &group.receivers {
                     let Some((sender, receiver)) = self.conns.get2_mut(s.0, r.0) else {
@@ -222,7 +272,7 @@ impl Server {
                 }
                 self.stats.relayed_bytes += (data.len() * group.receivers.len()) as u64;
             }
-            room -= data.len().min(room);
+            *room -= data.len().min(*room);
             if let Some(input) = self.conns[s.0].input.as_mut() {
                 input.consume(decoded.consumed);
             }
@@ -231,13 +281,18 @@ impl Server {
                 break;
             }
         }
+        Ok(progress)
+    }
 
-        // 3. Each receiver sends what it holds; the end is framed once the
-        //    body (or the form's part) is over.
+    /// Each receiver sends what it holds; the end is framed once the body
+    /// (or the form's part) is over. Returns whether bytes went out, and
+    /// whether every receiver has sent everything.
+    fn send_to_group(&mut self, group: &Group) -> (bool, bool) {
         let ended = match &group.form {
             None => group.body.is_done(),
             Some(form) => form.part == FormPart::After,
         };
+        let mut progress = false;
         let mut all_sent = true;
         for &r in &group.receivers {
             let Some(receiver) = self.conns.get_mut(r.0) else {
@@ -276,53 +331,26 @@ impl Server {
             let pipe_empty = true;
             all_sent &= output.is_empty() && encoder.is_ended() && pipe_empty;
         }
+        (progress, all_sent)
+    }
 
-        // 4. Read more of the body when every receiver has room for it.
+    /// Reads more of the body when every receiver has room for it.
+    fn read_for_group(&mut self, s: ConnId, group: &Group, room: usize) -> Result<bool, Round> {
         let sender = &mut self.conns[s.0];
         let input_empty = sender.input.as_ref().is_none_or(|i| i.is_empty());
-        if !spliced
-            && !group.body.is_done()
-            && input_empty
-            && sender.readable
-            && room > CHUNK_OVERHEAD
-        {
-            match fill(
-                &mut sender.stream,
-                &mut sender.input,
-                &mut sender.readable,
-                sender.peer_closed,
-                &mut self.input_pool,
-            ) {
-                Fill::Read => progress = true,
-                Fill::Blocked => {}
-                Fill::Gone => return Round::SenderGone,
-            }
+        if group.body.is_done() || !input_empty || !sender.readable || room <= CHUNK_OVERHEAD {
+            return Ok(false);
         }
-
-        // Bytes staged for the receivers are not sent yet either.
-        #[cfg(target_os = "linux")]
-        {
-            all_sent &= pipe_filled(self.conns.get(s.0)) == 0;
-        }
-        if group.body.is_done() {
-            if let Some(form) = &group.form {
-                if form.part != FormPart::After {
-                    return Round::BadForm(
-                        form.decoder
-                            .finish()
-                            .err()
-                            .unwrap_or(MultipartError::Unterminated),
-                    );
-                }
-            }
-            if all_sent {
-                return Round::Finished;
-            }
-        }
-        if progress {
-            Round::Moved
-        } else {
-            Round::Blocked
+        match fill(
+            &mut sender.stream,
+            &mut sender.input,
+            &mut sender.readable,
+            sender.peer_closed,
+            &mut self.input_pool,
+        ) {
+            Fill::Read => Ok(true),
+            Fill::Blocked => Ok(false),
+            Fill::Gone => Err(Round::SenderGone),
         }
     }
 
