@@ -97,7 +97,6 @@ impl Server {
                     TakeError::Bad(e) => (Status(400), format!("400 {e}\n")),
                     TakeError::Refused(refusal) => refusal,
                 };
-                conn.phase = Phase::ReadingHead;
                 conn.req.keep_alive = false;
                 *counted -= conn.held.len();
                 conn.held = Vec::new();

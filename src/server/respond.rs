@@ -275,7 +275,6 @@ impl Server {
         let Some(conn) = self.conns.get_mut(id.0) else {
             return;
         };
-        conn.phase = Phase::ReadingHead;
         conn.req.keep_alive = false;
         let after = if conn.req.framing().has_body() {
             After::Linger

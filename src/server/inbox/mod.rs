@@ -186,7 +186,6 @@ impl Server {
             .relay
             .inbox_post(now, &conn.channel, &self.secret, message, &mut woken);
         // The body is read: the answers follow it directly.
-        self.conns[id.0].phase = Phase::ReadingHead;
         let step = match stored {
             Err(e) => {
                 let (status, text) = super::respond::claim_refusal(e, Guarded::Channel);
@@ -276,10 +275,9 @@ impl Server {
 
     /// Answers a request that waited on an inbox (it has left the core).
     pub(super) fn answer_inbox_waiter(&mut self, id: ConnId, status: Status, text: &str) {
-        let Some(conn) = self.conns.get_mut(id.0) else {
+        if !self.conns.contains(id.0) {
             return;
-        };
-        conn.phase = Phase::ReadingHead;
+        }
         self.answer(id, status, text);
         self.ready.push(id);
     }
@@ -309,7 +307,6 @@ impl Server {
         w.header_number("Content-Length", message.body.len() as u64);
         reply::persistence(&mut w, keep_alive, conn.req.minor_version);
         let Some(n) = w.finish() else {
-            conn.phase = Phase::ReadingHead;
             self.refuse_oversized_head(id);
             return;
         };

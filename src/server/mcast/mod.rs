@@ -176,7 +176,6 @@ impl Server {
             .mcast_abort(now, &self.conns[id.0].channel, message);
         self.wake_followers(message);
         let conn = &mut self.conns[id.0];
-        conn.phase = Phase::ReadingHead;
         conn.req.keep_alive = false;
         self.respond_text(id, status, text, After::Linger);
         Step::Again

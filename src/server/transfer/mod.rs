@@ -253,7 +253,6 @@ impl Server {
         }
         self.truncate_consumer(c);
         if let Some(producer) = self.conns.get_mut(p.0) {
-            producer.phase = Phase::ReadingHead;
             producer.req.keep_alive = false;
             let text = format!("400 {error}\n");
             self.respond_text(p, Status(400), &text, After::Linger);
