@@ -5,8 +5,9 @@
 
 use super::{Server, Step};
 use crate::http::Status;
-use crate::server::conn::{take_body, After, ConnId, Fill, Hold, Phase, TakeError};
+use crate::server::conn::{After, ConnId, Hold, Phase};
 use crate::server::respond::Flushed;
+use crate::server::stream::{take_body, Fill, TakeError};
 
 impl Server {
     /// Drives a request whose body is taken whole before it goes on: sends

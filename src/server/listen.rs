@@ -22,8 +22,9 @@ use crate::buf::BufPool;
 use crate::config::{Config, Listen, DEFAULT_MAX_CONNS};
 use crate::http::{HttpDate, QueryFilter};
 use crate::relay::{Relay, Settings};
-use crate::server::conn::{Conn, ConnId, Phase, Stream};
+use crate::server::conn::{Conn, ConnId, Phase};
 use crate::server::evict::{eviction, Eviction, Queue};
+use crate::server::stream::Stream;
 use crate::sys::{process, signal, socket};
 
 impl Server {

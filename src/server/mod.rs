@@ -17,7 +17,8 @@ use slab::Slab;
 use crate::buf::BufPool;
 use crate::http::{HttpDate, QueryFilter, Status};
 use crate::relay::{Millis, Relay, WaiterId};
-use crate::server::conn::{Conn, ConnId, Phase, Stream, Wait};
+use crate::server::conn::{Conn, ConnId, Phase, Wait};
+use crate::server::stream::Stream;
 
 mod conn;
 mod evict;
@@ -34,6 +35,7 @@ mod rooms;
 mod route;
 mod shutdown;
 mod stats;
+mod stream;
 mod sync;
 #[cfg(test)]
 mod testing;

@@ -8,8 +8,9 @@ use super::stats::Gauges;
 use super::{unix_millis, Server, Step, LINGER_MAX_BYTES};
 use crate::http::{Framing, HeadWriter, Status};
 use crate::relay::ClaimError;
-use crate::server::conn::{send, send_rest, After, Conn, ConnId, Drained, Phase, Sent};
+use crate::server::conn::{After, Conn, ConnId, Phase};
 use crate::server::reply::{self, Expose};
+use crate::server::stream::{send, send_rest, Drained, Sent};
 
 /// The content type of the relay's own one-line answers.
 const PLAIN_TEXT: &[u8] = b"text/plain; charset=utf-8";

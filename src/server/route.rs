@@ -7,8 +7,9 @@ use super::rooms::route;
 use super::{unix_millis, Server, Step};
 use crate::http::{find_param, parse_request, Status, Target};
 use crate::relay::Method;
-use crate::server::conn::{After, Conn, ConnId, Fill, Timer};
+use crate::server::conn::{After, Conn, ConnId, Timer};
 use crate::server::reply;
+use crate::server::stream::Fill;
 
 impl Server {
     pub(super) fn read_head(&mut self, id: ConnId) -> Step {

@@ -14,8 +14,9 @@ use crate::http::{
 use crate::relay::{
     AppendError, McastGet, Message, MessageState, Method, ProducerMeta, PublishError, WaiterId,
 };
-use crate::server::conn::{send_pending, take_body, After, ConnId, Phase, Sent, TakeError, Wait};
+use crate::server::conn::{After, ConnId, Phase, Wait};
 use crate::server::reply::{self, Expose, Meta};
+use crate::server::stream::{send_pending, take_body, Sent, TakeError};
 
 impl Server {
     pub(super) fn handle_mcast(&mut self, id: ConnId) -> Step {

@@ -15,9 +15,10 @@ use crate::http::{
     find_param, parse_seqid, response_framing, BodySize, Exchange, Request, ResponseFraming, Status,
 };
 use crate::relay::{MessageState, Missed, StreamNext, WaiterId};
-use crate::server::conn::{send_pending, After, ConnId, Phase, Sent, Timer, Wait};
+use crate::server::conn::{After, ConnId, Phase, Timer, Wait};
 use crate::server::reply::{self, Expose};
 use crate::server::respond::{log_request, Flushed};
+use crate::server::stream::{send_pending, Sent};
 use crate::server::{Server, Step};
 
 /// Silence after which a stream gets a comment line, so that proxies and

@@ -9,13 +9,15 @@ use crate::http::{
     Status, CHUNK_OVERHEAD, MAX_DELIMITER,
 };
 use crate::relay::Method;
-use crate::server::conn::{fill, send, After, ConnId, Fill, Form, FormPart, Phase, Sent, Transfer};
+use crate::server::conn::{After, ConnId, Form, FormPart, Phase, Transfer};
 use crate::server::piping::{line, receiver_fields, PartFields};
 use crate::server::reply;
-use crate::server::{Server, Step};
 
 #[cfg(target_os = "linux")]
-use std::io;
+use super::tee::{pipe_filled, Cut};
+use super::Group;
+use crate::server::stream::{fill, send, Fill, Sent};
+use crate::server::{Server, Step};
 
 /// What one round of a broadcast came to.
 enum Round {
@@ -29,13 +31,6 @@ enum Round {
     SenderGone,
     /// The upload is not the `multipart/form-data` it claims to be.
     BadForm(MultipartError),
-}
-
-/// A broadcast's state while a round runs (taken out of the sender's phase).
-struct Group {
-    body: BodyDecoder,
-    receivers: Vec<ConnId>,
-    form: Option<Box<Form>>,
 }
 
 impl Server {
@@ -558,161 +553,6 @@ impl Server {
             }
         }
     }
-}
-
-/// A zero-copy round could not go on: the sender's body is cut.
-#[cfg(target_os = "linux")]
-struct Cut;
-
-#[cfg(target_os = "linux")]
-impl Server {
-    /// A zero-copy round: the sender's socket → a stage pipe → `tee(2)` into
-    /// every receiver's pipe but the last, moved into the last one's → each
-    /// receiver's socket. The stage is handed on only when every receiver's
-    /// pipe is empty (the pace of the slowest), and then always fits whole:
-    /// the pipes are alike. `None` when the round cannot go this way (bytes
-    /// in user space, framing to add, a form, no pipes).
-    fn splice_round(&mut self, s: ConnId, group: &mut Group) -> Option<Result<bool, Cut>> {
-        let busy = pipe_filled(self.conns.get(s.0)) > 0
-            || group
-                .receivers
-                .iter()
-                .any(|r| pipe_filled(self.conns.get(r.0)) > 0);
-        if !busy && !self.splice_ready(s, group) {
-            return None;
-        }
-        let mut progress = false;
-        // a. Each receiver's pipe into its socket.
-        for &r in &group.receivers {
-            let Some(receiver) = self.conns.get_mut(r.0) else {
-                continue;
-            };
-            let fd = receiver.stream.raw_fd();
-            let Some(pipe) = receiver.pipe.as_mut().filter(|p| p.filled > 0) else {
-                continue;
-            };
-            if !receiver.writable {
-                continue;
-            }
-            match pipe.drain_into(fd) {
-                Ok(n) => {
-                    receiver.stream.moved(n, true);
-                    self.stats.relayed_bytes += n as u64;
-                    progress |= n > 0;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => receiver.writable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                Err(_) => {
-                    // Closed when driven, outside this loop over the group.
-                    receiver.peer_closed = true;
-                    self.ready.push(r);
-                }
-            }
-        }
-        // b. The stage to every receiver once all have taken the last one.
-        let staged = pipe_filled(self.conns.get(s.0));
-        let drained = group
-            .receivers
-            .iter()
-            .all(|r| pipe_filled(self.conns.get(r.0)) == 0);
-        if staged > 0 && drained {
-            let Some((last, others)) = group.receivers.split_last() else {
-                return Some(Err(Cut));
-            };
-            for &r in others {
-                let Some((sender, receiver)) = self.conns.get2_mut(s.0, r.0) else {
-                    return Some(Err(Cut));
-                };
-                let (Some(stage), Some(pipe)) = (sender.pipe.as_ref(), receiver.pipe.as_mut())
-                else {
-                    return Some(Err(Cut));
-                };
-                if !matches!(stage.tee_into(pipe, staged), Ok(n) if n == staged) {
-                    return Some(Err(Cut));
-                }
-            }
-            let Some((sender, receiver)) = self.conns.get2_mut(s.0, last.0) else {
-                return Some(Err(Cut));
-            };
-            let (Some(stage), Some(pipe)) = (sender.pipe.as_mut(), receiver.pipe.as_mut()) else {
-                return Some(Err(Cut));
-            };
-            if !matches!(stage.move_into(pipe, staged), Ok(n) if n == staged) {
-                return Some(Err(Cut));
-            }
-            progress = true;
-        }
-        // c. More of the body into the stage.
-        let remaining = group.body.remaining_in_length().unwrap_or(0);
-        let sender = &mut self.conns[s.0];
-        let fd = sender.stream.raw_fd();
-        if let Some(stage) = sender.pipe.as_mut() {
-            if remaining > 0 && sender.readable && stage.filled < stage.capacity {
-                let want = usize::try_from(remaining).unwrap_or(usize::MAX);
-                match stage.fill_from(fd, want) {
-                    Ok(0) => return Some(Err(Cut)),
-                    Ok(n) => {
-                        sender.stream.moved(n, false);
-                        group.body.advance_length(n as u64);
-                        progress = true;
-                    }
-                    // A full stage would block too: only an empty one says
-                    // the socket has nothing.
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if stage.filled == 0 {
-                            sender.readable = false;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                    Err(_) => return Some(Err(Cut)),
-                }
-            }
-        }
-        Some(Ok(progress))
-    }
-
-    /// Whether the body can go the zero-copy way from here, taking the pipes
-    /// it needs: a `Content-Length` body with nothing buffered in user space,
-    /// receivers that take it as it is, a stage pipe and one pipe per receiver
-    /// at least as large.
-    fn splice_ready(&mut self, s: ConnId, group: &Group) -> bool {
-        let takes_as_is = |r: &ConnId| {
-            self.conns.get(r.0).is_some_and(|c| {
-                matches!(&c.phase, Phase::Consuming { encoder, .. } if encoder.sends_as_is())
-                    && c.output.as_ref().is_none_or(|o| o.is_empty())
-            })
-        };
-        let sender = &self.conns[s.0];
-        let eligible = group.form.is_none()
-            && sender.input.as_ref().is_none_or(|i| i.is_empty())
-            && group.body.remaining_in_length().is_some_and(|r| r > 0)
-            && group.receivers.iter().all(takes_as_is);
-        if !eligible {
-            return false;
-        }
-        if self.conns[s.0].pipe.is_none() {
-            self.conns[s.0].pipe = self.pipes.take();
-        }
-        let Some(stage) = self.conns[s.0].pipe.as_ref().map(|p| p.capacity) else {
-            return false;
-        };
-        for &r in &group.receivers {
-            let receiver = &mut self.conns[r.0];
-            if receiver.pipe.is_none() {
-                receiver.pipe = self.pipes.take();
-            }
-            if receiver.pipe.as_ref().is_none_or(|p| p.capacity < stage) {
-                return false;
-            }
-        }
-        true
-    }
-}
-
-/// Bytes in a connection's transfer pipe.
-#[cfg(target_os = "linux")]
-fn pipe_filled(conn: Option<&crate::server::conn::Conn>) -> usize {
-    conn.and_then(|c| c.pipe.as_ref()).map_or(0, |p| p.filled)
 }
 
 /// How a form part goes to a receiver: its length is not known before it

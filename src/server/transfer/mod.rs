@@ -10,12 +10,13 @@ use crate::buf::{Buf, BufPool};
 use crate::http::{
     response_framing, BodyDecoder, BodyError, Encoder, Exchange, HeadWriter, Status, CHUNK_OVERHEAD,
 };
-use crate::server::conn::{
-    fill, note_short_read, send, After, ConnId, Fill, Phase, Sent, Stream, Transfer,
-};
+use crate::server::conn::{After, ConnId, Phase, Transfer};
 use crate::server::reply::{self, Expose, Replaced};
+use crate::server::stream::{fill, note_short_read, send, Fill, Sent, Stream};
 
 mod fanout;
+#[cfg(target_os = "linux")]
+mod tee;
 
 impl Server {
     /// Pairs producer `p` and consumer `c` for a transfer of `kind`: the
@@ -279,6 +280,13 @@ impl Server {
             self.ready.push(p);
         }
     }
+}
+
+/// A broadcast's state while a round runs (taken out of the sender's phase).
+pub(super) struct Group {
+    pub(super) body: BodyDecoder,
+    pub(super) receivers: Vec<ConnId>,
+    pub(super) form: Option<Box<crate::server::conn::Form>>,
 }
 
 /// What one round of a transfer came to.
