@@ -205,133 +205,175 @@ pub fn parse(
     args: impl IntoIterator<Item = OsString>,
     port_env: Option<OsString>,
 ) -> Result<Command, UsageError> {
-    use lexopt::prelude::*;
-
-    let mut addr = String::from("0.0.0.0");
-    let mut port = port_env
-        .and_then(|p| p.into_string().ok())
-        .and_then(|p| p.parse::<u16>().ok())
-        .unwrap_or(DEFAULT_PORT);
-    let mut unix: Option<PathBuf> = None;
-    let mut idle_expiry = Duration::from_millis(relay::DEFAULT_IDLE_EXPIRY);
-    let mut max_head = DEFAULT_MAX_HEAD;
-    let mut mcast_max_message = DEFAULT_MCAST_MAX_MESSAGE;
-    let mut mcast_retain = DEFAULT_MCAST_RETAIN;
-    let mut sync_max_body = DEFAULT_SYNC_MAX_BODY;
-    let mut trust_proxy = Vec::new();
-    let mut head_timeout = DEFAULT_HEAD_TIMEOUT;
-    let mut idle_timeout = DEFAULT_IDLE_TIMEOUT;
-    let mut body_timeout = DEFAULT_BODY_TIMEOUT;
-    let mut wait_timeout = None;
-    let mut max_conns = None;
-    let mut mcast_total = DEFAULT_MCAST_TOTAL;
-    let mut sync_total = DEFAULT_SYNC_TOTAL;
-    let mut max_channels = relay::DEFAULT_MAX_CHANNELS;
-    let mut inbox_timeout = DEFAULT_INBOX_TIMEOUT;
-    let mut inbox_ttl = Duration::from_millis(relay::DEFAULT_INBOX_TTL);
-    let mut inbox_max_message = DEFAULT_INBOX_MAX_MESSAGE;
-    let mut inbox_total = DEFAULT_INBOX_TOTAL;
-    let mut access_log = false;
-    let mut piping = false;
-    let mut health_check = false;
-
+    let mut flags = Flags::new(port_env);
     let mut parser = lexopt::Parser::from_args(args);
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Short('a') | Long("addr") => addr = parser.value()?.string()?,
-            Short('p') | Long("port") => port = number(&mut parser, "port")?,
-            Short('u') | Long("unix") => unix = Some(parser.value()?.into()),
-            Long("idle-expiry") => idle_expiry = seconds(&mut parser, "idle-expiry")?,
-            Long("max-head") => {
-                max_head = number(&mut parser, "max-head")?;
-                if !(1024..=MAX_MAX_HEAD).contains(&max_head) {
-                    return Err(UsageError(format!(
-                        "--max-head must be between 1024 and {MAX_MAX_HEAD}"
-                    )));
-                }
-            }
-            Long("mcast-max-message") => {
-                mcast_max_message = number(&mut parser, "mcast-max-message")?
-            }
-            Long("mcast-retain") => mcast_retain = number(&mut parser, "mcast-retain")?,
-            Long("sync-max-body") => sync_max_body = number(&mut parser, "sync-max-body")?,
-            Long("head-timeout") => head_timeout = seconds(&mut parser, "head-timeout")?,
-            Long("idle-timeout") => idle_timeout = seconds(&mut parser, "idle-timeout")?,
-            Long("body-timeout") => body_timeout = seconds(&mut parser, "body-timeout")?,
-            Long("wait-timeout") => {
-                let secs: f64 = number(&mut parser, "wait-timeout")?;
-                if !(secs >= 0.0 && secs.is_finite()) {
-                    return Err(UsageError(
-                        "--wait-timeout must be 0 or a positive number of seconds".into(),
-                    ));
-                }
-                wait_timeout = (secs > 0.0).then(|| Duration::from_secs_f64(secs));
-            }
-            Long("max-conns") => {
-                let n: usize = number(&mut parser, "max-conns")?;
-                if n == 0 {
-                    return Err(UsageError("--max-conns must be at least 1".into()));
-                }
-                max_conns = Some(n);
-            }
-            Long("mcast-total") => mcast_total = number(&mut parser, "mcast-total")?,
-            Long("sync-total") => sync_total = number(&mut parser, "sync-total")?,
-            Long("max-channels") => max_channels = number(&mut parser, "max-channels")?,
-            Long("inbox-timeout") => inbox_timeout = seconds(&mut parser, "inbox-timeout")?,
-            Long("inbox-ttl") => inbox_ttl = seconds(&mut parser, "inbox-ttl")?,
-            Long("inbox-max-message") => {
-                inbox_max_message = number(&mut parser, "inbox-max-message")?
-            }
-            Long("inbox-total") => inbox_total = number(&mut parser, "inbox-total")?,
-            Long("access-log") => access_log = true,
-            Long("piping") => piping = true,
-            Long("health-check") => health_check = true,
-            Long("trust-proxy") => {
-                let list = parser.value()?.string()?;
-                for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    let ip = item.parse().map_err(|_| {
-                        UsageError(format!("invalid address '{item}' for --trust-proxy"))
-                    })?;
-                    trust_proxy.push(ip);
-                }
-            }
-            Short('h') | Long("help") => return Ok(Command::Help),
-            Short('V') | Long("version") => return Ok(Command::Version),
-            _ => return Err(arg.unexpected().into()),
+    if let Some(command) = flags.read(&mut parser)? {
+        return Ok(command);
+    }
+    Ok(flags.finish())
+}
+
+/// The flags read so far, with the defaults where none was given.
+struct Flags {
+    /// `-a` and `-p`. `-u` wins over them in whatever order they come, so
+    /// where to listen is settled only by [`Flags::finish`].
+    addr: String,
+    port: u16,
+    unix: Option<PathBuf>,
+    health_check: bool,
+    /// Everything else; its `listen` is a placeholder until [`Flags::finish`].
+    config: Config,
+}
+
+impl Flags {
+    /// Nothing given yet. `$PORT` (`port_env`) counts only when it is a port number.
+    fn new(port_env: Option<OsString>) -> Flags {
+        let port = port_env
+            .and_then(|p| p.into_string().ok())
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or(DEFAULT_PORT);
+        let config = Config {
+            listen: Listen::Tcp {
+                addr: String::new(),
+                port,
+            },
+            idle_expiry: Duration::from_millis(relay::DEFAULT_IDLE_EXPIRY),
+            max_head: DEFAULT_MAX_HEAD,
+            mcast_max_message: DEFAULT_MCAST_MAX_MESSAGE,
+            mcast_retain: DEFAULT_MCAST_RETAIN,
+            sync_max_body: DEFAULT_SYNC_MAX_BODY,
+            trust_proxy: Vec::new(),
+            head_timeout: DEFAULT_HEAD_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            wait_timeout: None,
+            max_conns: None,
+            mcast_total: DEFAULT_MCAST_TOTAL,
+            sync_total: DEFAULT_SYNC_TOTAL,
+            max_channels: relay::DEFAULT_MAX_CHANNELS,
+            inbox_timeout: DEFAULT_INBOX_TIMEOUT,
+            inbox_ttl: Duration::from_millis(relay::DEFAULT_INBOX_TTL),
+            inbox_max_message: DEFAULT_INBOX_MAX_MESSAGE,
+            inbox_total: DEFAULT_INBOX_TOTAL,
+            access_log: false,
+            piping: false,
+        };
+        Flags {
+            addr: String::from("0.0.0.0"),
+            port,
+            unix: None,
+            health_check: false,
+            config,
         }
     }
-    let listen = match unix {
-        Some(path) => Listen::Unix(path),
-        None => Listen::Tcp { addr, port },
-    };
-    let config = Box::new(Config {
-        listen,
-        idle_expiry,
-        max_head,
-        mcast_max_message,
-        mcast_retain,
-        sync_max_body,
-        trust_proxy,
-        head_timeout,
-        idle_timeout,
-        body_timeout,
-        wait_timeout,
-        max_conns,
-        mcast_total,
-        sync_total,
-        max_channels,
-        inbox_timeout,
-        inbox_ttl,
-        inbox_max_message,
-        inbox_total,
-        access_log,
-        piping,
-    });
-    Ok(if health_check {
-        Command::HealthCheck(config)
-    } else {
-        Command::Run(config)
-    })
+
+    /// Reads every flag (and its value) from `parser`. `Some`: a flag that is
+    /// a command of its own (`-h`, `-V`), answered at once whatever follows.
+    fn read(&mut self, parser: &mut lexopt::Parser) -> Result<Option<Command>, UsageError> {
+        use lexopt::prelude::*;
+
+        while let Some(arg) = parser.next()? {
+            let c = &mut self.config;
+            match arg {
+                Short('a') | Long("addr") => self.addr = parser.value()?.string()?,
+                Short('p') | Long("port") => self.port = number(parser, "port")?,
+                Short('u') | Long("unix") => self.unix = Some(parser.value()?.into()),
+                Long("idle-expiry") => c.idle_expiry = seconds(parser, "idle-expiry")?,
+                Long("max-head") => c.max_head = max_head(parser)?,
+                Long("mcast-max-message") => {
+                    c.mcast_max_message = number(parser, "mcast-max-message")?
+                }
+                Long("mcast-retain") => c.mcast_retain = number(parser, "mcast-retain")?,
+                Long("sync-max-body") => c.sync_max_body = number(parser, "sync-max-body")?,
+                Long("head-timeout") => c.head_timeout = seconds(parser, "head-timeout")?,
+                Long("idle-timeout") => c.idle_timeout = seconds(parser, "idle-timeout")?,
+                Long("body-timeout") => c.body_timeout = seconds(parser, "body-timeout")?,
+                Long("wait-timeout") => c.wait_timeout = wait_timeout(parser)?,
+                Long("max-conns") => c.max_conns = Some(max_conns(parser)?),
+                Long("mcast-total") => c.mcast_total = number(parser, "mcast-total")?,
+                Long("sync-total") => c.sync_total = number(parser, "sync-total")?,
+                Long("max-channels") => c.max_channels = number(parser, "max-channels")?,
+                Long("inbox-timeout") => c.inbox_timeout = seconds(parser, "inbox-timeout")?,
+                Long("inbox-ttl") => c.inbox_ttl = seconds(parser, "inbox-ttl")?,
+                Long("inbox-max-message") => {
+                    c.inbox_max_message = number(parser, "inbox-max-message")?
+                }
+                Long("inbox-total") => c.inbox_total = number(parser, "inbox-total")?,
+                Long("access-log") => c.access_log = true,
+                Long("piping") => c.piping = true,
+                Long("health-check") => self.health_check = true,
+                Long("trust-proxy") => trust_proxy(parser, &mut c.trust_proxy)?,
+                Short('h') | Long("help") => return Ok(Some(Command::Help)),
+                Short('V') | Long("version") => return Ok(Some(Command::Version)),
+                _ => return Err(arg.unexpected().into()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The command the flags make up: `-u` wins over `-a`/`-p`.
+    fn finish(self) -> Command {
+        let mut config = Box::new(self.config);
+        config.listen = match self.unix {
+            Some(path) => Listen::Unix(path),
+            None => Listen::Tcp {
+                addr: self.addr,
+                port: self.port,
+            },
+        };
+        if self.health_check {
+            Command::HealthCheck(config)
+        } else {
+            Command::Run(config)
+        }
+    }
+}
+
+/// `--max-head`: at least 1 KiB, at most [`MAX_MAX_HEAD`].
+fn max_head(parser: &mut lexopt::Parser) -> Result<usize, UsageError> {
+    let max_head = number(parser, "max-head")?;
+    if !(1024..=MAX_MAX_HEAD).contains(&max_head) {
+        return Err(UsageError(format!(
+            "--max-head must be between 1024 and {MAX_MAX_HEAD}"
+        )));
+    }
+    Ok(max_head)
+}
+
+/// `--wait-timeout`: seconds like [`seconds`], except that 0 (waiting
+/// forever, `None`) is allowed.
+fn wait_timeout(parser: &mut lexopt::Parser) -> Result<Option<Duration>, UsageError> {
+    let secs: f64 = number(parser, "wait-timeout")?;
+    if !(secs >= 0.0 && secs.is_finite()) {
+        return Err(UsageError(
+            "--wait-timeout must be 0 or a positive number of seconds".into(),
+        ));
+    }
+    Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
+}
+
+/// `--max-conns`: at least 1.
+fn max_conns(parser: &mut lexopt::Parser) -> Result<usize, UsageError> {
+    let n: usize = number(parser, "max-conns")?;
+    if n == 0 {
+        return Err(UsageError("--max-conns must be at least 1".into()));
+    }
+    Ok(n)
+}
+
+/// `--trust-proxy`: a comma-separated list of addresses, added to `trusted`
+/// (the flag may be given more than once; empty items are skipped).
+fn trust_proxy(parser: &mut lexopt::Parser, trusted: &mut Vec<IpAddr>) -> Result<(), UsageError> {
+    use lexopt::prelude::*;
+
+    let list = parser.value()?.string()?;
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let ip = item
+            .parse()
+            .map_err(|_| UsageError(format!("invalid address '{item}' for --trust-proxy")))?;
+        trusted.push(ip);
+    }
+    Ok(())
 }
 
 /// A positive number of seconds (fractions allowed).

@@ -168,96 +168,31 @@ impl BodyDecoder {
             self.state = match self.state {
                 State::Done => break,
                 State::Length { remaining } | State::Data { remaining } => {
-                    let take = (input.len() - at).min(max_data);
-                    let take = usize::try_from(remaining).map_or(take, |r| take.min(r));
+                    let take = self.take_content(remaining, input.len() - at, max_data);
                     if take == 0 {
                         break;
                     }
-                    let left = remaining - take as u64;
-                    self.state = match self.state {
-                        State::Length { .. } if left == 0 => State::Done,
-                        State::Length { .. } => State::Length { remaining: left },
-                        _ if left == 0 => State::DataCr,
-                        _ => State::Data { remaining: left },
-                    };
                     return Ok(Decoded {
                         consumed: at + take,
                         data: at..at + take,
                     });
                 }
-                State::Size { size, digits } => match hex_value(byte) {
-                    // Leading zeros never overflow: bound the digits instead.
-                    Some(_) if digits >= MAX_SIZE_DIGITS => return Err(BodyError::FramingTooLong),
-                    Some(v) => {
-                        let size = size
-                            .checked_mul(16)
-                            .and_then(|s| s.checked_add(u64::from(v)))
-                            .ok_or(BodyError::ChunkSizeOverflow)?;
-                        State::Size {
-                            size,
-                            digits: digits.saturating_add(1),
-                        }
-                    }
-                    None if digits == 0 => return Err(BodyError::BadChunkSize),
-                    None => after_size(size, byte)?,
-                },
-                State::SizeSpace { size, blanks } => match byte {
-                    b' ' | b'\t' if blanks >= MAX_SIZE_DIGITS => {
-                        return Err(BodyError::FramingTooLong)
-                    }
-                    b' ' | b'\t' => State::SizeSpace {
-                        size,
-                        blanks: blanks + 1,
-                    },
-                    _ => after_size(size, byte)?,
-                },
-                State::Extension { size, seen } => match byte {
-                    b'\r' => State::SizeLf { size },
-                    b'\n' => return Err(BodyError::MissingCrlf),
-                    _ if seen >= MAX_FRAMING_RUN => return Err(BodyError::FramingTooLong),
-                    _ => State::Extension {
-                        size,
-                        seen: seen + 1,
-                    },
-                },
-                State::SizeLf { size } => match byte {
-                    b'\n' if size == 0 => State::TrailerStart { seen: 0 },
-                    b'\n' => State::Data { remaining: size },
-                    _ => return Err(BodyError::MissingCrlf),
-                },
-                State::DataCr => match byte {
-                    b'\r' => State::DataLf,
-                    _ => return Err(BodyError::MissingCrlf),
-                },
-                State::DataLf => match byte {
-                    b'\n' => State::Size { size: 0, digits: 0 },
-                    _ => return Err(BodyError::MissingCrlf),
-                },
-                State::TrailerStart { seen } => match byte {
-                    b'\r' => State::FinalLf,
-                    b'\n' => return Err(BodyError::MissingCrlf),
-                    _ => State::Trailer { seen: seen + 1 },
-                },
-                State::Trailer { seen } => match byte {
-                    b'\r' => State::TrailerLf { seen },
-                    b'\n' => return Err(BodyError::MissingCrlf),
-                    _ if seen >= MAX_FRAMING_RUN => return Err(BodyError::FramingTooLong),
-                    _ => State::Trailer { seen: seen + 1 },
-                },
-                State::TrailerLf { seen } => match byte {
-                    b'\n' => State::TrailerStart { seen },
-                    _ => return Err(BodyError::MissingCrlf),
-                },
-                State::FinalLf => match byte {
-                    b'\n' => {
-                        self.state = State::Done;
-                        return Ok(Decoded {
-                            consumed: at + 1,
-                            data: 0..0,
-                        });
-                    }
-                    _ => return Err(BodyError::MissingCrlf),
-                },
+                State::Size { size, digits } => size_digit(size, digits, byte)?,
+                State::SizeSpace { size, blanks } => size_blank(size, blanks, byte)?,
+                State::Extension { size, seen } => extension(size, seen, byte)?,
+                State::SizeLf { size } => size_line_end(size, byte)?,
+                State::DataCr => line_end(byte, b'\r', State::DataLf)?,
+                State::DataLf => line_end(byte, b'\n', State::Size { size: 0, digits: 0 })?,
+                State::TrailerStart { seen } => trailer_start(seen, byte)?,
+                State::Trailer { seen } => trailer(seen, byte)?,
+                State::TrailerLf { seen } => line_end(byte, b'\n', State::TrailerStart { seen })?,
+                State::FinalLf => {
+                    self.state = line_end(byte, b'\n', State::Done)?;
+                    return Ok(Decoded {
+                        consumed: at + 1,
+                        data: 0..0,
+                    });
+                }
             };
             at += 1;
         }
@@ -265,6 +200,62 @@ impl BodyDecoder {
             consumed: at,
             data: 0..0,
         })
+    }
+
+    /// Moves past the content at hand: as much of the `remaining` bytes of the
+    /// body or chunk as the `available` input holds, at most `max_data`.
+    /// Returns how many; 0 leaves the state as it was.
+    fn take_content(&mut self, remaining: u64, available: usize, max_data: usize) -> usize {
+        let take = available.min(max_data);
+        let take = usize::try_from(remaining).map_or(take, |r| take.min(r));
+        if take == 0 {
+            return 0;
+        }
+        let left = remaining - take as u64;
+        self.state = match self.state {
+            State::Length { .. } if left == 0 => State::Done,
+            State::Length { .. } => State::Length { remaining: left },
+            _ if left == 0 => State::DataCr,
+            _ => State::Data { remaining: left },
+        };
+        take
+    }
+}
+
+// One function per framing state of a chunked body: the state that follows
+// one byte of input in it.
+
+/// A byte of a chunk size: another hex digit, or what follows the digits.
+#[inline]
+fn size_digit(size: u64, digits: u8, byte: u8) -> Result<State, BodyError> {
+    match hex_value(byte) {
+        // Leading zeros never overflow: bound the digits instead.
+        Some(_) if digits >= MAX_SIZE_DIGITS => Err(BodyError::FramingTooLong),
+        Some(v) => {
+            let size = size
+                .checked_mul(16)
+                .and_then(|s| s.checked_add(u64::from(v)))
+                .ok_or(BodyError::ChunkSizeOverflow)?;
+            Ok(State::Size {
+                size,
+                digits: digits.saturating_add(1),
+            })
+        }
+        None if digits == 0 => Err(BodyError::BadChunkSize),
+        None => after_size(size, byte),
+    }
+}
+
+/// A byte in the whitespace after a chunk size (`blanks` of it so far).
+#[inline]
+fn size_blank(size: u64, blanks: u8, byte: u8) -> Result<State, BodyError> {
+    match byte {
+        b' ' | b'\t' if blanks >= MAX_SIZE_DIGITS => Err(BodyError::FramingTooLong),
+        b' ' | b'\t' => Ok(State::SizeSpace {
+            size,
+            blanks: blanks + 1,
+        }),
+        _ => after_size(size, byte),
     }
 }
 
@@ -276,6 +267,64 @@ fn after_size(size: u64, byte: u8) -> Result<State, BodyError> {
         b' ' | b'\t' => Ok(State::SizeSpace { size, blanks: 1 }),
         b'\n' => Err(BodyError::MissingCrlf),
         _ => Err(BodyError::BadChunkSize),
+    }
+}
+
+/// A byte of a chunk extension (`seen` bytes of it so far), skipped up to the
+/// CR that ends the size line.
+#[inline]
+fn extension(size: u64, seen: u32, byte: u8) -> Result<State, BodyError> {
+    match byte {
+        b'\r' => Ok(State::SizeLf { size }),
+        b'\n' => Err(BodyError::MissingCrlf),
+        _ if seen >= MAX_FRAMING_RUN => Err(BodyError::FramingTooLong),
+        _ => Ok(State::Extension {
+            size,
+            seen: seen + 1,
+        }),
+    }
+}
+
+/// The LF that ends a size line: the chunk's data follows, or the trailer
+/// after the last chunk (size 0).
+#[inline]
+fn size_line_end(size: u64, byte: u8) -> Result<State, BodyError> {
+    match byte {
+        b'\n' if size == 0 => Ok(State::TrailerStart { seen: 0 }),
+        b'\n' => Ok(State::Data { remaining: size }),
+        _ => Err(BodyError::MissingCrlf),
+    }
+}
+
+/// The CR or the LF (`expected`) of a line ending, which leads to `next`.
+#[inline]
+fn line_end(byte: u8, expected: u8, next: State) -> Result<State, BodyError> {
+    if byte == expected {
+        Ok(next)
+    } else {
+        Err(BodyError::MissingCrlf)
+    }
+}
+
+/// The first byte of a trailer line: the CR of the empty line that ends the
+/// body, or the start of a field (`seen`: bytes of the trailer so far).
+#[inline]
+fn trailer_start(seen: u32, byte: u8) -> Result<State, BodyError> {
+    match byte {
+        b'\r' => Ok(State::FinalLf),
+        b'\n' => Err(BodyError::MissingCrlf),
+        _ => Ok(State::Trailer { seen: seen + 1 }),
+    }
+}
+
+/// A byte of a trailer field line, skipped up to its CR.
+#[inline]
+fn trailer(seen: u32, byte: u8) -> Result<State, BodyError> {
+    match byte {
+        b'\r' => Ok(State::TrailerLf { seen }),
+        b'\n' => Err(BodyError::MissingCrlf),
+        _ if seen >= MAX_FRAMING_RUN => Err(BodyError::FramingTooLong),
+        _ => Ok(State::Trailer { seen: seen + 1 }),
     }
 }
 

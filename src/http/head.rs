@@ -98,6 +98,28 @@ impl Request {
     pub fn method_is(&self, name: &str) -> bool {
         self.method == name.as_bytes()
     }
+
+    /// Forgets what the previous request on this connection said in the
+    /// fields this one may leave out.
+    fn clear_fields(&mut self) {
+        self.expect_continue = false;
+        self.cookie_seqid = None;
+        self.accepts_event_stream = false;
+        self.last_event_id = None;
+        for field in [
+            &mut self.origin,
+            &mut self.content_type,
+            &mut self.wsecret_header,
+            &mut self.host,
+            &mut self.x_real_ip,
+            &mut self.x_real_port,
+            &mut self.forwarded_proto,
+            &mut self.forwarded_host,
+            &mut self.forwarded_port,
+        ] {
+            field.clear();
+        }
+    }
 }
 
 /// Why a request head was refused. Each maps to one status and one line of text.
@@ -163,10 +185,6 @@ impl std::fmt::Display for HeadError {
 /// Most header fields a request may carry.
 pub const MAX_HEADER_FIELDS: usize = 100;
 
-/// Parses a request head from the start of `buf` into `req`.
-///
-/// `Ok(None)`: the head is incomplete (and still within `max_head` bytes).
-/// `Ok(Some(n))`: the head is the first `n` bytes of `buf`.
 /// Shrinks `v` when its capacity is well beyond its length. Requests of one
 /// size never trigger it, so the warm path does not reallocate.
 pub fn trim_capacity(v: &mut Vec<u8>) {
@@ -175,6 +193,10 @@ pub fn trim_capacity(v: &mut Vec<u8>) {
     }
 }
 
+/// Parses a request head from the start of `buf` into `req`.
+///
+/// `Ok(None)`: the head is incomplete (and still within `max_head` bytes).
+/// `Ok(Some(n))`: the head is the first `n` bytes of `buf`.
 pub fn parse_request(
     buf: &[u8],
     max_head: usize,
@@ -182,13 +204,8 @@ pub fn parse_request(
 ) -> Result<Option<usize>, HeadError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADER_FIELDS];
     let mut parsed = httparse::Request::new(&mut fields);
-    let head_len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n > max_head => return Err(HeadError::TooLarge),
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= max_head => return Err(HeadError::TooLarge),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyFields),
-        Err(e) => return Err(HeadError::Syntax(syntax_reason(e))),
+    let Some(head_len) = tokenize(&mut parsed, buf, max_head)? else {
+        return Ok(None);
     };
     // A complete parse always fills method, path and version.
     let method = parsed.method.unwrap_or_default();
@@ -200,99 +217,166 @@ pub fn parse_request(
         .extend(method.bytes().map(|b| b.to_ascii_uppercase()));
     parse_target(target.as_bytes(), req)?;
 
-    req.expect_continue = false;
-    req.cookie_seqid = None;
-    req.accepts_event_stream = false;
-    req.last_event_id = None;
-    for field in [
-        &mut req.origin,
-        &mut req.content_type,
-        &mut req.wsecret_header,
-        &mut req.host,
-        &mut req.x_real_ip,
-        &mut req.x_real_port,
-        &mut req.forwarded_proto,
-        &mut req.forwarded_host,
-        &mut req.forwarded_port,
-    ] {
-        field.clear();
-    }
-    let mut hosts = 0;
-    let mut content_length: Option<u64> = None;
-    let mut transfer_encoding = false;
-    let mut close = false;
-    let mut keep_alive = false;
+    req.clear_fields();
+    let mut control = ControlFields::default();
     for field in parsed.headers.iter() {
-        let name = field.name;
-        let value = trim(field.value);
-        if name.eq_ignore_ascii_case("host") {
-            hosts += 1;
-            set(&mut req.host, value);
-        } else if name.eq_ignore_ascii_case("content-length") {
-            let n = parse_content_length(value)?;
-            if content_length.is_some_and(|seen| seen != n) {
-                return Err(HeadError::ConflictingContentLength);
-            }
-            content_length = Some(n);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            if transfer_encoding || !value.eq_ignore_ascii_case(b"chunked") {
-                return Err(HeadError::UnsupportedTransferEncoding);
-            }
-            transfer_encoding = true;
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in value.split(|&b| b == b',').map(trim) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
-        } else if name.eq_ignore_ascii_case("expect") {
-            if !value.eq_ignore_ascii_case(b"100-continue") {
-                return Err(HeadError::UnsupportedExpectation);
-            }
-            // HTTP/1.0 clients cannot understand an interim response.
-            req.expect_continue = req.minor_version >= 1;
-        } else if name.eq_ignore_ascii_case("origin") {
-            set(&mut req.origin, value);
-        } else if name.eq_ignore_ascii_case("content-type") {
-            set(&mut req.content_type, value);
-        } else if name.eq_ignore_ascii_case("httprelay-wsecret") {
-            set(&mut req.wsecret_header, value);
-        } else if name.eq_ignore_ascii_case("cookie") {
-            req.cookie_seqid = req.cookie_seqid.or_else(|| cookie_seqid(value));
-        } else if name.eq_ignore_ascii_case("accept") {
-            req.accepts_event_stream |= names_event_stream(value);
-        } else if name.eq_ignore_ascii_case("last-event-id") {
-            req.last_event_id = event_id(value);
-        } else if name.eq_ignore_ascii_case("x-real-ip") {
-            set(&mut req.x_real_ip, value);
-        } else if name.eq_ignore_ascii_case("x-real-port") {
-            set(&mut req.x_real_port, value);
-        } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
-            set(&mut req.forwarded_proto, value);
-        } else if name.eq_ignore_ascii_case("x-forwarded-host") {
-            set(&mut req.forwarded_host, value);
-        } else if name.eq_ignore_ascii_case("x-forwarded-port") {
-            set(&mut req.forwarded_port, value);
+        read_field(field.name, trim(field.value), req, &mut control)?;
+    }
+    control.check_host(req.minor_version)?;
+    req.framing = Some(control.framing(req.minor_version)?);
+    req.keep_alive = control.keep_alive(req.minor_version);
+    Ok(Some(head_len))
+}
+
+/// Runs httparse over `buf`, holding it to `max_head` bytes. `Ok(Some(n))`:
+/// the head is complete, `n` bytes long; `Ok(None)`: more is needed.
+fn tokenize<'b>(
+    parsed: &mut httparse::Request<'_, 'b>,
+    buf: &'b [u8],
+    max_head: usize,
+) -> Result<Option<usize>, HeadError> {
+    match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > max_head => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if buf.len() >= max_head => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyFields),
+        Err(e) => Err(HeadError::Syntax(syntax_reason(e))),
+    }
+}
+
+/// The fields that decide where the request ends and whether the connection
+/// persists. Any of them may repeat, in any order, so they are gathered over
+/// the whole head before deciding.
+#[derive(Default)]
+struct ControlFields {
+    hosts: u32,
+    content_length: Option<u64>,
+    transfer_encoding: bool,
+    /// `Connection` tokens seen.
+    close: bool,
+    keep_alive: bool,
+}
+
+impl ControlFields {
+    /// A `Content-Length`: a repeat must say the same.
+    fn content_length(&mut self, value: &[u8]) -> Result<(), HeadError> {
+        let n = parse_content_length(value)?;
+        if self.content_length.is_some_and(|seen| seen != n) {
+            return Err(HeadError::ConflictingContentLength);
+        }
+        self.content_length = Some(n);
+        Ok(())
+    }
+
+    /// A `Transfer-Encoding`: only `chunked`, and only once.
+    fn transfer_encoding(&mut self, value: &[u8]) -> Result<(), HeadError> {
+        if self.transfer_encoding || !value.eq_ignore_ascii_case(b"chunked") {
+            return Err(HeadError::UnsupportedTransferEncoding);
+        }
+        self.transfer_encoding = true;
+        Ok(())
+    }
+
+    /// A `Connection`: a comma-separated list of tokens.
+    fn connection(&mut self, value: &[u8]) {
+        for token in value.split(|&b| b == b',').map(trim) {
+            self.close |= token.eq_ignore_ascii_case(b"close");
+            self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
         }
     }
-    if hosts > 1 {
-        return Err(HeadError::DuplicateHost);
+
+    /// One `Host` at most, and one at least from HTTP/1.1 on.
+    fn check_host(&self, minor_version: u8) -> Result<(), HeadError> {
+        if self.hosts > 1 {
+            return Err(HeadError::DuplicateHost);
+        }
+        if self.hosts == 0 && minor_version >= 1 {
+            return Err(HeadError::MissingHost);
+        }
+        Ok(())
     }
-    if hosts == 0 && req.minor_version >= 1 {
-        return Err(HeadError::MissingHost);
+
+    /// How the body is delimited. Both a length and chunking would let the
+    /// relay and another hop disagree on where the request ends (smuggling).
+    fn framing(&self, minor_version: u8) -> Result<Framing, HeadError> {
+        match (self.content_length, self.transfer_encoding) {
+            (Some(_), true) => Err(HeadError::LengthAndTransferEncoding),
+            (None, true) if minor_version == 0 => Err(HeadError::TransferEncodingInHttp10),
+            (None, true) => Ok(Framing::Chunked),
+            (Some(n), false) => Ok(Framing::Length(n)),
+            (None, false) => Ok(Framing::Empty),
+        }
     }
-    req.framing = Some(match (content_length, transfer_encoding) {
-        (Some(_), true) => return Err(HeadError::LengthAndTransferEncoding),
-        (None, true) if req.minor_version == 0 => return Err(HeadError::TransferEncodingInHttp10),
-        (None, true) => Framing::Chunked,
-        (Some(n), false) => Framing::Length(n),
-        (None, false) => Framing::Empty,
-    });
-    req.keep_alive = if req.minor_version >= 1 {
-        !close
+
+    /// Whether the connection may carry another request: HTTP/1.1 persists
+    /// unless told `close`, HTTP/1.0 only when told `keep-alive`.
+    fn keep_alive(&self, minor_version: u8) -> bool {
+        if minor_version >= 1 {
+            !self.close
+        } else {
+            self.keep_alive && !self.close
+        }
+    }
+}
+
+/// Takes in one header field (`value` trimmed): those deciding framing and
+/// persistence into `control`, those the relay uses into `req`.
+#[inline]
+fn read_field(
+    name: &str,
+    value: &[u8],
+    req: &mut Request,
+    control: &mut ControlFields,
+) -> Result<(), HeadError> {
+    if name.eq_ignore_ascii_case("host") {
+        control.hosts += 1;
+        set(&mut req.host, value);
+    } else if name.eq_ignore_ascii_case("content-length") {
+        control.content_length(value)?;
+    } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        control.transfer_encoding(value)?;
+    } else if name.eq_ignore_ascii_case("connection") {
+        control.connection(value);
+    } else if name.eq_ignore_ascii_case("expect") {
+        if !value.eq_ignore_ascii_case(b"100-continue") {
+            return Err(HeadError::UnsupportedExpectation);
+        }
+        // HTTP/1.0 clients cannot understand an interim response.
+        req.expect_continue = req.minor_version >= 1;
     } else {
-        keep_alive && !close
-    };
-    Ok(Some(head_len))
+        read_relay_field(name, value, req);
+    }
+    Ok(())
+}
+
+/// Takes in a field the relay's routes use, if `name` is one; the rest are
+/// ignored.
+#[inline]
+fn read_relay_field(name: &str, value: &[u8], req: &mut Request) {
+    if name.eq_ignore_ascii_case("origin") {
+        set(&mut req.origin, value);
+    } else if name.eq_ignore_ascii_case("content-type") {
+        set(&mut req.content_type, value);
+    } else if name.eq_ignore_ascii_case("httprelay-wsecret") {
+        set(&mut req.wsecret_header, value);
+    } else if name.eq_ignore_ascii_case("cookie") {
+        req.cookie_seqid = req.cookie_seqid.or_else(|| cookie_seqid(value));
+    } else if name.eq_ignore_ascii_case("accept") {
+        req.accepts_event_stream |= names_event_stream(value);
+    } else if name.eq_ignore_ascii_case("last-event-id") {
+        req.last_event_id = event_id(value);
+    } else if name.eq_ignore_ascii_case("x-real-ip") {
+        set(&mut req.x_real_ip, value);
+    } else if name.eq_ignore_ascii_case("x-real-port") {
+        set(&mut req.x_real_port, value);
+    } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
+        set(&mut req.forwarded_proto, value);
+    } else if name.eq_ignore_ascii_case("x-forwarded-host") {
+        set(&mut req.forwarded_host, value);
+    } else if name.eq_ignore_ascii_case("x-forwarded-port") {
+        set(&mut req.forwarded_port, value);
+    }
 }
 
 fn syntax_reason(e: httparse::Error) -> &'static str {

@@ -127,13 +127,18 @@ impl Stats {
     /// Writes the Prometheus text exposition into `out` (cleared first).
     pub fn render(&self, gauges: &Gauges, out: &mut Vec<u8>) {
         out.clear();
-        let w = out;
-        let _ = writeln!(
-            w,
-            "# HELP httprelay_build_info Version of the running relay."
-        );
-        let _ = writeln!(w, "# TYPE httprelay_build_info gauge");
-        let _ = writeln!(w, "httprelay_build_info{{version=\"{VERSION}\"}} 1");
+        render_build_info(out);
+        self.render_connections(gauges, out);
+        self.render_exchanges(gauges, out);
+        self.render_refusals(out);
+        render_memory(gauges, out);
+        self.render_loop(out);
+        render_channel_cap(gauges, out);
+        self.render_live_streams(out);
+    }
+
+    /// Connections open, accepted, and evicted at the connection limit.
+    fn render_connections(&self, gauges: &Gauges, w: &mut Vec<u8>) {
         metric(
             w,
             "connections_open",
@@ -155,6 +160,11 @@ impl Stats {
             "Connections without a complete request head closed at the connection limit.",
             self.evicted,
         );
+    }
+
+    /// Requests waiting, exchanges completed, mcast messages stored and body
+    /// bytes delivered.
+    fn render_exchanges(&self, gauges: &Gauges, w: &mut Vec<u8>) {
         labelled(
             w,
             ("waiters", "gauge", "Requests waiting for a counterpart."),
@@ -185,6 +195,10 @@ impl Stats {
             "Body bytes delivered to receivers.",
             self.relayed_bytes,
         );
+    }
+
+    /// Error responses by status and connections ended by a timeout.
+    fn render_refusals(&self, w: &mut Vec<u8>) {
         let rejections = REJECTIONS.iter().zip(self.rejections);
         labelled(
             w,
@@ -202,30 +216,11 @@ impl Stats {
             "timeout",
             Timeout::ALL.map(|t| (t.label(), self.timeouts[t as usize])),
         );
-        labelled(
-            w,
-            (
-                "held_bytes",
-                "gauge",
-                "Body bytes held in memory (mcast messages, waiting sync bodies, inbox messages).",
-            ),
-            "method",
-            [
-                ("mcast", gauges.mcast_bytes as u64),
-                ("sync", gauges.sync_bytes as u64),
-                ("inbox", gauges.inbox_bytes as u64),
-            ],
-        );
-        labelled(
-            w,
-            (
-                "channels",
-                "gauge",
-                "Channels in memory: with a waiter, an upload, a claim or messages.",
-            ),
-            "method",
-            Method::ALL.map(|m| (m.name(), gauges.channels.get(m) as u64)),
-        );
+    }
+
+    /// The event loop's health: connections closed for spinning without
+    /// progress, and how long iterations take (histogram and longest).
+    fn render_loop(&self, w: &mut Vec<u8>) {
         metric(
             w,
             "runaway_closed_total",
@@ -267,20 +262,10 @@ impl Stats {
             "httprelay_loop_iteration_max_seconds {:.6}",
             self.loop_longest.as_secs_f64()
         );
-        metric(
-            w,
-            "channels_remembered",
-            "gauge",
-            "Channels holding a write-secret claim or mcast messages (capped by --max-channels).",
-            gauges.remembered_channels as u64,
-        );
-        metric(
-            w,
-            "channels_refused_total",
-            "counter",
-            "Requests refused with 503 because --max-channels channels are remembered.",
-            gauges.refused_no_room,
-        );
+    }
+
+    /// mcast live streams open and the events sent to them.
+    fn render_live_streams(&self, w: &mut Vec<u8>) {
         metric(
             w,
             "sse_streams",
@@ -296,6 +281,63 @@ impl Stats {
             self.sse_events,
         );
     }
+}
+
+/// The version, as a label of a constant 1.
+fn render_build_info(w: &mut Vec<u8>) {
+    let _ = writeln!(
+        w,
+        "# HELP httprelay_build_info Version of the running relay."
+    );
+    let _ = writeln!(w, "# TYPE httprelay_build_info gauge");
+    let _ = writeln!(w, "httprelay_build_info{{version=\"{VERSION}\"}} 1");
+}
+
+/// Body bytes held in memory and channels in memory.
+fn render_memory(gauges: &Gauges, w: &mut Vec<u8>) {
+    labelled(
+        w,
+        (
+            "held_bytes",
+            "gauge",
+            "Body bytes held in memory (mcast messages, waiting sync bodies, inbox messages).",
+        ),
+        "method",
+        [
+            ("mcast", gauges.mcast_bytes as u64),
+            ("sync", gauges.sync_bytes as u64),
+            ("inbox", gauges.inbox_bytes as u64),
+        ],
+    );
+    labelled(
+        w,
+        (
+            "channels",
+            "gauge",
+            "Channels in memory: with a waiter, an upload, a claim or messages.",
+        ),
+        "method",
+        Method::ALL.map(|m| (m.name(), gauges.channels.get(m) as u64)),
+    );
+}
+
+/// The channels remembered against `--max-channels` and the requests refused
+/// when it is reached.
+fn render_channel_cap(gauges: &Gauges, w: &mut Vec<u8>) {
+    metric(
+        w,
+        "channels_remembered",
+        "gauge",
+        "Channels holding a write-secret claim or mcast messages (capped by --max-channels).",
+        gauges.remembered_channels as u64,
+    );
+    metric(
+        w,
+        "channels_refused_total",
+        "counter",
+        "Requests refused with 503 because --max-channels channels are remembered.",
+        gauges.refused_no_room,
+    );
 }
 
 /// One family with one sample per label value; `family`: (name, type, help).
