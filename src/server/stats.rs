@@ -219,7 +219,8 @@ impl Stats {
     }
 
     /// The event loop's health: connections closed for spinning without
-    /// progress, and how long iterations take (histogram and longest).
+    /// progress or for a broken invariant, and how long iterations take
+    /// (histogram and longest).
     fn render_loop(&self, w: &mut Vec<u8>) {
         metric(
             w,
@@ -227,6 +228,13 @@ impl Stats {
             "counter",
             "Connections closed for being driven repeatedly without moving a byte.",
             self.runaway,
+        );
+        metric(
+            w,
+            "broken_invariants_total",
+            "counter",
+            "Connections closed because the relay found its own state inconsistent (a bug).",
+            self.broken,
         );
         let _ = writeln!(
             w,
@@ -425,6 +433,7 @@ mod tests {
             "httprelay_loop_iteration_seconds_count 3",
             "httprelay_loop_iteration_max_seconds 2.000000",
             "httprelay_runaway_closed_total 0",
+            "httprelay_broken_invariants_total 0",
             "httprelay_channels_refused_total 2",
         ] {
             assert!(

@@ -31,34 +31,8 @@ impl Server {
         if !busy && !self.splice_ready(s, group) {
             return None;
         }
-        let mut progress = false;
         // a. Each receiver's pipe into its socket.
-        for &r in &group.receivers {
-            let Some(receiver) = self.conns.get_mut(r.0) else {
-                continue;
-            };
-            let fd = receiver.stream.raw_fd();
-            let Some(pipe) = receiver.pipe.as_mut().filter(|p| p.filled > 0) else {
-                continue;
-            };
-            if !receiver.writable {
-                continue;
-            }
-            match pipe.drain_into(fd) {
-                Ok(n) => {
-                    receiver.stream.moved(n, true);
-                    self.stats.relayed_bytes += n as u64;
-                    progress |= n > 0;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => receiver.writable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                Err(_) => {
-                    // Closed when driven, outside this loop over the group.
-                    receiver.peer_closed = true;
-                    self.ready.push(r);
-                }
-            }
-        }
+        let mut progress = self.drain_receiver_pipes(group);
         // b. The stage to every receiver once all have taken the last one.
         let staged = pipe_filled(self.conns.get(s.0));
         let drained = group
@@ -119,6 +93,39 @@ impl Server {
             }
         }
         Some(Ok(progress))
+    }
+
+    /// Sends what each receiver's pipe holds into its socket; returns
+    /// whether bytes moved.
+    fn drain_receiver_pipes(&mut self, group: &Group) -> bool {
+        let mut progress = false;
+        for &r in &group.receivers {
+            let Some(receiver) = self.conns.get_mut(r.0) else {
+                continue;
+            };
+            let fd = receiver.stream.raw_fd();
+            let Some(pipe) = receiver.pipe.as_mut().filter(|p| p.filled > 0) else {
+                continue;
+            };
+            if !receiver.writable {
+                continue;
+            }
+            match pipe.drain_into(fd) {
+                Ok(n) => {
+                    receiver.stream.moved(n, true);
+                    self.stats.relayed_bytes += n as u64;
+                    progress |= n > 0;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => receiver.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                Err(_) => {
+                    // Closed when driven, outside this loop over the group.
+                    receiver.peer_closed = true;
+                    self.ready.push(r);
+                }
+            }
+        }
+        progress
     }
 
     /// Whether the body can go the zero-copy way from here, taking the pipes
