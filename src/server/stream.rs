@@ -72,6 +72,7 @@ impl Stream {
     }
 
     /// Records bytes moved by zero-copy transfer (they bypass `Read`/`Write`).
+    #[cfg(target_os = "linux")]
     pub fn moved(&mut self, n: usize, outgoing: bool) {
         self.progressed |= n > 0;
         self.moved_total += n as u64;

@@ -176,7 +176,7 @@ impl Server {
                 Err(round) => return round,
             },
         };
-        let (sent, mut all_sent) = self.send_to_group(group);
+        let (sent, all_sent) = self.send_to_group(group);
         progress |= sent;
         if spliced.is_none() {
             match self.read_for_group(s, group, room) {
@@ -186,9 +186,7 @@ impl Server {
         }
         // Bytes staged for the receivers are not sent yet either.
         #[cfg(target_os = "linux")]
-        {
-            all_sent &= pipe_filled(self.conns.get(s.0)) == 0;
-        }
+        let all_sent = all_sent && pipe_filled(self.conns.get(s.0)) == 0;
         if group.body.is_done() {
             if let Some(form) = &group.form {
                 if form.part != FormPart::After {
