@@ -54,7 +54,7 @@ impl Server {
     /// Takes the buffered body bytes into `held` (or drops them), within the
     /// limits; at the body's end the request goes on.
     fn hold_buffered(&mut self, id: ConnId) -> Collected {
-        let inbox_room = self.inbox_total.saturating_sub(self.inbox_held());
+        let inbox_room = self.inbox.total.saturating_sub(self.inbox_held());
         let conn = &mut self.conns[id.0];
         let Phase::Holding { body, hold } = &mut conn.phase else {
             return Collected::Finished(Step::Again);
@@ -63,14 +63,14 @@ impl Server {
         // The limits of what is held, and the count it adds to.
         let (max_body, room, counted) = match hold {
             Hold::Inbox => (
-                self.inbox_max_message,
+                self.inbox.max_message,
                 inbox_room,
-                &mut self.inbox_uploading,
+                &mut self.inbox.uploading,
             ),
             _ => (
-                self.sync_max_body,
-                self.sync_total - self.sync_held,
-                &mut self.sync_held,
+                self.sync.max_body,
+                self.sync.total - self.sync.held,
+                &mut self.sync.held,
             ),
         };
         let held = &mut conn.held;

@@ -166,15 +166,10 @@ pub struct Server {
     input_pool: BufPool,
     output_pool: BufPool,
     max_head: usize,
-    mcast_max_message: usize,
-    sync_max_body: usize,
-    sync_total: usize,
-    /// Bytes held by sync bodies in all connections.
-    sync_held: usize,
-    inbox_max_message: usize,
-    inbox_total: usize,
-    /// Bytes of inbox messages still uploading (held by their connections).
-    inbox_uploading: usize,
+    /// Each method's own limits and counts.
+    mcast: mcast::McastRoom,
+    sync: sync::SyncRoom,
+    inbox: inbox::InboxRoom,
     trust_proxy: Vec<IpAddr>,
     timeouts: timers::Timeouts,
     max_conns: usize,
@@ -204,7 +199,6 @@ pub struct Server {
     ready: Vec<ConnId>,
     ready_spare: Vec<ConnId>,
     waiters: Vec<WaiterId>,
-    inbox_woken: crate::relay::InboxWoken,
     /// Scratch for header values built from parts (cookie paths, URLs).
     text: Vec<u8>,
     /// Connection deadlines (lazy: an entry counts only if it still matches the

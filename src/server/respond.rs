@@ -135,7 +135,7 @@ impl Server {
         if matches!(conn.phase, Phase::SendingHeld { .. }) {
             // Bodies can be large: give the memory back rather than keep it
             // per connection.
-            self.sync_held -= conn.held.len();
+            self.sync.held -= conn.held.len();
             conn.held = Vec::new();
         }
         conn.phase = Phase::Responding(After::keeping(conn.req.keep_alive));
@@ -294,7 +294,7 @@ impl Server {
             remembered_channels: self.relay.remembered_channels(),
             refused_no_room: self.relay.refused_no_room(),
             mcast_bytes: self.relay.mcast_bytes(),
-            sync_bytes: self.sync_held,
+            sync_bytes: self.sync.held,
             inbox_bytes: self.inbox_held(),
         };
         let mut text = std::mem::take(&mut self.text);

@@ -174,8 +174,8 @@ impl Server {
         match conn.phase {
             Phase::Holding {
                 hold: Hold::Inbox, ..
-            } => self.inbox_uploading -= conn.held.len(),
-            _ => self.sync_held -= conn.held.len(),
+            } => self.inbox.uploading -= conn.held.len(),
+            _ => self.sync.held -= conn.held.len(),
         }
         match conn.phase {
             Phase::Producing { consumer, kind, .. } => {

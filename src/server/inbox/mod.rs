@@ -88,6 +88,29 @@ pub(super) fn parse_path(raw: &[u8], id: &mut Vec<u8>) -> Result<Endpoint, PathE
     Ok(endpoint)
 }
 
+/// The inbox's limits, the bytes of messages still uploading, and scratch
+/// space for whom a store wakes.
+pub(super) struct InboxRoom {
+    /// `--inbox-max-message`.
+    pub max_message: usize,
+    /// `--inbox-total`.
+    pub total: usize,
+    /// Bytes of inbox messages still uploading (held by their connections).
+    pub uploading: usize,
+    pub woken: crate::relay::InboxWoken,
+}
+
+impl InboxRoom {
+    pub fn new(config: &crate::config::Config) -> InboxRoom {
+        InboxRoom {
+            max_message: config.inbox_max_message,
+            total: config.inbox_total,
+            uploading: 0,
+            woken: Default::default(),
+        }
+    }
+}
+
 impl Server {
     pub(super) fn handle_inbox(&mut self, id: ConnId) -> Step {
         let conn = &mut self.conns[id.0];
@@ -131,12 +154,12 @@ impl Server {
     /// What inbox messages hold against `--inbox-total`: those stored (and
     /// those readers still send) and those uploading.
     pub(super) fn inbox_held(&self) -> usize {
-        self.relay.inbox_bytes() + self.inbox_uploading
+        self.relay.inbox_bytes() + self.inbox.uploading
     }
 
     fn inbox_post(&mut self, id: ConnId) -> Step {
         let framing = self.conns[id.0].req.framing();
-        let max = self.inbox_max_message;
+        let max = self.inbox.max_message;
         if matches!(framing, Framing::Length(n) if n > max as u64) {
             return self.refuse(id, Status(413), &super::hold::too_large(Hold::Inbox, max));
         }
@@ -146,7 +169,7 @@ impl Server {
         };
         let content_type = self.conns[id.0].req.content_type.len();
         let wanted = declared + content_type + INBOX_MESSAGE_OVERHEAD;
-        if self.inbox_held() + wanted > self.inbox_total {
+        if self.inbox_held() + wanted > self.inbox.total {
             return self.refuse(id, Status(503), super::hold::full(Hold::Inbox));
         }
         self.load_secret(id);
@@ -176,10 +199,10 @@ impl Server {
         let now = self.now_millis();
         let conn = &mut self.conns[id.0];
         let held = std::mem::take(&mut conn.held);
-        self.inbox_uploading -= held.len();
+        self.inbox.uploading -= held.len();
         let content_type =
             (!conn.req.content_type.is_empty()).then(|| conn.req.content_type.as_slice().into());
-        let mut woken = std::mem::take(&mut self.inbox_woken);
+        let mut woken = std::mem::take(&mut self.inbox.woken);
         woken.clear();
         let message = (held.into_boxed_slice(), content_type);
         let stored = self
@@ -204,7 +227,7 @@ impl Server {
                 Step::Again
             }
         };
-        self.inbox_woken = woken;
+        self.inbox.woken = woken;
         step
     }
 
@@ -487,7 +510,7 @@ mod tests {
             200,
             "room again"
         );
-        assert_eq!(shell.server.inbox_uploading, 0);
+        assert_eq!(shell.server.inbox.uploading, 0);
     }
 
     #[test]

@@ -18,6 +18,20 @@ use crate::server::conn::{After, ConnId, Phase, Wait};
 use crate::server::reply::{self, Expose, Meta};
 use crate::server::stream::{send_pending, take_body, Sent, TakeError};
 
+/// mcast's limit on one message (the store's total is the core's).
+pub(super) struct McastRoom {
+    /// `--mcast-max-message`.
+    pub max_message: usize,
+}
+
+impl McastRoom {
+    pub fn new(config: &crate::config::Config) -> McastRoom {
+        McastRoom {
+            max_message: config.mcast_max_message,
+        }
+    }
+}
+
 impl Server {
     pub(super) fn handle_mcast(&mut self, id: ConnId) -> Step {
         let req = &self.conns[id.0].req;
@@ -35,8 +49,8 @@ impl Server {
 
     fn mcast_publish(&mut self, id: ConnId) -> Step {
         let framing = self.conns[id.0].req.framing();
-        if matches!(framing, Framing::Length(n) if n > self.mcast_max_message as u64) {
-            let text = format!("413 message larger than {} bytes\n", self.mcast_max_message);
+        if matches!(framing, Framing::Length(n) if n > self.mcast.max_message as u64) {
+            let text = format!("413 message larger than {} bytes\n", self.mcast.max_message);
             return self.refuse(id, Status(413), &text);
         }
         let declared = match framing {
@@ -99,7 +113,7 @@ impl Server {
             return Collected::Finished(Step::Again);
         };
         let message = Rc::clone(message);
-        let (relay, max) = (&mut self.relay, self.mcast_max_message);
+        let (relay, max) = (&mut self.relay, self.mcast.max_message);
         let taken = take_body(&mut conn.input, body, |data| {
             relay.mcast_append(&message, data, max)
         });
