@@ -25,11 +25,15 @@ pub enum Phase {
     ReadingHead,
     /// Waiting in the relay core on the channel in `Conn::channel`.
     Parked(Wait),
-    /// Sending its request body to `consumer` as it arrives.
+    /// Sending its request body to its receivers as it arrives (the
+    /// transfer engine, `server/transfer`).
     Producing {
-        consumer: ConnId,
         body: BodyDecoder,
+        receivers: Receivers,
         kind: Transfer,
+        /// A piping sender's `multipart/form-data` upload: only its first
+        /// part is sent.
+        form: Option<Box<Form>>,
     },
     /// Receiving `producer`'s body as its response body, framed (or dropped,
     /// for a response without a body) by `encoder`.
@@ -37,14 +41,6 @@ pub enum Phase {
         producer: ConnId,
         kind: Transfer,
         encoder: Encoder,
-    },
-    /// A Piping Server sender sending its body to several receivers at
-    /// once, each of them `Consuming` it.
-    Broadcasting {
-        body: BodyDecoder,
-        receivers: Vec<ConnId>,
-        /// A `multipart/form-data` upload: only its first part is sent.
-        form: Option<Box<Form>>,
     },
     /// An mcast producer storing its body in `message`.
     Publishing {
@@ -85,6 +81,45 @@ pub enum Phase {
     /// sends until it closes or the deadline passes, so that closing does not
     /// reset the connection and destroy the response in flight.
     Lingering,
+}
+
+/// The receivers of a producer's body: one (link, proxy, a piping path with
+/// one receiver: no allocation) or several (piping with `?n=`).
+#[derive(Debug)]
+pub enum Receivers {
+    One(ConnId),
+    Many(Vec<ConnId>),
+}
+
+impl Receivers {
+    pub fn as_slice(&self) -> &[ConnId] {
+        match self {
+            Receivers::One(r) => std::slice::from_ref(r),
+            Receivers::Many(rs) => rs,
+        }
+    }
+
+    /// `r` is no longer a receiver.
+    pub fn remove(&mut self, r: ConnId) {
+        match self {
+            Receivers::One(one) if *one == r => *self = Receivers::Many(Vec::new()),
+            Receivers::One(_) => {}
+            Receivers::Many(rs) => rs.retain(|&other| other != r),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+}
+
+impl From<Vec<ConnId>> for Receivers {
+    fn from(receivers: Vec<ConnId>) -> Receivers {
+        match receivers[..] {
+            [one] => Receivers::One(one),
+            _ => Receivers::Many(receivers),
+        }
+    }
 }
 
 /// A piping sender's `multipart/form-data` upload (a browser form): its first

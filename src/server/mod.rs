@@ -17,7 +17,7 @@ use slab::Slab;
 use crate::buf::BufPool;
 use crate::http::{HttpDate, QueryFilter, Status};
 use crate::relay::{Millis, Relay, WaiterId};
-use crate::server::conn::{Conn, ConnId, Phase, Wait};
+use crate::server::conn::{Conn, ConnId, Phase, Transfer, Wait};
 use crate::server::stream::Stream;
 
 mod conn;
@@ -317,9 +317,8 @@ impl Server {
             let step = match conn.phase {
                 Phase::ReadingHead => self.read_head(id),
                 Phase::Parked(_) => self.drive_parked(id),
-                Phase::Producing { consumer, .. } => self.pump(id, consumer),
+                Phase::Producing { .. } => self.transfer(id),
                 Phase::Consuming { producer, kind, .. } => self.drive_consumer(id, producer, kind),
-                Phase::Broadcasting { .. } => self.broadcast(id),
                 Phase::Publishing { .. } => self.drive_publishing(id),
                 Phase::Delivering { .. } => self.begin_reading(id),
                 Phase::Reading { .. } => self.drive_reading(id),
@@ -370,35 +369,31 @@ impl Server {
         self.close(id);
     }
 
-    /// A consumer is driven: its transfer moves (a broadcast's, for a piping
-    /// receiver of several), unless it is a piping receiver that left.
-    fn drive_consumer(
-        &mut self,
-        id: ConnId,
-        producer: ConnId,
-        kind: crate::server::conn::Transfer,
-    ) -> Step {
-        if kind == crate::server::conn::Transfer::Piping {
-            if self.conns[id.0].peer_closed {
-                // It closed its side: gone, as the reference server counts it
-                // (a link consumer may still be reading). One of several that
-                // has its whole response already leaves the broadcast quietly:
-                // the others may still be receiving.
-                self.broadcast_receiver_done(producer, id);
-                self.close(id);
-                return Step::Closed;
-            }
-            if matches!(
-                self.conns.get(producer.0).map(|p| &p.phase),
-                Some(Phase::Broadcasting { .. })
-            ) {
-                return match self.broadcast(producer) {
-                    Step::Closed => Step::Again,
-                    step => step,
-                };
-            }
+    /// A consumer is driven: its producer's transfer moves, unless it is a
+    /// piping receiver that left.
+    fn drive_consumer(&mut self, id: ConnId, producer: ConnId, kind: Transfer) -> Step {
+        if kind == Transfer::Piping && self.conns[id.0].peer_closed {
+            // It closed its side: gone, as the reference server counts it
+            // (a link consumer may still be reading). One that has its whole
+            // response already leaves quietly: the others may still be
+            // receiving.
+            self.receiver_done(producer, id);
+            self.close(id);
+            return Step::Closed;
         }
-        self.pump(producer, id)
+        match self.transfer(producer) {
+            Step::Closed
+                if matches!(
+                    self.conns.get(id.0).map(|c| &c.phase),
+                    Some(Phase::Consuming { .. })
+                ) =>
+            {
+                self.broken(id, "a consumer whose producer is not sending");
+                Step::Closed
+            }
+            Step::Closed => Step::Again,
+            step => step,
+        }
     }
 
     /// The connection waits in the core as `wait`.
@@ -488,7 +483,6 @@ fn phase_name(phase: &Phase) -> &'static str {
         Phase::Parked(_) => "parked",
         Phase::Producing { .. } => "producing",
         Phase::Consuming { .. } => "consuming",
-        Phase::Broadcasting { .. } => "broadcasting",
         Phase::Publishing { .. } => "publishing",
         Phase::Delivering { .. } => "delivering",
         Phase::Reading { .. } => "reading",

@@ -125,9 +125,14 @@ impl Server {
 
     /// The whole body of a transfer of `kind` reached its consumer: both
     /// move on as the method says.
-    pub(super) fn transfer_done(&mut self, p: ConnId, c: ConnId, kind: Transfer) {
+    /// `c`: the first receiver (a link's only one).
+    pub(super) fn transfer_done(&mut self, p: ConnId, c: Option<ConnId>, kind: Transfer) {
         match kind {
-            Transfer::Link => self.link_transfer_done(p, c),
+            Transfer::Link => {
+                if let Some(c) = c {
+                    self.link_transfer_done(p, c)
+                }
+            }
             Transfer::ProxyJob => self.proxy_job_delivered(p),
             Transfer::ProxyResult => self.proxy_result_delivered(p),
             Transfer::Piping => self.piping_transfer_done(p),
@@ -178,15 +183,23 @@ impl Server {
             _ => self.sync.held -= conn.held.len(),
         }
         match conn.phase {
-            Phase::Producing { consumer, kind, .. } => {
+            Phase::Producing {
+                ref receivers,
+                kind,
+                ..
+            } => {
                 if kind == Transfer::Piping {
                     self.relay.piping_finish(now, &conn.channel);
                 }
-                self.truncate_consumer(consumer)
-            }
-            Phase::Broadcasting { ref receivers, .. } => {
-                self.relay.piping_finish(now, &conn.channel);
-                self.broadcast_sender_left(receivers);
+                // Every receiver's response stays visibly incomplete.
+                for &r in receivers.as_slice() {
+                    if matches!(
+                        self.conns.get(r.0).map(|c| &c.phase),
+                        Some(Phase::Consuming { producer, .. }) if *producer == id
+                    ) {
+                        self.truncate_consumer(r);
+                    }
+                }
             }
             Phase::Consuming { producer, kind, .. } => self.consumer_gone(producer, id, kind),
             Phase::Publishing { ref message, .. } => {

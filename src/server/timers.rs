@@ -8,7 +8,7 @@ use super::stats::Timeout;
 use super::{debug_assert_queued, Server, LINGER};
 use crate::http::Status;
 use crate::relay::MessageState;
-use crate::server::conn::{After, ConnId, Phase, Timer, Wait};
+use crate::server::conn::{After, ConnId, Phase, Receivers, Timer, Wait};
 
 /// The connection timeouts (flags), and which applies when.
 #[derive(Clone, Copy, Debug)]
@@ -217,7 +217,10 @@ impl Server {
                 // No progress for the whole body timeout: close both sides of
                 // a transfer (the counterpart's response ends truncated).
                 let counterpart = match conn.phase {
-                    Phase::Producing { consumer, .. } => Some(consumer),
+                    Phase::Producing {
+                        receivers: Receivers::One(consumer),
+                        ..
+                    } => Some(consumer),
                     Phase::Consuming { producer, .. } => Some(producer),
                     _ => None,
                 };

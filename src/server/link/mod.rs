@@ -4,7 +4,7 @@ use super::respond::Guarded;
 use super::{Server, Step};
 use crate::http::Status;
 use crate::relay::{LinkArrival, Method, Role, WaiterId};
-use crate::server::conn::{After, ConnId, Phase, Transfer, Wait};
+use crate::server::conn::{After, ConnId, Phase, Receivers, Transfer, Wait};
 use crate::server::reply::{self, Expose};
 
 impl Server {
@@ -36,8 +36,12 @@ impl Server {
                 self.continue_body(id);
                 let other = ConnId(other);
                 match role {
-                    Role::Producer => self.start_transfer(id, other, Transfer::Link),
-                    Role::Consumer => self.start_transfer(other, id, Transfer::Link),
+                    Role::Producer => {
+                        self.start_transfer(id, Receivers::One(other), Transfer::Link)
+                    }
+                    Role::Consumer => {
+                        self.start_transfer(other, Receivers::One(id), Transfer::Link)
+                    }
                 }
                 Step::Again
             }

@@ -7,7 +7,7 @@ use super::respond::body_after;
 use super::{Server, Step};
 use crate::http::{find_param, HeadWriter, MultipartDecoder, Status};
 use crate::relay::{PipingArrival, PipingError, PipingRole, WaiterId};
-use crate::server::conn::{After, Conn, ConnId, Form, FormPart, Phase, Transfer, Wait};
+use crate::server::conn::{After, Conn, ConnId, Form, FormPart, Phase, Receivers, Transfer, Wait};
 use crate::server::reply;
 
 mod pages;
@@ -177,16 +177,8 @@ impl Server {
                 self.start_form(sender, group, Form { decoder, part });
             }
             Some(Err(e)) => self.refuse_form(sender, group, e),
-            None => {
-                // One receiver: a transfer like a link's (zero copy where it
-                // applies), with the piping fields; several: a broadcast.
-                for &receiver in &group {
-                    self.start_transfer(sender, receiver, Transfer::Piping);
-                }
-                if group.len() > 1 {
-                    self.start_broadcast(sender, group);
-                }
-            }
+            // One receiver or several, each with the piping fields.
+            None => self.start_transfer(sender, Receivers::from(group), Transfer::Piping),
         }
     }
 
@@ -256,17 +248,22 @@ impl Server {
         self.piping_end_sender(sender, &[line::SENT, line::ALL_RECEIVED], true);
     }
 
-    /// A receiver left mid-body: one of several leaves the broadcast; the
-    /// only one ends the transfer.
+    /// A receiver left mid-body: the sender is told; the others go on, and
+    /// when none is left the sender's response ends.
     pub(super) fn piping_receiver_gone(&mut self, sender: ConnId, receiver: ConnId) {
-        let now = self.now_millis();
-        match self.conns.get(sender.0).map(|c| &c.phase) {
-            Some(Phase::Broadcasting { .. }) => self.broadcast_receiver_left(sender, receiver),
-            Some(_) => {
-                self.relay.piping_finish(now, &self.conns[sender.0].channel);
-                self.piping_end_sender(sender, &[line::ABORTED, line::ALL_ABORTED], false);
-            }
-            None => {}
+        let Some(Phase::Producing { receivers, .. }) =
+            self.conns.get_mut(sender.0).map(|c| &mut c.phase)
+        else {
+            return;
+        };
+        receivers.remove(receiver);
+        if receivers.is_empty() {
+            let now = self.now_millis();
+            self.relay.piping_finish(now, &self.conns[sender.0].channel);
+            self.piping_end_sender(sender, &[line::ABORTED, line::ALL_ABORTED], false);
+        } else {
+            self.piping_progress(sender, line::ABORTED);
+            self.ready.push(sender);
         }
     }
 

@@ -7,7 +7,7 @@ use super::respond::Guarded;
 use super::{Server, Step};
 use crate::http::{trim, BodyDecoder, Framing, HeadWriter, Status};
 use crate::relay::{JobId, ProxyDispatch, ResultError, WaiterId};
-use crate::server::conn::{Conn, ConnId, Hold, Phase, Transfer, Wait};
+use crate::server::conn::{Conn, ConnId, Hold, Phase, Receivers, Transfer, Wait};
 use crate::server::reply::Replaced;
 
 /// Client fields not forwarded to the server: they describe this hop's
@@ -45,7 +45,7 @@ impl Server {
                 counterpart: WaiterId(server),
                 ..
             } => {
-                self.start_transfer(id, ConnId(server), Transfer::ProxyJob);
+                self.start_transfer(id, Receivers::One(ConnId(server)), Transfer::ProxyJob);
                 Step::Again
             }
             ProxyDispatch::Parked => self.park(id, Wait::ProxyClient),
@@ -82,7 +82,7 @@ impl Server {
             }
             Ok(WaiterId(client)) => {
                 self.continue_body(id);
-                self.start_transfer(id, ConnId(client), Transfer::ProxyResult);
+                self.start_transfer(id, Receivers::One(ConnId(client)), Transfer::ProxyResult);
                 Step::Again
             }
         }
@@ -110,7 +110,7 @@ impl Server {
                 counterpart: WaiterId(client),
                 ..
             }) => {
-                self.start_transfer(ConnId(client), id, Transfer::ProxyJob);
+                self.start_transfer(ConnId(client), Receivers::One(id), Transfer::ProxyJob);
                 Step::Again
             }
             Ok(ProxyDispatch::Parked) => self.park(id, Wait::ProxyServer),

@@ -1,35 +1,125 @@
-//! Streamed transfers between two connections: a producer's request body
-//! becomes a consumer's response body as it arrives, with backpressure. Used by
-//! link (producer to consumer) and proxy (client request to `SERVE` response,
-//! and `SERVE` result to client response).
-
-use std::io::{self, Read};
+//! The transfer engine: a producer's request body becomes the response body
+//! of its receivers as it arrives, with backpressure. One receiver for link,
+//! proxy (a client's request to a `SERVE` response, a `SERVE`'s result to the
+//! client) and a piping path; several for piping with `?n=`; a form upload's
+//! first part for a piping sender with a `multipart/form-data` body.
+//!
+//! One way through for all of them, a round of named steps repeated until
+//! nothing moves: the zero-copy way where it applies (`splice`), else the
+//! buffered bytes decoded once and copied into every receiver's output
+//! (`copy_to_receivers`), each receiver's output sent (`send_to_receivers`),
+//! and more of the body read only when every receiver has room for it
+//! (`read_more`): the slowest receiver sets the pace, with one fixed output
+//! buffer each. Whatever breaks comes back as one [`Broke`], settled by
+//! `transfer_broke`; the whole body delivered ends in `finish_transfer`, and
+//! each method says what follows (`rooms::transfer_done`).
 
 use super::{flush, Server, Step};
-use crate::buf::{Buf, BufPool};
 use crate::http::{
-    response_framing, BodyDecoder, BodyError, Encoder, Exchange, HeadWriter, Status, CHUNK_OVERHEAD,
+    response_framing, BodyDecoder, BodyError, Encoder, Exchange, HeadWriter, MultipartError,
+    Status, CHUNK_OVERHEAD, MAX_DELIMITER,
 };
-use crate::server::conn::{After, ConnId, Phase, Transfer};
+use crate::server::conn::{After, ConnId, Form, FormPart, Phase, Receivers, Transfer};
+use crate::server::piping::MAX_RECEIVERS;
 use crate::server::reply::{self, Expose, Replaced};
-use crate::server::stream::{fill, note_short_read, send, Fill, Sent, Stream};
+use crate::server::stream::{fill, send, Fill, Sent};
 
-mod fanout;
+mod form;
+mod one;
 #[cfg(target_os = "linux")]
 mod tee;
 
+#[cfg(target_os = "linux")]
+use tee::pipe_filled;
+
+/// A transfer's state while a round runs: the body decoder and the form
+/// (taken out of the producer's phase and put back after the round) and the
+/// receivers' ids (copied, so that each step can borrow any connection).
+pub(super) struct Group {
+    pub(super) body: BodyDecoder,
+    pub(super) form: Option<Box<Form>>,
+    kind: Transfer,
+    ids: [ConnId; MAX_RECEIVERS as usize],
+    count: usize,
+}
+
+impl Group {
+    pub(super) fn receivers(&self) -> &[ConnId] {
+        &self.ids[..self.count]
+    }
+
+    /// The one receiver of a plain transfer (the zero-copy and direct-read
+    /// shortcuts apply to it), or `None` for several or a form.
+    fn single(&self) -> Option<ConnId> {
+        (self.count == 1 && self.form.is_none()).then_some(self.ids[0])
+    }
+}
+
+/// What one round of a transfer came to.
+enum Round {
+    /// Bytes moved: go again.
+    Moved,
+    /// Nothing can move until a socket is ready.
+    Blocked,
+    /// Every receiver has the whole body (or the form's first part).
+    Finished,
+}
+
+/// Why a transfer round could not go on.
+pub(super) enum Broke {
+    /// The producer left, its socket failed, or its body was cut.
+    Producer,
+    /// This receiver left or its socket failed.
+    Receiver(ConnId),
+    /// The producer's chunked framing is broken.
+    Framing(BodyError),
+    /// The upload is not the `multipart/form-data` it claims to be;
+    /// `started`: the receivers have their heads already.
+    Form {
+        error: MultipartError,
+        started: bool,
+    },
+    /// A receiver without its output buffer (a broken invariant).
+    NoOutput(ConnId),
+}
+
 impl Server {
-    /// Pairs producer `p` and consumer `c` for a transfer of `kind`: the
-    /// consumer's response head goes out at once and the producer's body follows
-    /// as it arrives.
-    pub(super) fn start_transfer(&mut self, p: ConnId, c: ConnId, kind: Transfer) {
-        // Either side may have been parked: its stashed bytes come first.
+    /// Pairs producer `p` with `receivers` for a transfer of `kind`: each
+    /// receiver's response head goes out at once, and the producer's body
+    /// follows as it arrives.
+    pub(super) fn start_transfer(&mut self, p: ConnId, receivers: Receivers, kind: Transfer) {
+        // Any side may have been parked: its stashed bytes come first.
         self.unstash_input(p);
-        self.unstash_input(c);
+        for (i, &r) in receivers.as_slice().iter().enumerate() {
+            self.unstash_input(r);
+            let Some(encoder) = self.receiver_head(p, r, kind) else {
+                self.refuse_all_heads(p, receivers.as_slice(), i);
+                return;
+            };
+            self.conns[r.0].phase = Phase::Consuming {
+                producer: p,
+                kind,
+                encoder,
+            };
+            self.ready.push(r);
+        }
+        let producer = &mut self.conns[p.0];
+        producer.phase = Phase::Producing {
+            body: BodyDecoder::new(producer.req.framing()),
+            receivers,
+            kind,
+            form: None,
+        };
+        self.ready.push(p);
+    }
+
+    /// Writes receiver `c`'s response head for a transfer of `kind` from `p`;
+    /// returns how its body is framed, or `None` when the head did not fit.
+    fn receiver_head(&mut self, p: ConnId, c: ConnId, kind: Transfer) -> Option<Encoder> {
         let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
             self.broken(p, "paired with a connection that is gone");
             self.broken(c, "paired with a connection that is gone");
-            return;
+            return None;
         };
         let framing = producer.req.framing();
         let output = consumer
@@ -90,173 +180,379 @@ impl Server {
         consumer.req.keep_alive = chosen.keep_alive;
         chosen.header.write(&mut w);
         reply::persistence(&mut w, consumer.req.keep_alive, consumer.req.minor_version);
-        match w.finish() {
-            Some(n) => output.commit(n),
-            None => {
-                // Both sides are refused: neither can be paired any more.
-                self.refuse_oversized_head(c);
-                self.refuse_oversized_head(p);
-                return;
-            }
-        }
-        producer.phase = Phase::Producing {
-            consumer: c,
-            body: BodyDecoder::new(framing),
-            kind,
-        };
-        consumer.phase = Phase::Consuming {
-            producer: p,
-            kind,
-            encoder: chosen.encoder,
-        };
-        self.ready.extend([p, c]);
+        let n = w.finish()?;
+        output.commit(n);
+        Some(chosen.encoder)
     }
 
-    /// Moves body bytes from producer `p` to consumer `c` until one side blocks.
-    pub(super) fn pump(&mut self, p: ConnId, c: ConnId) -> Step {
+    /// A receiver's head did not fit (it reflects fields of the producer's
+    /// head): nobody can be paired any more. The receivers before it, whose
+    /// heads went out, end short; it, the rest and the producer get `500`.
+    fn refuse_all_heads(&mut self, p: ConnId, receivers: &[ConnId], failed: usize) {
+        for &r in &receivers[..failed] {
+            self.truncate_consumer(r);
+        }
+        for &r in &receivers[failed..] {
+            self.refuse_oversized_head(r);
+        }
+        self.refuse_oversized_head(p);
+    }
+
+    /// Moves producer `p`'s body to its receivers until nothing moves.
+    pub(super) fn transfer(&mut self, p: ConnId) -> Step {
         loop {
-            match self.pump_round(p, c) {
-                Ok(Pumped::Moved) => {}
-                Ok(Pumped::Blocked) => return Step::Blocked,
-                Ok(Pumped::Finished) => {
-                    self.finish_transfer(p, c);
+            let Some(mut group) = self.take_group(p) else {
+                return Step::Closed;
+            };
+            let round = self.transfer_round(p, &mut group);
+            self.put_group(p, &mut group);
+            match round {
+                Ok(Round::Moved) => {}
+                Ok(Round::Blocked) => return Step::Blocked,
+                Ok(Round::Finished) => {
+                    self.finish_transfer(p, &group);
                     return Step::Again;
                 }
-                Ok(Pumped::NotATransfer) => return Step::Closed,
-                Err(Broke::Producer) => {
-                    // The producer left mid-body: the consumer's response
-                    // stays visibly incomplete.
-                    self.close(p);
-                    return Step::Again;
-                }
-                Err(Broke::Consumer) => {
-                    self.close(c);
-                    return Step::Again;
-                }
-                Err(Broke::Framing(e)) => {
-                    self.abort_bad_body(p, c, e);
-                    return Step::Again;
-                }
-                Err(Broke::NoOutput) => {
-                    self.broken(c, "a consumer without its output buffer");
+                Err(broke) => {
+                    self.transfer_broke(p, broke);
                     return Step::Again;
                 }
             }
         }
     }
 
-    /// One round of a transfer: decode what is buffered, send, move by
-    /// splice or read more, each as far as the other side has room.
-    fn pump_round(&mut self, p: ConnId, c: ConnId) -> Result<Pumped, Broke> {
-        let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
-            return Ok(Pumped::NotATransfer);
+    /// The producer's transfer state for a round, or `None` when it is not
+    /// producing.
+    fn take_group(&mut self, p: ConnId) -> Option<Group> {
+        let Phase::Producing {
+            body,
+            receivers,
+            kind,
+            form,
+        } = &mut self.conns.get_mut(p.0)?.phase
+        else {
+            return None;
         };
-        // A `100 Continue` may still be on its way to the producer.
+        let mut ids = [ConnId(0); MAX_RECEIVERS as usize];
+        let receivers = receivers.as_slice();
+        let count = receivers.len().min(ids.len());
+        ids[..count].copy_from_slice(&receivers[..count]);
+        Some(Group {
+            body: *body,
+            form: form.take(),
+            kind: *kind,
+            ids,
+            count,
+        })
+    }
+
+    /// Puts the round's decoder and form back into the producer's phase.
+    fn put_group(&mut self, p: ConnId, group: &mut Group) {
+        if let Some(Phase::Producing { body, form, .. }) =
+            self.conns.get_mut(p.0).map(|c| &mut c.phase)
+        {
+            *body = group.body;
+            *form = group.form.take();
+        }
+    }
+
+    /// One round: zero copy, or decoded copies into every receiver's output;
+    /// sends; more of the body when every receiver has room.
+    fn transfer_round(&mut self, p: ConnId, group: &mut Group) -> Result<Round, Broke> {
+        self.flush_producer(p)?;
+        let spliced = self.splice(p, group)?;
+        let mut progress = match spliced {
+            Some(moved) => moved,
+            None => self.copy_to_receivers(p, group)?,
+        };
+        let (sent, all_sent) = self.send_to_receivers(group)?;
+        progress |= sent;
+        if spliced.is_none() {
+            progress |= self.read_more(p, group)?;
+        }
+        // Bytes staged for the receivers are not sent yet either.
+        #[cfg(target_os = "linux")]
+        let all_sent = all_sent && pipe_filled(self.conns.get(p.0)) == 0;
+        if group.body.is_done() {
+            if let Some(form) = &group.form {
+                if form.part != FormPart::After {
+                    let error = form.decoder.finish().err();
+                    return Err(Broke::Form {
+                        error: error.unwrap_or(MultipartError::Unterminated),
+                        started: form.part != FormPart::Before,
+                    });
+                }
+            }
+            if all_sent {
+                return Ok(Round::Finished);
+            }
+        }
+        Ok(if progress {
+            Round::Moved
+        } else {
+            Round::Blocked
+        })
+    }
+
+    /// Sends what the producer's own output holds: a `100 Continue`, or a
+    /// piping sender's progress lines.
+    fn flush_producer(&mut self, p: ConnId) -> Result<(), Broke> {
+        let producer = &mut self.conns[p.0];
         if producer.output.is_some() {
             flush(producer).map_err(|_| Broke::Producer)?;
             self.output_pool.give_if_empty(&mut producer.output);
         }
-        let (Phase::Producing { body, .. }, Phase::Consuming { encoder, kind, .. }) =
-            (&mut producer.phase, &mut consumer.phase)
-        else {
-            return Ok(Pumped::NotATransfer);
-        };
-        if *kind == Transfer::Piping && consumer.peer_closed {
-            // A receiver that closed its side has left (`drive_consumer`).
-            return Err(Broke::Consumer);
+        Ok(())
+    }
+
+    /// The zero-copy way, where it applies (Linux): straight through a pipe
+    /// to one receiver, through a stage pipe and `tee(2)` to several. `None`
+    /// when the round cannot go this way; else whether bytes moved.
+    #[cfg(target_os = "linux")]
+    fn splice(&mut self, p: ConnId, group: &mut Group) -> Result<Option<bool>, Broke> {
+        if let Some(r) = group.single() {
+            let Some(mut ends) = one::ends(&mut self.conns, p, r, &mut group.body)? else {
+                return Ok(None);
+            };
+            return ends.splice(&mut self.pipes, &mut self.stats.relayed_bytes);
         }
-        let output = consumer.output.as_mut().ok_or(Broke::NoOutput)?;
-        let mut ends = Ends {
-            body,
-            encoder,
-            input: &mut producer.input,
-            output,
-            from: Side {
-                stream: &mut producer.stream,
-                ready: &mut producer.readable,
-                closed: producer.peer_closed,
-            },
-            to: Side {
-                stream: &mut consumer.stream,
-                ready: &mut consumer.writable,
-                closed: consumer.peer_closed,
-            },
-        };
-        let relayed = &mut self.stats.relayed_bytes;
-        let mut progress = ends.decode_buffered(relayed)?;
-        progress |= ends.send_output()?;
-        #[cfg(target_os = "linux")]
-        let spliced = {
-            let pipe = &mut consumer.pipe;
-            match ends.splice(pipe, &mut self.pipes, relayed)? {
-                Some(moved) => {
-                    progress |= moved;
-                    true
-                }
-                None => false,
+        match self.splice_round(p, group) {
+            None => Ok(None),
+            Some(Ok(moved)) => Ok(Some(moved)),
+            Some(Err(tee::Cut)) => Err(Broke::Producer),
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn splice(&mut self, _p: ConnId, _group: &mut Group) -> Result<Option<bool>, Broke> {
+        Ok(None)
+    }
+
+    /// What the fullest receiver's output can take; a form's content may
+    /// hand on a held delimiter prefix besides.
+    fn room(&self, group: &Group) -> Result<usize, Broke> {
+        let mut room = usize::MAX;
+        for &r in group.receivers() {
+            let Some(receiver) = self.conns.get(r.0) else {
+                continue;
+            };
+            if let Phase::Consuming { encoder, .. } = &receiver.phase {
+                let output = receiver.output.as_ref().ok_or(Broke::NoOutput(r))?;
+                room = room.min(encoder.room(output.spare_len()));
             }
-        };
-        #[cfg(not(target_os = "linux"))]
-        let spliced = false;
-        if !spliced {
-            progress |= ends.read_more(&mut self.input_pool, relayed)?;
         }
-        #[cfg(target_os = "linux")]
-        let pipe_empty = consumer.pipe.as_ref().is_none_or(|pipe| pipe.filled == 0);
-        #[cfg(not(target_os = "linux"))]
-        let pipe_empty = true;
-        let done = ends.body.is_done() && ends.encoder.is_ended();
-        Ok(if done && ends.output.is_empty() && pipe_empty {
-            Pumped::Finished
-        } else if progress {
-            Pumped::Moved
-        } else {
-            Pumped::Blocked
-        })
+        if group.form.is_some() {
+            room = room.saturating_sub(MAX_DELIMITER + CHUNK_OVERHEAD);
+        }
+        Ok(room)
     }
 
-    /// The whole body reached the consumer: both move on, as the kind says.
-    fn finish_transfer(&mut self, p: ConnId, c: ConnId) {
-        let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
-            return;
-        };
-        let Phase::Producing { kind, .. } = producer.phase else {
-            return;
-        };
-        #[cfg(target_os = "linux")]
-        if let Some(pipe) = consumer.pipe.take() {
-            self.pipes.give(pipe);
+    /// Decodes the producer's buffered bytes once and copies the content into
+    /// every receiver's output (a form's through its multipart decoder), as
+    /// far as the fullest has room.
+    fn copy_to_receivers(&mut self, p: ConnId, group: &mut Group) -> Result<bool, Broke> {
+        let mut progress = false;
+        while !group.body.is_done() {
+            let room = self.room(group)?;
+            if room == 0 {
+                break;
+            }
+            let Some(input) = self.conns[p.0].input.as_ref().filter(|i| !i.is_empty()) else {
+                break;
+            };
+            let decoded = group
+                .body
+                .decode(input.pending(), room)
+                .map_err(Broke::Framing)?;
+            let data = decoded.data.clone();
+            if group.form.is_some() {
+                self.form_piece(p, group, data)
+                    .map_err(|error| Broke::Form {
+                        error,
+                        started: group
+                            .form
+                            .as_ref()
+                            .is_some_and(|f| f.part != FormPart::Before),
+                    })?;
+            } else {
+                self.copy_piece(p, group, data);
+            }
+            if let Some(input) = self.conns[p.0].input.as_mut() {
+                input.consume(decoded.consumed);
+            }
+            progress |= decoded.consumed > 0;
+            if decoded.consumed == 0 {
+                break;
+            }
         }
-        consumer.phase = Phase::Responding(After::keeping(consumer.req.keep_alive));
-        self.ready.extend([p, c]);
-        self.transfer_done(p, c, kind);
+        Ok(progress)
     }
 
-    /// The producer's chunked framing is broken: it gets `400`, the consumer a
-    /// truncated body.
-    fn abort_bad_body(&mut self, p: ConnId, c: ConnId, error: BodyError) {
-        if let Some(Phase::Producing {
-            kind: Transfer::Piping,
-            ..
-        }) = self.conns.get(p.0).map(|c| &c.phase)
-        {
+    /// Frames `range` of the producer's input into every receiver's output.
+    fn copy_piece(&mut self, p: ConnId, group: &Group, range: std::ops::Range<usize>) {
+        for &r in group.receivers() {
+            let Some((producer, receiver)) = self.conns.get2_mut(p.0, r.0) else {
+                continue;
+            };
+            let (Phase::Consuming { encoder, .. }, Some(output), Some(input)) = (
+                &receiver.phase,
+                receiver.output.as_mut(),
+                producer.input.as_ref(),
+            ) else {
+                continue;
+            };
+            let framed = encoder.encode(&input.pending()[range.clone()], output.spare());
+            output.commit(framed);
+            if !encoder.drops_body() {
+                self.stats.relayed_bytes += range.len() as u64;
+            }
+        }
+    }
+
+    /// Each receiver sends what its output holds; the end is framed once the
+    /// body (or the form's part) is over. Returns whether bytes went out, and
+    /// whether every receiver has sent everything.
+    fn send_to_receivers(&mut self, group: &mut Group) -> Result<(bool, bool), Broke> {
+        let ended = match &group.form {
+            None => group.body.is_done(),
+            Some(form) => form.part == FormPart::After,
+        };
+        let mut progress = false;
+        let mut all_sent = true;
+        for &r in group.receivers() {
+            let Some(receiver) = self.conns.get_mut(r.0) else {
+                continue;
+            };
+            let Phase::Consuming { encoder, .. } = &mut receiver.phase else {
+                continue;
+            };
+            let output = receiver.output.as_mut().ok_or(Broke::NoOutput(r))?;
+            if ended && !encoder.is_ended() {
+                let n = encoder.end(output.spare());
+                output.commit(n);
+            }
+            if !output.is_empty() && receiver.writable {
+                match send(
+                    &mut receiver.stream,
+                    &mut receiver.writable,
+                    output.pending(),
+                ) {
+                    Sent::Bytes(n) => {
+                        output.consume(n);
+                        progress |= n > 0;
+                    }
+                    Sent::Blocked => {}
+                    Sent::Gone => return Err(Broke::Receiver(r)),
+                }
+            }
+            #[cfg(target_os = "linux")]
+            let pipe_empty = receiver.pipe.as_ref().is_none_or(|p| p.filled == 0);
+            #[cfg(not(target_os = "linux"))]
+            let pipe_empty = true;
+            all_sent &= output.is_empty() && encoder.is_ended() && pipe_empty;
+        }
+        Ok((progress, all_sent))
+    }
+
+    /// Reads more of the body, only when every receiver has room for it (this
+    /// is the backpressure: a slow receiver slows the producer). For one
+    /// receiver, content that needs no decoding goes straight into its output.
+    fn read_more(&mut self, p: ConnId, group: &mut Group) -> Result<bool, Broke> {
+        if let Some(r) = group.single() {
+            if let Some(mut ends) = one::ends(&mut self.conns, p, r, &mut group.body)? {
+                if let Some(read) = ends.read_direct(&mut self.stats.relayed_bytes) {
+                    return read;
+                }
+            }
+        }
+        let room = self.room(group)?;
+        let producer = &mut self.conns[p.0];
+        let input_empty = producer.input.as_ref().is_none_or(|i| i.is_empty());
+        if group.body.is_done() || !input_empty || !producer.readable || room <= CHUNK_OVERHEAD {
+            return Ok(false);
+        }
+        match fill(
+            &mut producer.stream,
+            &mut producer.input,
+            &mut producer.readable,
+            producer.peer_closed,
+            &mut self.input_pool,
+        ) {
+            Fill::Read => Ok(true),
+            Fill::Blocked => Ok(false),
+            Fill::Gone => Err(Broke::Producer),
+        }
+    }
+
+    /// Every receiver has the whole body: all move on, and the method says
+    /// what follows for the producer.
+    fn finish_transfer(&mut self, p: ConnId, group: &Group) {
+        for &r in group.receivers() {
+            let Some(receiver) = self.conns.get_mut(r.0) else {
+                continue;
+            };
+            #[cfg(target_os = "linux")]
+            if let Some(pipe) = receiver.pipe.take() {
+                self.pipes.give(pipe);
+            }
+            receiver.phase = Phase::Responding(After::keeping(receiver.req.keep_alive));
+            self.ready.push(r);
+        }
+        #[cfg(target_os = "linux")]
+        if let Some(stage) = self.conns.get_mut(p.0).and_then(|c| c.pipe.take()) {
+            self.pipes.give(stage);
+        }
+        self.ready.push(p);
+        let first = group.receivers().first().copied();
+        self.transfer_done(p, first, group.kind);
+    }
+
+    /// Settles what broke a round (the producer's phase holds the transfer
+    /// again).
+    fn transfer_broke(&mut self, p: ConnId, broke: Broke) {
+        match broke {
+            // The producer left mid-body: every receiver's response stays
+            // visibly incomplete (`rooms::closed`).
+            Broke::Producer => self.close(p),
+            // The method learns it (`rooms::consumer_gone`).
+            Broke::Receiver(r) => self.close(r),
+            Broke::Framing(error) => self.abort_bad_body(p, error),
+            Broke::Form { error, started } => self.form_broke(p, error, started),
+            Broke::NoOutput(r) => self.broken(r, "a receiver without its output buffer"),
+        }
+    }
+
+    /// The producer's chunked framing is broken: it gets `400`, the receivers
+    /// a truncated body.
+    fn abort_bad_body(&mut self, p: ConnId, error: BodyError) {
+        let Some(Phase::Producing { kind, .. }) = self.conns.get(p.0).map(|c| &c.phase) else {
+            return;
+        };
+        match kind {
             // The sender's response has begun: it can only end. Closing it
-            // cuts the receiver short and frees the path.
-            self.close(p);
+            // cuts the receivers short and frees the path.
+            Transfer::Piping => {
+                self.close(p);
+                return;
+            }
+            Transfer::ProxyJob => self.proxy_forget_job(p),
+            Transfer::Link | Transfer::ProxyResult => {}
+        }
+        self.truncate_receivers(p);
+        let text = format!("400 {error}\n");
+        self.producer_failed(p, (Status(400), text.as_str()));
+    }
+
+    /// Every receiver still receiving from `p` ends short.
+    pub(super) fn truncate_receivers(&mut self, p: ConnId) {
+        let Some(Phase::Producing { receivers, .. }) = self.conns.get(p.0).map(|c| &c.phase) else {
             return;
-        }
-        if let Some(Phase::Producing {
-            kind: Transfer::ProxyJob,
-            ..
-        }) = self.conns.get(p.0).map(|c| &c.phase)
-        {
-            self.proxy_forget_job(p);
-        }
-        self.truncate_consumer(c);
-        if let Some(producer) = self.conns.get_mut(p.0) {
-            producer.req.keep_alive = false;
-            let text = format!("400 {error}\n");
-            self.respond_text(p, Status(400), &text, After::Linger);
+        };
+        let mut ids = [ConnId(0); MAX_RECEIVERS as usize];
+        let count = receivers.as_slice().len().min(ids.len());
+        ids[..count].copy_from_slice(&receivers.as_slice()[..count]);
+        for &r in &ids[..count] {
+            self.truncate_consumer(r);
         }
     }
 
@@ -280,331 +576,38 @@ impl Server {
             self.ready.push(p);
         }
     }
-}
 
-/// A broadcast's state while a round runs (taken out of the sender's phase).
-pub(super) struct Group {
-    pub(super) body: BodyDecoder,
-    pub(super) receivers: Vec<ConnId>,
-    pub(super) form: Option<Box<crate::server::conn::Form>>,
-}
-
-/// What one round of a transfer came to.
-enum Pumped {
-    /// Bytes moved: go again.
-    Moved,
-    /// Nothing can move until a socket is ready.
-    Blocked,
-    /// The whole body is with the consumer.
-    Finished,
-    /// The two are no longer producer and consumer of one transfer.
-    NotATransfer,
-}
-
-/// Why a transfer round could not go on.
-enum Broke {
-    /// The producer left or its socket failed.
-    Producer,
-    /// The consumer left or its socket failed.
-    Consumer,
-    /// The producer's chunked framing is broken.
-    Framing(BodyError),
-    /// A consumer without an output buffer (a broken invariant).
-    NoOutput,
-}
-
-/// One side of a transfer: its socket, its readiness (readable for the
-/// producer, writable for the consumer) and whether its peer closed.
-struct Side<'a> {
-    stream: &'a mut Stream,
-    ready: &'a mut bool,
-    closed: bool,
-}
-
-/// The parts of a transfer's two connections that a round works on,
-/// borrowed apart so that each step takes what it needs.
-struct Ends<'a> {
-    body: &'a mut BodyDecoder,
-    encoder: &'a mut Encoder,
-    /// The producer's buffered bytes.
-    input: &'a mut Option<Buf>,
-    /// The consumer's framed bytes waiting to be sent.
-    output: &'a mut Buf,
-    from: Side<'a>,
-    to: Side<'a>,
-}
-
-impl Ends<'_> {
-    fn input_empty(&self) -> bool {
-        self.input.as_ref().is_none_or(Buf::is_empty)
-    }
-
-    /// Decodes buffered producer bytes into the consumer's output, as far as
-    /// it has room, and frames the end once the body is over.
-    fn decode_buffered(&mut self, relayed: &mut u64) -> Result<bool, Broke> {
-        let mut progress = false;
-        if let Some(input) = self.input.as_mut() {
-            while !input.is_empty() && !self.body.is_done() {
-                let spare = self.output.spare();
-                let room = self.encoder.room(spare.len());
-                if room == 0 {
-                    break;
-                }
-                let decoded = self
-                    .body
-                    .decode(input.pending(), room)
-                    .map_err(Broke::Framing)?;
-                let data = &input.pending()[decoded.data.clone()];
-                let framed = self.encoder.encode(data, spare);
-                self.output.commit(framed);
-                if !self.encoder.drops_body() {
-                    *relayed += data.len() as u64;
-                }
-                input.consume(decoded.consumed);
-                progress |= decoded.consumed > 0;
-                if decoded.consumed == 0 {
-                    break;
-                }
-            }
+    /// A receiver that closes after its whole response went out is done, not
+    /// gone: it leaves the transfer without a word to the producer, and the
+    /// transfer ends when the others have theirs.
+    pub(super) fn receiver_done(&mut self, p: ConnId, r: ConnId) {
+        if !self.conns.contains(r.0) {
+            return;
         }
-        if self.body.is_done() && !self.encoder.is_ended() {
-            let n = self.encoder.end(self.output.spare());
-            self.output.commit(n);
-        }
-        Ok(progress)
-    }
-
-    /// Sends what the consumer's output holds.
-    fn send_output(&mut self) -> Result<bool, Broke> {
-        if self.output.is_empty() || !*self.to.ready {
-            return Ok(false);
-        }
-        match send(self.to.stream, self.to.ready, self.output.pending()) {
-            Sent::Bytes(n) => {
-                self.output.consume(n);
-                Ok(true)
-            }
-            Sent::Blocked => Ok(false),
-            Sent::Gone => Err(Broke::Consumer),
-        }
-    }
-
-    /// Zero copy: once nothing is buffered in user space, a Content-Length
-    /// body moves socket → pipe → socket, filling and draining the pipe as
-    /// each side allows (the pipe's size is the backpressure). `None` when
-    /// the body cannot go this way now; else whether bytes moved.
-    #[cfg(target_os = "linux")]
-    fn splice(
-        &mut self,
-        pipe: &mut Option<crate::sys::splice::Pipe>,
-        pipes: &mut crate::sys::splice::PipePool,
-        relayed: &mut u64,
-    ) -> Result<Option<bool>, Broke> {
-        let pipe_busy = pipe.as_ref().is_some_and(|pipe| pipe.filled > 0);
-        let eligible = pipe_busy
-            || (self.encoder.sends_as_is()
-                && self.input_empty()
-                && self.output.is_empty()
-                && self.body.remaining_in_length().is_some_and(|r| r > 0));
-        if eligible && pipe.is_none() {
-            *pipe = pipes.take();
-        }
-        let Some(pipe) = pipe.as_mut().filter(|_| eligible) else {
-            return Ok(None);
+        // Nothing for it in its pipe, nor in the producer's stage.
+        #[cfg(target_os = "linux")]
+        let pipe_empty = self.conns[r.0].pipe.as_ref().is_none_or(|p| p.filled == 0)
+            && pipe_filled(self.conns.get(p.0)) == 0;
+        #[cfg(not(target_os = "linux"))]
+        let pipe_empty = true;
+        let receiver = &self.conns[r.0];
+        let whole = matches!(&receiver.phase, Phase::Consuming { encoder, .. } if encoder.is_ended())
+            && receiver.output.as_ref().is_none_or(|o| o.is_empty())
+            && pipe_empty;
+        let Some(Phase::Producing { receivers, .. }) =
+            self.conns.get_mut(p.0).map(|c| &mut c.phase)
+        else {
+            return;
         };
-        let mut progress = false;
-        if pipe.filled > 0 && *self.to.ready {
-            match pipe.drain_into(self.to.stream.raw_fd()) {
-                Ok(n) => {
-                    self.to.stream.moved(n, true);
-                    *relayed += n as u64;
-                    progress |= n > 0;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => *self.to.ready = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                Err(_) => return Err(Broke::Consumer),
-            }
+        if !whole || !receivers.as_slice().contains(&r) {
+            return;
         }
-        let remaining = self.body.remaining_in_length().unwrap_or(0);
-        if pipe.filled < pipe.capacity && remaining > 0 && *self.from.ready {
-            let want = usize::try_from(remaining).unwrap_or(usize::MAX);
-            match pipe.fill_from(self.from.stream.raw_fd(), want) {
-                Ok(0) => return Err(Broke::Producer),
-                Ok(n) => {
-                    self.from.stream.moved(n, false);
-                    self.body.advance_length(n as u64);
-                    progress = true;
-                }
-                // A would-block on filling means "the producer has nothing
-                // more" only when the pipe is empty; with bytes in it, it
-                // may mean the pipe is full, so readiness is kept.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if pipe.filled == 0 {
-                        *self.from.ready = false;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                Err(_) => return Err(Broke::Producer),
-            }
-        }
-        Ok(Some(progress))
-    }
-
-    /// Reads more of the body, only when the output has room for it (this is
-    /// the backpressure: a slow consumer slows the producer). Content that
-    /// needs no decoding goes straight into the consumer's output.
-    fn read_more(&mut self, pool: &mut BufPool, relayed: &mut u64) -> Result<bool, Broke> {
-        let input_empty = self.input_empty();
-        let direct = self
-            .body
-            .remaining_plain()
-            .filter(|&r| r > 0 && input_empty && !self.encoder.drops_body());
-        if let Some(remaining) = direct {
-            return self.read_direct(remaining, relayed);
-        }
-        if self.body.is_done()
-            || !input_empty
-            || !*self.from.ready
-            || self.output.spare_len() <= CHUNK_OVERHEAD
-        {
-            return Ok(false);
-        }
-        match fill(
-            self.from.stream,
-            self.input,
-            self.from.ready,
-            self.from.closed,
-            pool,
-        ) {
-            Fill::Read => Ok(true),
-            Fill::Blocked => Ok(false),
-            Fill::Gone => Err(Broke::Producer),
-        }
-    }
-
-    /// Reads content that needs no decoding (a Content-Length body, or the
-    /// data of the current chunk) straight into the consumer's output, never
-    /// past its end (pipelined bytes after it belong to the producer's next
-    /// request). Re-chunked, it goes behind a fixed-width chunk-size line
-    /// written after the read.
-    fn read_direct(&mut self, remaining: u64, relayed: &mut u64) -> Result<bool, Broke> {
-        if !*self.from.ready {
-            return Ok(false);
-        }
-        let spare = self.output.spare();
-        let start = self.encoder.direct_start();
-        let room = self.encoder.direct_room(spare.len());
-        let limit = usize::try_from(remaining).map_or(room, |r| r.min(room));
-        if limit == 0 {
-            return Ok(false);
-        }
-        match self.from.stream.read(&mut spare[start..start + limit]) {
-            Ok(0) => Err(Broke::Producer),
-            Ok(n) => {
-                self.body.advance_plain(n as u64);
-                let framed = self.encoder.frame_direct(n, spare);
-                self.output.commit(framed);
-                note_short_read(self.from.ready, self.from.closed, n, limit);
-                *relayed += n as u64;
-                Ok(true)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                *self.from.ready = false;
-                Ok(false)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
-            Err(_) => Err(Broke::Producer),
-        }
+        receivers.remove(r);
+        // Closed as done: `close` sees no transfer to settle.
+        self.conns[r.0].phase = Phase::Responding(After::Close);
+        self.ready.push(p);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::server::testing::{body_of, status_of, Shell};
-
-    #[test]
-    fn a_large_body_moves_at_the_consumers_pace_through_fixed_buffers() {
-        const LEN: usize = 8 << 20;
-        let body: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
-        let mut shell = Shell::new(&[]);
-        let length = format!("Content-Length: {LEN}");
-        let (mut consumer, mut producer) = shell.link_pair("big", &length, b"");
-        // The consumer reads nothing: the producer soon cannot write more.
-        let mut sent = 0;
-        loop {
-            let n = producer.try_send(&mut shell, &body[sent..]);
-            if n == 0 {
-                break;
-            }
-            sent += n;
-        }
-        assert!(
-            sent < LEN / 2,
-            "{sent} bytes taken from the producer while its consumer reads nothing"
-        );
-        // Then both move, and every byte arrives in order.
-        let mut received = consumer.take();
-        while sent < LEN {
-            sent += producer.try_send(&mut shell, &body[sent..]);
-            received.extend(consumer.take());
-        }
-        for _ in 0..100 {
-            shell.settle();
-            received.extend(consumer.take());
-        }
-        let split = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        assert_eq!(
-            status_of(std::str::from_utf8(&received[..split]).unwrap()),
-            200
-        );
-        assert!(
-            received[split..] == body[..],
-            "the body arrives whole and in order"
-        );
-        assert_eq!(status_of(&producer.text()), 200);
-    }
-
-    #[test]
-    fn a_chunked_upload_reaches_the_consumer_as_it_comes() {
-        let mut shell = Shell::new(&[]);
-        let (mut consumer, mut producer) =
-            shell.link_pair("c", "Transfer-Encoding: chunked", b"5\r\nhello\r\n");
-        let first = consumer.text();
-        assert_eq!(status_of(&first), 200);
-        assert!(
-            first.contains("\r\nTransfer-Encoding: chunked\r\n"),
-            "{first}"
-        );
-        assert_eq!(body_of(&first), "5\r\nhello\r\n");
-        producer.send(&mut shell, b"6\r\n world\r\n0\r\n\r\n");
-        assert_eq!(consumer.text(), "6\r\n world\r\n0\r\n\r\n");
-        assert_eq!(status_of(&producer.text()), 200);
-    }
-
-    #[test]
-    fn broken_chunk_framing_is_400_for_the_producer_and_a_short_body_for_the_consumer() {
-        let mut shell = Shell::new(&[]);
-        let (mut consumer, mut producer) =
-            shell.link_pair("c", "Transfer-Encoding: chunked", b"5\r\nhello\r\nzz\r\n");
-        let got = consumer.text();
-        assert!(got.ends_with("5\r\nhello\r\n"), "no final chunk: {got}");
-        assert!(consumer.closed());
-        let answer = producer.text();
-        assert_eq!(status_of(&answer), 400);
-        assert!(body_of(&answer).starts_with("400 "));
-    }
-
-    #[test]
-    fn a_consumer_that_leaves_mid_body_gets_its_producer_a_502() {
-        let mut shell = Shell::new(&[]);
-        let (mut consumer, mut producer) = shell.link_pair("l", "Content-Length: 10", b"abc");
-        assert_eq!(status_of(&consumer.text()), 200);
-        consumer.close(&mut shell);
-        // Learnt when the next bytes cannot be delivered (a consumer that only
-        // shut its sending side may still be reading).
-        producer.send(&mut shell, b"defg");
-        let answer = producer.text();
-        assert_eq!(status_of(&answer), 502);
-        assert_eq!(body_of(&answer), "502 consumer disconnected\n");
-    }
-}
+mod tests;

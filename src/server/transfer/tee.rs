@@ -25,7 +25,7 @@ impl Server {
     ) -> Option<Result<bool, Cut>> {
         let busy = pipe_filled(self.conns.get(s.0)) > 0
             || group
-                .receivers
+                .receivers()
                 .iter()
                 .any(|r| pipe_filled(self.conns.get(r.0)) > 0);
         if !busy && !self.splice_ready(s, group) {
@@ -36,11 +36,11 @@ impl Server {
         // b. The stage to every receiver once all have taken the last one.
         let staged = pipe_filled(self.conns.get(s.0));
         let drained = group
-            .receivers
+            .receivers()
             .iter()
             .all(|r| pipe_filled(self.conns.get(r.0)) == 0);
         if staged > 0 && drained {
-            let Some((last, others)) = group.receivers.split_last() else {
+            let Some((last, others)) = group.receivers().split_last() else {
                 return Some(Err(Cut));
             };
             for &r in others {
@@ -99,7 +99,7 @@ impl Server {
     /// whether bytes moved.
     fn drain_receiver_pipes(&mut self, group: &Group) -> bool {
         let mut progress = false;
-        for &r in &group.receivers {
+        for &r in group.receivers() {
             let Some(receiver) = self.conns.get_mut(r.0) else {
                 continue;
             };
@@ -143,7 +143,7 @@ impl Server {
         let eligible = group.form.is_none()
             && sender.input.as_ref().is_none_or(|i| i.is_empty())
             && group.body.remaining_in_length().is_some_and(|r| r > 0)
-            && group.receivers.iter().all(takes_as_is);
+            && group.receivers().iter().all(takes_as_is);
         if !eligible {
             return false;
         }
@@ -153,7 +153,7 @@ impl Server {
         let Some(stage) = self.conns[s.0].pipe.as_ref().map(|p| p.capacity) else {
             return false;
         };
-        for &r in &group.receivers {
+        for &r in group.receivers() {
             let receiver = &mut self.conns[r.0];
             if receiver.pipe.is_none() {
                 receiver.pipe = self.pipes.take();
