@@ -313,6 +313,9 @@ fn trailer_start(seen: u32, byte: u8) -> Result<State, BodyError> {
     match byte {
         b'\r' => Ok(State::FinalLf),
         b'\n' => Err(BodyError::MissingCrlf),
+        // Counted here too: a trailer of one-character lines never reaches
+        // the check in `trailer`.
+        _ if seen >= MAX_FRAMING_RUN => Err(BodyError::FramingTooLong),
         _ => Ok(State::Trailer { seen: seen + 1 }),
     }
 }
@@ -426,6 +429,29 @@ mod tests {
         assert_eq!(
             decode_all(Framing::Chunked, &input, 4096, 16).unwrap_err(),
             BodyError::FramingTooLong
+        );
+    }
+
+    #[test]
+    fn a_trailer_of_endless_one_character_lines_is_refused() {
+        let mut input = b"0\r\n".to_vec();
+        for _ in 0..MAX_FRAMING_RUN + 1 {
+            input.extend_from_slice(b"x\r\n");
+        }
+        input.extend_from_slice(b"\r\n");
+        assert_eq!(
+            decode_all(Framing::Chunked, &input, 4096, 16).unwrap_err(),
+            BodyError::FramingTooLong
+        );
+        let mut short = b"0\r\n".to_vec();
+        for _ in 0..100 {
+            short.extend_from_slice(b"x\r\n");
+        }
+        short.extend_from_slice(b"\r\n");
+        let (content, done, left) = decode_all(Framing::Chunked, &short, 4096, 16).unwrap();
+        assert!(
+            content.is_empty() && done && left == 0,
+            "a short trailer is fine"
         );
     }
 

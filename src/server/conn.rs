@@ -163,8 +163,8 @@ pub enum Wait {
     McastStream,
     /// A sync request (body held) waiting for its peer.
     Sync,
-    /// A proxy client: its job is queued or awaits a result (`Conn::job`).
-    ProxyClient,
+    /// A proxy client: its job is queued or awaits a result.
+    ProxyClient(JobId),
     /// A `SERVE` request waiting for a job.
     ProxyServer,
     /// A Piping Server sender waiting for its receivers; its response (the
@@ -183,8 +183,8 @@ pub enum Wait {
 pub enum Transfer {
     /// link: producer's body to consumer.
     Link,
-    /// proxy: a client's request (job `Conn::job`) to a `SERVE` response.
-    ProxyJob,
+    /// proxy: a client's request (its job) to a `SERVE` response.
+    ProxyJob(JobId),
     /// proxy: a `SERVE` request's body (the result) to the client's response.
     ProxyResult,
     /// Piping Server: a sender's body to a receiver; the sender's response
@@ -287,8 +287,6 @@ pub struct Conn {
     pub held: Vec<u8>,
     /// proxy: the request head as received (its fields are forwarded).
     pub head_copy: Vec<u8>,
-    /// proxy: the job this client request became.
-    pub job: JobId,
     /// The one timer its phase calls for.
     pub timer: Armed,
     /// When the connection began waiting for its current request head (the
@@ -371,7 +369,6 @@ impl Conn {
             https: false,
             held: Vec::new(),
             head_copy: Vec::new(),
-            job: [0; 8],
             timer: Armed::default(),
             head_since: now,
             head_queue: Default::default(),

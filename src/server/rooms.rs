@@ -52,7 +52,7 @@ impl Wait {
             Wait::Link(_) => Method::Link,
             Wait::McastReader | Wait::McastStream => Method::Mcast,
             Wait::Sync => Method::Sync,
-            Wait::ProxyClient | Wait::ProxyServer => Method::Proxy,
+            Wait::ProxyClient(_) | Wait::ProxyServer => Method::Proxy,
             Wait::PipingSender | Wait::PipingReceiver => Method::Piping,
             Wait::InboxReader | Wait::InboxAwaiter => Method::Inbox,
         }
@@ -82,10 +82,10 @@ impl Server {
             Method::Link => self.relay.link_leave(now, channel, waiter),
             Method::Mcast => self.relay.mcast_leave(now, channel, waiter),
             Method::Sync => self.relay.sync_leave(now, channel, waiter),
-            Method::Proxy if wait == Wait::ProxyClient => {
-                self.relay.proxy_client_leave(now, channel, &conn.job)
-            }
-            Method::Proxy => self.relay.proxy_server_leave(now, channel, waiter),
+            Method::Proxy => match wait {
+                Wait::ProxyClient(job) => self.relay.proxy_client_leave(now, channel, &job),
+                _ => self.relay.proxy_server_leave(now, channel, waiter),
+            },
             Method::Piping => self.relay.piping_leave(now, channel, waiter),
             Method::Inbox => self.relay.inbox_leave(now, channel, waiter),
         };
@@ -133,7 +133,7 @@ impl Server {
                     self.link_transfer_done(p, c)
                 }
             }
-            Transfer::ProxyJob => self.proxy_job_delivered(p),
+            Transfer::ProxyJob(job) => self.proxy_job_delivered(p, job),
             Transfer::ProxyResult => self.proxy_result_delivered(p),
             Transfer::Piping => self.piping_transfer_done(p),
         }
@@ -144,8 +144,8 @@ impl Server {
     pub(super) fn consumer_gone(&mut self, p: ConnId, c: ConnId, kind: Transfer) {
         match kind {
             Transfer::Link => self.producer_failed(p, super::CONSUMER_LEFT),
-            Transfer::ProxyJob => {
-                self.proxy_forget_job(p);
+            Transfer::ProxyJob(job) => {
+                self.proxy_forget_job(p, job);
                 self.producer_failed(p, super::PROXY_SERVER_LEFT)
             }
             Transfer::ProxyResult => self.producer_failed(p, super::PROXY_CLIENT_LEFT),
@@ -165,9 +165,9 @@ impl Server {
                 self.leave(id, wait)
             }
             Phase::Producing {
-                kind: Transfer::ProxyJob,
+                kind: Transfer::ProxyJob(job),
                 ..
-            } => self.proxy_forget_job(id),
+            } => self.proxy_forget_job(id, job),
             _ => {}
         }
     }

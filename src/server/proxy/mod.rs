@@ -38,17 +38,17 @@ impl Server {
         let now = self.now_millis();
         let conn = &mut self.conns[id.0];
         let (job, dispatch) = self.relay.proxy_request(now, &conn.channel, WaiterId(id.0));
-        conn.job = job;
         self.continue_body(id);
         match dispatch {
             ProxyDispatch::Dispatched {
                 counterpart: WaiterId(server),
                 ..
             } => {
-                self.start_transfer(id, Receivers::One(ConnId(server)), Transfer::ProxyJob);
+                let server = Receivers::One(ConnId(server));
+                self.start_transfer(id, server, Transfer::ProxyJob(job));
                 Step::Again
             }
-            ProxyDispatch::Parked => self.park(id, Wait::ProxyClient),
+            ProxyDispatch::Parked => self.park(id, Wait::ProxyClient(job)),
         }
     }
 
@@ -108,9 +108,9 @@ impl Server {
             Err(e) => self.refuse_claim(id, e, Guarded::Server),
             Ok(ProxyDispatch::Dispatched {
                 counterpart: WaiterId(client),
-                ..
+                job,
             }) => {
-                self.start_transfer(ConnId(client), Receivers::One(id), Transfer::ProxyJob);
+                self.start_transfer(ConnId(client), Receivers::One(id), Transfer::ProxyJob(job));
                 Step::Again
             }
             Ok(ProxyDispatch::Parked) => self.park(id, Wait::ProxyServer),
@@ -118,13 +118,13 @@ impl Server {
     }
 
     /// The client's request reached its server: the client waits for the result.
-    pub(super) fn proxy_job_delivered(&mut self, client: ConnId) {
+    pub(super) fn proxy_job_delivered(&mut self, client: ConnId, job: JobId) {
         let now = self.now_millis();
         let Some(conn) = self.conns.get_mut(client.0) else {
             return;
         };
-        self.relay.proxy_delivered(now, &conn.channel, &conn.job);
-        conn.phase = Phase::Parked(Wait::ProxyClient);
+        self.relay.proxy_delivered(now, &conn.channel, &job);
+        conn.phase = Phase::Parked(Wait::ProxyClient(job));
         conn.stashed = self.input_pool.stash(&mut conn.input);
         conn.trim_fields();
     }
@@ -136,10 +136,10 @@ impl Server {
     }
 
     /// The client's job can no longer be answered.
-    pub(super) fn proxy_forget_job(&mut self, client: ConnId) {
+    pub(super) fn proxy_forget_job(&mut self, client: ConnId, job: JobId) {
         let now = self.now_millis();
         if let Some(conn) = self.conns.get(client.0) {
-            self.relay.proxy_client_leave(now, &conn.channel, &conn.job);
+            self.relay.proxy_client_leave(now, &conn.channel, &job);
         }
     }
 }
@@ -183,7 +183,7 @@ fn for_each_field(head: &[u8], mut f: impl FnMut(&str, &[u8])) {
 
 /// The job description a `SERVE` response carries: the client's fields, then
 /// the `HttpRelay-Proxy-*` fields.
-pub(super) fn job_fields(w: &mut HeadWriter, client: &Conn) {
+pub(super) fn job_fields(w: &mut HeadWriter, client: &Conn, job: &JobId) {
     for_each_field(&client.head_copy, |name, value| {
         if forwardable(name) {
             w.header(name, value);
@@ -220,7 +220,7 @@ pub(super) fn job_fields(w: &mut HeadWriter, client: &Conn) {
         host_port.unwrap_or(default_port)
     };
     w.header("HttpRelay-Proxy-ServerId", raw_server_id)
-        .header("HttpRelay-Proxy-JobId", &client.job);
+        .header("HttpRelay-Proxy-JobId", job);
     let (colon, url_port): (&[u8], &[u8]) = if port == default_port {
         (b"", b"")
     } else {

@@ -128,7 +128,7 @@ impl Server {
         // A proxy result may replace the relay's own fields with its values.
         let (status, expose, replaced) = match kind {
             Transfer::Link => (Status(200), Expose::Metadata, Replaced::NONE),
-            Transfer::ProxyJob => (Status(200), Expose::All, Replaced::NONE),
+            Transfer::ProxyJob(_) => (Status(200), Expose::All, Replaced::NONE),
             Transfer::ProxyResult => (
                 super::proxy::result_status(&producer.head_copy),
                 Expose::All,
@@ -158,7 +158,7 @@ impl Server {
                     w.header("Content-Type", &producer.req.content_type);
                 }
             }
-            Transfer::ProxyJob => super::proxy::job_fields(&mut w, producer),
+            Transfer::ProxyJob(job) => super::proxy::job_fields(&mut w, producer, &job),
             Transfer::ProxyResult => {
                 // The relay reflects the client's Origin: caches must keep
                 // responses for different origins apart whatever Vary the
@@ -535,7 +535,7 @@ impl Server {
                 self.close(p);
                 return;
             }
-            Transfer::ProxyJob => self.proxy_forget_job(p),
+            Transfer::ProxyJob(job) => self.proxy_forget_job(p, *job),
             Transfer::Link | Transfer::ProxyResult => {}
         }
         self.truncate_receivers(p);
