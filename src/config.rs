@@ -200,6 +200,21 @@ transfers finish (at most 10 s) and exit 0.
 Exit status: 0 after a signal, 1 when listening fails, 2 for a bad command line.
 ";
 
+impl Config {
+    /// The relay core's settings from the flags; `seed` keys its hashes.
+    pub fn relay_settings(&self, seed: u64) -> relay::Settings {
+        let millis = |d: Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+        relay::Settings {
+            idle_expiry: millis(self.idle_expiry).max(1),
+            mcast_retain: self.mcast_retain,
+            mcast_total: self.mcast_total,
+            max_channels: self.max_channels,
+            inbox_ttl: millis(self.inbox_ttl),
+            seed,
+        }
+    }
+}
+
 /// Parses the arguments (without the program name). `port_env` is `$PORT`.
 pub fn parse(
     args: impl IntoIterator<Item = OsString>,

@@ -122,6 +122,27 @@ impl From<Vec<ConnId>> for Receivers {
     }
 }
 
+impl Phase {
+    /// The phase's name, for log lines.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::ReadingHead => "reading head",
+            Phase::Parked(_) => "parked",
+            Phase::Producing { .. } => "producing",
+            Phase::Consuming { .. } => "consuming",
+            Phase::Publishing { .. } => "publishing",
+            Phase::Delivering { .. } => "delivering",
+            Phase::Reading { .. } => "reading",
+            Phase::Streaming { .. } => "streaming",
+            Phase::Holding { .. } => "holding",
+            Phase::SendingHeld { .. } => "sending held",
+            Phase::SendingMessage { .. } => "sending message",
+            Phase::Responding(_) => "responding",
+            Phase::Lingering => "lingering",
+        }
+    }
+}
+
 /// A piping sender's `multipart/form-data` upload (a browser form): its first
 /// part is what the receivers get.
 #[derive(Debug)]

@@ -2,14 +2,50 @@
 //! inbox message are kept (within their limits and totals), a proxy `SERVE`
 //! without a job drops its body as it arrives; mcast stores its message the
 //! same way. When the body is complete, the method takes over (`body_held`).
+//! Bodies held in memory are sent from where they are (`drive_sending_memory`).
 
 use super::{Server, Step};
 use crate::http::Status;
 use crate::server::conn::{After, ConnId, Hold, Phase};
 use crate::server::respond::Flushed;
+use crate::server::stream::{send_rest, Drained};
 use crate::server::stream::{take_body, Fill, TakeError};
 
 impl Server {
+    /// Writes the response head, then a body held in memory straight from
+    /// where it is: a sync peer's body (`Conn::held`, given back once sent),
+    /// or a stored inbox message (shared with its inbox).
+    pub(super) fn drive_sending_memory(&mut self, id: ConnId) -> Step {
+        match self.send_output(id) {
+            Flushed::Done => {}
+            Flushed::Pending => return Step::Blocked,
+            Flushed::Closed => return Step::Closed,
+        }
+        let conn = &mut self.conns[id.0];
+        let (body, offset): (&[u8], &mut usize) = match &mut conn.phase {
+            Phase::SendingHeld { offset } => (&conn.held, offset),
+            Phase::SendingMessage { message, offset } => (&message.body, offset),
+            _ => return Step::Again,
+        };
+        let counted = &mut self.stats.relayed_bytes;
+        match send_rest(&mut conn.stream, &mut conn.writable, body, offset, counted) {
+            Drained::Done => {}
+            Drained::Blocked => return Step::Blocked,
+            Drained::Gone => {
+                self.close(id);
+                return Step::Closed;
+            }
+        }
+        if matches!(conn.phase, Phase::SendingHeld { .. }) {
+            // Bodies can be large: give the memory back rather than keep it
+            // per connection.
+            self.rooms.sync.held -= conn.held.len();
+            conn.held = Vec::new();
+        }
+        conn.phase = Phase::Responding(After::keeping(conn.req.keep_alive));
+        Step::Again
+    }
+
     /// Drives a request whose body is taken whole before it goes on: sends
     /// what is queued (a `100 Continue`), lets `take` use the buffered body
     /// bytes, reads more, until the body is done or nothing moves. A client
@@ -54,7 +90,7 @@ impl Server {
     /// Takes the buffered body bytes into `held` (or drops them), within the
     /// limits; at the body's end the request goes on.
     fn hold_buffered(&mut self, id: ConnId) -> Collected {
-        let inbox_room = self.inbox.total.saturating_sub(self.inbox_held());
+        let inbox_room = self.rooms.inbox.total.saturating_sub(self.inbox_held());
         let conn = &mut self.conns[id.0];
         let Phase::Holding { body, hold } = &mut conn.phase else {
             return Collected::Finished(Step::Again);
@@ -63,14 +99,14 @@ impl Server {
         // The limits of what is held, and the count it adds to.
         let (max_body, room, counted) = match hold {
             Hold::Inbox => (
-                self.inbox.max_message,
+                self.rooms.inbox.max_message,
                 inbox_room,
-                &mut self.inbox.uploading,
+                &mut self.rooms.inbox.uploading,
             ),
             _ => (
-                self.sync.max_body,
-                self.sync.total - self.sync.held,
-                &mut self.sync.held,
+                self.rooms.sync.max_body,
+                self.rooms.sync.total - self.rooms.sync.held,
+                &mut self.rooms.sync.held,
             ),
         };
         let held = &mut conn.held;

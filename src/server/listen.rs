@@ -21,7 +21,7 @@ use crate::bound::{MemoryBound, OUTPUT_BUF_SIZE, POOL_KEEP};
 use crate::buf::BufPool;
 use crate::config::{Config, Listen, DEFAULT_MAX_CONNS};
 use crate::http::{HttpDate, QueryFilter};
-use crate::relay::{Relay, Settings};
+use crate::relay::Relay;
 use crate::server::conn::{Conn, ConnId, Phase};
 use crate::server::evict::{eviction, Eviction, Queue};
 use crate::server::stream::Stream;
@@ -69,8 +69,6 @@ impl Server {
             "httprelay: worst-case memory for these flags: {}",
             MemoryBound::new(config, max_conns)
         );
-        let millis = |d: std::time::Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
-        let idle_expiry = millis(config.idle_expiry);
         let now = clock.now();
         Ok(Server {
             poll,
@@ -78,20 +76,11 @@ impl Server {
             signals,
             clock,
             conns: Slab::new(),
-            relay: Relay::new(Settings {
-                idle_expiry: idle_expiry.max(1),
-                mcast_retain: config.mcast_retain,
-                mcast_total: config.mcast_total,
-                max_channels: config.max_channels,
-                inbox_ttl: millis(config.inbox_ttl),
-                seed: process::random_seed(),
-            }),
+            relay: Relay::new(config.relay_settings(process::random_seed())),
             input_pool: BufPool::new(config.max_head, POOL_KEEP),
             output_pool: BufPool::new(OUTPUT_BUF_SIZE, POOL_KEEP),
             max_head: config.max_head,
-            mcast: super::mcast::McastRoom::new(config),
-            sync: super::sync::SyncRoom::new(config),
-            inbox: super::inbox::InboxRoom::new(config),
+            rooms: super::rooms::Rooms::new(config),
             trust_proxy: config.trust_proxy.clone(),
             timeouts: timers::Timeouts {
                 head: config.head_timeout,
@@ -107,7 +96,6 @@ impl Server {
             now,
             stats: Stats::default(),
             access_log: config.access_log,
-            piping: config.piping,
             #[cfg(target_os = "linux")]
             pipes: crate::sys::splice::PipePool::default(),
             started: now,

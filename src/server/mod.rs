@@ -33,6 +33,7 @@ mod reply;
 mod respond;
 mod rooms;
 mod route;
+mod routes;
 mod shutdown;
 mod stats;
 mod stream;
@@ -71,12 +72,7 @@ const NO_ROOM: &str = "503 relay remembers too many channels\n";
 const WAIT_OVER: (Status, &str) = (Status(504), "504 nobody came within the wait timeout\n");
 /// The answer to requests while the relay shuts down.
 const SHUTTING_DOWN: (Status, &str) = (Status(503), "503 server shutting down\n");
-/// A link producer's answer when its consumer left mid-body.
-const CONSUMER_LEFT: (Status, &str) = (Status(502), "502 consumer disconnected\n");
-/// A proxy client's answer when the `SERVE` request taking its job left.
-const PROXY_SERVER_LEFT: (Status, &str) = (Status(502), "502 proxy server disconnected\n");
-/// A `SERVE` request's answer when the client its result was for left.
-const PROXY_CLIENT_LEFT: (Status, &str) = (Status(406), "406 the client left\n");
+
 /// Turns of `MAX_STEPS` steps without moving a byte after which a connection
 /// counts as runaway and is closed.
 const RUNAWAY_TURNS: u8 = 16;
@@ -167,9 +163,7 @@ pub struct Server {
     output_pool: BufPool,
     max_head: usize,
     /// Each method's own limits and counts.
-    mcast: mcast::McastRoom,
-    sync: sync::SyncRoom,
-    inbox: inbox::InboxRoom,
+    rooms: rooms::Rooms,
     trust_proxy: Vec<IpAddr>,
     timeouts: timers::Timeouts,
     max_conns: usize,
@@ -187,8 +181,6 @@ pub struct Server {
     now: Instant,
     stats: Stats,
     access_log: bool,
-    /// Piping Server transfers on the paths the relay's routes do not take.
-    piping: bool,
     #[cfg(target_os = "linux")]
     pipes: crate::sys::splice::PipePool,
     started: Instant,
@@ -319,16 +311,10 @@ impl Server {
                 Phase::Parked(_) => self.drive_parked(id),
                 Phase::Producing { .. } => self.transfer(id),
                 Phase::Consuming { producer, kind, .. } => self.drive_consumer(id, producer, kind),
-                Phase::Publishing { .. } => self.drive_publishing(id),
-                Phase::Delivering { .. } => self.begin_reading(id),
-                Phase::Reading { .. } => self.drive_reading(id),
-                Phase::Streaming { .. } => self.drive_streaming(id),
                 Phase::Holding { .. } => self.drive_holding(id),
-                Phase::SendingHeld { .. } | Phase::SendingMessage { .. } => {
-                    self.drive_sending_memory(id)
-                }
                 Phase::Responding(after) => self.drive_response(id, after),
                 Phase::Lingering => self.linger(id),
+                _ => self.drive_room(id),
             };
             match step {
                 Step::Again => {}
@@ -350,7 +336,7 @@ impl Server {
             eprintln!(
                 "httprelay: closing a runaway connection ({} turns of {MAX_STEPS} steps without moving a byte, phase {:?})",
                 conn.spins,
-                phase_name(&conn.phase)
+                conn.phase.name()
             );
             self.stats.runaway += 1;
             self.close(id);
@@ -372,7 +358,7 @@ impl Server {
     /// A consumer is driven: its producer's transfer moves, unless it is a
     /// piping receiver that left.
     fn drive_consumer(&mut self, id: ConnId, producer: ConnId, kind: Transfer) -> Step {
-        if kind == Transfer::Piping && self.conns[id.0].peer_closed {
+        if routes::gone_at_fin(kind) && self.conns[id.0].peer_closed {
             // It closed its side: gone, as the reference server counts it
             // (a link consumer may still be reading). One that has its whole
             // response already leaves quietly: the others may still be
@@ -474,25 +460,6 @@ fn debug_assert_queued(conn: &Conn) {
         "eviction queue membership must follow the phase ({:?})",
         conn.phase
     );
-}
-
-/// A phase's name, for log lines.
-fn phase_name(phase: &Phase) -> &'static str {
-    match phase {
-        Phase::ReadingHead => "reading head",
-        Phase::Parked(_) => "parked",
-        Phase::Producing { .. } => "producing",
-        Phase::Consuming { .. } => "consuming",
-        Phase::Publishing { .. } => "publishing",
-        Phase::Delivering { .. } => "delivering",
-        Phase::Reading { .. } => "reading",
-        Phase::Streaming { .. } => "streaming",
-        Phase::Holding { .. } => "holding",
-        Phase::SendingHeld { .. } => "sending held",
-        Phase::SendingMessage { .. } => "sending message",
-        Phase::Responding(_) => "responding",
-        Phase::Lingering => "lingering",
-    }
 }
 
 fn unix_millis() -> u64 {

@@ -3,14 +3,14 @@
 
 use std::io::{self, Read};
 
-use super::rooms::expose_for;
-use super::stats::Gauges;
+use super::routes::{expose_for, expose_of, preflight_allows};
 use super::{unix_millis, Server, Step, LINGER_MAX_BYTES};
 use crate::http::{Framing, HeadWriter, Status};
 use crate::relay::ClaimError;
+use crate::relay::Method;
 use crate::server::conn::{After, Conn, ConnId, Phase};
-use crate::server::reply::{self, Expose};
-use crate::server::stream::{send, send_rest, Drained, Sent};
+use crate::server::reply::{self};
+use crate::server::stream::{send, Sent};
 
 /// The content type of the relay's own one-line answers.
 const PLAIN_TEXT: &[u8] = b"text/plain; charset=utf-8";
@@ -106,40 +106,6 @@ impl Server {
         }
         self.output_pool.give_if_empty(&mut conn.output);
         Flushed::Done
-    }
-
-    /// Writes the response head, then a body held in memory straight from
-    /// where it is: a sync peer's body (`Conn::held`, given back once sent),
-    /// or a stored inbox message (shared with its inbox).
-    pub(super) fn drive_sending_memory(&mut self, id: ConnId) -> Step {
-        match self.send_output(id) {
-            Flushed::Done => {}
-            Flushed::Pending => return Step::Blocked,
-            Flushed::Closed => return Step::Closed,
-        }
-        let conn = &mut self.conns[id.0];
-        let (body, offset): (&[u8], &mut usize) = match &mut conn.phase {
-            Phase::SendingHeld { offset } => (&conn.held, offset),
-            Phase::SendingMessage { message, offset } => (&message.body, offset),
-            _ => return Step::Again,
-        };
-        let counted = &mut self.stats.relayed_bytes;
-        match send_rest(&mut conn.stream, &mut conn.writable, body, offset, counted) {
-            Drained::Done => {}
-            Drained::Blocked => return Step::Blocked,
-            Drained::Gone => {
-                self.close(id);
-                return Step::Closed;
-            }
-        }
-        if matches!(conn.phase, Phase::SendingHeld { .. }) {
-            // Bodies can be large: give the memory back rather than keep it
-            // per connection.
-            self.sync.held -= conn.held.len();
-            conn.held = Vec::new();
-        }
-        conn.phase = Phase::Responding(After::keeping(conn.req.keep_alive));
-        Step::Again
     }
 
     pub(super) fn drive_response(&mut self, id: ConnId, after: After) -> Step {
@@ -287,16 +253,7 @@ impl Server {
     }
 
     pub(super) fn respond_metrics(&mut self, id: ConnId) -> Step {
-        let gauges = Gauges {
-            open_connections: self.conns.len(),
-            waiters: self.relay.waiters_by_method(),
-            channels: self.relay.channels_by_method(),
-            remembered_channels: self.relay.remembered_channels(),
-            refused_no_room: self.relay.refused_no_room(),
-            mcast_bytes: self.relay.mcast_bytes(),
-            sync_bytes: self.sync.held,
-            inbox_bytes: self.inbox_held(),
-        };
+        let gauges = self.gauges();
         let mut text = std::mem::take(&mut self.text);
         self.stats.render(&gauges, &mut text);
         let after = body_after(&mut self.conns[id.0]);
@@ -312,25 +269,21 @@ impl Server {
         Step::Again
     }
 
-    pub(super) fn respond_preflight(&mut self, id: ConnId, proxy: bool) {
+    /// Answers a CORS preflight for a path of `method`.
+    pub(super) fn respond_preflight(&mut self, id: ConnId, method: Method) {
         let conn = &mut self.conns[id.0];
         conn.status = 200;
         let after = body_after(conn);
         let keep_alive = after == After::NextRequest;
         let output = conn.output.get_or_insert_with(|| self.output_pool.take());
-        let expose = if proxy {
-            Expose::All
-        } else {
-            expose_for(&conn.req.path)
-        };
         let mut w = reply::head(
             output.spare(),
             Status(200),
             self.date.as_bytes(),
             &conn.req.origin,
-            expose,
+            expose_of(method),
         );
-        let allow_headers = if proxy { b"*" } else { reply::ALLOW_HEADERS };
+        let allow_headers = preflight_allows(method);
         w.header("Access-Control-Allow-Methods", reply::ALLOW_METHODS)
             .header("Access-Control-Allow-Headers", allow_headers)
             .header("Access-Control-Max-Age", b"86400");

@@ -1,10 +1,12 @@
 //! The rooms: each relay method (link, mcast, sync, proxy, inbox, piping) is
 //! a folder of the shell that owns its requests, its phases' data and what
-//! becomes of its connections. This table is the one place where the generic
-//! shell (the loop, closing, timers, shutdown, the transfer engine) reaches a
-//! method; everything else calls these hooks:
+//! becomes of its connections. These hooks are the one place where the
+//! generic shell (the loop, closing, timers, shutdown, the transfer engine)
+//! calls into a method; what it only asks about a method (a path's method,
+//! a waiter's timer) is answered by `routes`:
 //!
-//! - [`route`] and `enter`: which method a path belongs to, and its handler;
+//! - `enter`: a routed request goes to its method's handler;
+//! - `drive_room`: a connection in a phase of a method's own is driven;
 //! - `leave`: a parked waiter leaves its queue in the relay core;
 //! - `wait_over`: a parked waiter's timer fired;
 //! - `shut`: a parked waiter when the relay shuts down;
@@ -14,52 +16,78 @@
 //! - `closing` and `closed`: a connection closes (before and after it leaves
 //!   the slab), and what depended on it is settled.
 //!
-//! Adding a method: a folder with its handler and hooks, a line in [`route`]
-//! (or a fallback like piping's), an arm in each hook it needs here, its
-//! flags in `config` and its label in `relay::Method`.
+//! Adding a method: a folder with its handler and hooks, a line in
+//! `routes::route` (or a fallback like piping's), an arm in each hook it
+//! needs here, its state in [`Rooms`], its flags in `config` and its label in
+//! `relay::Method`.
 
 use super::conn::{ConnId, Hold, Phase, Transfer, Wait};
-use super::reply::Expose;
 use super::{Server, Step};
+use crate::http::Status;
 use crate::relay::Method;
 
-/// The method and the rest of the path after its prefix.
-pub(super) fn route(path: &[u8]) -> Option<(Method, &[u8])> {
-    [
-        (&b"/link/"[..], Method::Link),
-        (b"/mcast/", Method::Mcast),
-        (b"/sync/", Method::Sync),
-        (b"/proxy/", Method::Proxy),
-        (b"/inbox/", Method::Inbox),
-    ]
-    .into_iter()
-    .find_map(|(prefix, method)| path.strip_prefix(prefix).map(|rest| (method, rest)))
+/// A link producer's answer when its consumer left mid-body.
+const CONSUMER_LEFT: (Status, &str) = (Status(502), "502 consumer disconnected\n");
+/// A proxy client's answer when the `SERVE` request taking its job left.
+const PROXY_SERVER_LEFT: (Status, &str) = (Status(502), "502 proxy server disconnected\n");
+/// A `SERVE` request's answer when the client its result was for left.
+const PROXY_CLIENT_LEFT: (Status, &str) = (Status(406), "406 the client left\n");
+
+/// Each method's own limits and counts, kept by the server for its rooms.
+pub(super) struct Rooms {
+    pub mcast: super::mcast::McastRoom,
+    pub sync: super::sync::SyncRoom,
+    pub inbox: super::inbox::InboxRoom,
+    /// Piping Server transfers on the paths no prefix takes (`--piping`).
+    pub piping: bool,
 }
 
-/// The response fields a browser may read on a path's answers (CORS).
-pub(super) fn expose_for(path: &[u8]) -> Expose {
-    match route(path) {
-        Some((Method::Mcast, _)) => Expose::Mcast,
-        Some((Method::Proxy, _)) => Expose::All,
-        _ => Expose::Metadata,
-    }
-}
-
-impl Wait {
-    /// The method whose queue the waiter is in.
-    pub(super) fn method(self) -> Method {
-        match self {
-            Wait::Link(_) => Method::Link,
-            Wait::McastReader | Wait::McastStream => Method::Mcast,
-            Wait::Sync => Method::Sync,
-            Wait::ProxyClient(_) | Wait::ProxyServer => Method::Proxy,
-            Wait::PipingSender | Wait::PipingReceiver => Method::Piping,
-            Wait::InboxReader | Wait::InboxAwaiter => Method::Inbox,
+impl Rooms {
+    pub fn new(config: &crate::config::Config) -> Rooms {
+        Rooms {
+            mcast: super::mcast::McastRoom::new(config),
+            sync: super::sync::SyncRoom::new(config),
+            inbox: super::inbox::InboxRoom::new(config),
+            piping: config.piping,
         }
+    }
+
+    /// The method that takes a path no prefix names, if any.
+    pub fn fallback(&self) -> Option<Method> {
+        self.piping.then_some(Method::Piping)
     }
 }
 
 impl Server {
+    /// Drives a connection in a phase of a method's own.
+    pub(super) fn drive_room(&mut self, id: ConnId) -> Step {
+        match self.conns[id.0].phase {
+            Phase::Publishing { .. } => self.drive_publishing(id),
+            Phase::Delivering { .. } => self.begin_reading(id),
+            Phase::Reading { .. } => self.drive_reading(id),
+            Phase::Streaming { .. } => self.drive_streaming(id),
+            Phase::SendingHeld { .. } | Phase::SendingMessage { .. } => {
+                self.drive_sending_memory(id)
+            }
+            _ => Step::Again,
+        }
+    }
+
+    /// The figures `/metrics` shows beside the counters, each method's held
+    /// bytes among them.
+    pub(super) fn gauges(&self) -> super::stats::Gauges {
+        super::stats::Gauges {
+            open_connections: self.conns.len(),
+            waiters: self.relay.waiters_by_method(),
+            channels: self.relay.channels_by_method(),
+            remembered_channels: self.relay.remembered_channels(),
+            refused_no_room: self.relay.refused_no_room(),
+            mcast_bytes: self.relay.mcast_bytes(),
+            sync_bytes: self.rooms.sync.held,
+            inbox_bytes: self.inbox_held(),
+        }
+    }
+
     /// Hands a routed request to its method's handler.
     pub(super) fn enter(&mut self, id: ConnId, method: Method) -> Step {
         match method {
@@ -143,12 +171,12 @@ impl Server {
     /// `p` learns it.
     pub(super) fn consumer_gone(&mut self, p: ConnId, c: ConnId, kind: Transfer) {
         match kind {
-            Transfer::Link => self.producer_failed(p, super::CONSUMER_LEFT),
+            Transfer::Link => self.producer_failed(p, CONSUMER_LEFT),
             Transfer::ProxyJob(job) => {
                 self.proxy_forget_job(p, job);
-                self.producer_failed(p, super::PROXY_SERVER_LEFT)
+                self.producer_failed(p, PROXY_SERVER_LEFT)
             }
-            Transfer::ProxyResult => self.producer_failed(p, super::PROXY_CLIENT_LEFT),
+            Transfer::ProxyResult => self.producer_failed(p, PROXY_CLIENT_LEFT),
             Transfer::Piping => self.piping_receiver_gone(p, c),
         }
     }
@@ -179,8 +207,8 @@ impl Server {
         match conn.phase {
             Phase::Holding {
                 hold: Hold::Inbox, ..
-            } => self.inbox.uploading -= conn.held.len(),
-            _ => self.sync.held -= conn.held.len(),
+            } => self.rooms.inbox.uploading -= conn.held.len(),
+            _ => self.rooms.sync.held -= conn.held.len(),
         }
         match conn.phase {
             Phase::Producing {

@@ -3,10 +3,9 @@
 
 use std::net::IpAddr;
 
-use super::rooms::route;
+use super::routes::{channel_of, keeps_head, route};
 use super::{unix_millis, Server, Step};
 use crate::http::{find_param, parse_request, Status, Target};
-use crate::relay::Method;
 use crate::server::conn::{After, Conn, ConnId, Timer};
 use crate::server::reply;
 use crate::server::stream::Fill;
@@ -19,10 +18,12 @@ impl Server {
             match parse_request(input.pending(), self.max_head, &mut conn.req) {
                 Ok(Some(head_len)) => {
                     conn.head_copy.clear();
-                    let keeps_head = match route(&conn.req.path) {
-                        Some((method, _)) => method == Method::Proxy,
-                        None => self.piping && !is_own(&conn.req.path),
+                    let method = match route(&conn.req.path) {
+                        Some((method, _)) => Some(method),
+                        None if is_own(&conn.req.path) => None,
+                        None => self.rooms.fallback(),
                     };
+                    let keeps_head = method.is_some_and(keeps_head);
                     if keeps_head {
                         // Proxy forwards the request's fields, piping reads
                         // some that only it needs; keep the head.
@@ -95,21 +96,15 @@ impl Server {
             return self.respond_metrics(id);
         }
         let Some((method, rest)) = route(path) else {
-            if self.piping {
-                return self.enter(id, Method::Piping);
+            if let Some(method) = self.rooms.fallback() {
+                return self.enter(id, method);
             }
             return self.refuse(id, Status(404), "404 page not found\n");
         };
-        // link, mcast, sync: the last segment; proxy: the segment after
-        // /proxy/; inbox: its own parsing (`handle_inbox`).
-        let channel = match method {
-            Method::Proxy => rest.split(|&b| b == b'/').next().unwrap_or_default(),
-            _ => rest.rsplit(|&b| b == b'/').next().unwrap_or_default(),
-        };
         conn.channel.clear();
-        conn.channel.extend_from_slice(channel);
+        conn.channel.extend_from_slice(channel_of(method, rest));
         if conn.req.method_is("OPTIONS") {
-            self.respond_preflight(id, method == Method::Proxy);
+            self.respond_preflight(id, method);
             return Step::Again;
         }
         self.enter(id, method)

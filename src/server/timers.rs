@@ -4,11 +4,11 @@
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
+use super::routes::{stream_timer, KEEP_ALIVE_EVERY};
 use super::stats::Timeout;
 use super::{debug_assert_queued, Server, LINGER};
 use crate::http::Status;
-use crate::relay::MessageState;
-use crate::server::conn::{After, ConnId, Phase, Receivers, Timer, Wait};
+use crate::server::conn::{After, ConnId, Phase, Receivers, Timer};
 
 /// The connection timeouts (flags), and which applies when.
 #[derive(Clone, Copy, Debug)]
@@ -31,20 +31,8 @@ impl Timeouts {
         match phase {
             Phase::ReadingHead if head_started => Timer::Head,
             Phase::ReadingHead => Timer::Idle,
-            Phase::Parked(Wait::InboxReader | Wait::InboxAwaiter) => Timer::Inbox,
-            // A live stream waits for messages as long as its reader stays
-            // (the wait timeout is for requests awaiting a counterpart); but
-            // a reader that does not take what the relay has for it is
-            // stalled, as any response.
-            Phase::Parked(Wait::McastStream) if !sending => Timer::KeepAlive,
-            Phase::Parked(Wait::McastStream) => Timer::Progress,
-            Phase::Streaming { message, .. }
-                if !sending && message.state() == MessageState::Uploading =>
-            {
-                Timer::KeepAlive
-            }
-            Phase::Parked(_) if self.wait.is_some() => Timer::Wait,
-            Phase::Parked(_) => Timer::None,
+            Phase::Parked(wait) => wait.timer(sending, self.wait.is_some()),
+            Phase::Streaming { .. } => stream_timer(phase, sending),
             Phase::Lingering => Timer::Linger,
             _ => Timer::Progress,
         }
@@ -61,7 +49,7 @@ impl Timeouts {
             Timer::Wait => self.wait,
             Timer::Inbox => Some(self.inbox),
             Timer::Linger => Some(LINGER),
-            Timer::KeepAlive => Some(super::mcast::stream::KEEP_ALIVE_EVERY),
+            Timer::KeepAlive => Some(KEEP_ALIVE_EVERY),
         }
     }
 }
@@ -254,6 +242,7 @@ impl Server {
 mod tests {
     use super::*;
     use crate::relay::Role;
+    use crate::server::conn::Wait;
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 

@@ -154,12 +154,12 @@ impl Server {
     /// What inbox messages hold against `--inbox-total`: those stored (and
     /// those readers still send) and those uploading.
     pub(super) fn inbox_held(&self) -> usize {
-        self.relay.inbox_bytes() + self.inbox.uploading
+        self.relay.inbox_bytes() + self.rooms.inbox.uploading
     }
 
     fn inbox_post(&mut self, id: ConnId) -> Step {
         let framing = self.conns[id.0].req.framing();
-        let max = self.inbox.max_message;
+        let max = self.rooms.inbox.max_message;
         if matches!(framing, Framing::Length(n) if n > max as u64) {
             return self.refuse(id, Status(413), &super::hold::too_large(Hold::Inbox, max));
         }
@@ -169,7 +169,7 @@ impl Server {
         };
         let content_type = self.conns[id.0].req.content_type.len();
         let wanted = declared + content_type + INBOX_MESSAGE_OVERHEAD;
-        if self.inbox_held() + wanted > self.inbox.total {
+        if self.inbox_held() + wanted > self.rooms.inbox.total {
             return self.refuse(id, Status(503), super::hold::full(Hold::Inbox));
         }
         self.load_secret(id);
@@ -199,10 +199,10 @@ impl Server {
         let now = self.now_millis();
         let conn = &mut self.conns[id.0];
         let held = std::mem::take(&mut conn.held);
-        self.inbox.uploading -= held.len();
+        self.rooms.inbox.uploading -= held.len();
         let content_type =
             (!conn.req.content_type.is_empty()).then(|| conn.req.content_type.as_slice().into());
-        let mut woken = std::mem::take(&mut self.inbox.woken);
+        let mut woken = std::mem::take(&mut self.rooms.inbox.woken);
         woken.clear();
         let message = (held.into_boxed_slice(), content_type);
         let stored = self
@@ -227,7 +227,7 @@ impl Server {
                 Step::Again
             }
         };
-        self.inbox.woken = woken;
+        self.rooms.inbox.woken = woken;
         step
     }
 
@@ -510,7 +510,7 @@ mod tests {
             200,
             "room again"
         );
-        assert_eq!(shell.server.inbox.uploading, 0);
+        assert_eq!(shell.server.rooms.inbox.uploading, 0);
     }
 
     #[test]

@@ -49,8 +49,11 @@ impl Server {
 
     fn mcast_publish(&mut self, id: ConnId) -> Step {
         let framing = self.conns[id.0].req.framing();
-        if matches!(framing, Framing::Length(n) if n > self.mcast.max_message as u64) {
-            let text = format!("413 message larger than {} bytes\n", self.mcast.max_message);
+        if matches!(framing, Framing::Length(n) if n > self.rooms.mcast.max_message as u64) {
+            let text = format!(
+                "413 message larger than {} bytes\n",
+                self.rooms.mcast.max_message
+            );
             return self.refuse(id, Status(413), &text);
         }
         let declared = match framing {
@@ -113,7 +116,7 @@ impl Server {
             return Collected::Finished(Step::Again);
         };
         let message = Rc::clone(message);
-        let (relay, max) = (&mut self.relay, self.mcast.max_message);
+        let (relay, max) = (&mut self.relay, self.rooms.mcast.max_message);
         let taken = take_body(&mut conn.input, body, |data| {
             relay.mcast_append(&message, data, max)
         });

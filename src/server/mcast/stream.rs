@@ -8,8 +8,6 @@
 //! `Parked(Wait::McastStream)` holding no buffer, like any waiter; a stream
 //! following an upload gives its output buffer back too.
 
-use std::time::Duration;
-
 use crate::http::sse::{EventWriter, Skipped, KEEP_ALIVE};
 use crate::http::{
     find_param, parse_seqid, response_framing, BodySize, Exchange, Request, ResponseFraming, Status,
@@ -18,12 +16,9 @@ use crate::relay::{MessageState, Missed, StreamNext, WaiterId};
 use crate::server::conn::{After, ConnId, Phase, Timer, Wait};
 use crate::server::reply::{self, Expose};
 use crate::server::respond::{log_request, Flushed};
+use crate::server::routes::KEEP_ALIVE_EVERY;
 use crate::server::stream::{send_pending, Sent};
 use crate::server::{Server, Step};
-
-/// Silence after which a stream gets a comment line, so that proxies and
-/// load balancers (often closing idle connections after 30 to 60 s) keep it.
-pub(in crate::server) const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(15);
 
 /// Output room an event needs to go on (its head, a skipped event).
 const EVENT_ROOM: usize = 64;

@@ -32,7 +32,7 @@ impl SyncRoom {
 impl Server {
     pub(super) fn handle_sync(&mut self, id: ConnId) -> Step {
         let framing = self.conns[id.0].req.framing();
-        let limit = self.sync.max_body;
+        let limit = self.rooms.sync.max_body;
         if matches!(framing, Framing::Length(n) if n > limit as u64) {
             return self.refuse(
                 id,
@@ -106,7 +106,7 @@ impl Server {
                 .commit(n2);
         } else {
             for conn in [first, second] {
-                self.sync.held -= conn.held.len();
+                self.rooms.sync.held -= conn.held.len();
                 conn.held = Vec::new();
             }
             self.refuse_oversized_head(a);
@@ -167,12 +167,15 @@ mod tests {
         let (mut a, mut b, mut c) = (shell.connect(), shell.connect(), shell.connect());
         a.send(&mut shell, &post("/sync/s", b"from a"));
         assert_eq!(a.take(), b"", "waits for its peer");
-        assert_eq!(shell.server.sync.held, 6, "its body is held");
+        assert_eq!(shell.server.rooms.sync.held, 6, "its body is held");
         b.send(&mut shell, &post("/sync/s", b"from b"));
         let (to_a, to_b) = (a.text(), b.text());
         assert_eq!((status_of(&to_a), body_of(&to_a)), (200, "from b"));
         assert_eq!((status_of(&to_b), body_of(&to_b)), (200, "from a"));
-        assert_eq!(shell.server.sync.held, 0, "nothing held once both are sent");
+        assert_eq!(
+            shell.server.rooms.sync.held, 0,
+            "nothing held once both are sent"
+        );
         c.send(&mut shell, &post("/sync/s", b"from c"));
         assert_eq!(c.take(), b"", "a new pair");
     }
@@ -183,9 +186,9 @@ mod tests {
         let a = shell.connect();
         let mut a = a;
         a.send(&mut shell, &post("/sync/s", b"held"));
-        assert_eq!(shell.server.sync.held, 4);
+        assert_eq!(shell.server.rooms.sync.held, 4);
         a.close(&mut shell);
-        assert_eq!(shell.server.sync.held, 0);
+        assert_eq!(shell.server.rooms.sync.held, 0);
         assert_eq!(shell.server.relay.waiter_count(), 0);
     }
 }
