@@ -59,6 +59,21 @@ impl Buf {
     }
 
     /// Marks `n` bytes written into [`Buf::spare`] as pending.
+    /// The spare room and what commits bytes written into it, borrowed
+    /// apart, so that a writer can hold the room and commit when it is done.
+    pub fn split_spare(&mut self) -> (&mut [u8], Commit<'_>) {
+        if self.data.len() - self.end < self.data.len() / 2 {
+            self.compact();
+        }
+        let capacity = self.data.len();
+        let spare = &mut self.data[self.end..];
+        let commit = Commit {
+            end: &mut self.end,
+            capacity,
+        };
+        (spare, commit)
+    }
+
     pub fn commit(&mut self, n: usize) {
         debug_assert!(self.end + n <= self.data.len());
         self.end += n;
@@ -96,6 +111,19 @@ pub fn reserve_body(v: &mut Vec<u8>, additional: usize, limit: usize) {
 
 /// Hands out buffers of one size, keeping up to `keep` returned ones for reuse so
 /// that the hot path does not allocate.
+/// Commits bytes written into a buffer's spare room ([`Buf::split_spare`]).
+pub struct Commit<'a> {
+    end: &'a mut usize,
+    capacity: usize,
+}
+
+impl Commit<'_> {
+    pub fn commit(self, n: usize) {
+        debug_assert!(*self.end + n <= self.capacity);
+        *self.end += n;
+    }
+}
+
 pub struct BufPool {
     size: usize,
     keep: usize,

@@ -4,6 +4,7 @@
 use std::io::Write as _;
 use std::net::IpAddr;
 
+use crate::buf::{Buf, BufPool, Commit};
 use crate::http::{HeadWriter, Status};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -83,6 +84,64 @@ impl Replaced {
     pub fn insert(&mut self, field: Replaced) {
         self.0 |= field.0;
     }
+}
+
+/// A relay response head being written into a connection's output buffer
+/// (see [`begin`]); finishing it commits it, or nothing when it did not fit.
+pub struct Head<'b> {
+    w: HeadWriter<'b>,
+    commit: Commit<'b>,
+}
+
+impl<'b> std::ops::Deref for Head<'b> {
+    type Target = HeadWriter<'b>;
+    fn deref(&self) -> &HeadWriter<'b> {
+        &self.w
+    }
+}
+
+impl<'b> std::ops::DerefMut for Head<'b> {
+    fn deref_mut(&mut self) -> &mut HeadWriter<'b> {
+        &mut self.w
+    }
+}
+
+impl Head<'_> {
+    /// Ends the head; whether it fit (and went into the output).
+    pub fn finish(self) -> bool {
+        self.finish_with_body(b"")
+    }
+
+    /// Ends the head and appends `body`; whether both fit.
+    pub fn finish_with_body(self, body: &[u8]) -> bool {
+        match self.w.finish_with_body(body) {
+            Some(n) => {
+                self.commit.commit(n);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Begins the response to a connection's request: `status` is recorded in
+/// `recorded` (for the access log), the connection's `output` buffer is taken
+/// from `pool` when it holds none, and the status line goes in with the
+/// fields every relay response carries ([`common`]).
+pub fn begin<'b>(
+    output: &'b mut Option<Buf>,
+    pool: &mut BufPool,
+    recorded: &mut u16,
+    status: Status,
+    date: &[u8],
+    origin: &[u8],
+    expose: Expose,
+) -> Head<'b> {
+    *recorded = status.0;
+    let (spare, commit) = output.get_or_insert_with(|| pool.take()).split_spare();
+    let mut w = HeadWriter::new(spare, status);
+    common(&mut w, date, origin, expose);
+    Head { w, commit }
 }
 
 /// Begins a response head in `spare`: its status line, then [`common`].

@@ -186,7 +186,6 @@ impl Server {
         let Some(conn) = self.conns.get_mut(id.0) else {
             return;
         };
-        conn.status = status.0;
         if status.0 >= 400 {
             self.stats.reject(status.0);
         }
@@ -195,10 +194,11 @@ impl Server {
             other => other,
         };
         let keep_alive = after == After::NextRequest;
-        let output = conn.output.get_or_insert_with(|| self.output_pool.take());
         let expose = expose_for(&conn.req.path);
-        let mut w = reply::head(
-            output.spare(),
+        let mut w = reply::begin(
+            &mut conn.output,
+            &mut self.output_pool,
+            &mut conn.status,
             status,
             self.date.as_bytes(),
             &conn.req.origin,
@@ -217,18 +217,18 @@ impl Server {
         } else {
             body
         };
-        if let Some(n) = w.finish_with_body(body) {
-            output.commit(n);
-        } else {
+        if !w.finish_with_body(body) {
             // Only a huge reflected Origin can overflow; answer without it.
             conn.req.origin.clear();
             const TEXT: &[u8] = b"431 Origin too large to reflect\n";
-            let mut w = HeadWriter::new(output.spare(), Status(431));
-            w.header("Content-Type", b"text/plain; charset=utf-8")
-                .header_number("Content-Length", TEXT.len() as u64)
-                .header("Connection", b"close");
-            let n = w.finish_with_body(TEXT).unwrap_or(0);
-            output.commit(n);
+            if let Some(output) = conn.output.as_mut() {
+                let mut w = HeadWriter::new(output.spare(), Status(431));
+                w.header("Content-Type", b"text/plain; charset=utf-8")
+                    .header_number("Content-Length", TEXT.len() as u64)
+                    .header("Connection", b"close");
+                let n = w.finish_with_body(TEXT).unwrap_or(0);
+                output.commit(n);
+            }
             conn.phase = Phase::Responding(After::Linger);
             return;
         }
@@ -272,12 +272,12 @@ impl Server {
     /// Answers a CORS preflight for a path of `method`.
     pub(super) fn respond_preflight(&mut self, id: ConnId, method: Method) {
         let conn = &mut self.conns[id.0];
-        conn.status = 200;
         let after = body_after(conn);
         let keep_alive = after == After::NextRequest;
-        let output = conn.output.get_or_insert_with(|| self.output_pool.take());
-        let mut w = reply::head(
-            output.spare(),
+        let mut w = reply::begin(
+            &mut conn.output,
+            &mut self.output_pool,
+            &mut conn.status,
             Status(200),
             self.date.as_bytes(),
             &conn.req.origin,
@@ -289,8 +289,9 @@ impl Server {
             .header("Access-Control-Max-Age", b"86400");
         w.header_number("Content-Length", 0);
         reply::persistence(&mut w, keep_alive, conn.req.minor_version);
-        let n = w.finish().unwrap_or(0);
-        output.commit(n);
+        // Only a huge reflected Origin could overflow: the answer is then
+        // left out, and the client's preflight fails as it would anyway.
+        w.finish();
         conn.phase = Phase::Responding(after);
     }
 }

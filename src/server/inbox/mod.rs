@@ -311,12 +311,12 @@ impl Server {
         let Some(conn) = self.conns.get_mut(id.0) else {
             return;
         };
-        conn.status = 200;
         let keep_alive =
             after_answer(conn.req.keep_alive, conn.req.framing()) == After::NextRequest;
-        let output = conn.output.get_or_insert_with(|| self.output_pool.take());
-        let mut w = reply::head(
-            output.spare(),
+        let mut w = reply::begin(
+            &mut conn.output,
+            &mut self.output_pool,
+            &mut conn.status,
             Status(200),
             self.date.as_bytes(),
             &conn.req.origin,
@@ -329,11 +329,10 @@ impl Server {
         );
         w.header_number("Content-Length", message.body.len() as u64);
         reply::persistence(&mut w, keep_alive, conn.req.minor_version);
-        let Some(n) = w.finish() else {
+        if !w.finish() {
             self.refuse_oversized_head(id);
             return;
-        };
-        output.commit(n);
+        }
         conn.req.keep_alive = keep_alive;
         let offset = if conn.req.method_is("HEAD") {
             message.body.len()

@@ -55,12 +55,10 @@ impl Server {
         let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
             return;
         };
-        producer.status = 200;
-        let output = producer
-            .output
-            .get_or_insert_with(|| self.output_pool.take());
-        let mut w = reply::head(
-            output.spare(),
+        let mut w = reply::begin(
+            &mut producer.output,
+            &mut self.output_pool,
+            &mut producer.status,
             Status(200),
             self.date.as_bytes(),
             &producer.req.origin,
@@ -73,12 +71,10 @@ impl Server {
         w.header_number("Content-Length", 0);
         reply::persistence(&mut w, producer.req.keep_alive, producer.req.minor_version);
         let after = After::keeping(producer.req.keep_alive);
-        match w.finish() {
-            Some(n) => {
-                output.commit(n);
-                producer.phase = Phase::Responding(after);
-            }
-            None => self.refuse_oversized_head(p),
+        if w.finish() {
+            producer.phase = Phase::Responding(after);
+        } else {
+            self.refuse_oversized_head(p);
         }
     }
 }

@@ -149,13 +149,13 @@ impl Server {
         self.wake_followers(message);
         self.stats.messages += 1;
         let conn = &mut self.conns[id.0];
-        conn.status = 200;
-        let mut output = conn
-            .output
-            .take()
-            .unwrap_or_else(|| self.output_pool.take());
-        let mut w = reply::head(
-            output.spare(),
+        // Taken out while the head is written: the head reads the whole
+        // connection (its metadata).
+        let mut output = conn.output.take();
+        let mut w = reply::begin(
+            &mut output,
+            &mut self.output_pool,
+            &mut conn.status,
             Status(200),
             self.date.as_bytes(),
             &conn.req.origin,
@@ -168,13 +168,10 @@ impl Server {
         w.header_number("Content-Length", 0);
         reply::persistence(&mut w, conn.req.keep_alive, conn.req.minor_version);
         let written = w.finish();
-        if let Some(n) = written {
-            output.commit(n);
-        }
-        conn.output = Some(output);
+        conn.output = output;
         let after = After::keeping(conn.req.keep_alive);
         conn.phase = Phase::Responding(after);
-        if written.is_none() {
+        if !written {
             self.refuse_oversized_head(id);
         }
         Step::Again
@@ -293,10 +290,10 @@ impl Server {
             // browsers accept only on Secure cookies, so only over HTTPS.
             self.text.extend_from_slice(b"; SameSite=None; Secure");
         }
-        conn.status = 200;
-        let output = conn.output.get_or_insert_with(|| self.output_pool.take());
-        let mut w = reply::head(
-            output.spare(),
+        let mut w = reply::begin(
+            &mut conn.output,
+            &mut self.output_pool,
+            &mut conn.status,
             Status(200),
             self.date.as_bytes(),
             &conn.req.origin,
@@ -322,16 +319,14 @@ impl Server {
         }
         chosen.header.write(&mut w);
         reply::persistence(&mut w, conn.req.keep_alive, conn.req.minor_version);
-        match w.finish() {
-            Some(n) => {
-                output.commit(n);
-                conn.phase = Phase::Reading {
-                    message,
-                    offset: 0,
-                    encoder: chosen.encoder,
-                };
-            }
-            None => self.refuse_oversized_head(id),
+        if w.finish() {
+            conn.phase = Phase::Reading {
+                message,
+                offset: 0,
+                encoder: chosen.encoder,
+            };
+        } else {
+            self.refuse_oversized_head(id);
         }
         self.ready.push(id);
     }

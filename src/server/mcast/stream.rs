@@ -55,10 +55,10 @@ impl Server {
         };
         let chosen = stream_framing(req, head_request);
         conn.req.keep_alive = chosen.keep_alive;
-        conn.status = 200;
-        let output = conn.output.get_or_insert_with(|| self.output_pool.take());
-        let mut w = reply::head(
-            output.spare(),
+        let mut w = reply::begin(
+            &mut conn.output,
+            &mut self.output_pool,
+            &mut conn.status,
             Status(200),
             self.date.as_bytes(),
             &conn.req.origin,
@@ -70,11 +70,10 @@ impl Server {
             .header("X-Accel-Buffering", b"no");
         chosen.header.write(&mut w);
         reply::persistence(&mut w, conn.req.keep_alive, conn.req.minor_version);
-        let Some(n) = w.finish() else {
+        if !w.finish() {
             self.refuse_oversized_head(id);
             return Step::Again;
-        };
-        output.commit(n);
+        }
         if head_request {
             let after = After::keeping(conn.req.keep_alive);
             conn.phase = Phase::Responding(after);
