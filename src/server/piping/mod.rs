@@ -22,7 +22,7 @@ const RESERVED: [&[u8]; 6] = [
     b"/favicon.ico",
     b"/robots.txt",
 ];
-/// Most receivers of one transfer (each round of a broadcast looks at every
+/// Most receivers of one transfer (each round of a transfer looks at every
 /// receiver once).
 pub(super) const MAX_RECEIVERS: u64 = 64;
 /// The methods a piping path answers, for `Allow` and preflights.

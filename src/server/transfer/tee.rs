@@ -1,4 +1,4 @@
-//! The zero-copy way of a broadcast (Linux): the sender's socket → a stage
+//! The zero-copy way to several receivers (Linux): the sender's socket → a stage
 //! pipe → `tee(2)` into every receiver's pipe but the last, moved into the
 //! last one's → each receiver's socket, at the pace of the slowest receiver.
 
