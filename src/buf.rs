@@ -39,10 +39,7 @@ impl Buf {
     /// Free space at the end, after moving pending bytes to the front when the
     /// tail has become small.
     pub fn spare(&mut self) -> &mut [u8] {
-        if self.data.len() - self.end < self.data.len() / 2 {
-            self.compact();
-        }
-        &mut self.data[self.end..]
+        self.split_spare().0
     }
 
     fn compact(&mut self) {
@@ -58,8 +55,7 @@ impl Buf {
         self.data.len() - self.end + self.start
     }
 
-    /// Marks `n` bytes written into [`Buf::spare`] as pending.
-    /// The spare room and what commits bytes written into it, borrowed
+    /// [`Buf::spare`] and what commits bytes written into it, borrowed
     /// apart, so that a writer can hold the room and commit when it is done.
     pub fn split_spare(&mut self) -> (&mut [u8], Commit<'_>) {
         if self.data.len() - self.end < self.data.len() / 2 {
@@ -74,6 +70,7 @@ impl Buf {
         (spare, commit)
     }
 
+    /// Marks `n` bytes written into [`Buf::spare`] as pending.
     pub fn commit(&mut self, n: usize) {
         debug_assert!(self.end + n <= self.data.len());
         self.end += n;
@@ -109,8 +106,6 @@ pub fn reserve_body(v: &mut Vec<u8>, additional: usize, limit: usize) {
     v.reserve_exact(target - v.len());
 }
 
-/// Hands out buffers of one size, keeping up to `keep` returned ones for reuse so
-/// that the hot path does not allocate.
 /// Commits bytes written into a buffer's spare room ([`Buf::split_spare`]).
 pub struct Commit<'a> {
     end: &'a mut usize,
@@ -124,6 +119,8 @@ impl Commit<'_> {
     }
 }
 
+/// Hands out buffers of one size, keeping up to `keep` returned ones for reuse so
+/// that the hot path does not allocate.
 pub struct BufPool {
     size: usize,
     keep: usize,

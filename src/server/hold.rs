@@ -8,8 +8,7 @@ use super::{Server, Step};
 use crate::http::Status;
 use crate::server::conn::{After, ConnId, Hold, Phase};
 use crate::server::respond::Flushed;
-use crate::server::stream::{send_rest, Drained};
-use crate::server::stream::{take_body, Fill, TakeError};
+use crate::server::stream::{send_rest, take_body, Drained, Fill, TakeError};
 
 impl Server {
     /// Writes the response head, then a body held in memory straight from

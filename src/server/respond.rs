@@ -9,7 +9,7 @@ use crate::http::{Framing, HeadWriter, Status};
 use crate::relay::ClaimError;
 use crate::relay::Method;
 use crate::server::conn::{After, Conn, ConnId, Phase};
-use crate::server::reply::{self};
+use crate::server::reply;
 use crate::server::stream::{send, Sent};
 
 /// The content type of the relay's own one-line answers.
