@@ -62,10 +62,11 @@ impl Server {
         Step::Again
     }
 
-    /// Answers a request that waited (it has left the core) with `answer`;
+    /// Answers a request the relay gives up on (a waiter out of time or
+    /// shut down, a head that does not fit) with `answer`, then closes;
     /// `linger_if_body`: its body may still be unread, so the connection
-    /// lingers after the answer rather than closing.
-    pub(super) fn answer_waiter(
+    /// lingers after the answer rather than closing at once.
+    pub(super) fn answer_and_close(
         &mut self,
         id: ConnId,
         linger_if_body: bool,
@@ -239,17 +240,7 @@ impl Server {
     /// from up to two request heads, and the `HttpRelay-Query` re-encoding can
     /// triple a query): the request gets `500` instead, and the connection closes.
     pub(super) fn refuse_oversized_head(&mut self, id: ConnId) {
-        let Some(conn) = self.conns.get_mut(id.0) else {
-            return;
-        };
-        conn.req.keep_alive = false;
-        let after = if conn.req.framing().has_body() {
-            After::Linger
-        } else {
-            After::Close
-        };
-        self.respond_text(id, Status(500), "500 response head too large\n", after);
-        self.ready.push(id);
+        self.answer_and_close(id, true, (Status(500), "500 response head too large\n"));
     }
 
     pub(super) fn respond_metrics(&mut self, id: ConnId) -> Step {

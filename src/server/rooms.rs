@@ -126,7 +126,7 @@ impl Server {
         match wait {
             Wait::InboxReader | Wait::InboxAwaiter => self.inbox_wait_over(id),
             Wait::PipingSender => self.piping_sender_wait_over(id),
-            _ => self.answer_waiter(id, matches!(wait, Wait::Link(_)), super::WAIT_OVER),
+            _ => self.answer_and_close(id, matches!(wait, Wait::Link(_)), super::WAIT_OVER),
         }
     }
 
@@ -138,7 +138,7 @@ impl Server {
                 self.end_stream(id);
             }
             Wait::PipingSender => self.piping_sender_shut(id),
-            _ => self.answer_waiter(id, true, super::SHUTTING_DOWN),
+            _ => self.answer_and_close(id, true, super::SHUTTING_DOWN),
         }
     }
 

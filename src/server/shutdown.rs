@@ -41,7 +41,7 @@ impl Server {
             let id = ConnId(key);
             match self.conns.get(key).map(|c| &c.phase) {
                 Some(&Phase::Parked(wait)) => self.shut(id, wait),
-                Some(_) => self.answer_waiter(id, true, super::SHUTTING_DOWN),
+                Some(_) => self.answer_and_close(id, true, super::SHUTTING_DOWN),
                 None => {}
             }
         }
