@@ -91,6 +91,14 @@ pub enum Receivers {
     Many(Vec<ConnId>),
 }
 
+/// None: what stands in a producer's phase while its transfer's round holds
+/// the receivers.
+impl Default for Receivers {
+    fn default() -> Receivers {
+        Receivers::Many(Vec::new())
+    }
+}
+
 impl Receivers {
     pub fn as_slice(&self) -> &[ConnId] {
         match self {

@@ -24,7 +24,7 @@ const RESERVED: [&[u8]; 6] = [
 ];
 /// Most receivers of one transfer (each round of a transfer looks at every
 /// receiver once).
-pub(super) const MAX_RECEIVERS: u64 = 64;
+const MAX_RECEIVERS: u64 = 64;
 /// The methods a piping path answers, for `Allow` and preflights.
 const METHODS: &[u8] = b"GET, HEAD, POST, PUT, OPTIONS";
 

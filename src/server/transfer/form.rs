@@ -113,9 +113,9 @@ impl Server {
         range: std::ops::Range<usize>,
     ) -> Result<(), MultipartError> {
         let Group {
-            form, ids, count, ..
+            form, receivers, ..
         } = group;
-        let receivers = &ids[..*count];
+        let receivers = receivers.as_slice();
         let Some(form) = form.as_mut() else {
             return Ok(());
         };

@@ -20,7 +20,6 @@ use crate::http::{
     Status, CHUNK_OVERHEAD, MAX_DELIMITER,
 };
 use crate::server::conn::{After, ConnId, Form, FormPart, Phase, Receivers, Transfer};
-use crate::server::piping::MAX_RECEIVERS;
 use crate::server::reply::{self, Expose, Replaced};
 use crate::server::stream::{fill, send, Fill, Sent};
 
@@ -32,26 +31,26 @@ mod tee;
 #[cfg(target_os = "linux")]
 use tee::pipe_filled;
 
-/// A transfer's state while a round runs: the body decoder and the form
-/// (taken out of the producer's phase and put back after the round) and the
-/// receivers' ids (copied, so that each step can borrow any connection).
+/// A transfer's state while a round runs, taken out of the producer's phase
+/// (so that each step can borrow any connection) and put back after it.
 pub(super) struct Group {
     pub(super) body: BodyDecoder,
     pub(super) form: Option<Box<Form>>,
-    kind: Transfer,
-    ids: [ConnId; MAX_RECEIVERS as usize],
-    count: usize,
+    pub(super) receivers: Receivers,
 }
 
 impl Group {
     pub(super) fn receivers(&self) -> &[ConnId] {
-        &self.ids[..self.count]
+        self.receivers.as_slice()
     }
 
     /// The one receiver of a plain transfer (the zero-copy and direct-read
     /// shortcuts apply to it), or `None` for several or a form.
     fn single(&self) -> Option<ConnId> {
-        (self.count == 1 && self.form.is_none()).then_some(self.ids[0])
+        match (&self.receivers, &self.form) {
+            (Receivers::One(r), None) => Some(*r),
+            _ => None,
+        }
     }
 }
 
@@ -205,12 +204,12 @@ impl Server {
                 return Step::Closed;
             };
             let round = self.transfer_round(p, &mut group);
-            self.put_group(p, &mut group);
+            self.put_group(p, group);
             match round {
                 Ok(Round::Moved) => {}
                 Ok(Round::Blocked) => return Step::Blocked,
                 Ok(Round::Finished) => {
-                    self.finish_transfer(p, &group);
+                    self.finish_transfer(p);
                     return Step::Again;
                 }
                 Err(broke) => {
@@ -227,32 +226,40 @@ impl Server {
         let Phase::Producing {
             body,
             receivers,
-            kind,
             form,
+            ..
         } = &mut self.conns.get_mut(p.0)?.phase
         else {
             return None;
         };
-        let mut ids = [ConnId(0); MAX_RECEIVERS as usize];
-        let receivers = receivers.as_slice();
-        let count = receivers.len().min(ids.len());
-        ids[..count].copy_from_slice(&receivers[..count]);
         Some(Group {
             body: *body,
             form: form.take(),
-            kind: *kind,
-            ids,
-            count,
+            receivers: std::mem::take(receivers),
         })
     }
 
-    /// Puts the round's decoder and form back into the producer's phase.
-    fn put_group(&mut self, p: ConnId, group: &mut Group) {
-        if let Some(Phase::Producing { body, form, .. }) =
-            self.conns.get_mut(p.0).map(|c| &mut c.phase)
+    /// Puts the round's state back into the producer's phase (nothing looks
+    /// at it there while the round runs).
+    fn put_group(&mut self, p: ConnId, group: Group) {
+        if let Some(Phase::Producing {
+            body,
+            receivers,
+            form,
+            ..
+        }) = self.conns.get_mut(p.0).map(|c| &mut c.phase)
         {
-            *body = group.body;
-            *form = group.form.take();
+            (*body, *receivers, *form) = (group.body, group.receivers, group.form);
+        }
+    }
+
+    /// Takes the receivers out of a producer's phase that is about to end.
+    fn take_receivers(&mut self, p: ConnId) -> Option<(Receivers, Transfer)> {
+        match &mut self.conns.get_mut(p.0)?.phase {
+            Phase::Producing {
+                receivers, kind, ..
+            } => Some((std::mem::take(receivers), *kind)),
+            _ => None,
         }
     }
 
@@ -486,8 +493,11 @@ impl Server {
 
     /// Every receiver has the whole body: all move on, and the method says
     /// what follows for the producer.
-    fn finish_transfer(&mut self, p: ConnId, group: &Group) {
-        for &r in group.receivers() {
+    fn finish_transfer(&mut self, p: ConnId) {
+        let Some((receivers, kind)) = self.take_receivers(p) else {
+            return;
+        };
+        for &r in receivers.as_slice() {
             let Some(receiver) = self.conns.get_mut(r.0) else {
                 continue;
             };
@@ -503,8 +513,8 @@ impl Server {
             self.pipes.give(stage);
         }
         self.ready.push(p);
-        let first = group.receivers().first().copied();
-        self.transfer_done(p, first, group.kind);
+        let first = receivers.as_slice().first().copied();
+        self.transfer_done(p, first, kind);
     }
 
     /// Settles what broke a round (the producer's phase holds the transfer
@@ -543,15 +553,12 @@ impl Server {
         self.producer_failed(p, (Status(400), text.as_str()));
     }
 
-    /// Every receiver still receiving from `p` ends short.
-    pub(super) fn truncate_receivers(&mut self, p: ConnId) {
-        let Some(Phase::Producing { receivers, .. }) = self.conns.get(p.0).map(|c| &c.phase) else {
+    /// Every receiver of `p`, whose transfer is about to end, ends short.
+    fn truncate_receivers(&mut self, p: ConnId) {
+        let Some((receivers, _)) = self.take_receivers(p) else {
             return;
         };
-        let mut ids = [ConnId(0); MAX_RECEIVERS as usize];
-        let count = receivers.as_slice().len().min(ids.len());
-        ids[..count].copy_from_slice(&receivers.as_slice()[..count]);
-        for &r in &ids[..count] {
+        for &r in receivers.as_slice() {
             self.truncate_consumer(r);
         }
     }
