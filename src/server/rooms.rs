@@ -21,9 +21,9 @@
 //! needs here, its state in [`Rooms`], its flags in `config` and its label in
 //! `relay::Method`.
 
-use super::conn::{ConnId, Hold, Phase, Transfer, Wait};
+use super::conn::{Conn, ConnId, Hold, Phase, Transfer, Wait};
 use super::{Server, Step};
-use crate::http::Status;
+use crate::http::{BodyError, HeadWriter, QueryFilter, Status};
 use crate::relay::Method;
 
 /// A link producer's answer when its consumer left mid-body.
@@ -58,7 +58,47 @@ impl Rooms {
     }
 }
 
+/// The status of a receiver's answer in a transfer of `kind`: a proxy
+/// result's own, else `200`.
+pub(super) fn receiver_status(kind: Transfer, producer: &Conn) -> Status {
+    match kind {
+        Transfer::ProxyResult => super::proxy::result_status(&producer.head_copy),
+        _ => Status(200),
+    }
+}
+
+/// The fields a receiver's head carries before its framing, as the method of
+/// the transfer writes them; `scratch` for the filtered query.
+pub(super) fn receiver_fields(
+    kind: Transfer,
+    w: &mut HeadWriter,
+    producer: &Conn,
+    consumer: &Conn,
+    date: &[u8],
+    scratch: (&mut QueryFilter, &mut Vec<u8>),
+) {
+    match kind {
+        Transfer::Link => super::link::consumer_fields(w, producer, consumer, date, scratch),
+        Transfer::ProxyJob(job) => super::proxy::job_head_fields(w, producer, consumer, date, &job),
+        Transfer::ProxyResult => super::proxy::result_head_fields(w, producer, consumer, date),
+        Transfer::Piping => super::piping::receiver_head_fields(w, producer, date),
+    }
+}
+
 impl Server {
+    /// A producer's chunked framing broke mid-transfer: its method decides
+    /// what its answer can still be.
+    pub(super) fn bad_body(&mut self, p: ConnId, kind: Transfer, error: BodyError) {
+        match kind {
+            Transfer::Piping => self.piping_sender_broke(p),
+            Transfer::ProxyJob(job) => {
+                self.proxy_forget_job(p, job);
+                self.cut_transfer(p, error);
+            }
+            Transfer::Link | Transfer::ProxyResult => self.cut_transfer(p, error),
+        }
+    }
+
     /// Drives a connection in a phase of a method's own.
     pub(super) fn drive_room(&mut self, id: ConnId) -> Step {
         match self.conns[id.0].phase {

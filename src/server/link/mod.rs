@@ -2,9 +2,9 @@
 
 use super::respond::Guarded;
 use super::{Server, Step};
-use crate::http::Status;
+use crate::http::{HeadWriter, QueryFilter, Status};
 use crate::relay::{LinkArrival, Method, Role, WaiterId};
-use crate::server::conn::{After, ConnId, Phase, Receivers, Transfer, Wait};
+use crate::server::conn::{After, Conn, ConnId, Phase, Receivers, Transfer, Wait};
 use crate::server::reply::{self, Expose};
 
 impl Server {
@@ -76,6 +76,23 @@ impl Server {
         } else {
             self.refuse_oversized_head(p);
         }
+    }
+}
+
+/// What a consumer's head carries before its framing: the relay's common
+/// fields, the producer's metadata and content type.
+pub(super) fn consumer_fields(
+    w: &mut HeadWriter,
+    producer: &Conn,
+    consumer: &Conn,
+    date: &[u8],
+    (filter, text): (&mut QueryFilter, &mut Vec<u8>),
+) {
+    reply::common(w, date, &consumer.req.origin, Expose::Metadata);
+    filter.filter(&producer.req.query, text);
+    reply::metadata(w, &producer.meta(text), consumer.arrived_unix_ms);
+    if !producer.req.content_type.is_empty() {
+        w.header("Content-Type", &producer.req.content_type);
     }
 }
 

@@ -267,6 +267,12 @@ impl Server {
         }
     }
 
+    /// A sender's chunked framing broke: its response has begun and can only
+    /// end; closing it cuts the receivers short and frees the path.
+    pub(super) fn piping_sender_broke(&mut self, sender: ConnId) {
+        self.close(sender);
+    }
+
     /// A sender waited for its receivers past the wait timeout: its response
     /// has begun, and ends with the news.
     pub(super) fn piping_sender_wait_over(&mut self, sender: ConnId) {
@@ -515,6 +521,13 @@ fn normalize_path(raw: &[u8], out: &mut Vec<u8>) {
 pub(super) struct PartFields<'a> {
     pub content_type: Option<&'a [u8]>,
     pub disposition: Option<&'a [u8]>,
+}
+
+/// What a receiver's head has before its framing: the reference server's
+/// fields, none of the relay's own.
+pub(super) fn receiver_head_fields(w: &mut HeadWriter, sender: &Conn, date: &[u8]) {
+    receiver_fields(w, sender, None);
+    w.header("Date", date);
 }
 
 /// The sender fields a receiver gets, from the sender's head as received (or

@@ -8,7 +8,7 @@ use super::{Server, Step};
 use crate::http::{trim, BodyDecoder, Framing, HeadWriter, Status};
 use crate::relay::{JobId, ProxyDispatch, ResultError, WaiterId};
 use crate::server::conn::{Conn, ConnId, Hold, Phase, Receivers, Transfer, Wait};
-use crate::server::reply::Replaced;
+use crate::server::reply::{self, Expose, Replaced};
 
 /// Client fields not forwarded to the server: they describe this hop's
 /// connection and framing, which the relay sets itself.
@@ -179,6 +179,31 @@ fn for_each_field(head: &[u8], mut f: impl FnMut(&str, &[u8])) {
             f(field.name, trim(field.value));
         }
     });
+}
+
+/// What a `SERVE` response carrying a job has before its framing: the
+/// relay's common fields (every one exposed), then the job.
+pub(super) fn job_head_fields(
+    w: &mut HeadWriter,
+    client: &Conn,
+    server: &Conn,
+    date: &[u8],
+    job: &JobId,
+) {
+    reply::common(w, date, &server.req.origin, Expose::All);
+    job_fields(w, client, job);
+}
+
+/// What a client's response carrying a result has before its framing: the
+/// relay's common fields except those the result replaces, then the
+/// result's own.
+pub(super) fn result_head_fields(w: &mut HeadWriter, server: &Conn, client: &Conn, date: &[u8]) {
+    let replaced = result_replaces(&server.head_copy);
+    reply::common_except(w, date, &client.req.origin, Expose::All, replaced);
+    // The relay reflects the client's Origin: caches must keep responses for
+    // different origins apart whatever Vary the result brings.
+    let vary_origin = !client.req.origin.is_empty() && !replaced.has(Replaced::ALLOW_ORIGIN);
+    result_fields(w, server, vary_origin);
 }
 
 /// The job description a `SERVE` response carries: the client's fields, then

@@ -20,7 +20,8 @@ use crate::http::{
     Status, CHUNK_OVERHEAD, MAX_DELIMITER,
 };
 use crate::server::conn::{After, ConnId, Form, FormPart, Phase, Receivers, Transfer};
-use crate::server::reply::{self, Expose, Replaced};
+use crate::server::reply;
+use crate::server::rooms::{receiver_fields, receiver_status};
 use crate::server::stream::{fill, send, Fill, Sent};
 
 mod form;
@@ -121,52 +122,24 @@ impl Server {
             return None;
         };
         let framing = producer.req.framing();
-        let output = consumer
-            .output
-            .get_or_insert_with(|| self.output_pool.take());
-        // A proxy result may replace the relay's own fields with its values.
-        let (status, expose, replaced) = match kind {
-            Transfer::Link => (Status(200), Expose::Metadata, Replaced::NONE),
-            Transfer::ProxyJob(_) => (Status(200), Expose::All, Replaced::NONE),
-            Transfer::ProxyResult => (
-                super::proxy::result_status(&producer.head_copy),
-                Expose::All,
-                super::proxy::result_replaces(&producer.head_copy),
-            ),
-            // Unused: a piping receiver gets the reference's fields, below.
-            Transfer::Piping => (Status(200), Expose::Metadata, Replaced::NONE),
-        };
+        let status = receiver_status(kind, producer);
         consumer.status = status.0;
+        // Taken out while the head is written: each method's fields read the
+        // whole receiving connection.
+        let mut output = consumer
+            .output
+            .take()
+            .unwrap_or_else(|| self.output_pool.take());
         let mut w = HeadWriter::new(output.spare(), status);
-        let date = self.date.as_bytes();
-        if kind == Transfer::Piping {
-            // The reference server's fields, none of the relay's own.
-            super::piping::receiver_fields(&mut w, producer, None);
-            w.header("Date", date);
-        } else {
-            reply::common_except(&mut w, date, &consumer.req.origin, expose, replaced);
-        }
-        match kind {
-            Transfer::Piping => {}
-            Transfer::Link => {
-                self.query_filter
-                    .filter(&producer.req.query, &mut self.text);
-                let meta = producer.meta(&self.text);
-                reply::metadata(&mut w, &meta, consumer.arrived_unix_ms);
-                if !producer.req.content_type.is_empty() {
-                    w.header("Content-Type", &producer.req.content_type);
-                }
-            }
-            Transfer::ProxyJob(job) => super::proxy::job_fields(&mut w, producer, &job),
-            Transfer::ProxyResult => {
-                // The relay reflects the client's Origin: caches must keep
-                // responses for different origins apart whatever Vary the
-                // result brings.
-                let vary_origin =
-                    !consumer.req.origin.is_empty() && !replaced.has(Replaced::ALLOW_ORIGIN);
-                super::proxy::result_fields(&mut w, producer, vary_origin)
-            }
-        }
+        let scratch = (&mut self.query_filter, &mut self.text);
+        receiver_fields(
+            kind,
+            &mut w,
+            producer,
+            consumer,
+            self.date.as_bytes(),
+            scratch,
+        );
         // The producer's body framing, the consumer's method and version, and
         // the status decide how the body goes out (or that it is dropped).
         let chosen = response_framing(&Exchange {
@@ -176,12 +149,15 @@ impl Server {
             minor_version: consumer.req.minor_version,
             keep_alive: consumer.req.keep_alive,
         });
-        consumer.req.keep_alive = chosen.keep_alive;
         chosen.header.write(&mut w);
-        reply::persistence(&mut w, consumer.req.keep_alive, consumer.req.minor_version);
-        let n = w.finish()?;
-        output.commit(n);
-        Some(chosen.encoder)
+        reply::persistence(&mut w, chosen.keep_alive, consumer.req.minor_version);
+        let written = w.finish();
+        if let Some(n) = written {
+            output.commit(n);
+        }
+        consumer.output = Some(output);
+        consumer.req.keep_alive = chosen.keep_alive;
+        written.map(|_| chosen.encoder)
     }
 
     /// A receiver's head did not fit (it reflects fields of the producer's
@@ -526,28 +502,20 @@ impl Server {
             Broke::Producer => self.close(p),
             // The method learns it (`rooms::consumer_gone`).
             Broke::Receiver(r) => self.close(r),
-            Broke::Framing(error) => self.abort_bad_body(p, error),
+            Broke::Framing(error) => {
+                if let Some(&Phase::Producing { kind, .. }) = self.conns.get(p.0).map(|c| &c.phase)
+                {
+                    self.bad_body(p, kind, error);
+                }
+            }
             Broke::Form { error, started } => self.form_broke(p, error, started),
             Broke::NoOutput(r) => self.broken(r, "a receiver without its output buffer"),
         }
     }
 
-    /// The producer's chunked framing is broken: it gets `400`, the receivers
-    /// a truncated body.
-    fn abort_bad_body(&mut self, p: ConnId, error: BodyError) {
-        let Some(Phase::Producing { kind, .. }) = self.conns.get(p.0).map(|c| &c.phase) else {
-            return;
-        };
-        match kind {
-            // The sender's response has begun: it can only end. Closing it
-            // cuts the receivers short and frees the path.
-            Transfer::Piping => {
-                self.close(p);
-                return;
-            }
-            Transfer::ProxyJob(job) => self.proxy_forget_job(p, *job),
-            Transfer::Link | Transfer::ProxyResult => {}
-        }
+    /// The producer's body cannot go on (its framing broke): it gets `400`,
+    /// the receivers a truncated body.
+    pub(super) fn cut_transfer(&mut self, p: ConnId, error: BodyError) {
         self.truncate_receivers(p);
         let text = format!("400 {error}\n");
         self.producer_failed(p, (Status(400), text.as_str()));
