@@ -37,13 +37,12 @@ pub(super) fn ends<'a>(
         from: Side {
             stream: &mut producer.stream,
             ready: &mut producer.readable,
-            closed: producer.peer_closed,
         },
+        producer_closed: producer.peer_closed,
         #[cfg(target_os = "linux")]
         to: Side {
             stream: &mut receiver.stream,
             ready: &mut receiver.writable,
-            closed: receiver.peer_closed,
         },
         #[cfg(target_os = "linux")]
         receiver: r,
@@ -52,12 +51,11 @@ pub(super) fn ends<'a>(
     }))
 }
 
-/// One side of a transfer: its socket, its readiness (readable for the
-/// producer, writable for the consumer) and whether its peer closed.
+/// One side of a transfer: its socket and its readiness (readable for the
+/// producer, writable for the receiver).
 struct Side<'a> {
     stream: &'a mut Stream,
     ready: &'a mut bool,
-    closed: bool,
 }
 
 /// The parts of a producer and its one receiver that the shortcuts work
@@ -70,6 +68,8 @@ pub(super) struct Ends<'a> {
     /// The receiver's framed bytes waiting to be sent.
     output: &'a mut Buf,
     from: Side<'a>,
+    /// The producer closed its side: a short read may be its last.
+    producer_closed: bool,
     #[cfg(target_os = "linux")]
     to: Side<'a>,
     #[cfg(target_os = "linux")]
@@ -177,7 +177,7 @@ impl Ends<'_> {
                 self.body.advance_plain(n as u64);
                 let framed = self.encoder.frame_direct(n, spare);
                 self.output.commit(framed);
-                note_short_read(self.from.ready, self.from.closed, n, limit);
+                note_short_read(self.from.ready, self.producer_closed, n, limit);
                 *relayed += n as u64;
                 Ok(true)
             }
