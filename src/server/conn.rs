@@ -9,9 +9,10 @@ use crate::buf::{Buf, BufPool};
 use crate::server::stream::{fill, Fill, Stream};
 
 use crate::http::sse::EventWriter;
+use crate::http::Status;
 use crate::http::{BodyDecoder, Encoder, MultipartDecoder, Request};
 use crate::relay::{InboxMessage, JobId, Message, Role};
-use crate::server::reply::Meta;
+use crate::server::reply::{self, Expose, Head, Meta};
 
 /// A connection's key in the server's slab (also its poll token and its
 /// [`crate::relay::WaiterId`]).
@@ -353,6 +354,26 @@ impl Conn {
             self.peer_closed,
             pool,
         )
+    }
+
+    /// Begins the response to the current request ([`reply::begin`]): its
+    /// head in this connection's output, and the request it answers, which
+    /// the caller reads while it adds its fields.
+    pub fn begin_response(
+        &mut self,
+        pool: &mut BufPool,
+        status: Status,
+        date: &[u8],
+        expose: Expose,
+    ) -> (Head<'_>, &Request) {
+        let Conn {
+            output,
+            status: recorded,
+            req,
+            ..
+        } = self;
+        let head = reply::begin(output, pool, recorded, status, date, &req.origin, expose);
+        (head, req)
     }
 
     /// Gives back field capacity an earlier, larger request left behind (see

@@ -196,15 +196,8 @@ impl Server {
         };
         let keep_alive = after == After::NextRequest;
         let expose = expose_for(&conn.req.path);
-        let mut w = reply::begin(
-            &mut conn.output,
-            &mut self.output_pool,
-            &mut conn.status,
-            status,
-            self.date.as_bytes(),
-            &conn.req.origin,
-            expose,
-        );
+        let date = self.date.as_bytes();
+        let (mut w, req) = conn.begin_response(&mut self.output_pool, status, date, expose);
         if !body.is_empty() {
             w.header("Content-Type", content_type);
         }
@@ -212,12 +205,8 @@ impl Server {
             w.header("Allow", allow);
         }
         w.header_number("Content-Length", body.len() as u64);
-        reply::persistence(&mut w, keep_alive, conn.req.minor_version);
-        let body = if conn.req.method_is("HEAD") {
-            b""
-        } else {
-            body
-        };
+        reply::persistence(&mut w, keep_alive, req.minor_version);
+        let body = if req.method_is("HEAD") { b"" } else { body };
         if !w.finish_with_body(body) {
             // Only a huge reflected Origin can overflow; answer without it.
             conn.req.origin.clear();
@@ -265,21 +254,15 @@ impl Server {
         let conn = &mut self.conns[id.0];
         let after = body_after(conn);
         let keep_alive = after == After::NextRequest;
-        let mut w = reply::begin(
-            &mut conn.output,
-            &mut self.output_pool,
-            &mut conn.status,
-            Status(200),
-            self.date.as_bytes(),
-            &conn.req.origin,
-            expose_of(method),
-        );
+        let date = self.date.as_bytes();
+        let (mut w, req) =
+            conn.begin_response(&mut self.output_pool, Status(200), date, expose_of(method));
         let allow_headers = preflight_allows(method);
         w.header("Access-Control-Allow-Methods", reply::ALLOW_METHODS)
             .header("Access-Control-Allow-Headers", allow_headers)
             .header("Access-Control-Max-Age", b"86400");
         w.header_number("Content-Length", 0);
-        reply::persistence(&mut w, keep_alive, conn.req.minor_version);
+        reply::persistence(&mut w, keep_alive, req.minor_version);
         // Only a huge reflected Origin could overflow: the answer is then
         // left out, and the client's preflight fails as it would anyway.
         w.finish();

@@ -313,22 +313,16 @@ impl Server {
         };
         let keep_alive =
             after_answer(conn.req.keep_alive, conn.req.framing()) == After::NextRequest;
-        let mut w = reply::begin(
-            &mut conn.output,
-            &mut self.output_pool,
-            &mut conn.status,
-            Status(200),
-            self.date.as_bytes(),
-            &conn.req.origin,
-            Expose::Metadata,
-        );
+        let date = self.date.as_bytes();
+        let (mut w, req) =
+            conn.begin_response(&mut self.output_pool, Status(200), date, Expose::Metadata);
         let content_type = message.content_type.as_deref();
         w.header(
             "Content-Type",
             content_type.unwrap_or(b"application/octet-stream"),
         );
         w.header_number("Content-Length", message.body.len() as u64);
-        reply::persistence(&mut w, keep_alive, conn.req.minor_version);
+        reply::persistence(&mut w, keep_alive, req.minor_version);
         if !w.finish() {
             self.refuse_oversized_head(id);
             return;

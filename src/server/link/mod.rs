@@ -55,22 +55,17 @@ impl Server {
         let Some((producer, consumer)) = self.conns.get2_mut(p.0, c.0) else {
             return;
         };
-        let mut w = reply::begin(
-            &mut producer.output,
-            &mut self.output_pool,
-            &mut producer.status,
-            Status(200),
-            self.date.as_bytes(),
-            &producer.req.origin,
-            Expose::Metadata,
-        );
+        let arrived = producer.arrived_unix_ms;
+        let date = self.date.as_bytes();
+        let (mut w, req) =
+            producer.begin_response(&mut self.output_pool, Status(200), date, Expose::Metadata);
         self.query_filter
             .filter(&consumer.req.query, &mut self.text);
         let meta = consumer.meta(&self.text);
-        reply::metadata(&mut w, &meta, producer.arrived_unix_ms);
+        reply::metadata(&mut w, &meta, arrived);
         w.header_number("Content-Length", 0);
-        reply::persistence(&mut w, producer.req.keep_alive, producer.req.minor_version);
-        let after = After::keeping(producer.req.keep_alive);
+        reply::persistence(&mut w, req.keep_alive, req.minor_version);
+        let after = After::keeping(req.keep_alive);
         if w.finish() {
             producer.phase = Phase::Responding(after);
         } else {

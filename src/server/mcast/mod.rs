@@ -290,15 +290,10 @@ impl Server {
             // browsers accept only on Secure cookies, so only over HTTPS.
             self.text.extend_from_slice(b"; SameSite=None; Secure");
         }
-        let mut w = reply::begin(
-            &mut conn.output,
-            &mut self.output_pool,
-            &mut conn.status,
-            Status(200),
-            self.date.as_bytes(),
-            &conn.req.origin,
-            Expose::Mcast,
-        );
+        let arrived = conn.arrived_unix_ms;
+        let date = self.date.as_bytes();
+        let (mut w, req) =
+            conn.begin_response(&mut self.output_pool, Status(200), date, Expose::Mcast);
         let producer = &message.meta;
         let meta = Meta {
             ip: producer.ip,
@@ -307,7 +302,7 @@ impl Server {
             method: &producer.method,
             query: &producer.query,
         };
-        reply::metadata(&mut w, &meta, conn.arrived_unix_ms);
+        reply::metadata(&mut w, &meta, arrived);
         if !producer.content_type.is_empty() {
             w.header("Content-Type", &producer.content_type);
         }
@@ -318,7 +313,7 @@ impl Server {
                 .header("Vary", b"Cookie");
         }
         chosen.header.write(&mut w);
-        reply::persistence(&mut w, conn.req.keep_alive, conn.req.minor_version);
+        reply::persistence(&mut w, req.keep_alive, req.minor_version);
         if w.finish() {
             conn.phase = Phase::Reading {
                 message,

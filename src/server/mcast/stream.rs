@@ -55,21 +55,15 @@ impl Server {
         };
         let chosen = stream_framing(req, head_request);
         conn.req.keep_alive = chosen.keep_alive;
-        let mut w = reply::begin(
-            &mut conn.output,
-            &mut self.output_pool,
-            &mut conn.status,
-            Status(200),
-            self.date.as_bytes(),
-            &conn.req.origin,
-            Expose::Mcast,
-        );
+        let date = self.date.as_bytes();
+        let (mut w, req) =
+            conn.begin_response(&mut self.output_pool, Status(200), date, Expose::Mcast);
         w.header("Content-Type", b"text/event-stream")
             .header("Cache-Control", b"no-cache")
             // nginx would otherwise buffer the stream.
             .header("X-Accel-Buffering", b"no");
         chosen.header.write(&mut w);
-        reply::persistence(&mut w, conn.req.keep_alive, conn.req.minor_version);
+        reply::persistence(&mut w, req.keep_alive, req.minor_version);
         if !w.finish() {
             self.refuse_oversized_head(id);
             return Step::Again;
