@@ -18,6 +18,11 @@ COPY scripts/static-build.sh ./scripts/
 RUN scripts/static-build.sh "${TARGETARCH:-amd64}" \
     && cp target/*-unknown-linux-musl/release/httprelay /httprelay
 
+# Memory: the relay reads the container's limit (`docker run -m 128m`, a
+# compose file's `mem_limit`, a Kubernetes memory limit) from its cgroup and
+# takes half of it as its budget, deriving every limit from it
+# (docs/memory.md, "Budget"); without a limit, a quarter of the host's memory,
+# at most 360 MiB. `--memory 48M` after the image name overrides.
 FROM scratch
 COPY --from=build /httprelay /httprelay
 USER 65534:65534

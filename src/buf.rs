@@ -268,6 +268,30 @@ mod tests {
         assert!(v.capacity() >= 100_050, "what is needed always fits");
     }
 
+    /// The memory bound counts pooled buffers within the connections' term:
+    /// a pool's buffers, out or kept, never outnumber the most ever out at once.
+    #[test]
+    fn a_pool_never_holds_more_buffers_than_were_ever_out_at_once() {
+        let mut pool = BufPool::new(16, 64);
+        let mut out: Vec<Buf> = Vec::new();
+        let (mut most_out, mut state) = (0usize, 0x2545_f491_4f6c_dd1du64);
+        for step in 0..100_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Drift between few and many out, as load comes and goes.
+            let cap = if step / 1000 % 2 == 0 { 100 } else { 5 };
+            if out.len() < cap && state & 3 != 0 {
+                out.push(pool.take());
+            } else if let Some(buf) = out.pop() {
+                pool.give(buf);
+            }
+            most_out = most_out.max(out.len());
+            assert!(pool.outstanding() + pool.free.len() <= most_out.max(1));
+        }
+        assert!(most_out > 64, "the test drove the pool past its keep");
+    }
+
     #[test]
     fn pool_reuses_up_to_keep() {
         let mut pool = BufPool::new(4, 1);

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::budget::{Budget, Given, Limit, MIN_BUDGET};
 use crate::relay;
 
 /// Where the server listens.
@@ -58,6 +59,13 @@ pub struct Config {
     /// Serve the Piping Server protocol on every path the relay's own routes
     /// do not take.
     pub piping: bool,
+    /// `--memory`: the budget every limit not given is derived from (`None`:
+    /// read from the machine when the relay starts).
+    pub memory: Option<u64>,
+    /// The limits the command line set.
+    pub given: Given,
+    /// The budget applied by [`crate::budget::fit`], if any.
+    pub budget: Option<Budget>,
 }
 
 /// What the command line asks for.
@@ -131,6 +139,14 @@ Listening:
   -u, --unix PATH             listen on a Unix socket instead (an existing socket
                               file is replaced)
 
+Memory (sizes in bytes, or with K, M, G: 48M is 48 MiB):
+      --memory SIZE               the most memory the relay may use, whatever
+                                  clients do; every limit below without a flag
+                                  of its own is derived from it (see
+                                  docs/memory.md) [default: half the cgroup's
+                                  memory limit, else a quarter of the machine's
+                                  memory, between 16M and 360M]
+
 Channels:
       --idle-expiry SECS          forget a channel that holds only a write-secret
                                   claim or mcast messages once idle this long
@@ -138,16 +154,18 @@ Channels:
                                   once) [default: 1200]
       --max-channels N            most channels remembered for a claim or mcast
                                   messages; requests that would add one get 503
-                                  beyond [default: 32768]
-      --mcast-max-message BYTES   largest mcast message, 413 beyond
-                                  [default: 10485760]
-      --mcast-retain BYTES        bytes of messages an mcast channel keeps; the
-                                  oldest are dropped beyond [default: 11000000]
-      --sync-max-body BYTES       largest sync body, 413 beyond [default: 10485760]
+                                  beyond [default: from --memory]
+      --mcast-max-message SIZE    largest mcast message, 413 beyond
+                                  [default: 10M, at most --mcast-total]
+      --mcast-retain SIZE         bytes of messages an mcast channel keeps; the
+                                  oldest are dropped beyond [default: 11000000,
+                                  at most --mcast-total]
+      --sync-max-body SIZE        largest sync body, 413 beyond [default: 10M,
+                                  at most --sync-total]
       --inbox-ttl SECS            an inbox message (or its acknowledgement) is
                                   kept this long after its POST [default: 300]
-      --inbox-max-message BYTES   largest inbox message, 413 beyond
-                                  [default: 65536]
+      --inbox-max-message SIZE    largest inbox message, 413 beyond [default:
+                                  64K, at most --inbox-total]
 
 Protocols:
       --piping                    also serve Piping Server transfers (POST/PUT
@@ -160,18 +178,20 @@ Proxies:
                                   [default: none]
 
 Limits:
-      --max-head BYTES            largest request head, 431 beyond [default: 16384]
+      --max-head SIZE             largest request head, 431 beyond [default:
+                                  8K below a 128M budget, else 16K]
       --max-conns N               most open connections; at the limit the oldest
                                   connections without a complete request head are
-                                  closed, else accepting pauses
-                                  [default: 1024, or the descriptor limit minus
-                                  32 when that is lower]
-      --mcast-total BYTES         most bytes held by mcast messages in all;
-                                  503 for new uploads beyond [default: 67108864]
-      --sync-total BYTES          most bytes held by sync bodies in all; 503 for
-                                  new uploads beyond [default: 67108864]
-      --inbox-total BYTES         most bytes held by inbox messages in all; 503
-                                  for new messages beyond [default: 16777216]
+                                  closed, else accepting pauses [default: from
+                                  --memory, at most the descriptor limit minus 32]
+      --mcast-total SIZE          most bytes held by mcast messages in all;
+                                  503 for new uploads beyond [default: from
+                                  --memory]
+      --sync-total SIZE           most bytes held by sync bodies in all; 503 for
+                                  new uploads beyond [default: from --memory]
+      --inbox-total SIZE          most bytes held by inbox messages in all; 503
+                                  for new messages beyond [default: from
+                                  --memory]
 
 Timeouts (seconds, fractions allowed):
       --head-timeout SECS         a request head must be complete this long after
@@ -272,6 +292,9 @@ impl Flags {
             inbox_total: DEFAULT_INBOX_TOTAL,
             access_log: false,
             piping: false,
+            memory: None,
+            given: Given::default(),
+            budget: None,
         };
         Flags {
             addr: String::from("0.0.0.0"),
@@ -289,31 +312,23 @@ impl Flags {
 
         while let Some(arg) = parser.next()? {
             let c = &mut self.config;
+            if let Some(limit) = limit_of(&arg) {
+                read_limit(parser, c, limit)?;
+                c.given.set(limit);
+                continue;
+            }
             match arg {
                 Short('a') | Long("addr") => self.addr = parser.value()?.string()?,
                 Short('p') | Long("port") => self.port = number(parser, "port")?,
                 Short('u') | Long("unix") => self.unix = Some(parser.value()?.into()),
+                Long("memory") => c.memory = Some(memory(parser)?),
                 Long("idle-expiry") => c.idle_expiry = seconds(parser, "idle-expiry")?,
-                Long("max-head") => c.max_head = max_head(parser)?,
-                Long("mcast-max-message") => {
-                    c.mcast_max_message = number(parser, "mcast-max-message")?
-                }
-                Long("mcast-retain") => c.mcast_retain = number(parser, "mcast-retain")?,
-                Long("sync-max-body") => c.sync_max_body = number(parser, "sync-max-body")?,
                 Long("head-timeout") => c.head_timeout = seconds(parser, "head-timeout")?,
                 Long("idle-timeout") => c.idle_timeout = seconds(parser, "idle-timeout")?,
                 Long("body-timeout") => c.body_timeout = seconds(parser, "body-timeout")?,
                 Long("wait-timeout") => c.wait_timeout = wait_timeout(parser)?,
-                Long("max-conns") => c.max_conns = Some(max_conns(parser)?),
-                Long("mcast-total") => c.mcast_total = number(parser, "mcast-total")?,
-                Long("sync-total") => c.sync_total = number(parser, "sync-total")?,
-                Long("max-channels") => c.max_channels = number(parser, "max-channels")?,
                 Long("inbox-timeout") => c.inbox_timeout = seconds(parser, "inbox-timeout")?,
                 Long("inbox-ttl") => c.inbox_ttl = seconds(parser, "inbox-ttl")?,
-                Long("inbox-max-message") => {
-                    c.inbox_max_message = number(parser, "inbox-max-message")?
-                }
-                Long("inbox-total") => c.inbox_total = number(parser, "inbox-total")?,
                 Long("access-log") => c.access_log = true,
                 Long("piping") => c.piping = true,
                 Long("health-check") => self.health_check = true,
@@ -344,9 +359,73 @@ impl Flags {
     }
 }
 
+/// The limit a flag sets, if it sets one a budget could derive.
+fn limit_of(arg: &lexopt::Arg) -> Option<Limit> {
+    let lexopt::Arg::Long(name) = arg else {
+        return None;
+    };
+    Limit::ALL.into_iter().find(|l| l.flag() == *name)
+}
+
+/// Reads the value of the flag that sets `limit` into `c`.
+fn read_limit(parser: &mut lexopt::Parser, c: &mut Config, limit: Limit) -> Result<(), UsageError> {
+    let flag = limit.flag();
+    match limit {
+        Limit::MaxConns => c.max_conns = Some(max_conns(parser)?),
+        Limit::MaxHead => c.max_head = max_head(parser)?,
+        Limit::MaxChannels => c.max_channels = number(parser, flag)?,
+        Limit::McastTotal => c.mcast_total = size(parser, flag)?,
+        Limit::SyncTotal => c.sync_total = size(parser, flag)?,
+        Limit::InboxTotal => c.inbox_total = size(parser, flag)?,
+        Limit::McastMaxMessage => c.mcast_max_message = size(parser, flag)?,
+        Limit::McastRetain => c.mcast_retain = size(parser, flag)?,
+        Limit::SyncMaxBody => c.sync_max_body = size(parser, flag)?,
+        Limit::InboxMaxMessage => c.inbox_max_message = size(parser, flag)?,
+    }
+    Ok(())
+}
+
+/// `--memory`: a size of at least [`MIN_BUDGET`].
+fn memory(parser: &mut lexopt::Parser) -> Result<u64, UsageError> {
+    let bytes = size(parser, "memory")? as u64;
+    if bytes < MIN_BUDGET {
+        return Err(UsageError(format!(
+            "--memory must be at least {}M",
+            MIN_BUDGET >> 20
+        )));
+    }
+    Ok(bytes)
+}
+
+/// A size in bytes: a number, or one with a binary unit (`K`, `M`, `G`, `T`,
+/// or `KiB`, `MiB`, `GiB`, `TiB`, in either case): `48M` is 48 MiB.
+fn size(parser: &mut lexopt::Parser, flag: &str) -> Result<usize, UsageError> {
+    let value = parser.value()?;
+    let text = value.to_string_lossy().into_owned();
+    parse_size(&text).ok_or_else(|| UsageError(format!("invalid size '{text}' for --{flag}")))
+}
+
+/// See [`size`].
+pub fn parse_size(text: &str) -> Option<usize> {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let n: usize = text[..digits].parse().ok()?;
+    let unit = text[digits..].to_ascii_lowercase();
+    let shift = match unit.strip_suffix("ib").unwrap_or(&unit) {
+        "" if unit.is_empty() => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1usize.checked_shl(shift)?)
+}
+
 /// `--max-head`: at least 1 KiB, at most [`MAX_MAX_HEAD`].
 fn max_head(parser: &mut lexopt::Parser) -> Result<usize, UsageError> {
-    let max_head = number(parser, "max-head")?;
+    let max_head = size(parser, "max-head")?;
     if !(1024..=MAX_MAX_HEAD).contains(&max_head) {
         return Err(UsageError(format!(
             "--max-head must be between 1024 and {MAX_MAX_HEAD}"
@@ -478,8 +557,9 @@ mod tests {
 
     #[test]
     fn help_lists_every_flag_the_parser_takes() {
-        let flags: [(&str, Option<&str>); 27] = [
+        let flags: [(&str, Option<&str>); 28] = [
             ("--addr", Some("1.2.3.4")),
+            ("--memory", Some("48M")),
             ("--port", Some("1")),
             ("--unix", Some("/x")),
             ("--idle-expiry", Some("1")),
@@ -516,6 +596,24 @@ mod tests {
             args.extend(value);
             assert!(run(&args, None).is_ok(), "{flag} not accepted");
         }
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("48M"), Some(48 << 20));
+        assert_eq!(parse_size("48MiB"), Some(48 << 20));
+        assert_eq!(parse_size("64k"), Some(64 << 10));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("1000"), Some(1000));
+        for bad in ["", "M", "48MB", "4.5M", "-1", "48 M", "48X"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+        let c = config(&["--memory", "48M", "--mcast-total", "2M"], None);
+        assert_eq!(c.memory, Some(48 << 20));
+        assert_eq!(c.mcast_total, 2 << 20);
+        assert!(c.given.has(Limit::McastTotal));
+        assert!(!c.given.has(Limit::SyncTotal));
+        assert!(run(&["--memory", "4M"], None).is_err());
     }
 
     #[test]
@@ -600,6 +698,8 @@ mod tests {
             &["extra"],
             &["--idle-expiry", "-1"],
             &["--max-head", "10"],
+            &["--memory", "lots"],
+            &["--memory", "1M"],
         ] {
             let err = run(args, None).unwrap_err().to_string();
             assert!(!err.is_empty() && !err.contains('\n'), "{args:?}: {err}");

@@ -5,6 +5,7 @@
 //! usable on their own (tests, fuzzing); [`server`] is the mio event loop.
 
 pub mod bound;
+pub mod budget;
 pub mod buf;
 pub mod config;
 pub mod http;

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use httprelay::budget::{self, machine::Machine, Budget, Source};
 use httprelay::config::{self, Command, Config, Listen};
 use httprelay::server::Server;
 use httprelay::server::VERSION;
@@ -29,14 +30,43 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Ok(Command::Run(config)) => match Server::bind(&config).and_then(|mut s| s.run()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("httprelay: {e}");
-                ExitCode::FAILURE
+        Ok(Command::Run(mut config)) => {
+            if !fit_budget(&mut config) {
+                return ExitCode::from(2);
             }
-        },
+            match Server::bind(&config).and_then(|mut s| s.run()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("httprelay: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
+}
+
+/// Derives the limits not given from the budget (`--memory`, else read from
+/// the machine) and says so. False when the limits given pass an explicit
+/// `--memory`: the relay does not start. Past a budget read from the
+/// machine, it starts with a warning: the flags are the operator's word.
+fn fit_budget(config: &mut Config) -> bool {
+    let budget = match config.memory {
+        Some(bytes) => Budget::flag(bytes),
+        None => {
+            let machine = Machine::read();
+            Budget::for_machine(machine.cgroup_limit, machine.mem_total)
+        }
+    };
+    let fit = budget::fit(config, budget);
+    if let Err(over) = fit.check(config) {
+        if budget.source == Source::Flag {
+            eprintln!("httprelay: {over}; see docs/memory.md");
+            return false;
+        }
+        eprintln!("httprelay: warning: {over}");
+    }
+    eprintln!("httprelay: {}", fit.startup_line(config));
+    true
 }
 
 /// `GET /health` from the relay at the configured address; Ok if it says 200.

@@ -329,6 +329,8 @@ pub struct Conn {
     pub spins: u8,
     /// The status of the response to the current request (0 before its head).
     pub status: u16,
+    /// The limit that refused the current request, for the access log.
+    pub refused_by: Option<crate::budget::Limit>,
     /// The pipe carrying a body to this consumer without copying (Linux).
     #[cfg(target_os = "linux")]
     pub pipe: Option<crate::sys::splice::Pipe>,
@@ -424,6 +426,7 @@ impl Conn {
             head_queue: Default::default(),
             spins: 0,
             status: 0,
+            refused_by: None,
             #[cfg(target_os = "linux")]
             pipe: None,
         }

@@ -5,6 +5,7 @@
 //! Bodies held in memory are sent from where they are (`drive_sending_memory`).
 
 use super::{Server, Step};
+use crate::budget::Limit;
 use crate::http::Status;
 use crate::server::conn::{After, ConnId, Hold, Phase};
 use crate::server::respond::Flushed;
@@ -133,6 +134,17 @@ impl Server {
                     TakeError::Bad(e) => (Status(400), format!("400 {e}\n")),
                     TakeError::Refused(refusal) => refusal,
                 };
+                let limit = match (hold, status) {
+                    (Hold::Inbox, Status(413)) => Some(Limit::InboxMaxMessage),
+                    (Hold::Inbox, Status(503)) => Some(Limit::InboxTotal),
+                    (_, Status(413)) => Some(Limit::SyncMaxBody),
+                    (_, Status(503)) => Some(Limit::SyncTotal),
+                    _ => None,
+                };
+                if let Some(limit) = limit {
+                    self.stats.refused_by(limit);
+                    conn.refused_by = Some(limit);
+                }
                 conn.req.keep_alive = false;
                 *counted -= conn.held.len();
                 conn.held = Vec::new();

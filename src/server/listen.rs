@@ -18,6 +18,7 @@ use super::{
     LISTEN_BACKLOG, RESERVED_FDS, SIGNAL,
 };
 use crate::bound::{MemoryBound, OUTPUT_BUF_SIZE, POOL_KEEP};
+use crate::budget::Limit;
 use crate::buf::BufPool;
 use crate::config::{Config, Listen, DEFAULT_MAX_CONNS};
 use crate::http::{HttpDate, QueryFilter};
@@ -59,16 +60,17 @@ impl Server {
             None
         };
         let descriptors = process::raise_descriptor_limit();
-        let max_conns = config.max_conns.unwrap_or_else(|| {
-            descriptors
-                .saturating_sub(RESERVED_FDS)
-                .clamp(16, DEFAULT_MAX_CONNS)
-        });
+        let max_conns = match config.max_conns {
+            Some(given) if config.given.has(Limit::MaxConns) => given,
+            // Derived or default: no more than the descriptors allow.
+            derived => derived
+                .unwrap_or(DEFAULT_MAX_CONNS)
+                .min(descriptors.saturating_sub(RESERVED_FDS))
+                .max(16),
+        };
+        let bound = MemoryBound::new(config, max_conns);
         eprintln!("httprelay {} listening on {shown}", reply::VERSION);
-        eprintln!(
-            "httprelay: worst-case memory for these flags: {}",
-            MemoryBound::new(config, max_conns)
-        );
+        eprintln!("httprelay: worst-case memory for these flags: {bound}");
         let now = clock.now();
         Ok(Server {
             poll,
@@ -90,6 +92,10 @@ impl Server {
                 inbox: config.inbox_timeout,
             },
             max_conns,
+            memory: super::stats::Memory {
+                budget: config.budget,
+                bound: bound.total(),
+            },
             accept_paused: false,
             held_back: None,
             head_queue: Queue::default(),

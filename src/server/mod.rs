@@ -167,6 +167,8 @@ pub struct Server {
     trust_proxy: Vec<IpAddr>,
     timeouts: timers::Timeouts,
     max_conns: usize,
+    /// The memory budget and the worst case of the flags, for `/metrics`.
+    memory: stats::Memory,
     /// Accepting is paused at the connection limit until a connection closes
     /// or one becomes evictable (`accept_retry`).
     accept_paused: bool,

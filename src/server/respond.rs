@@ -1,6 +1,7 @@
 //! Responses the relay writes itself (errors, `/health`, `/metrics`,
 //! preflight), writing pending output, and what follows a response.
 
+use crate::budget::Limit;
 use std::io::{self, Read};
 
 use super::routes::{expose_for, expose_of, preflight_allows};
@@ -50,8 +51,19 @@ pub(super) fn claim_refusal(e: ClaimError, guarded: Guarded) -> (Status, &'stati
 impl Server {
     /// Answers a writer that may not use the channel.
     pub(super) fn refuse_claim(&mut self, id: ConnId, e: ClaimError, guarded: Guarded) -> Step {
+        if e == ClaimError::NoRoom {
+            self.refused_by(id, Limit::MaxChannels);
+        }
         let (status, text) = claim_refusal(e, guarded);
         self.refuse(id, status, text)
+    }
+
+    /// Counts a request refused by `limit` and names it in its access-log line.
+    pub(super) fn refused_by(&mut self, id: ConnId, limit: Limit) {
+        self.stats.refused_by(limit);
+        if let Some(conn) = self.conns.get_mut(id.0) {
+            conn.refused_by = Some(limit);
+        }
     }
 
     /// Answers a request the relay will not take further (errors, `/health`),
@@ -119,6 +131,7 @@ impl Server {
         if self.access_log && conn.status != 0 {
             log_request(conn);
             conn.status = 0;
+            conn.refused_by = None;
         }
         match after {
             After::NextRequest => {
@@ -320,14 +333,16 @@ pub(super) fn log_request(conn: &Conn) {
         Some(peer) => peer.to_string(),
         None => String::from("unix"),
     };
+    let limit = conn.refused_by.map_or("", |l| l.flag());
     eprintln!(
-        "{} {client} {} {} {} {} {}ms",
+        "{} {client} {} {} {} {} {}ms{}{limit}",
         String::from_utf8_lossy(&time),
         String::from_utf8_lossy(&conn.req.method),
         String::from_utf8_lossy(&conn.req.raw_path),
         conn.status,
         conn.stream.written,
         now_ms.saturating_sub(conn.arrived_unix_ms),
+        if limit.is_empty() { "" } else { " limit=" },
     );
 }
 

@@ -125,6 +125,8 @@ impl Server {
             mcast_bytes: self.relay.mcast_bytes(),
             sync_bytes: self.rooms.sync.held,
             inbox_bytes: self.inbox_held(),
+            memory: self.memory,
+            resident: crate::sys::process::resident_bytes(),
         }
     }
 

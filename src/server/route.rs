@@ -35,6 +35,10 @@ impl Server {
                 }
                 Ok(None) => {}
                 Err(e) => {
+                    if e == crate::http::HeadError::TooLarge {
+                        self.refused_by(id, crate::budget::Limit::MaxHead);
+                    }
+                    let conn = &mut self.conns[id.0];
                     let status = Status(e.status());
                     let text = format!("{} {e}\n", status.0);
                     conn.req.keep_alive = false;

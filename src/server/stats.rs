@@ -5,6 +5,7 @@
 use std::io::Write as _;
 use std::time::Duration;
 
+use crate::budget::{Budget, Limit, Source};
 use crate::relay::{Method, PerMethod};
 use crate::server::reply::VERSION;
 
@@ -33,6 +34,8 @@ pub struct Stats {
     pub runaway: u64,
     /// Connections closed because a shell invariant was found broken.
     pub broken: u64,
+    /// Requests refused by a limit the budget sets, indexed by [`Limit`].
+    limit_refusals: [u64; Limit::ALL.len()],
     /// mcast live streams (Server-Sent Events) open now.
     pub sse_streams: usize,
     /// Events sent to live streams.
@@ -75,6 +78,27 @@ impl Timeout {
     }
 }
 
+/// The limits whose refusals `httprelay_limit_refusals_total` counts: those
+/// that answer a request with an error (the connection limit holds clients
+/// back instead, and the retain limit drops old messages).
+const REFUSING: [Limit; 8] = [
+    Limit::MaxHead,
+    Limit::McastMaxMessage,
+    Limit::McastTotal,
+    Limit::SyncMaxBody,
+    Limit::SyncTotal,
+    Limit::InboxMaxMessage,
+    Limit::InboxTotal,
+    Limit::MaxChannels,
+];
+
+/// The memory budget and the worst case of the flags, fixed at start.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Memory {
+    pub budget: Option<Budget>,
+    pub bound: u64,
+}
+
 /// Upper bounds of the loop-iteration histogram buckets, in seconds.
 const LOOP_BUCKETS: [f64; 6] = [0.0001, 0.001, 0.005, 0.025, 0.1, 1.0];
 
@@ -91,6 +115,9 @@ pub struct Gauges {
     pub sync_bytes: usize,
     /// Stored inbox messages and those uploading.
     pub inbox_bytes: usize,
+    pub memory: Memory,
+    /// The relay's resident memory now (`None` where it cannot be read).
+    pub resident: Option<u64>,
 }
 
 impl Stats {
@@ -116,6 +143,11 @@ impl Stats {
         self.transfers.0[method as usize] += 1;
     }
 
+    /// Counts a request refused by `limit` (besides its status).
+    pub fn refused_by(&mut self, limit: Limit) {
+        self.limit_refusals[limit as usize] += 1;
+    }
+
     pub fn reject(&mut self, status: u16) {
         let at = REJECTIONS
             .iter()
@@ -132,6 +164,7 @@ impl Stats {
         self.render_exchanges(gauges, out);
         self.render_refusals(out);
         render_memory(gauges, out);
+        render_budget(gauges, out);
         self.render_loop(out);
         render_channel_cap(gauges, out);
         self.render_live_streams(out);
@@ -215,6 +248,16 @@ impl Stats {
             ),
             "timeout",
             Timeout::ALL.map(|t| (t.label(), self.timeouts[t as usize])),
+        );
+        labelled(
+            w,
+            (
+                "limit_refusals_total",
+                "counter",
+                "Requests refused by a limit the memory budget sets (413, 431 or 503), by the flag that sets it.",
+            ),
+            "limit",
+            REFUSING.map(|l| (l.flag(), self.limit_refusals[l as usize])),
         );
     }
 
@@ -329,6 +372,45 @@ fn render_memory(gauges: &Gauges, w: &mut Vec<u8>) {
     );
 }
 
+/// The memory budget, the worst case of the flags within it, and the
+/// relay's resident memory now.
+fn render_budget(gauges: &Gauges, w: &mut Vec<u8>) {
+    let memory = gauges.memory;
+    if let Some(budget) = memory.budget {
+        let source = match budget.source {
+            Source::Flag => "flag",
+            Source::Cgroup { .. } => "cgroup",
+            Source::Meminfo { .. } => "meminfo",
+            Source::Unknown => "default",
+        };
+        labelled(
+            w,
+            (
+                "memory_budget_bytes",
+                "gauge",
+                "The memory budget the limits are derived from, by where it came from (--memory, the cgroup's limit, the machine's memory).",
+            ),
+            "source",
+            [(source, budget.bytes)],
+        );
+    }
+    metric(
+        w,
+        "memory_bound_bytes",
+        "gauge",
+        "The most memory the relay can use with its flags, whatever clients do (docs/memory.md).",
+        memory.bound,
+    );
+    if let Some(resident) = gauges.resident {
+        let _ = writeln!(
+            w,
+            "# HELP process_resident_memory_bytes Resident memory size in bytes."
+        );
+        let _ = writeln!(w, "# TYPE process_resident_memory_bytes gauge");
+        let _ = writeln!(w, "process_resident_memory_bytes {resident}");
+    }
+}
+
 /// The channels remembered against `--max-channels` and the requests refused
 /// when it is reached.
 fn render_channel_cap(gauges: &Gauges, w: &mut Vec<u8>) {
@@ -399,6 +481,8 @@ mod tests {
         stats.loop_iteration(Duration::from_micros(50));
         stats.loop_iteration(Duration::from_millis(3));
         stats.loop_iteration(Duration::from_secs(2));
+        stats.refused_by(Limit::SyncTotal);
+        stats.refused_by(Limit::SyncTotal);
         let gauges = Gauges {
             open_connections: 2,
             waiters: PerMethod([1, 0, 0, 4, 2, 0]),
@@ -408,6 +492,14 @@ mod tests {
             mcast_bytes: 10,
             sync_bytes: 0,
             inbox_bytes: 0,
+            memory: Memory {
+                budget: Some(Budget {
+                    bytes: 64 << 20,
+                    source: Source::Cgroup { limit: 128 << 20 },
+                }),
+                bound: 60 << 20,
+            },
+            resident: Some(3 << 20),
         };
         let mut out = Vec::new();
         stats.render(&gauges, &mut out);
@@ -435,6 +527,11 @@ mod tests {
             "httprelay_runaway_closed_total 0",
             "httprelay_broken_invariants_total 0",
             "httprelay_channels_refused_total 2",
+            "httprelay_limit_refusals_total{limit=\"sync-total\"} 2",
+            "httprelay_limit_refusals_total{limit=\"max-head\"} 0",
+            "httprelay_memory_budget_bytes{source=\"cgroup\"} 67108864",
+            "httprelay_memory_bound_bytes 62914560",
+            "process_resident_memory_bytes 3145728",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

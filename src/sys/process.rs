@@ -1,5 +1,5 @@
-//! Process-wide calls: the descriptor limit, the kernel's randomness, and
-//! giving freed heap pages back to the system.
+//! Process-wide calls: the descriptor limit, the kernel's randomness, the
+//! resident memory, and giving freed heap pages back to the system.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -46,6 +46,16 @@ pub fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// The process's resident memory, from `/proc/self/statm` (read at each
+/// call: a scrape wants it now). `None` where there is no such file.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages.checked_mul(u64::try_from(page).ok()?)
 }
 
 /// Seed for job ids: the kernel's randomness when available, else the clock.

@@ -57,6 +57,15 @@ impl Service {
         (out.status.code().unwrap_or(-1), text)
     }
 
+    /// Adds `line` to the settings file.
+    fn set(&self, line: &str) {
+        let conf = self.dir.join("conf");
+        let mut text = std::fs::read_to_string(&conf).expect("settings file");
+        text.push_str(line);
+        text.push('\n');
+        std::fs::write(conf, text).expect("settings file");
+    }
+
     fn pidfile(&self) -> PathBuf {
         self.dir.join("pid")
     }
@@ -177,6 +186,40 @@ fn start_status_stop(shell: &'static [&'static str]) {
     let (code, _) = service.run("stop");
     assert_eq!(code, 0);
     assert!(!is_alive(pid));
+
+    // HTTPRELAY_MEMORY is the relay's budget, and sizes the address space.
+    service.set("HTTPRELAY_MEMORY=48M");
+    let (code, text) = service.run("start");
+    assert_eq!(
+        code,
+        0,
+        "start with a budget: {text}\nlog:\n{}",
+        service.log()
+    );
+    let pid = service.pid().expect("pidfile after start");
+    assert_eq!(
+        limit(pid, "Max address space"),
+        format!("{0} {0} bytes", (2 * 48 + 64) << 20),
+        "twice the budget plus 64 MiB"
+    );
+    assert!(
+        service
+            .log()
+            .contains("httprelay: memory budget 48 MiB (--memory): "),
+        "{}",
+        service.log()
+    );
+    let (code, _) = service.run("stop");
+    assert_eq!(code, 0);
+    service.set("HTTPRELAY_MEMORY=lots");
+    let (code, text) = service.run("start");
+    assert_eq!(code, 2, "start with a budget that is not a size: {text}");
+    assert!(
+        text.contains("HTTPRELAY_MEMORY=lots is not a size"),
+        "{text}"
+    );
+    assert!(!service.pidfile().exists());
+    service.set("HTTPRELAY_MEMORY=");
 
     // A port already taken: start fails and leaves no pidfile nor process.
     let taken = TcpListener::bind(service.addr()).expect("take the port");

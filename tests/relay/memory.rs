@@ -1,17 +1,19 @@
-//! The memory bound: a relay with small limits is driven by every kind of
-//! traffic that makes it hold memory, and its RSS never passes the bound
-//! docs/memory.md gives for those flags (`httprelay::bound`), while it keeps
-//! answering.
+//! The memory bound: a relay with small limits (set one by one, or derived
+//! from a small `--memory` budget) is driven by every kind of traffic that
+//! makes it hold memory, and its RSS never passes the bound docs/memory.md
+//! gives for those flags (`httprelay::bound`), while it keeps answering; a
+//! small budget still serves 64 pairs at once.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
 use httprelay::bound::MemoryBound;
-use httprelay::config::{parse, Command};
+use httprelay::budget::{fit, Budget};
+use httprelay::config::{parse, Command, Config};
 
 use super::stress::health;
 use super::support::{req, Conn, Relay, RssSampler, PARK};
@@ -43,12 +45,22 @@ const FLAGS: [&str; 21] = [
     "250000",
 ];
 
-fn bound_kib() -> u64 {
-    let args = FLAGS.iter().map(Into::into);
-    let Ok(Command::Run(config)) = parse(args, None) else {
+/// The limits of a relay started with `flags`, as `main` fits them to a
+/// `--memory` budget (flags without one give every limit themselves).
+fn limits_of(flags: &[&str]) -> Config {
+    let args = flags.iter().map(Into::into);
+    let Ok(Command::Run(mut config)) = parse(args, None) else {
         panic!("the test's flags parse");
     };
-    MemoryBound::new(&config, 64).total() / 1024
+    if let Some(bytes) = config.memory {
+        let fitted = fit(&mut config, Budget::flag(bytes));
+        fitted.check(&config).expect("the derived limits fit");
+    }
+    *config
+}
+
+fn bound_kib(config: &Config) -> u64 {
+    MemoryBound::new(config, config.max_conns.expect("a connection limit")).total() / 1024
 }
 
 /// Sends `request` on a new connection and closes it at once, without waiting.
@@ -87,8 +99,61 @@ fn check(relay: &Relay, bound: u64, what: &str) {
 
 #[test]
 fn rss_stays_within_the_bound_under_every_kind_of_state() {
-    let bound = bound_kib();
-    let relay = Relay::start_flags(&FLAGS);
+    let peak = floods(&FLAGS, 0);
+    eprintln!("memory: limits set one by one: peak RSS {peak} KiB");
+}
+
+#[test]
+fn a_32_mib_budget_holds_under_the_floods_and_serves_64_pairs_at_once() {
+    let peak = floods(&["--piping", "--memory", "32M"], 64);
+    assert!(peak < 32 * 1024, "peak RSS {peak} KiB");
+    eprintln!("memory: --memory 32M: peak RSS {peak} KiB");
+}
+
+#[test]
+fn a_64_mib_budget_holds_under_the_floods_and_serves_64_pairs_at_once() {
+    let peak = floods(&["--piping", "--memory", "64M"], 64);
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+    eprintln!("memory: --memory 64M: peak RSS {peak} KiB");
+}
+
+/// `pairs` link exchanges on unique ids with all their connections open at
+/// once (each pair's consumer waiting and its producer connected before any
+/// producer sends).
+fn pairs_at_once(relay: &Relay, pairs: usize) {
+    let ready = Arc::new(Barrier::new(pairs));
+    let threads: Vec<_> = (0..pairs)
+        .map(|i| {
+            let (ready, addr) = (ready.clone(), relay.addr().clone());
+            thread::spawn(move || {
+                let mut consumer = httprelay_testkit::Conn::open(&addr);
+                consumer.set_read_timeout(ANSWER);
+                let path = format!("/link/at-once{i}");
+                consumer.send(&get(&path));
+                let mut producer = httprelay_testkit::Conn::open(&addr);
+                producer.set_read_timeout(ANSWER);
+                ready.wait();
+                let body = format!("pair {i}");
+                producer.send(&post(&path, body.as_bytes()));
+                let got = consumer.read_response();
+                assert_eq!(got.status(), 200, "pair {i}: consumer {:?}", got.head);
+                assert_eq!(got.body(), body.as_bytes(), "pair {i}");
+                assert_eq!(producer.read_response().status(), 200, "pair {i}: producer");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("every pair exchanged");
+    }
+}
+
+/// Drives a relay started with `flags` through every kind of traffic that
+/// makes it hold memory, sized to its limits, checking its RSS against the
+/// bound all along; then `pairs` pairs at once. Returns the peak RSS in KiB.
+fn floods(flags: &[&str], pairs: usize) -> u64 {
+    let limits = limits_of(flags);
+    let bound = bound_kib(&limits);
+    let relay = Relay::start_flags(flags);
     let sampler = RssSampler::start(relay.pid());
     let start = relay.rss_kib();
     eprintln!("memory: bound {bound} KiB, RSS at start {start} KiB");
@@ -161,10 +226,11 @@ fn rss_stays_within_the_bound_under_every_kind_of_state() {
     );
 
     // 2b. Inbox messages up to their total, each with waiting writers and readers.
-    let big = vec![b'i'; 250_000];
+    let size = limits.inbox_max_message.min(250_000);
+    let big = vec![b'i'; size];
     let (mut kept, mut inbox_full) = (0, 0);
     let mut inbox_waiters: Vec<Conn> = Vec::new();
-    for i in 0..12 {
+    for i in 0..limits.inbox_total / size + 3 {
         match status_of(&relay, &post(&format!("/inbox/full{i}"), &big)) {
             200 => kept += 1,
             503 => inbox_full += 1,
@@ -192,13 +258,16 @@ fn rss_stays_within_the_bound_under_every_kind_of_state() {
     );
 
     // 3. Secret claims by producers that leave, past the cap on remembered channels.
-    for i in 0..3000 {
+    for i in 0..limits.max_channels + 1000 {
         fire(&relay, &post(&format!("/link/claim{i}?wsecret=s{i}"), b"x"));
     }
     thread::sleep(PARK);
     let remembered = metric(&relay, "httprelay_channels_remembered");
-    assert!(remembered <= 2000, "{remembered} channels remembered");
-    check(&relay, bound, "after 3000 claims");
+    assert!(
+        remembered <= limits.max_channels as u64,
+        "{remembered} channels remembered"
+    );
+    check(&relay, bound, "after claims past the cap");
 
     // 4. Empty mcast posts on new ids: refused with 503 at the cap.
     let mut poster = relay.connect();
@@ -222,8 +291,15 @@ fn rss_stays_within_the_bound_under_every_kind_of_state() {
     );
     assert_eq!(
         metric(&relay, "httprelay_channels_remembered"),
-        2000,
+        limits.max_channels as u64,
         "the cap is full"
+    );
+    assert!(
+        metric(
+            &relay,
+            "httprelay_limit_refusals_total{limit=\"max-channels\"}"
+        ) >= refused,
+        "refusals at the cap are counted by their limit"
     );
     check(&relay, bound, "after 2500 empty mcast posts");
 
@@ -232,9 +308,9 @@ fn rss_stays_within_the_bound_under_every_kind_of_state() {
     for i in 0..500 {
         fire(&relay, &post(&format!("/proxy/jobs{i}/x"), &[b'j'; 3000]));
     }
-    let big = vec![b'm'; 250_000];
+    let big = vec![b'm'; limits.mcast_max_message.min(250_000)];
     let mut full = 0;
-    for i in 0..12 {
+    for i in 0..limits.mcast_total / big.len() + 4 {
         // Channels that exist need no place under the cap.
         match status_of(&relay, &post(&format!("/mcast/big{}", i % 3), &big)) {
             200 => {}
@@ -245,10 +321,11 @@ fn rss_stays_within_the_bound_under_every_kind_of_state() {
     assert!(full > 0, "--mcast-total never refused");
     let mut syncs: Vec<Conn> = Vec::new();
     let mut sync_full = 0;
-    for i in 0..12 {
+    let size = limits.sync_max_body.min(250_000);
+    for i in 0..limits.sync_total / size + 3 {
         let mut c = relay.connect();
         c.set_read_timeout(ANSWER);
-        c.send(&post(&format!("/sync/big{i}"), &vec![b's'; 250_000]));
+        c.send(&post(&format!("/sync/big{i}"), &vec![b's'; size]));
         // A body held waits silently for its peer; past the total, 503.
         if c.is_silent_for(Duration::from_millis(300)) {
             syncs.push(c);
@@ -301,6 +378,15 @@ fn rss_stays_within_the_bound_under_every_kind_of_state() {
     assert_eq!(got.body(), b"first", "the owner's transfer still pairs");
     assert_eq!(owner.read_response().status(), 200);
 
+    // With the totals and the channel cap still full, and the connections
+    // of the floods gone, real traffic goes on.
+    drop((parked.drain(..), stuck, syncs));
+    if pairs > 0 {
+        thread::sleep(PARK);
+        pairs_at_once(&relay, pairs);
+        check(&relay, bound, "after pairs at once");
+    }
+
     stop.store(true, Ordering::Relaxed);
     prober.join().expect("the health checks all passed");
     let (peak, samples) = sampler.finish();
@@ -312,5 +398,5 @@ fn rss_stays_within_the_bound_under_every_kind_of_state() {
         peak <= bound,
         "peak RSS {peak} KiB over the bound {bound} KiB"
     );
-    drop((parked.drain(..), stuck, syncs));
+    peak
 }

@@ -337,5 +337,149 @@ fn at_the_channel_cap_new_claims_get_503_logged_and_counted() {
         .filter(|l| l.split(' ').any(|field| field == "503"))
         .count();
     assert_eq!(refused, 2, "the 503s in the access log:\n{log}");
+    assert!(
+        log.lines()
+            .filter(|l| l.contains(" /link/other ") || l.contains(" /mcast/other "))
+            .all(|l| l.ends_with(" limit=max-channels")),
+        "the access log names the limit:\n{log}"
+    );
+    assert_eq!(
+        sample(
+            &scraped,
+            "httprelay_limit_refusals_total{limit=\"max-channels\"}"
+        ),
+        3
+    );
     drop(owner);
+}
+
+/// The startup lines: the budget and where it came from, then the bound.
+fn budget_lines(log: &str) -> (&str, &str) {
+    let lines = || {
+        log.lines()
+            .map(|l| l.strip_prefix("[stderr] ").unwrap_or(l))
+    };
+    let budget = lines()
+        .find(|l| l.starts_with("httprelay: memory budget "))
+        .unwrap_or_else(|| panic!("no budget line in\n{log}"));
+    let bound = lines()
+        .find(|l| l.starts_with("httprelay: worst-case memory for these flags: "))
+        .unwrap_or_else(|| panic!("no bound line in\n{log}"));
+    (budget, bound)
+}
+
+#[test]
+fn a_memory_budget_sets_the_limits_and_metrics_show_it_and_its_refusals() {
+    use httprelay::budget::{fit, Budget};
+    let relay = Relay::start_flags(&["--memory", "48M", "--access-log"]);
+    let mut expected = match httprelay::config::parse(["--memory", "48M"].map(Into::into), None) {
+        Ok(httprelay::config::Command::Run(c)) => *c,
+        other => panic!("{other:?}"),
+    };
+    let fitted = fit(&mut expected, Budget::flag(48 << 20));
+    thread::sleep(PARK);
+    let log = relay.output();
+    let (budget, bound) = budget_lines(&log);
+    assert_eq!(
+        budget,
+        format!("httprelay: {}", fitted.startup_line(&expected))
+    );
+    assert!(budget.starts_with("httprelay: memory budget 48 MiB (--memory): --max-conns "));
+    assert_eq!(
+        bound,
+        format!(
+            "httprelay: worst-case memory for these flags: {}",
+            fitted.bound
+        )
+    );
+
+    // A body over the derived --sync-max-body, a head over --max-head.
+    let over = expected.sync_max_body + 1;
+    let mut conn = relay.connect();
+    let head = req(
+        "POST",
+        "/sync/big",
+        &[("Content-Length", &over.to_string())],
+        b"",
+    );
+    let got = conn.exchange(&head);
+    assert_eq!(got.status(), 413, "{:?}", got.head);
+    let long = "x".repeat(expected.max_head);
+    let mut conn = relay.connect();
+    let got = conn.exchange(&req("GET", "/link/a", &[("X-Long", &long)], b""));
+    assert_eq!(got.status(), 431, "{:?}", got.head);
+
+    let scraped = scrape(&relay);
+    assert_eq!(
+        sample(&scraped, "httprelay_memory_budget_bytes{source=\"flag\"}"),
+        48 << 20
+    );
+    assert_eq!(
+        sample(&scraped, "httprelay_memory_bound_bytes"),
+        fitted.bound.total()
+    );
+    let resident = sample(&scraped, "process_resident_memory_bytes");
+    let rss = relay.rss_kib() * 1024;
+    assert!(
+        resident > 1 << 20 && resident.abs_diff(rss) < 4 << 20,
+        "resident {resident}, /proc says {rss}"
+    );
+    for (limit, n) in [("sync-max-body", 1), ("max-head", 1), ("sync-total", 0)] {
+        let name = format!("httprelay_limit_refusals_total{{limit=\"{limit}\"}}");
+        assert_eq!(sample(&scraped, &name), n, "{name}");
+    }
+    thread::sleep(Duration::from_millis(100));
+    let log = relay.output();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" POST /sync/big 413 ") && l.ends_with(" limit=sync-max-body")),
+        "{log}"
+    );
+}
+
+#[test]
+fn without_memory_the_budget_is_read_from_the_machine() {
+    use httprelay::budget::machine::Machine;
+    let relay = Relay::start();
+    let machine = Machine::read();
+    let budget = httprelay::budget::Budget::for_machine(machine.cgroup_limit, machine.mem_total);
+    thread::sleep(PARK);
+    let log = relay.output();
+    let (line, _) = budget_lines(&log);
+    assert!(
+        line.starts_with(&format!("httprelay: memory budget {budget}: --max-conns ")),
+        "{line}"
+    );
+    let source = match budget.source {
+        httprelay::budget::Source::Cgroup { .. } => "cgroup",
+        httprelay::budget::Source::Meminfo { .. } => "meminfo",
+        other => panic!("this machine has /proc: {other:?}"),
+    };
+    let name = format!("httprelay_memory_budget_bytes{{source=\"{source}\"}}");
+    assert_eq!(sample(&scrape(&relay), &name), budget.bytes);
+}
+
+#[test]
+fn limits_past_an_explicit_budget_stop_the_relay_with_one_line() {
+    let out = std::process::Command::new(crate::support::binary())
+        .args([
+            "--memory",
+            "32M",
+            "--max-conns",
+            "3000",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "0",
+        ])
+        .output()
+        .expect("run httprelay");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("httprelay: --max-conns 3000 need up to ")
+            && err.contains("more than the budget: 32 MiB (--memory)"),
+        "{err}"
+    );
 }

@@ -8,6 +8,7 @@
 //! Answers word their bodies as the reference does (`Not found`, `Request
 //! timed out`, `true`/`false`), so that its clients read them unchanged.
 
+use crate::budget::Limit;
 use std::rc::Rc;
 
 use super::respond::{body_after, Guarded};
@@ -161,6 +162,7 @@ impl Server {
         let framing = self.conns[id.0].req.framing();
         let max = self.rooms.inbox.max_message;
         if matches!(framing, Framing::Length(n) if n > max as u64) {
+            self.refused_by(id, Limit::InboxMaxMessage);
             return self.refuse(id, Status(413), &super::hold::too_large(Hold::Inbox, max));
         }
         let declared = match framing {
@@ -170,6 +172,7 @@ impl Server {
         let content_type = self.conns[id.0].req.content_type.len();
         let wanted = declared + content_type + INBOX_MESSAGE_OVERHEAD;
         if self.inbox_held() + wanted > self.rooms.inbox.total {
+            self.refused_by(id, Limit::InboxTotal);
             return self.refuse(id, Status(503), super::hold::full(Hold::Inbox));
         }
         self.load_secret(id);
@@ -211,6 +214,9 @@ impl Server {
         // The body is read: the answers follow it directly.
         let step = match stored {
             Err(e) => {
+                if e == crate::relay::ClaimError::NoRoom {
+                    self.refused_by(id, Limit::MaxChannels);
+                }
                 let (status, text) = super::respond::claim_refusal(e, Guarded::Channel);
                 self.answer(id, status, text);
                 Step::Again

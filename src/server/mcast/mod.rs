@@ -1,6 +1,7 @@
 //! mcast: producers store numbered messages; readers each get one, streamed
 //! from the shared stored copy at their own pace (even while it still uploads).
 
+use crate::budget::Limit;
 use std::rc::Rc;
 
 pub(super) mod stream;
@@ -54,6 +55,7 @@ impl Server {
                 "413 message larger than {} bytes\n",
                 self.rooms.mcast.max_message
             );
+            self.refused_by(id, Limit::McastMaxMessage);
             return self.refuse(id, Status(413), &text);
         }
         let declared = match framing {
@@ -62,6 +64,7 @@ impl Server {
             Framing::Chunked => None,
         };
         if !self.relay.mcast_has_room(declared) {
+            self.refused_by(id, Limit::McastTotal);
             return self.refuse(id, Status(503), "503 relay storage for messages is full\n");
         }
         self.load_secret(id);
@@ -85,6 +88,7 @@ impl Server {
         let step = match published {
             Err(PublishError::Claim(e)) => self.refuse_claim(id, e, Guarded::Channel),
             Err(PublishError::Full) => {
+                self.refused_by(id, Limit::McastTotal);
                 self.refuse(id, Status(503), "503 relay storage for messages is full\n")
             }
             Ok(message) => {
@@ -128,10 +132,12 @@ impl Server {
             }
             Err(TakeError::Refused(AppendError::Full)) => {
                 let text = "503 relay storage for messages is full\n";
+                self.refused_by(id, Limit::McastTotal);
                 return Collected::Finished(self.fail_publishing(id, &message, Status(503), text));
             }
             Err(TakeError::Refused(AppendError::TooLarge)) => {
                 let text = format!("413 message larger than {max} bytes\n");
+                self.refused_by(id, Limit::McastMaxMessage);
                 return Collected::Finished(self.fail_publishing(id, &message, Status(413), &text));
             }
         };

@@ -34,6 +34,7 @@ impl Server {
         let framing = self.conns[id.0].req.framing();
         let limit = self.rooms.sync.max_body;
         if matches!(framing, Framing::Length(n) if n > limit as u64) {
+            self.refused_by(id, crate::budget::Limit::SyncMaxBody);
             return self.refuse(
                 id,
                 Status(413),
