@@ -270,3 +270,23 @@ fn the_ceiling_is_the_old_defaults_bound() {
     let old = MemoryBound::new(&c, crate::config::DEFAULT_MAX_CONNS);
     assert_eq!(old.total(), CEILING);
 }
+
+#[test]
+fn the_split_in_the_readme_is_the_split_of_its_budgets() {
+    let readme = include_str!("../../README.md");
+    for mib in [32u64, 64, 128, 512] {
+        let mut c = config(&[]);
+        fit(&mut c, Budget::flag(mib * MIB));
+        let m = |b: usize| b as f64 / MIB as f64;
+        let row = format!(
+            "| `--memory {mib}M` | {} | {} KiB | {:.1} + {:.1} + {:.1} MiB | {} |",
+            c.max_conns.unwrap(),
+            c.max_head / 1024,
+            m(c.mcast_total),
+            m(c.sync_total),
+            m(c.inbox_total),
+            c.max_channels
+        );
+        assert!(readme.contains(&row), "README.md lacks {row}");
+    }
+}

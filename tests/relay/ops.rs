@@ -483,3 +483,64 @@ fn limits_past_an_explicit_budget_stop_the_relay_with_one_line() {
         "{err}"
     );
 }
+
+/// A child of the test's own memory cgroup with `limit_in_bytes`, where the
+/// machine lets the test make one (root, a writable v1 memory hierarchy or a
+/// v2 one with the memory controller); `None` elsewhere.
+fn child_cgroup(limit: u64) -> Option<(std::path::PathBuf, &'static str)> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let (base, file) = if controllers.split(',').any(|c| c == "memory") {
+            ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")
+        } else if controllers.is_empty() {
+            ("/sys/fs/cgroup", "memory.max")
+        } else {
+            continue;
+        };
+        let dir = std::path::PathBuf::from(format!(
+            "{base}{}/httprelay-test-{}",
+            path.trim_end_matches('/'),
+            std::process::id()
+        ));
+        if std::fs::create_dir(&dir).is_err() {
+            continue;
+        }
+        if std::fs::write(dir.join(file), limit.to_string()).is_ok() {
+            return Some((dir, file));
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+    None
+}
+
+#[test]
+fn a_cgroup_memory_limit_is_the_budget_s_source() {
+    let Some((dir, file)) = child_cgroup(100 << 20) else {
+        eprintln!("no child memory cgroup can be made here: the cgroup reading is checked by the unit tests' fixtures only");
+        return;
+    };
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec {} -a 127.0.0.1 -p 0",
+        dir.display(),
+        crate::support::binary().display()
+    );
+    let mut relay = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the relay in the cgroup");
+    let mut first = String::new();
+    let stderr = relay.stderr.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stderr), &mut first).unwrap();
+    let _ = relay.kill();
+    let _ = relay.wait();
+    let _ = std::fs::remove_dir(&dir);
+    assert!(
+        first.starts_with(
+            "httprelay: memory budget 50 MiB (half of the cgroup's limit of 100 MiB): "
+        ),
+        "{file}: {first}"
+    );
+}
