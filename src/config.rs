@@ -40,6 +40,11 @@ pub struct Config {
     pub wait_timeout: Option<Duration>,
     /// Most open client connections (`None`: derived from `RLIMIT_NOFILE`).
     pub max_conns: Option<usize>,
+    /// Most connections one client address holds (`None`: an eighth of
+    /// `max_conns`).
+    pub max_conns_per_client: Option<usize>,
+    /// IPv6 clients count as one address per this many leading bits.
+    pub ipv6_client_prefix: u8,
     /// Most bytes held by mcast messages over all channels.
     pub mcast_total: usize,
     /// Most bytes held by sync bodies over all channels.
@@ -193,6 +198,13 @@ Limits:
                                   for new messages beyond [default: from
                                   --memory]
 
+Fair share (per client address: an IPv4 address, or an IPv6 prefix):
+      --max-conns-per-client N    most connections one address holds; its
+                                  requests beyond get 429 [default: an eighth
+                                  of --max-conns, at least 2]
+      --ipv6-client-prefix BITS   IPv6 clients count as one address per this
+                                  prefix [default: 64]
+
 Timeouts (seconds, fractions allowed):
       --head-timeout SECS         a request head must be complete this long after
                                   its first byte, else 408 [default: 10]
@@ -283,6 +295,8 @@ impl Flags {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             wait_timeout: None,
             max_conns: None,
+            max_conns_per_client: None,
+            ipv6_client_prefix: 64,
             mcast_total: DEFAULT_MCAST_TOTAL,
             sync_total: DEFAULT_SYNC_TOTAL,
             max_channels: relay::DEFAULT_MAX_CHANNELS,
@@ -322,6 +336,8 @@ impl Flags {
                 Short('p') | Long("port") => self.port = number(parser, "port")?,
                 Short('u') | Long("unix") => self.unix = Some(parser.value()?.into()),
                 Long("memory") => c.memory = Some(memory(parser)?),
+                Long("max-conns-per-client") => c.max_conns_per_client = Some(max_conns(parser)?),
+                Long("ipv6-client-prefix") => c.ipv6_client_prefix = ipv6_prefix(parser)?,
                 Long("idle-expiry") => c.idle_expiry = seconds(parser, "idle-expiry")?,
                 Long("head-timeout") => c.head_timeout = seconds(parser, "head-timeout")?,
                 Long("idle-timeout") => c.idle_timeout = seconds(parser, "idle-timeout")?,
@@ -446,11 +462,22 @@ fn wait_timeout(parser: &mut lexopt::Parser) -> Result<Option<Duration>, UsageEr
     Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
 }
 
+/// `--ipv6-client-prefix`: 1 to 128 bits.
+fn ipv6_prefix(parser: &mut lexopt::Parser) -> Result<u8, UsageError> {
+    let bits: u8 = number(parser, "ipv6-client-prefix")?;
+    if !(1..=128).contains(&bits) {
+        return Err(UsageError(
+            "--ipv6-client-prefix must be between 1 and 128".into(),
+        ));
+    }
+    Ok(bits)
+}
+
 /// `--max-conns`: at least 1.
 fn max_conns(parser: &mut lexopt::Parser) -> Result<usize, UsageError> {
     let n: usize = number(parser, "max-conns")?;
     if n == 0 {
-        return Err(UsageError("--max-conns must be at least 1".into()));
+        return Err(UsageError("connection limits must be at least 1".into()));
     }
     Ok(n)
 }
@@ -557,7 +584,9 @@ mod tests {
 
     #[test]
     fn help_lists_every_flag_the_parser_takes() {
-        let flags: [(&str, Option<&str>); 28] = [
+        let flags: [(&str, Option<&str>); 30] = [
+            ("--max-conns-per-client", Some("4")),
+            ("--ipv6-client-prefix", Some("48")),
             ("--addr", Some("1.2.3.4")),
             ("--memory", Some("48M")),
             ("--port", Some("1")),

@@ -331,6 +331,9 @@ pub struct Conn {
     pub status: u16,
     /// The limit that refused the current request, for the access log.
     pub refused_by: Option<crate::budget::Limit>,
+    /// Its place among the connections of its client address, once a request
+    /// other than `/health` or `/metrics` was admitted on it.
+    pub admission: Option<crate::server::clients::Admission>,
     /// The pipe carrying a body to this consumer without copying (Linux).
     #[cfg(target_os = "linux")]
     pub pipe: Option<crate::sys::splice::Pipe>,
@@ -427,6 +430,7 @@ impl Conn {
             spins: 0,
             status: 0,
             refused_by: None,
+            admission: None,
             #[cfg(target_os = "linux")]
             pipe: None,
         }

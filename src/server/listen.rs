@@ -92,6 +92,11 @@ impl Server {
                 inbox: config.inbox_timeout,
             },
             max_conns,
+            clients: super::clients::Clients::default(),
+            per_client: config
+                .max_conns_per_client
+                .unwrap_or((max_conns / 8).max(2)),
+            ipv6_prefix: config.ipv6_client_prefix,
             memory: super::stats::Memory {
                 budget: config.budget,
                 bound: bound.total(),
@@ -166,9 +171,11 @@ impl Server {
         true
     }
 
-    /// Room for one more connection: below the limit, or after an eviction.
-    pub(super) fn make_room(&mut self) -> bool {
-        self.conns.len() < self.max_conns || self.evict_one()
+    /// Room for one more connection from `peer`: below the limit, or after
+    /// an eviction (of a connection waiting for its head, else of the oldest
+    /// waiter of the address holding the most, see [`Server::evict_for`]).
+    pub(super) fn make_room(&mut self, peer: Option<SocketAddr>) -> bool {
+        self.conns.len() < self.max_conns || self.evict_one() || self.evict_for(peer)
     }
 
     /// Accepts until `WouldBlock`. Nothing is evicted before an `accept` that
@@ -179,7 +186,7 @@ impl Server {
     pub(super) fn accept_all(&mut self) {
         let was_paused = std::mem::replace(&mut self.accept_paused, false);
         if let Some((stream, peer)) = self.held_back.take() {
-            if !self.make_room() {
+            if !self.make_room(peer) {
                 self.held_back = Some((stream, peer));
                 self.accept_paused = true;
                 return;
@@ -198,7 +205,7 @@ impl Server {
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    if !self.make_room() {
+                    if !self.make_room(peer) {
                         // Full of real work or of clients still within their
                         // grace: this one waits for the next slot (its bytes
                         // stay in the kernel), later ones in the backlog.

@@ -20,8 +20,10 @@ use crate::relay::{Millis, Relay, WaiterId};
 use crate::server::conn::{Conn, ConnId, Phase, Transfer, Wait};
 use crate::server::stream::Stream;
 
+mod clients;
 mod conn;
 mod evict;
+mod fair;
 mod hold;
 mod inbox;
 mod link;
@@ -169,6 +171,10 @@ pub struct Server {
     max_conns: usize,
     /// The memory budget and the worst case of the flags, for `/metrics`.
     memory: stats::Memory,
+    /// Connections admitted per client address, and the share of each.
+    clients: clients::Clients,
+    per_client: usize,
+    ipv6_prefix: u8,
     /// Accepting is paused at the connection limit until a connection closes
     /// or one becomes evictable (`accept_retry`).
     accept_paused: bool,
@@ -427,6 +433,9 @@ impl Server {
         let mut conn = self.conns.remove(id.0);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.closed(id, &conn);
+        if let Some(admission) = conn.admission {
+            self.clients.release(admission);
+        }
         if let Some(buf) = conn.input.take() {
             self.input_pool.give(buf);
         }

@@ -14,7 +14,7 @@ use crate::server::reply;
 use crate::server::stream::{send, Sent};
 
 /// The content type of the relay's own one-line answers.
-const PLAIN_TEXT: &[u8] = b"text/plain; charset=utf-8";
+pub(super) const PLAIN_TEXT: &[u8] = b"text/plain; charset=utf-8";
 
 /// What sending a connection's output came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,7 +102,14 @@ impl Server {
     pub(super) fn refuse_method(&mut self, id: ConnId, text: &str, allow: &[u8]) -> Step {
         let after = body_after(&mut self.conns[id.0]);
         let text = text.as_bytes();
-        self.respond_body(id, Status(405), PLAIN_TEXT, text, after, Some(allow));
+        self.respond_body(
+            id,
+            Status(405),
+            PLAIN_TEXT,
+            text,
+            after,
+            Some(("Allow", allow)),
+        );
         Step::Again
     }
 
@@ -184,8 +191,8 @@ impl Server {
     }
 
     /// Queues a complete response with a short body (no body for `HEAD`) and
-    /// moves the connection to [`Phase::Responding`]; `allow`: the `Allow`
-    /// field of a `405`.
+    /// moves the connection to [`Phase::Responding`]; `extra`: one more field
+    /// (a `405`'s `Allow`, a `429`'s `Retry-After`).
     pub(super) fn respond_body(
         &mut self,
         id: ConnId,
@@ -193,7 +200,7 @@ impl Server {
         content_type: &[u8],
         body: &[u8],
         after: After,
-        allow: Option<&[u8]>,
+        extra: Option<(&str, &[u8])>,
     ) {
         // Answered: no longer waiting for a head (if it was).
         self.head_done(id);
@@ -214,8 +221,8 @@ impl Server {
         if !body.is_empty() {
             w.header("Content-Type", content_type);
         }
-        if let Some(allow) = allow {
-            w.header("Allow", allow);
+        if let Some((name, value)) = extra {
+            w.header(name, value);
         }
         w.header_number("Content-Length", body.len() as u64);
         reply::persistence(&mut w, keep_alive, req.minor_version);

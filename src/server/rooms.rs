@@ -126,6 +126,7 @@ impl Server {
             sync_bytes: self.rooms.sync.held,
             inbox_bytes: self.inbox_held(),
             memory: self.memory,
+            clients: self.clients.len(),
             resident: crate::sys::process::resident_bytes(),
         }
     }

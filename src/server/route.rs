@@ -84,6 +84,10 @@ impl Server {
             conn.req.keep_alive = false;
             return self.refuse(id, Status(503), "503 server shutting down\n");
         }
+        if let Some(step) = self.admit(id) {
+            return step;
+        }
+        let conn = &mut self.conns[id.0];
         let req = &conn.req;
         if req.target == Some(Target::Asterisk) {
             if req.method_is("OPTIONS") {

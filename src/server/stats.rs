@@ -34,6 +34,10 @@ pub struct Stats {
     pub runaway: u64,
     /// Connections closed because a shell invariant was found broken.
     pub broken: u64,
+    /// Requests refused because their address held its share of connections.
+    pub client_refusals: u64,
+    /// Waiting requests ended to make room for an address holding fewer.
+    pub fair_share_evictions: u64,
     /// Requests refused by a limit the budget sets, indexed by [`Limit`].
     limit_refusals: [u64; Limit::ALL.len()],
     /// mcast live streams (Server-Sent Events) open now.
@@ -116,6 +120,8 @@ pub struct Gauges {
     /// Stored inbox messages and those uploading.
     pub inbox_bytes: usize,
     pub memory: Memory,
+    /// Client addresses holding connections.
+    pub clients: usize,
     /// The relay's resident memory now (`None` where it cannot be read).
     pub resident: Option<u64>,
 }
@@ -259,6 +265,20 @@ impl Stats {
             "limit",
             REFUSING.map(|l| (l.flag(), self.limit_refusals[l as usize])),
         );
+        metric(
+            w,
+            "client_refusals_total",
+            "counter",
+            "Requests refused with 429 because their address held --max-conns-per-client connections.",
+            self.client_refusals,
+        );
+        metric(
+            w,
+            "fair_share_evictions_total",
+            "counter",
+            "Waiting requests ended with 503 when the relay was full, to make room for an address holding fewer.",
+            self.fair_share_evictions,
+        );
     }
 
     /// The event loop's health: connections closed for spinning without
@@ -375,6 +395,13 @@ fn render_memory(gauges: &Gauges, w: &mut Vec<u8>) {
 /// The memory budget, the worst case of the flags within it, and the
 /// relay's resident memory now.
 fn render_budget(gauges: &Gauges, w: &mut Vec<u8>) {
+    metric(
+        w,
+        "clients",
+        "gauge",
+        "Client addresses holding connections (IPv6 by --ipv6-client-prefix).",
+        gauges.clients as u64,
+    );
     let memory = gauges.memory;
     if let Some(budget) = memory.budget {
         let source = match budget.source {
@@ -500,6 +527,7 @@ mod tests {
                 bound: 60 << 20,
             },
             resident: Some(3 << 20),
+            clients: 4,
         };
         let mut out = Vec::new();
         stats.render(&gauges, &mut out);
@@ -532,6 +560,8 @@ mod tests {
             "httprelay_memory_budget_bytes{source=\"cgroup\"} 67108864",
             "httprelay_memory_bound_bytes 62914560",
             "process_resident_memory_bytes 3145728",
+            "httprelay_clients 4",
+            "httprelay_client_refusals_total 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -36,6 +36,50 @@ pub fn connect_tcp(addr: SocketAddr, read_timeout: Duration) -> io::Result<TcpSt
     Ok(s)
 }
 
+/// Like [`connect_tcp`], from the local IPv4 address `from` (any of
+/// 127.0.0.0/8 on loopback): tests that need clients of several addresses.
+pub fn connect_tcp_from(
+    from: std::net::Ipv4Addr,
+    addr: SocketAddr,
+    read_timeout: Duration,
+) -> io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(to) = addr else {
+        return Err(io::Error::new(ErrorKind::InvalidInput, "an IPv4 relay"));
+    };
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+        #[cfg(target_vendor = "apple")]
+        sin_len: 0,
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a fresh socket, owned by the TcpStream from here on; the
+    // addresses are valid sockaddr_in values of the length given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let local = sockaddr(from, 0);
+        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let remote = sockaddr(*to.ip(), to.port());
+        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(read_timeout))?;
+        Ok(stream)
+    }
+}
+
 enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
@@ -116,6 +160,21 @@ impl Conn {
     /// Connects to the relay with the default buffer and read timeout; panics on failure.
     pub fn open(addr: &Addr) -> Conn {
         Conn::try_open(addr, BUFFER, READ_TIMEOUT).expect("connect to relay")
+    }
+
+    /// Connects from the local IPv4 address `from` (see [`connect_tcp_from`]).
+    pub fn open_from(from: std::net::Ipv4Addr, addr: &Addr) -> Conn {
+        let Addr::Tcp(a) = addr else {
+            panic!("a TCP relay");
+        };
+        let stream = connect_tcp_from(from, *a, READ_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect {a} from {from}: {e}"));
+        Conn {
+            stream: Stream::Tcp(stream),
+            buf: vec![0; BUFFER],
+            start: 0,
+            end: 0,
+        }
     }
 
     /// Connects with a read buffer of `buffer` bytes (the most one read asks for).

@@ -18,7 +18,7 @@ pub mod response;
 pub mod sample;
 
 pub use body::body_for;
-pub use client::{connect_tcp, Conn, Handle, Writer, READ_TIMEOUT};
+pub use client::{connect_tcp, connect_tcp_from, Conn, Handle, Writer, READ_TIMEOUT};
 pub use haproxy::{free_port, haproxy_binary, Haproxy};
 pub use process::{Addr, Launch, RelayProcess};
 pub use request::{chunked, req, req_host};

@@ -11,6 +11,7 @@ mod shorthand;
 mod browser;
 mod cors;
 mod deploy;
+mod fair;
 mod hostile;
 mod http;
 mod inbox_compare;

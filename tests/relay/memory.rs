@@ -16,7 +16,7 @@ use httprelay::budget::{fit, Budget};
 use httprelay::config::{parse, Command, Config};
 
 use super::stress::health;
-use super::support::{req, Conn, Relay, RssSampler, PARK};
+use super::support::{metric, req, Conn, Relay, RssSampler, PARK};
 use super::{get, post};
 
 const ANSWER: Duration = Duration::from_secs(10);
@@ -74,16 +74,6 @@ fn status_of(relay: &Relay, request: &[u8]) -> u16 {
     let mut conn = relay.connect();
     conn.set_read_timeout(ANSWER);
     conn.exchange(request).status()
-}
-
-fn metric(relay: &Relay, name: &str) -> u64 {
-    let mut conn = relay.connect();
-    let text = conn.exchange(&get("/metrics")).text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-        .parse()
-        .expect("a number")
 }
 
 /// Checks the relay's RSS against the bound and that it answers.

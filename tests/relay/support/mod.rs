@@ -28,6 +28,17 @@ pub fn unix_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// One sample of the relay's `/metrics` (`name` with its labels), scraped now.
+pub fn metric(relay: &Relay, name: &str) -> u64 {
+    let mut conn = relay.connect();
+    let text = conn.exchange(&req("GET", "/metrics", &[], b"")).text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .parse()
+        .expect("a number")
+}
+
 /// Sends `request` and checks that no response arrives while it is parked.
 pub fn send_waiting(conn: &mut Conn, request: &[u8], what: &str) {
     conn.send(request);

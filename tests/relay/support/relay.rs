@@ -27,14 +27,29 @@ impl Relay {
     }
 
     /// Starts the relay with the given flags and waits for its `listening on ADDR` line.
+    /// The suites' clients all come from one address, so the share of
+    /// connections per address is lifted unless `args` set it: the fair share
+    /// is tested on its own (`fair.rs`, with [`Relay::start_fair`]).
     pub fn start_with(args: &[&str]) -> Relay {
-        Relay::launch(Launch::new(&binary(), args))
+        let mut args = args.to_vec();
+        if !args.contains(&"--max-conns-per-client") {
+            args.extend(["--max-conns-per-client", "1000000"]);
+        }
+        Relay::launch(Launch::new(&binary(), &args))
+    }
+
+    /// Like `start_flags`, with the fair share as the flags leave it (its
+    /// default unless they set it).
+    pub fn start_fair(extra: &[&str]) -> Relay {
+        Relay::launch(Launch::new(&binary(), &loopback_with(extra)))
     }
 
     /// Like `start_flags`, with the relay's descriptor limit (RLIMIT_NOFILE, soft and
     /// hard) set to `nofile`: only the relay process is limited.
     pub fn start_nofile(nofile: u64, extra: &[&str]) -> Relay {
-        Relay::launch(Launch::new(&binary(), &loopback_with(extra)).nofile(nofile))
+        let mut args = loopback_with(extra);
+        args.extend(["--max-conns-per-client", "1000000"]);
+        Relay::launch(Launch::new(&binary(), &args).nofile(nofile))
     }
 
     fn launch(launch: Launch) -> Relay {

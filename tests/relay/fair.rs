@@ -1,0 +1,199 @@
+//! The fair share: clients of one address (127.0.0.2, a flooder) cannot take
+//! the relay from those of another (127.0.0.3, a bystander). Beyond its share
+//! of connections an address gets `429`; when the relay is full, the address
+//! holding the most makes room; a trusted proxy's clients count by their
+//! forwarded addresses.
+
+use std::net::Ipv4Addr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use httprelay_testkit::Conn;
+
+use super::support::{metric, req, Relay, PARK};
+use super::{get, post};
+
+/// Generous: an answer that takes this long is a failure, not slowness.
+const ANSWER: Duration = Duration::from_secs(10);
+
+fn from(relay: &Relay, last: u8) -> Conn {
+    let mut conn = Conn::open_from(Ipv4Addr::new(127, 0, 0, last), relay.addr());
+    conn.set_read_timeout(ANSWER);
+    conn
+}
+
+/// What the bystander at 127.0.0.3 does while the flood holds: `/health`, a
+/// link transfer, an mcast publish and read on a new channel, a new claim
+/// (refusing a wrong secret). Returns each one's latency.
+fn bystander(relay: &Relay, tag: &str) -> Vec<(&'static str, Duration)> {
+    let mut took = Vec::new();
+    let started = Instant::now();
+    let mut c = from(relay, 3);
+    assert_eq!(
+        c.exchange(&get("/health")).status(),
+        200,
+        "bystander /health"
+    );
+    took.push(("health", started.elapsed()));
+
+    let started = Instant::now();
+    let mut consumer = from(relay, 3);
+    consumer.send(&get(&format!("/link/by-{tag}")));
+    let mut producer = from(relay, 3);
+    assert_eq!(
+        producer
+            .exchange(&post(&format!("/link/by-{tag}"), b"hello"))
+            .status(),
+        200
+    );
+    assert_eq!(consumer.read_response().body(), b"hello");
+    took.push(("link transfer", started.elapsed()));
+
+    let started = Instant::now();
+    let mut c = from(relay, 3);
+    let path = format!("/mcast/news-{tag}");
+    assert_eq!(
+        c.exchange(&post(&path, b"m1")).status(),
+        200,
+        "bystander mcast publish"
+    );
+    let read = c.exchange(&get(&path));
+    assert_eq!(
+        (read.status(), read.body()),
+        (200, &b"m1"[..]),
+        "bystander mcast read"
+    );
+    took.push(("mcast publish and read", started.elapsed()));
+
+    let started = Instant::now();
+    let mut owner = from(relay, 3);
+    owner.send(&post(&format!("/link/mine-{tag}?wsecret=k"), b"x"));
+    thread::sleep(PARK);
+    let mut thief = from(relay, 3);
+    let wrong = thief.exchange(&post(&format!("/link/mine-{tag}?wsecret=bad"), b"y"));
+    assert_eq!(wrong.status(), 401, "the bystander's claim holds");
+    took.push(("claim", started.elapsed() - PARK));
+    drop(owner);
+    took
+}
+
+#[test]
+fn a_flood_of_waiters_from_one_address_gets_429_past_its_share_and_leaves_room() {
+    // 64 connections, 8 per address.
+    let relay = Relay::start_fair(&["--max-conns", "64"]);
+    let mut parked = Vec::new();
+    let (mut refused, mut retry_after) = (0, 0);
+    for i in 0..200 {
+        let mut c = from(&relay, 2);
+        c.send(&get(&format!("/link/flood{i}")));
+        if c.is_silent_for(Duration::from_millis(30)) {
+            parked.push(c);
+        } else {
+            let r = c.read_response();
+            assert_eq!(r.status(), 429, "flooder beyond its share: {:?}", r.head);
+            assert_eq!(r.text(), "429 too many connections from your address\n");
+            retry_after += usize::from(r.header("Retry-After") == Some("5"));
+            refused += 1;
+        }
+    }
+    assert_eq!(parked.len(), 8, "the flooder's share");
+    assert_eq!((refused, retry_after), (192, 192));
+    let took = bystander(&relay, "a");
+    eprintln!("fair: flood of waiters: 8 parked, {refused} refused; bystander {took:?}");
+    assert_eq!(metric(&relay, "httprelay_client_refusals_total"), 192);
+    // /health is never refused, even from an address at its share.
+    let mut c = from(&relay, 2);
+    assert_eq!(c.exchange(&get("/health")).status(), 200);
+    drop((parked, c));
+    thread::sleep(PARK);
+    assert_eq!(
+        metric(&relay, "httprelay_clients"),
+        0,
+        "an address that left holds no entry"
+    );
+}
+
+#[test]
+fn when_full_the_address_holding_the_most_makes_room() {
+    let relay = Relay::start_fair(&["--max-conns", "16", "--max-conns-per-client", "12"]);
+    let mut flood: Vec<Conn> = (0..12)
+        .map(|i| {
+            let mut c = from(&relay, 2);
+            c.send(&get(&format!("/link/hog{i}")));
+            thread::sleep(Duration::from_millis(20));
+            c
+        })
+        .collect();
+    let mut others: Vec<Conn> = (0..4)
+        .map(|i| {
+            let mut c = from(&relay, 4);
+            c.send(&get(&format!("/link/other{i}")));
+            c
+        })
+        .collect();
+    thread::sleep(PARK);
+
+    // Full: every connection the bystander (and the scrapes, from 127.0.0.1)
+    // opens from here on takes the place of one of the hog's waiters.
+    let took = bystander(&relay, "b");
+    eprintln!("fair: full relay: bystander {took:?}");
+    let evicted = metric(&relay, "httprelay_fair_share_evictions_total");
+    assert!(evicted >= 2, "{evicted} evictions");
+    // The hog's oldest waiters made the room, in order; nobody else's.
+    for (i, c) in flood.iter_mut().enumerate().take(evicted as usize) {
+        let r = c.read_response();
+        assert_eq!(r.status(), 503, "hog{i}: {:?}", r.head);
+        assert!(r
+            .text()
+            .starts_with("503 relay full: your address holds the most"));
+    }
+    for (i, c) in flood.iter_mut().enumerate().skip(evicted as usize) {
+        assert!(
+            c.is_silent_for(Duration::from_millis(20)),
+            "hog{i} still waits"
+        );
+    }
+    for (i, c) in others.iter_mut().enumerate() {
+        assert!(
+            c.is_silent_for(Duration::from_millis(20)),
+            "other{i} still waits"
+        );
+        let mut producer = from(&relay, 4);
+        producer.send(&post(&format!("/link/other{i}"), b"kept"));
+        assert_eq!(
+            c.read_response().body(),
+            b"kept",
+            "other{i} was never evicted"
+        );
+    }
+}
+
+#[test]
+fn a_trusted_proxy_s_clients_count_by_their_forwarded_address() {
+    let relay = Relay::start_fair(&["--trust-proxy", "127.0.0.1", "--max-conns-per-client", "2"]);
+    let forwarded = |ip: &str, path: &str| req("GET", path, &[("X-Real-IP", ip)], b"");
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut c = relay.connect();
+        c.send(&forwarded("10.0.0.1", &format!("/link/p{i}")));
+        held.push(c);
+    }
+    thread::sleep(PARK);
+    let mut c = relay.connect();
+    assert_eq!(
+        c.exchange(&forwarded("10.0.0.1", "/link/p3")).status(),
+        429,
+        "10.0.0.1 holds its share through the proxy"
+    );
+    let mut c = relay.connect();
+    c.send(&forwarded("10.0.0.2", "/link/q"));
+    assert!(
+        c.is_silent_for(Duration::from_millis(200)),
+        "10.0.0.2 has its own share"
+    );
+    held.push(c);
+    // The proxy itself, without a forwarded address, is a client like any.
+    let mut bare = relay.connect();
+    bare.send(&get("/link/bare"));
+    assert!(bare.is_silent_for(Duration::from_millis(200)));
+}
