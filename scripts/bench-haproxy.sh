@@ -79,7 +79,7 @@ for run in $RUNS; do
     n=${run##*:}
     relay_pids=()
     for i in $(seq "$n"); do
-        "$relay_bin" -a 127.0.0.1 -p $((BASE + i)) --trust-proxy 127.0.0.1 --max-conns-per-client 1000000 2>"$work/relay$i.log" &
+        "$relay_bin" -a 127.0.0.1 -p $((BASE + i)) --trust-proxy 127.0.0.1 --max-conns-per-client 1000000 --max-channels-per-client 1000000 2>"$work/relay$i.log" &
         pids+=($!)
         relay_pids+=($!)
         wait_health $((BASE + i)) $!

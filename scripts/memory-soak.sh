@@ -36,10 +36,10 @@ work=$(mktemp -d)
 log=$work/relay.log
 # The first port from SOAK_PORT on that nothing answers on.
 while (: >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-# The soak's clients are all one address: the fair share is lifted (RELAY_FLAGS
-# may set it again).
+# The soak's clients are all one address: the shares per address are lifted
+# (RELAY_FLAGS may set them again).
 # shellcheck disable=SC2086 # RELAY_FLAGS is a list of flags
-"$RELAY_BIN" -a 127.0.0.1 -p "$port" --max-conns-per-client 1000000 ${RELAY_FLAGS:-} 2>"$log" &
+"$RELAY_BIN" -a 127.0.0.1 -p "$port" --max-conns-per-client 1000000 --max-channels-per-client 1000000 ${RELAY_FLAGS:-} 2>"$log" &
 relay=$!
 trap 'kill "$relay" 2>/dev/null || true; wait "$relay" 2>/dev/null || true; rm -rf "$work"' EXIT
 for i in $(seq 101); do

@@ -15,7 +15,9 @@ pub const POOL_KEEP: usize = 64;
 /// The process before any client: code, libc, tables, event buffers
 /// (measured: 2.1 MiB resident at start).
 pub const BASE: u64 = 4 << 20;
-/// A connection's record, socket wrapper, timer and slab slot, with margin.
+/// A connection's record, socket wrapper, timer and slab slot, and its entry
+/// among its client address's connections (`server/clients.rs`, under 200 B),
+/// with margin.
 pub const CONNECTION_RECORD: u64 = 4 << 10;
 /// What a connection holds in units of `--max-head`: the input buffer (or the
 /// bytes it stashed while parked), and the request fields: copies of parts of
@@ -24,8 +26,11 @@ pub const CONNECTION_RECORD: u64 = 4 << 10;
 /// space when a response needs it.)
 pub const HEADS_PER_CONNECTION: u64 = 6;
 /// A remembered channel (record, key, claim, expiry entry, its share of the
-/// table), measured at the cap: at most 354 B (a proxy id with a claim).
-pub const CHANNEL_COST: u64 = 384;
+/// table), measured at the cap: at most 354 B (a proxy id with a claim),
+/// before its owner was kept: 16 B more in its table entry (32 B with the
+/// table's slack) and, when every channel has another owner, an entry of the
+/// owners' map each (at most 40 B).
+pub const CHANNEL_COST: u64 = 448;
 
 /// The parts of the bound, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -43,6 +43,9 @@ pub struct Config {
     /// Most connections one client address holds (`None`: an eighth of
     /// `max_conns`).
     pub max_conns_per_client: Option<usize>,
+    /// Most remembered channels one client address makes (`None`: an eighth
+    /// of `max_channels`).
+    pub max_channels_per_client: Option<usize>,
     /// IPv6 clients count as one address per this many leading bits.
     pub ipv6_client_prefix: u8,
     /// Most bytes held by mcast messages over all channels.
@@ -202,6 +205,10 @@ Fair share (per client address: an IPv4 address, or an IPv6 prefix):
       --max-conns-per-client N    most connections one address holds; its
                                   requests beyond get 429 [default: an eighth
                                   of --max-conns, at least 2]
+      --max-channels-per-client N most remembered channels (claims, mcast
+                                  channels, inbox entries) one address makes;
+                                  429 beyond [default: an eighth of
+                                  --max-channels]
       --ipv6-client-prefix BITS   IPv6 clients count as one address per this
                                   prefix [default: 64]
 
@@ -241,6 +248,9 @@ impl Config {
             mcast_retain: self.mcast_retain,
             mcast_total: self.mcast_total,
             max_channels: self.max_channels,
+            max_channels_per_client: self
+                .max_channels_per_client
+                .unwrap_or((self.max_channels / 8).max(1)),
             inbox_ttl: millis(self.inbox_ttl),
             seed,
         }
@@ -296,6 +306,7 @@ impl Flags {
             wait_timeout: None,
             max_conns: None,
             max_conns_per_client: None,
+            max_channels_per_client: None,
             ipv6_client_prefix: 64,
             mcast_total: DEFAULT_MCAST_TOTAL,
             sync_total: DEFAULT_SYNC_TOTAL,
@@ -337,6 +348,9 @@ impl Flags {
                 Short('u') | Long("unix") => self.unix = Some(parser.value()?.into()),
                 Long("memory") => c.memory = Some(memory(parser)?),
                 Long("max-conns-per-client") => c.max_conns_per_client = Some(max_conns(parser)?),
+                Long("max-channels-per-client") => {
+                    c.max_channels_per_client = Some(max_conns(parser)?)
+                }
                 Long("ipv6-client-prefix") => c.ipv6_client_prefix = ipv6_prefix(parser)?,
                 Long("idle-expiry") => c.idle_expiry = seconds(parser, "idle-expiry")?,
                 Long("head-timeout") => c.head_timeout = seconds(parser, "head-timeout")?,
@@ -584,7 +598,8 @@ mod tests {
 
     #[test]
     fn help_lists_every_flag_the_parser_takes() {
-        let flags: [(&str, Option<&str>); 30] = [
+        let flags: [(&str, Option<&str>); 31] = [
+            ("--max-channels-per-client", Some("4")),
             ("--max-conns-per-client", Some("4")),
             ("--ipv6-client-prefix", Some("48")),
             ("--addr", Some("1.2.3.4")),

@@ -265,10 +265,12 @@ fn given_flags_over_the_budget_are_named() {
 }
 
 #[test]
-fn the_ceiling_is_the_old_defaults_bound() {
+fn the_ceiling_is_about_the_old_defaults_bound() {
+    // The limits the relay had before it had a budget; a channel has cost 64
+    // bytes more since it keeps its owner (2 MiB at 32,768 channels).
     let c = config(&[]);
-    let old = MemoryBound::new(&c, crate::config::DEFAULT_MAX_CONNS);
-    assert_eq!(old.total(), CEILING);
+    let old = MemoryBound::new(&c, crate::config::DEFAULT_MAX_CONNS).total();
+    assert!(old.abs_diff(CEILING) <= 2 * MIB, "{old}");
 }
 
 #[test]

@@ -10,6 +10,9 @@ pub enum ClaimError {
     /// The request would make the relay remember one more channel (a claim,
     /// a first mcast message) and the cap on remembered channels is reached.
     NoRoom,
+    /// Likewise, and the writer's client address has its share of the cap
+    /// remembered already.
+    ClientFull,
 }
 
 /// Why an mcast upload may not start.
@@ -73,6 +76,7 @@ impl std::fmt::Display for ClaimError {
         f.write_str(match self {
             ClaimError::WrongSecret => "wrong write secret",
             ClaimError::NoRoom => "relay remembers too many channels",
+            ClaimError::ClientFull => "your address holds its share of remembered channels",
         })
     }
 }

@@ -56,6 +56,15 @@ impl Hashing {
 pub const ID: u8 = 0;
 /// Domain of write secrets.
 pub const SECRET: u8 = 1;
+/// Domain of client addresses (the owners of remembered channels).
+pub const CLIENT: u8 = 2;
+
+impl Key {
+    /// Its low half: uniform and unpredictable like the whole.
+    pub fn low(self) -> u64 {
+        self.0 as u64
+    }
+}
 
 /// Maps keyed by [`Key`] need no second hash: the low half is already uniform
 /// and unpredictable, so it is used as is.

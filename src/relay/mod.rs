@@ -35,7 +35,7 @@ pub use mcast::{
 pub use piping::{PipingArrival, PipingChannel, PipingError, PipingRole};
 pub use proxy::{JobId, ProxyChannel, ProxyDispatch};
 pub use sync::{SyncArrival, SyncChannel};
-use table::{Table, EXPIRE_BATCH};
+use table::{Owner, Table, EXPIRE_BATCH};
 
 /// Milliseconds on the caller's monotonic clock.
 pub type Millis = u64;
@@ -71,6 +71,8 @@ pub struct Settings {
     pub mcast_total: usize,
     /// Most channels remembered for a claim or messages, over all methods.
     pub max_channels: usize,
+    /// Most of those one client address makes remembered.
+    pub max_channels_per_client: usize,
     /// How long an inbox entry lives after the `POST` that wrote it.
     pub inbox_ttl: Millis,
     /// Seed for job ids and the keyed hashes of ids and secrets (the shell
@@ -85,6 +87,7 @@ impl Default for Settings {
             mcast_retain: 11_000_000,
             mcast_total: 64 * 1024 * 1024,
             max_channels: DEFAULT_MAX_CHANNELS,
+            max_channels_per_client: DEFAULT_MAX_CHANNELS / 8,
             inbox_ttl: DEFAULT_INBOX_TTL,
             seed: 0x9e37_79b9_7f4a_7c15,
         }
@@ -156,6 +159,53 @@ pub struct Relay {
     rng: u64,
     /// Requests refused because the cap on remembered channels was reached.
     refused_no_room: u64,
+    /// Requests refused because their client address had its share of it.
+    refused_client: u64,
+}
+
+/// Who writes: the write secret presented (empty for none) and the client
+/// address, whose share of remembered channels a claim or a new mcast
+/// channel counts in (`None`: counted in no share). A bare secret converts.
+#[derive(Clone, Copy, Debug)]
+pub struct Writer<'a> {
+    pub secret: &'a [u8],
+    /// The address as 128 bits (an IPv6 prefix, or an IPv4-mapped address).
+    pub client: Option<u128>,
+}
+
+impl<'a> From<&'a [u8]> for Writer<'a> {
+    fn from(secret: &'a [u8]) -> Self {
+        Writer {
+            secret,
+            client: None,
+        }
+    }
+}
+
+impl<'a, const N: usize> From<&'a [u8; N]> for Writer<'a> {
+    fn from(secret: &'a [u8; N]) -> Self {
+        Writer::from(&secret[..])
+    }
+}
+
+impl<'a> From<&'a Vec<u8>> for Writer<'a> {
+    fn from(secret: &'a Vec<u8>) -> Self {
+        Writer::from(secret.as_slice())
+    }
+}
+
+/// Room for one more remembered channel: under the cap, and within the
+/// writer's share of it.
+#[derive(Clone, Copy, Debug)]
+struct Room {
+    cap: bool,
+    share: bool,
+}
+
+impl Room {
+    fn any(self) -> bool {
+        self.cap && self.share
+    }
 }
 
 impl Relay {
@@ -173,6 +223,7 @@ impl Relay {
             inbox_bytes: mcast::Ledger::default(),
             settings,
             refused_no_room: 0,
+            refused_client: 0,
         }
     }
 
@@ -184,22 +235,58 @@ impl Relay {
         (!secret.is_empty()).then(|| self.hashing.key(key::SECRET, secret))
     }
 
-    /// Whether one more channel may be remembered.
-    fn room(&self) -> bool {
-        self.remembered_channels() < self.settings.max_channels
+    /// A writer's channel key, owner, hashed secret and room.
+    fn writer(
+        &self,
+        id: &[u8],
+        writer: Writer<'_>,
+    ) -> (Key, Option<Owner>, secret::Presented, Room) {
+        let owner = self.owner(writer.client);
+        (
+            self.id(id),
+            owner,
+            self.secret(writer.secret),
+            self.room(owner),
+        )
     }
 
-    /// Counts a refusal for want of room under the cap.
-    fn note<T, E: Copy + Into<Option<ClaimError>>>(
-        &mut self,
-        result: Result<T, E>,
-    ) -> Result<T, E> {
-        if let Err(e) = &result {
-            if (*e).into() == Some(ClaimError::NoRoom) {
-                self.refused_no_room += 1;
-            }
+    /// The share of remembered channels a writer counts in.
+    fn owner(&self, client: Option<u128>) -> Option<Owner> {
+        client.map(|c| self.hashing.key(key::CLIENT, &c.to_le_bytes()).low())
+    }
+
+    /// Whether one more channel may be remembered, under the cap and within
+    /// the writer's share of it.
+    fn room(&self, owner: Option<Owner>) -> Room {
+        let owned = |o| {
+            self.links.owned_by(o)
+                + self.mcasts.owned_by(o)
+                + self.proxies.owned_by(o)
+                + self.inboxes.owned_by(o)
+        };
+        Room {
+            cap: self.remembered_channels() < self.settings.max_channels,
+            share: owner.is_none_or(|o| owned(o) < self.settings.max_channels_per_client),
         }
-        result
+    }
+
+    /// Counts a refusal for want of room, and names it: past the writer's
+    /// share (with room under the cap) it is [`ClaimError::ClientFull`].
+    fn note<T, E>(&mut self, result: Result<T, E>, room: Room) -> Result<T, E>
+    where
+        E: Copy + Into<Option<ClaimError>> + From<ClaimError>,
+    {
+        match &result {
+            Err(e) if (*e).into() == Some(ClaimError::NoRoom) => {
+                if room.cap {
+                    self.refused_client += 1;
+                    return Err(E::from(ClaimError::ClientFull));
+                }
+                self.refused_no_room += 1;
+                result
+            }
+            _ => result,
+        }
     }
 
     // ---- link ----
@@ -210,20 +297,20 @@ impl Relay {
     /// On `Paired(other)` the counterpart has left the queue and neither side is
     /// waiting any more; on `Parked` the caller must later either see it paired
     /// (returned from another arrival) or call [`Relay::link_leave`].
-    pub fn link_arrive(
+    pub fn link_arrive<'w>(
         &mut self,
         now: Millis,
         id: &[u8],
         role: Role,
         waiter: WaiterId,
-        secret: &[u8],
+        writer: impl Into<Writer<'w>>,
     ) -> Result<LinkArrival, ClaimError> {
-        let (key, secret, room) = (self.id(id), self.secret(secret), self.room());
+        let (key, owner, secret, room) = self.writer(id, writer.into());
         let expiry = self.settings.idle_expiry;
-        let arrival = self
-            .links
-            .with(key, expiry, |c| c.arrive(now, role, waiter, secret, room));
-        self.note(arrival)
+        let arrival = self.links.with_owner(key, expiry, owner, |c| {
+            c.arrive(now, role, waiter, secret, room.any())
+        });
+        self.note(arrival, room)
     }
 
     /// A parked link waiter went away. Returns whether it was still waiting.
@@ -238,11 +325,11 @@ impl Relay {
 
     /// A producer starts a message. Readers waiting for the next message are
     /// appended to `woken`: each should be sent the returned message.
-    pub fn mcast_publish(
+    pub fn mcast_publish<'w>(
         &mut self,
         now: Millis,
         id: &[u8],
-        secret: &[u8],
+        writer: impl Into<Writer<'w>>,
         meta: ProducerMeta,
         woken: &mut Vec<WaiterId>,
     ) -> Result<Rc<Message>, PublishError> {
@@ -250,13 +337,13 @@ impl Relay {
         if self.mcast_bytes() + cost > self.settings.mcast_total {
             return Err(PublishError::Full);
         }
-        let (key, secret, room) = (self.id(id), self.secret(secret), self.room());
+        let (key, owner, secret, room) = self.writer(id, writer.into());
         let expiry = self.settings.idle_expiry;
         let ledger = &self.mcast_bytes;
-        let published = self.mcasts.with(key, expiry, |c| {
-            c.publish(now, secret, room, meta, ledger, woken)
+        let published = self.mcasts.with_owner(key, expiry, owner, |c| {
+            c.publish(now, secret, room.any(), meta, ledger, woken)
         });
-        self.note(published)
+        self.note(published, room)
     }
 
     /// Whether a new upload of `len` bytes (if known) fits in the total now.
@@ -376,19 +463,19 @@ impl Relay {
     }
 
     /// A `SERVE` is ready for the next job.
-    pub fn proxy_serve(
+    pub fn proxy_serve<'w>(
         &mut self,
         now: Millis,
         id: &[u8],
         server: WaiterId,
-        secret: &[u8],
+        writer: impl Into<Writer<'w>>,
     ) -> Result<ProxyDispatch, ClaimError> {
-        let (key, secret, room) = (self.id(id), self.secret(secret), self.room());
+        let (key, owner, secret, room) = self.writer(id, writer.into());
         let expiry = self.settings.idle_expiry;
-        let dispatch = self
-            .proxies
-            .with(key, expiry, |c| c.serve(now, server, secret, room));
-        self.note(dispatch)
+        let dispatch = self.proxies.with_owner(key, expiry, owner, |c| {
+            c.serve(now, server, secret, room.any())
+        });
+        self.note(dispatch, room)
     }
 
     /// A job's request was fully delivered to its `SERVE`.
@@ -399,19 +486,19 @@ impl Relay {
     }
 
     /// A `SERVE` brings the result of `job`: returns the client to answer.
-    pub fn proxy_result(
+    pub fn proxy_result<'w>(
         &mut self,
         now: Millis,
         id: &[u8],
-        secret: &[u8],
+        writer: impl Into<Writer<'w>>,
         job: &JobId,
     ) -> Result<WaiterId, ResultError> {
-        let (key, secret, room) = (self.id(id), self.secret(secret), self.room());
+        let (key, owner, secret, room) = self.writer(id, writer.into());
         let expiry = self.settings.idle_expiry;
-        let result = self
-            .proxies
-            .with(key, expiry, |c| c.result(now, secret, room, job));
-        self.note(result)
+        let result = self.proxies.with_owner(key, expiry, owner, |c| {
+            c.result(now, secret, room.any(), job)
+        });
+        self.note(result, room)
     }
 
     pub fn proxy_client_leave(&mut self, now: Millis, id: &[u8], job: &JobId) -> bool {
@@ -468,32 +555,37 @@ impl Relay {
 
     /// Whether a writer of inbox `id` presenting `secret` may store a message
     /// now (checked again when it is stored; nothing is claimed).
-    pub fn inbox_check(&mut self, now: Millis, id: &[u8], secret: &[u8]) -> Result<(), ClaimError> {
-        let (key, secret, room) = (self.id(id), self.secret(secret), self.room());
+    pub fn inbox_check<'w>(
+        &mut self,
+        now: Millis,
+        id: &[u8],
+        writer: impl Into<Writer<'w>>,
+    ) -> Result<(), ClaimError> {
+        let (key, owner, secret, room) = self.writer(id, writer.into());
         let ttl = self.settings.inbox_ttl;
         let checked = self
             .inboxes
-            .with(key, ttl, |c| c.check(now, ttl, secret, room));
-        self.note(checked)
+            .with_owner(key, ttl, owner, |c| c.check(now, ttl, secret, room.any()));
+        self.note(checked, room)
     }
 
     /// Stores a message (`body`, `content_type`) in inbox `id`, replacing
     /// what it held. The waiters it wakes are appended to `woken`.
-    pub fn inbox_post(
+    pub fn inbox_post<'w>(
         &mut self,
         now: Millis,
         id: &[u8],
-        secret: &[u8],
+        writer: impl Into<Writer<'w>>,
         (body, content_type): (Box<[u8]>, Option<Box<[u8]>>),
         woken: &mut InboxWoken,
     ) -> Result<Rc<InboxMessage>, ClaimError> {
-        let (key, secret, room) = (self.id(id), self.secret(secret), self.room());
+        let (key, owner, secret, room) = self.writer(id, writer.into());
         let ttl = self.settings.inbox_ttl;
         let message = Rc::new(InboxMessage::new(body, content_type, &self.inbox_bytes));
-        let posted = self.inboxes.with(key, ttl, |c| {
-            c.post(now, ttl, (secret, room), Rc::clone(&message), woken)
+        let posted = self.inboxes.with_owner(key, ttl, owner, |c| {
+            c.post(now, ttl, (secret, room.any()), Rc::clone(&message), woken)
         });
-        self.note(posted).map(|()| message)
+        self.note(posted, room).map(|()| message)
     }
 
     /// A reader asks for the message of inbox `id`.
@@ -619,6 +711,18 @@ impl Relay {
     /// Requests refused because the cap on remembered channels was reached.
     pub fn refused_no_room(&self) -> u64 {
         self.refused_no_room
+    }
+
+    /// Requests refused because their client address had its share of the
+    /// remembered channels.
+    pub fn refused_client(&self) -> u64 {
+        self.refused_client
+    }
+
+    /// Client addresses with remembered channels (an address may count once
+    /// per method).
+    pub fn channel_owners(&self) -> usize {
+        self.links.owners() + self.mcasts.owners() + self.proxies.owners() + self.inboxes.owners()
     }
 
     /// Requests parked per method.

@@ -35,6 +35,10 @@ pub(super) trait Channel: Default {
     fn recycle(&mut self) -> bool;
 }
 
+/// The client address a remembered channel counts against (the low half of
+/// its keyed hash).
+pub(super) type Owner = u64;
+
 /// A table entry. The channel lives in its own allocation, so that the table's
 /// buckets (a power of two, up to twice the entries) stay small whatever the
 /// size of a method's channel record.
@@ -44,6 +48,9 @@ struct Slot<C> {
     counted: bool,
     /// The live expiry entry's epoch; 0 when the channel has none.
     epoch: u32,
+    /// Whose share it counts in while it is remembered: the writer whose
+    /// operation made it remembered.
+    owner: Option<Owner>,
 }
 
 /// Emptied channel records kept for reuse, so that a busy relay creating and
@@ -60,6 +67,10 @@ pub(super) struct Table<C> {
     spare: Vec<Box<C>>,
     waiting: usize,
     remembered: usize,
+    /// Remembered channels per owner (an owner with none has no entry).
+    owned: HashMap<Owner, u32>,
+    /// The owner of the operation running in [`Table::with_owner`].
+    acting: Option<Owner>,
 }
 
 impl<C: Channel> Default for Table<C> {
@@ -71,6 +82,8 @@ impl<C: Channel> Default for Table<C> {
             spare: Vec::new(),
             waiting: 0,
             remembered: 0,
+            owned: HashMap::new(),
+            acting: None,
         }
     }
 }
@@ -84,12 +97,38 @@ impl<C: Channel> Table<C> {
             channel: spare.pop().unwrap_or_default(),
             counted: false,
             epoch: 0,
+            owner: None,
         });
         let before = slot.channel.waiting_len();
         let result = op(&mut slot.channel);
         self.waiting = self.waiting + slot.channel.waiting_len() - before;
         self.settle(key, expiry);
         result
+    }
+
+    /// Like [`Table::with`], for a writer of client address `owner`: if the
+    /// operation makes the channel remembered, it counts in `owner`'s share.
+    pub fn with_owner<R>(
+        &mut self,
+        key: Key,
+        expiry: Millis,
+        owner: Option<Owner>,
+        op: impl FnOnce(&mut C) -> R,
+    ) -> R {
+        self.acting = owner;
+        let result = self.with(key, expiry, op);
+        self.acting = None;
+        result
+    }
+
+    /// Remembered channels counted in `owner`'s share.
+    pub fn owned_by(&self, owner: Owner) -> usize {
+        self.owned.get(&owner).map_or(0, |&n| n as usize)
+    }
+
+    /// Owners with remembered channels.
+    pub fn owners(&self) -> usize {
+        self.owned.len()
     }
 
     /// Like [`Table::with`] for a channel that may not exist: nothing is created.
@@ -115,8 +154,13 @@ impl<C: Channel> Table<C> {
             slot.counted = remembered;
             if remembered {
                 self.remembered += 1;
+                slot.owner = self.acting;
+                if let Some(owner) = slot.owner {
+                    *self.owned.entry(owner).or_default() += 1;
+                }
             } else {
                 self.remembered -= 1;
+                release(&mut self.owned, slot.owner.take());
             }
         }
         if slot.channel.is_busy() {
@@ -184,6 +228,7 @@ impl<C: Channel> Table<C> {
             let slot = self.map.remove(&key).expect("looked up above");
             if slot.counted {
                 self.remembered -= 1;
+                release(&mut self.owned, slot.owner);
             }
             forgotten += 1;
             self.recycle(slot.channel);
@@ -218,6 +263,19 @@ impl<C: Channel> Table<C> {
     /// Every channel (for tests and model checks: it visits the whole table).
     pub fn channels(&self) -> impl Iterator<Item = &C> {
         self.map.values().map(|s| &*s.channel)
+    }
+}
+
+/// One remembered channel of `owner` is forgotten.
+fn release(owned: &mut HashMap<Owner, u32>, owner: Option<Owner>) {
+    let Some(owner) = owner else {
+        return;
+    };
+    if let Entry::Occupied(mut count) = owned.entry(owner) {
+        *count.get_mut() -= 1;
+        if *count.get() == 0 {
+            count.remove();
+        }
     }
 }
 

@@ -153,3 +153,64 @@ fn drain_returns_every_parked_waiter_once() {
     assert_eq!(relay.waiter_count(), 0);
     assert!(!relay.link_leave(1, b"a", w(1)));
 }
+
+#[test]
+fn each_client_address_gets_its_share_of_the_remembered_channels() {
+    let mut relay = Relay::new(Settings {
+        max_channels: 10,
+        max_channels_per_client: 3,
+        idle_expiry: 1_000,
+        ..Settings::default()
+    });
+    let a = |secret: &'static [u8]| Writer {
+        secret,
+        client: Some(2),
+    };
+    let b = Writer {
+        secret: b"kb",
+        client: Some(3),
+    };
+    // A flooder's claims, each on a new channel, up to its share.
+    for (i, id) in [b"a1", b"a2", b"a3"].into_iter().enumerate() {
+        relay.link_arrive(0, id, P, w(i), a(b"k")).unwrap();
+        relay.link_leave(0, id, w(i));
+    }
+    assert_eq!(
+        relay.link_arrive(0, b"a4", P, w(9), a(b"k")),
+        Err(ClaimError::ClientFull)
+    );
+    let mut woken = Vec::new();
+    let meta = ProducerMeta::default;
+    assert_eq!(
+        relay
+            .mcast_publish(0, b"am", a(b""), meta(), &mut woken)
+            .err(),
+        Some(PublishError::Claim(ClaimError::ClientFull)),
+        "an mcast channel counts in the same share"
+    );
+    assert_eq!(relay.refused_client(), 2);
+    assert_eq!(relay.refused_no_room(), 0);
+    // A channel it remembers already takes its writes; others keep their room.
+    relay.link_arrive(0, b"a1", P, w(10), a(b"k")).unwrap();
+    relay.link_leave(0, b"a1", w(10));
+    relay.link_arrive(0, b"b1", P, w(11), b).unwrap();
+    relay.link_leave(0, b"b1", w(11));
+    let message = relay
+        .mcast_publish(0, b"bm", b, meta(), &mut woken)
+        .expect("another address's mcast channel");
+    relay.mcast_complete(0, b"bm", &message);
+    // Writers without an address (a Unix socket) count in no share.
+    relay.link_arrive(0, b"u1", P, w(12), b"ku").unwrap();
+    relay.link_leave(0, b"u1", w(12));
+    assert_eq!(relay.remembered_channels(), 6);
+    // Once the flooder's claims expire, its share is free again and its
+    // entry gone.
+    relay.handle_timeout(5_000);
+    assert_eq!(relay.remembered_channels(), 0);
+    assert_eq!(
+        relay.channel_owners(),
+        0,
+        "owners holding nothing are forgotten"
+    );
+    relay.link_arrive(5_000, b"a4", P, w(13), a(b"k")).unwrap();
+}

@@ -38,6 +38,17 @@ impl ClientKey {
     }
 }
 
+impl ClientKey {
+    /// As 128 bits: an IPv6 prefix, or an IPv4 address in its IPv4-mapped
+    /// form (`::ffff:a.b.c.d`).
+    pub fn bits(self) -> u128 {
+        match self {
+            ClientKey::V4(a) => 0xffff_0000_0000 | u128::from(a),
+            ClientKey::V6(p) => p,
+        }
+    }
+}
+
 /// A connection's place in the table, handed back to [`Clients::release`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Admission {

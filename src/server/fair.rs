@@ -58,6 +58,12 @@ impl Server {
         None
     }
 
+    /// The client address a request writes as (for its share of remembered
+    /// channels): the one its connection was admitted under.
+    pub(super) fn client_of(&self, id: ConnId) -> Option<u128> {
+        self.conns[id.0].admission.map(|a| a.key.bits())
+    }
+
     /// The relay is full and a client from `peer` waits for a slot: if the
     /// address holding the most holds more than one more than the newcomer's,
     /// its oldest waiting request is ended to make room. Returns whether a

@@ -35,6 +35,9 @@ pub(super) enum Guarded {
     Server,
 }
 
+/// The answer to a writer whose address has its share of remembered channels.
+pub(super) const CLIENT_FULL: &str = "429 your address holds its share of remembered channels\n";
+
 /// The answer to a writer that may not use the channel.
 pub(super) fn claim_refusal(e: ClaimError, guarded: Guarded) -> (Status, &'static str) {
     match (e, guarded) {
@@ -45,6 +48,7 @@ pub(super) fn claim_refusal(e: ClaimError, guarded: Guarded) -> (Status, &'stati
             (Status(401), "401 wrong write secret for this server\n")
         }
         (ClaimError::NoRoom, _) => (Status(503), super::NO_ROOM),
+        (ClaimError::ClientFull, _) => (Status(429), CLIENT_FULL),
     }
 }
 
@@ -55,6 +59,12 @@ impl Server {
             self.refused_by(id, Limit::MaxChannels);
         }
         let (status, text) = claim_refusal(e, guarded);
+        if e == ClaimError::ClientFull {
+            let after = body_after(&mut self.conns[id.0]);
+            let extra = Some(("Retry-After", &b"5"[..]));
+            self.respond_body(id, status, PLAIN_TEXT, text.as_bytes(), after, extra);
+            return Step::Again;
+        }
         self.refuse(id, status, text)
     }
 

@@ -122,6 +122,8 @@ impl Server {
             channels: self.relay.channels_by_method(),
             remembered_channels: self.relay.remembered_channels(),
             refused_no_room: self.relay.refused_no_room(),
+            refused_client_channels: self.relay.refused_client(),
+            channel_owners: self.relay.channel_owners(),
             mcast_bytes: self.relay.mcast_bytes(),
             sync_bytes: self.rooms.sync.held,
             inbox_bytes: self.inbox_held(),

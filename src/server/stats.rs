@@ -115,6 +115,10 @@ pub struct Gauges {
     pub remembered_channels: usize,
     /// Requests refused because that cap was reached.
     pub refused_no_room: u64,
+    /// Requests refused because their address had its share of that cap.
+    pub refused_client_channels: u64,
+    /// Client addresses with remembered channels (once per method).
+    pub channel_owners: usize,
     pub mcast_bytes: usize,
     pub sync_bytes: usize,
     /// Stored inbox messages and those uploading.
@@ -455,6 +459,20 @@ fn render_channel_cap(gauges: &Gauges, w: &mut Vec<u8>) {
         "Requests refused with 503 because --max-channels channels are remembered.",
         gauges.refused_no_room,
     );
+    metric(
+        w,
+        "channels_client_refused_total",
+        "counter",
+        "Requests refused with 429 because their address made --max-channels-per-client channels remembered.",
+        gauges.refused_client_channels,
+    );
+    metric(
+        w,
+        "channel_owners",
+        "gauge",
+        "Client addresses with remembered channels (counted once per method).",
+        gauges.channel_owners as u64,
+    );
 }
 
 /// One family with one sample per label value; `family`: (name, type, help).
@@ -516,6 +534,8 @@ mod tests {
             channels: PerMethod([5, 0, 1, 0, 3, 0]),
             remembered_channels: 3,
             refused_no_room: 2,
+            refused_client_channels: 1,
+            channel_owners: 1,
             mcast_bytes: 10,
             sync_bytes: 0,
             inbox_bytes: 0,
@@ -561,6 +581,7 @@ mod tests {
             "httprelay_memory_bound_bytes 62914560",
             "process_resident_memory_bytes 3145728",
             "httprelay_clients 4",
+            "httprelay_channels_client_refused_total 1",
             "httprelay_client_refusals_total 0",
         ] {
             assert!(

@@ -105,7 +105,11 @@ fn a_flood_of_waiters_from_one_address_gets_429_past_its_share_and_leaves_room()
     let mut c = from(&relay, 2);
     assert_eq!(c.exchange(&get("/health")).status(), 200);
     drop((parked, c));
-    thread::sleep(PARK);
+    // Closes reach the relay in their own time: wait for them (bounded).
+    let deadline = Instant::now() + ANSWER;
+    while metric(&relay, "httprelay_clients") != 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(
         metric(&relay, "httprelay_clients"),
         0,
@@ -196,4 +200,50 @@ fn a_trusted_proxy_s_clients_count_by_their_forwarded_address() {
     let mut bare = relay.connect();
     bare.send(&get("/link/bare"));
     assert!(bare.is_silent_for(Duration::from_millis(200)));
+}
+
+#[test]
+fn a_flood_of_claims_from_one_address_gets_429_past_its_share_of_max_channels() {
+    // 64 remembered channels, 8 per address.
+    let relay = Relay::start_fair(&["--max-channels", "64"]);
+    let (mut kept, mut refused) = (0, 0);
+    for i in 0..100 {
+        // A producer claims a new channel with a secret and leaves: the claim
+        // stays remembered.
+        let mut c = from(&relay, 2);
+        c.send(&post(&format!("/link/claim{i}?wsecret=s{i}"), b"x"));
+        if c.is_silent_for(Duration::from_millis(30)) {
+            kept += 1;
+        } else {
+            let r = c.read_response();
+            assert_eq!(r.status(), 429, "a claim past the share: {:?}", r.head);
+            assert_eq!(
+                r.text(),
+                "429 your address holds its share of remembered channels\n"
+            );
+            assert_eq!(r.header("Retry-After"), Some("5"));
+            refused += 1;
+        }
+    }
+    assert_eq!((kept, refused), (8, 92));
+    let mut c = from(&relay, 2);
+    let r = c.exchange(&post("/mcast/flood-news", b"m"));
+    assert_eq!(
+        r.status(),
+        429,
+        "a new mcast channel counts in the same share"
+    );
+    let took = bystander(&relay, "c");
+    eprintln!("fair: flood of claims: {kept} kept, {refused} refused; bystander {took:?}");
+    assert_eq!(
+        metric(&relay, "httprelay_channels_client_refused_total"),
+        93
+    );
+    assert_eq!(metric(&relay, "httprelay_channels_remembered"), 8 + 2);
+    // The flooder's claims hold: they are claims like any other.
+    let mut c = from(&relay, 3);
+    assert_eq!(
+        c.exchange(&post("/link/claim0?wsecret=bad", b"y")).status(),
+        401
+    );
 }

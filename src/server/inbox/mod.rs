@@ -9,6 +9,7 @@
 //! timed out`, `true`/`false`), so that its clients read them unchanged.
 
 use crate::budget::Limit;
+use crate::relay::Writer;
 use std::rc::Rc;
 
 use super::respond::{body_after, Guarded};
@@ -176,11 +177,16 @@ impl Server {
             return self.refuse(id, Status(503), super::hold::full(Hold::Inbox));
         }
         self.load_secret(id);
+        let client = self.client_of(id);
         let now = self.now_millis();
-        if let Err(e) = self
-            .relay
-            .inbox_check(now, &self.conns[id.0].channel, &self.secret)
-        {
+        if let Err(e) = self.relay.inbox_check(
+            now,
+            &self.conns[id.0].channel,
+            Writer {
+                secret: &self.secret,
+                client,
+            },
+        ) {
             return self.refuse_claim(id, e, Guarded::Channel);
         }
         self.continue_body(id);
@@ -199,6 +205,7 @@ impl Server {
     /// are told that entry is gone.
     pub(super) fn inbox_store(&mut self, id: ConnId) -> Step {
         self.load_secret(id);
+        let client = self.client_of(id);
         let now = self.now_millis();
         let conn = &mut self.conns[id.0];
         let held = std::mem::take(&mut conn.held);
@@ -208,9 +215,16 @@ impl Server {
         let mut woken = std::mem::take(&mut self.rooms.inbox.woken);
         woken.clear();
         let message = (held.into_boxed_slice(), content_type);
-        let stored = self
-            .relay
-            .inbox_post(now, &conn.channel, &self.secret, message, &mut woken);
+        let stored = self.relay.inbox_post(
+            now,
+            &conn.channel,
+            Writer {
+                secret: &self.secret,
+                client,
+            },
+            message,
+            &mut woken,
+        );
         // The body is read: the answers follow it directly.
         let step = match stored {
             Err(e) => {

@@ -3,6 +3,7 @@
 use super::respond::Guarded;
 use super::{Server, Step};
 use crate::http::{HeadWriter, QueryFilter, Status};
+use crate::relay::Writer;
 use crate::relay::{LinkArrival, Method, Role, WaiterId};
 use crate::server::conn::{After, Conn, ConnId, Phase, Receivers, Transfer, Wait};
 use crate::server::reply::{self, Expose};
@@ -21,12 +22,19 @@ impl Server {
             }
         };
         self.load_secret(id);
+        let client = self.client_of(id);
         let now = self.now_millis();
         let conn = &self.conns[id.0];
-        match self
-            .relay
-            .link_arrive(now, &conn.channel, role, WaiterId(id.0), &self.secret)
-        {
+        match self.relay.link_arrive(
+            now,
+            &conn.channel,
+            role,
+            WaiterId(id.0),
+            Writer {
+                secret: &self.secret,
+                client,
+            },
+        ) {
             Err(e) => self.refuse_claim(id, e, Guarded::Channel),
             Ok(LinkArrival::Parked) => {
                 self.continue_body(id);

@@ -2,6 +2,7 @@
 //! from the shared stored copy at their own pace (even while it still uploads).
 
 use crate::budget::Limit;
+use crate::relay::Writer;
 use std::rc::Rc;
 
 pub(super) mod stream;
@@ -68,6 +69,7 @@ impl Server {
             return self.refuse(id, Status(503), "503 relay storage for messages is full\n");
         }
         self.load_secret(id);
+        let client = self.client_of(id);
         let now = self.now_millis();
         let conn = &self.conns[id.0];
         self.query_filter.filter(&conn.req.query, &mut self.text);
@@ -82,9 +84,16 @@ impl Server {
         };
         let mut woken = std::mem::take(&mut self.waiters);
         woken.clear();
-        let published =
-            self.relay
-                .mcast_publish(now, &conn.channel, &self.secret, meta, &mut woken);
+        let published = self.relay.mcast_publish(
+            now,
+            &conn.channel,
+            Writer {
+                secret: &self.secret,
+                client,
+            },
+            meta,
+            &mut woken,
+        );
         let step = match published {
             Err(PublishError::Claim(e)) => self.refuse_claim(id, e, Guarded::Channel),
             Err(PublishError::Full) => {

@@ -6,6 +6,7 @@
 use super::respond::Guarded;
 use super::{Server, Step};
 use crate::http::{trim, BodyDecoder, Framing, HeadWriter, Status};
+use crate::relay::Writer;
 use crate::relay::{JobId, ProxyDispatch, ResultError, WaiterId};
 use crate::server::conn::{Conn, ConnId, Hold, Phase, Receivers, Transfer, Wait};
 use crate::server::reply::{self, Expose, Replaced};
@@ -70,12 +71,18 @@ impl Server {
             }
             return self.proxy_wait_for_job(id);
         };
+        let client = self.client_of(id);
         let now = self.now_millis();
         let conn = &self.conns[id.0];
-        match self
-            .relay
-            .proxy_result(now, &conn.channel, &self.secret, &job)
-        {
+        match self.relay.proxy_result(
+            now,
+            &conn.channel,
+            Writer {
+                secret: &self.secret,
+                client,
+            },
+            &job,
+        ) {
             Err(ResultError::Claim(e)) => self.refuse_claim(id, e, Guarded::Server),
             Err(ResultError::UnknownJob) => {
                 self.refuse(id, Status(406), "406 unknown or already answered job\n")
@@ -99,12 +106,18 @@ impl Server {
     /// The `SERVE` request `id` takes the next job, or waits for one.
     pub(super) fn proxy_wait_for_job(&mut self, id: ConnId) -> Step {
         self.load_secret(id);
+        let client = self.client_of(id);
         let now = self.now_millis();
         let conn = &self.conns[id.0];
-        match self
-            .relay
-            .proxy_serve(now, &conn.channel, WaiterId(id.0), &self.secret)
-        {
+        match self.relay.proxy_serve(
+            now,
+            &conn.channel,
+            WaiterId(id.0),
+            Writer {
+                secret: &self.secret,
+                client,
+            },
+        ) {
             Err(e) => self.refuse_claim(id, e, Guarded::Server),
             Ok(ProxyDispatch::Dispatched {
                 counterpart: WaiterId(client),

@@ -27,15 +27,11 @@ impl Relay {
     }
 
     /// Starts the relay with the given flags and waits for its `listening on ADDR` line.
-    /// The suites' clients all come from one address, so the share of
-    /// connections per address is lifted unless `args` set it: the fair share
-    /// is tested on its own (`fair.rs`, with [`Relay::start_fair`]).
+    /// The suites' clients all come from one address, so the shares per
+    /// address are lifted unless `args` set them: the fair share is tested on
+    /// its own (`fair.rs`, with [`Relay::start_fair`]).
     pub fn start_with(args: &[&str]) -> Relay {
-        let mut args = args.to_vec();
-        if !args.contains(&"--max-conns-per-client") {
-            args.extend(["--max-conns-per-client", "1000000"]);
-        }
-        Relay::launch(Launch::new(&binary(), &args))
+        Relay::launch(Launch::new(&binary(), &unshared(args)))
     }
 
     /// Like `start_flags`, with the fair share as the flags leave it (its
@@ -47,8 +43,7 @@ impl Relay {
     /// Like `start_flags`, with the relay's descriptor limit (RLIMIT_NOFILE, soft and
     /// hard) set to `nofile`: only the relay process is limited.
     pub fn start_nofile(nofile: u64, extra: &[&str]) -> Relay {
-        let mut args = loopback_with(extra);
-        args.extend(["--max-conns-per-client", "1000000"]);
+        let args = unshared(&loopback_with(extra));
         Relay::launch(Launch::new(&binary(), &args).nofile(nofile))
     }
 
@@ -79,6 +74,17 @@ pub fn binary() -> PathBuf {
         Some(bin) => PathBuf::from(bin),
         None => PathBuf::from(env!("CARGO_BIN_EXE_httprelay")),
     }
+}
+
+/// `args` with the shares per client address lifted where they do not set them.
+fn unshared<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut args = args.to_vec();
+    for share in ["--max-conns-per-client", "--max-channels-per-client"] {
+        if !args.contains(&share) {
+            args.extend([share, "1000000"]);
+        }
+    }
+    args
 }
 
 fn loopback_with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
