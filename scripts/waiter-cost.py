@@ -77,8 +77,8 @@ REMEMBERED = {
 def measure(kind, make, count=None, flags=(), keep=True):
     count = count or N
     port = free_port()
-    # Every waiter must get a connection of its own.
-    conns_flag = ("--max-conns", str(count + 1000))
+    # Every waiter must get a connection of its own, all from one address.
+    conns_flag = ("--max-conns", str(count + 1000), "--max-conns-per-client", str(count + 1000))
     relay = subprocess.Popen(
         [BIN, "-a", "127.0.0.1", "-p", str(port), *conns_flag, *flags],
         stdout=subprocess.DEVNULL,
