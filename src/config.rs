@@ -67,6 +67,11 @@ pub struct Config {
     /// Serve the Piping Server protocol on every path the relay's own routes
     /// do not take.
     pub piping: bool,
+    /// `--data-dir`: where the journal of what must survive a restart lives
+    /// (`None`: nothing touches the disk).
+    pub data_dir: Option<PathBuf>,
+    /// `--fsync`: when the journal's records are made durable.
+    pub fsync: crate::journal::Fsync,
     /// `--memory`: the budget every limit not given is derived from (`None`:
     /// read from the machine when the relay starts).
     pub memory: Option<u64>,
@@ -174,6 +179,18 @@ Channels:
                                   kept this long after its POST [default: 300]
       --inbox-max-message SIZE    largest inbox message, 413 beyond [default:
                                   64K, at most --inbox-total]
+
+Storage:
+      --data-dir DIR              keep what the relay acknowledged and must not
+                                  forget (inbox messages and acknowledgements,
+                                  write-secret claims) in a journal in DIR, so
+                                  that it survives a restart or a crash
+                                  [default: none, nothing touches the disk]
+      --fsync MODE                with --data-dir: when the journal is made
+                                  durable: always (each record), batch (once
+                                  per loop turn, before the answers that need
+                                  it) or off (the kernel's choice) [default:
+                                  batch]
 
 Protocols:
       --piping                    also serve Piping Server transfers (POST/PUT
@@ -317,6 +334,8 @@ impl Flags {
             inbox_total: DEFAULT_INBOX_TOTAL,
             access_log: false,
             piping: false,
+            data_dir: None,
+            fsync: crate::journal::Fsync::Batch,
             memory: None,
             given: Given::default(),
             budget: None,
@@ -347,6 +366,8 @@ impl Flags {
                 Short('p') | Long("port") => self.port = number(parser, "port")?,
                 Short('u') | Long("unix") => self.unix = Some(parser.value()?.into()),
                 Long("memory") => c.memory = Some(memory(parser)?),
+                Long("data-dir") => c.data_dir = Some(parser.value()?.into()),
+                Long("fsync") => c.fsync = fsync(parser)?,
                 Long("max-conns-per-client") => c.max_conns_per_client = Some(max_conns(parser)?),
                 Long("max-channels-per-client") => {
                     c.max_channels_per_client = Some(max_conns(parser)?)
@@ -476,6 +497,20 @@ fn wait_timeout(parser: &mut lexopt::Parser) -> Result<Option<Duration>, UsageEr
     Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
 }
 
+/// `--fsync`: `always`, `batch` or `off`.
+fn fsync(parser: &mut lexopt::Parser) -> Result<crate::journal::Fsync, UsageError> {
+    use crate::journal::Fsync;
+    let value = parser.value()?;
+    match value.to_string_lossy().as_ref() {
+        "always" => Ok(Fsync::Always),
+        "batch" => Ok(Fsync::Batch),
+        "off" => Ok(Fsync::Off),
+        other => Err(UsageError(format!(
+            "invalid value '{other}' for --fsync (always, batch or off)"
+        ))),
+    }
+}
+
 /// `--ipv6-client-prefix`: 1 to 128 bits.
 fn ipv6_prefix(parser: &mut lexopt::Parser) -> Result<u8, UsageError> {
     let bits: u8 = number(parser, "ipv6-client-prefix")?;
@@ -598,7 +633,9 @@ mod tests {
 
     #[test]
     fn help_lists_every_flag_the_parser_takes() {
-        let flags: [(&str, Option<&str>); 31] = [
+        let flags: [(&str, Option<&str>); 33] = [
+            ("--data-dir", Some("/tmp/x")),
+            ("--fsync", Some("off")),
             ("--max-channels-per-client", Some("4")),
             ("--max-conns-per-client", Some("4")),
             ("--ipv6-client-prefix", Some("48")),

@@ -9,6 +9,7 @@ pub mod budget;
 pub mod buf;
 pub mod config;
 pub mod http;
+pub mod journal;
 pub mod relay;
 pub mod server;
 mod sys;

@@ -42,6 +42,7 @@ impl Status {
             502 => "Bad Gateway",
             503 => "Service Unavailable",
             504 => "Gateway Timeout",
+            507 => "Insufficient Storage",
             // The reason phrase may be empty (RFC 9112 §4).
             _ => "",
         }

@@ -63,6 +63,9 @@ impl PartialEq for InboxMessage {
 
 impl Eq for InboxMessage {}
 
+/// A message's body and its writer's `Content-Type`, as a journal keeps them.
+pub type MessageParts = (Box<[u8]>, Option<Box<[u8]>>);
+
 /// The waiters a stored message wakes.
 #[derive(Debug, Default)]
 pub struct InboxWoken {
@@ -179,6 +182,41 @@ impl InboxChannel {
         woken.readers.append(&mut self.readers);
         woken.dropped.append(&mut self.awaiters);
         Ok(())
+    }
+
+    /// Restores an entry kept from before a restart: written at `written`,
+    /// holding `message` (`None`: acknowledged), claimed by `secret`.
+    pub fn restore(
+        &mut self,
+        written: Millis,
+        message: Option<Rc<InboxMessage>>,
+        secret: Option<super::key::Key>,
+    ) {
+        self.acked = message.is_none();
+        self.message = message;
+        self.written = Some(written);
+        self.secret = WriteSecret::default();
+        if let Some(secret) = secret {
+            self.secret.restore(secret);
+        }
+    }
+
+    /// The entry as a journal keeps it, if there is one at `now`: when it was
+    /// written, its message (`None`: acknowledged), its writer's claim.
+    pub fn kept(
+        &self,
+        now: Millis,
+        ttl: Millis,
+    ) -> Option<(Millis, Option<Rc<InboxMessage>>, Option<super::key::Key>)> {
+        if !self.present(now, ttl) {
+            return None;
+        }
+        Some((self.written?, self.message.clone(), self.secret.claim()))
+    }
+
+    /// The writer's claim (stored with its message).
+    pub fn claim(&self) -> Option<super::key::Key> {
+        self.secret.claim()
     }
 
     /// A reader asks for the message; without one it waits.

@@ -64,6 +64,15 @@ impl Key {
     pub fn low(self) -> u64 {
         self.0 as u64
     }
+
+    /// As stored (a journal keeps keys, never ids or secrets).
+    pub fn to_bits(self) -> u128 {
+        self.0
+    }
+
+    pub fn from_bits(bits: u128) -> Key {
+        Key(bits)
+    }
 }
 
 /// Maps keyed by [`Key`] need no second hash: the low half is already uniform

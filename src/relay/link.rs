@@ -68,6 +68,14 @@ impl LinkChannel {
 }
 
 impl Channel for LinkChannel {
+    fn claim(&self) -> Option<super::key::Key> {
+        self.secret.claim()
+    }
+    fn restore_claim(&mut self, now: Millis, secret: super::key::Key) {
+        self.secret.restore(secret);
+        self.last_active = now;
+    }
+
     fn waiting_len(&self) -> usize {
         self.waiting.len()
     }

@@ -22,8 +22,8 @@ use std::rc::Rc;
 
 pub use errors::{AppendError, ClaimError, PublishError, ResultError};
 pub use inbox::{
-    InboxAwait, InboxChannel, InboxGet, InboxMessage, InboxWoken, INBOX_MESSAGE_OVERHEAD,
-    MAX_INBOX_WAITERS,
+    InboxAwait, InboxChannel, InboxGet, InboxMessage, InboxWoken, MessageParts,
+    INBOX_MESSAGE_OVERHEAD, MAX_INBOX_WAITERS,
 };
 use key::Hashing;
 pub use key::Key;
@@ -35,7 +35,7 @@ pub use mcast::{
 pub use piping::{PipingArrival, PipingChannel, PipingError, PipingRole};
 pub use proxy::{JobId, ProxyChannel, ProxyDispatch};
 pub use sync::{SyncArrival, SyncChannel};
-use table::{Owner, Table, EXPIRE_BATCH};
+use table::{Channel, Owner, Table, EXPIRE_BATCH};
 
 /// Milliseconds on the caller's monotonic clock.
 pub type Millis = u64;
@@ -161,6 +161,8 @@ pub struct Relay {
     refused_no_room: u64,
     /// Requests refused because their client address had its share of it.
     refused_client: u64,
+    /// What a journal must keep, once asked for ([`Relay::keep_durable`]).
+    durable: Option<Vec<Durable>>,
 }
 
 /// Who writes: the write secret presented (empty for none) and the client
@@ -194,6 +196,52 @@ impl<'a> From<&'a Vec<u8>> for Writer<'a> {
     }
 }
 
+/// What the relay acknowledged and must not forget: kept in order for a
+/// journal (see [`Relay::keep_durable`]).
+#[derive(Clone, Debug)]
+pub enum Durable {
+    /// An inbox message was stored (its writer's claim with it).
+    InboxPut {
+        inbox: Key,
+        secret: Option<Key>,
+        message: Rc<InboxMessage>,
+    },
+    /// An inbox message was acknowledged.
+    InboxAck { inbox: Key },
+    /// A channel was claimed with a write secret.
+    Claim {
+        method: Method,
+        channel: Key,
+        secret: Key,
+    },
+}
+
+/// One piece of what must survive a restart, as it stands (see
+/// [`Relay::durable_state`]).
+#[derive(Clone, Debug)]
+pub enum Kept {
+    /// An inbox entry written `age` ago, holding `message` (`None`:
+    /// acknowledged), claimed by `secret`.
+    Inbox {
+        inbox: Key,
+        age: Millis,
+        secret: Option<Key>,
+        message: Option<Rc<InboxMessage>>,
+    },
+    Claim {
+        method: Method,
+        channel: Key,
+        secret: Key,
+    },
+}
+
+/// Runs `op` on a channel; also returns the claim it made, if it made one.
+fn newly_claimed<C: Channel, R>(c: &mut C, op: impl FnOnce(&mut C) -> R) -> (R, Option<Key>) {
+    let before = c.claim();
+    let result = op(c);
+    (result, c.claim().filter(|_| before.is_none()))
+}
+
 /// Room for one more remembered channel: under the cap, and within the
 /// writer's share of it.
 #[derive(Clone, Copy, Debug)]
@@ -224,6 +272,7 @@ impl Relay {
             settings,
             refused_no_room: 0,
             refused_client: 0,
+            durable: None,
         }
     }
 
@@ -248,6 +297,130 @@ impl Relay {
             self.secret(writer.secret),
             self.room(owner),
         )
+    }
+
+    /// Draws job ids from `seed` (the hash keys stay: they may come from a
+    /// journal, and job ids must not repeat those of an earlier run).
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = seed | 1;
+    }
+
+    /// From now on, what must not be forgotten is kept for a journal: take it
+    /// with [`Relay::take_durable`] after each operation.
+    pub fn keep_durable(&mut self) {
+        self.durable.get_or_insert_with(Vec::new);
+    }
+
+    /// Whether something marked durable waits to be taken.
+    pub fn has_durable(&self) -> bool {
+        self.durable.as_ref().is_some_and(|d| !d.is_empty())
+    }
+
+    /// Moves what must not be forgotten since the last call into `out`.
+    pub fn take_durable(&mut self, out: &mut Vec<Durable>) {
+        if let Some(kept) = &mut self.durable {
+            out.append(kept);
+        }
+    }
+
+    fn keep(&mut self, durable: impl FnOnce() -> Durable) {
+        if let Some(kept) = &mut self.durable {
+            kept.push(durable());
+        }
+    }
+
+    /// Keeps a claim an operation made.
+    fn claimed(&mut self, method: Method, channel: Key, secret: Option<Key>) {
+        if let Some(secret) = secret {
+            self.keep(|| Durable::Claim {
+                method,
+                channel,
+                secret,
+            });
+        }
+    }
+
+    /// Restores an inbox entry kept from before a restart: written `age`
+    /// ago, holding `message` (`None`: acknowledged), claimed by `secret`.
+    /// False (nothing restored) when its TTL is over.
+    pub fn restore_inbox(
+        &mut self,
+        now: Millis,
+        inbox: Key,
+        age: Millis,
+        secret: Option<Key>,
+        message: Option<inbox::MessageParts>,
+    ) -> bool {
+        let ttl = self.settings.inbox_ttl;
+        if age >= ttl || age > now {
+            return false;
+        }
+        let ledger = &self.inbox_bytes;
+        let message = message.map(|(body, t)| Rc::new(InboxMessage::new(body, t, ledger)));
+        self.inboxes
+            .with(inbox, ttl, |c| c.restore(now - age, message, secret));
+        true
+    }
+
+    /// Restores a claim kept from before a restart, idle from `now`.
+    pub fn restore_claim(&mut self, now: Millis, method: Method, channel: Key, secret: Key) {
+        let expiry = self.settings.idle_expiry;
+        match method {
+            Method::Link => self
+                .links
+                .with(channel, expiry, |c| c.restore_claim(now, secret)),
+            Method::Mcast => self
+                .mcasts
+                .with(channel, expiry, |c| c.restore_claim(now, secret)),
+            Method::Proxy => self
+                .proxies
+                .with(channel, expiry, |c| c.restore_claim(now, secret)),
+            _ => {}
+        }
+    }
+
+    /// What must survive a restart, as it stands now (a journal's compaction
+    /// writes it anew): every inbox entry and every claim.
+    pub fn durable_state(&self, now: Millis, out: &mut Vec<Kept>) {
+        let ttl = self.settings.inbox_ttl;
+        for (inbox, c) in self.inboxes.entries() {
+            if let Some((written, message, secret)) = c.kept(now, ttl) {
+                out.push(Kept::Inbox {
+                    inbox,
+                    age: now.saturating_sub(written),
+                    secret,
+                    message,
+                });
+            }
+        }
+        let claims = |method: Method,
+                      entries: &mut dyn Iterator<Item = (Key, Option<Key>)>,
+                      out: &mut Vec<Kept>| {
+            for (channel, secret) in entries {
+                if let Some(secret) = secret {
+                    out.push(Kept::Claim {
+                        method,
+                        channel,
+                        secret,
+                    });
+                }
+            }
+        };
+        claims(
+            Method::Link,
+            &mut self.links.entries().map(|(k, c)| (k, c.claim())),
+            out,
+        );
+        claims(
+            Method::Mcast,
+            &mut self.mcasts.entries().map(|(k, c)| (k, c.claim())),
+            out,
+        );
+        claims(
+            Method::Proxy,
+            &mut self.proxies.entries().map(|(k, c)| (k, c.claim())),
+            out,
+        );
     }
 
     /// The share of remembered channels a writer counts in.
@@ -307,9 +480,10 @@ impl Relay {
     ) -> Result<LinkArrival, ClaimError> {
         let (key, owner, secret, room) = self.writer(id, writer.into());
         let expiry = self.settings.idle_expiry;
-        let arrival = self.links.with_owner(key, expiry, owner, |c| {
-            c.arrive(now, role, waiter, secret, room.any())
+        let (arrival, claimed) = self.links.with_owner(key, expiry, owner, |c| {
+            newly_claimed(c, |c| c.arrive(now, role, waiter, secret, room.any()))
         });
+        self.claimed(Method::Link, key, claimed);
         self.note(arrival, room)
     }
 
@@ -340,9 +514,12 @@ impl Relay {
         let (key, owner, secret, room) = self.writer(id, writer.into());
         let expiry = self.settings.idle_expiry;
         let ledger = &self.mcast_bytes;
-        let published = self.mcasts.with_owner(key, expiry, owner, |c| {
-            c.publish(now, secret, room.any(), meta, ledger, woken)
+        let (published, claimed) = self.mcasts.with_owner(key, expiry, owner, |c| {
+            newly_claimed(c, |c| {
+                c.publish(now, secret, room.any(), meta, ledger, woken)
+            })
         });
+        self.claimed(Method::Mcast, key, claimed);
         self.note(published, room)
     }
 
@@ -472,9 +649,10 @@ impl Relay {
     ) -> Result<ProxyDispatch, ClaimError> {
         let (key, owner, secret, room) = self.writer(id, writer.into());
         let expiry = self.settings.idle_expiry;
-        let dispatch = self.proxies.with_owner(key, expiry, owner, |c| {
-            c.serve(now, server, secret, room.any())
+        let (dispatch, claimed) = self.proxies.with_owner(key, expiry, owner, |c| {
+            newly_claimed(c, |c| c.serve(now, server, secret, room.any()))
         });
+        self.claimed(Method::Proxy, key, claimed);
         self.note(dispatch, room)
     }
 
@@ -495,9 +673,10 @@ impl Relay {
     ) -> Result<WaiterId, ResultError> {
         let (key, owner, secret, room) = self.writer(id, writer.into());
         let expiry = self.settings.idle_expiry;
-        let result = self.proxies.with_owner(key, expiry, owner, |c| {
-            c.result(now, secret, room.any(), job)
+        let (result, claimed) = self.proxies.with_owner(key, expiry, owner, |c| {
+            newly_claimed(c, |c| c.result(now, secret, room.any(), job))
         });
+        self.claimed(Method::Proxy, key, claimed);
         self.note(result, room)
     }
 
@@ -582,9 +761,17 @@ impl Relay {
         let (key, owner, secret, room) = self.writer(id, writer.into());
         let ttl = self.settings.inbox_ttl;
         let message = Rc::new(InboxMessage::new(body, content_type, &self.inbox_bytes));
-        let posted = self.inboxes.with_owner(key, ttl, owner, |c| {
-            c.post(now, ttl, (secret, room.any()), Rc::clone(&message), woken)
+        let (posted, claim) = self.inboxes.with_owner(key, ttl, owner, |c| {
+            let posted = c.post(now, ttl, (secret, room.any()), Rc::clone(&message), woken);
+            (posted, c.claim())
         });
+        if posted.is_ok() {
+            self.keep(|| Durable::InboxPut {
+                inbox: key,
+                secret: claim,
+                message: Rc::clone(&message),
+            });
+        }
         self.note(posted, room).map(|()| message)
     }
 
@@ -597,6 +784,15 @@ impl Relay {
     /// Acknowledges inbox `id`; its awaiters are appended to `woken`. False
     /// when there is no entry.
     pub fn inbox_ack(&mut self, now: Millis, id: &[u8], woken: &mut Vec<WaiterId>) -> bool {
+        let acked = self.inbox_ack_only(now, id, woken);
+        if acked {
+            let inbox = self.id(id);
+            self.keep(|| Durable::InboxAck { inbox });
+        }
+        acked
+    }
+
+    fn inbox_ack_only(&mut self, now: Millis, id: &[u8], woken: &mut Vec<WaiterId>) -> bool {
         let (key, ttl) = (self.id(id), self.settings.inbox_ttl);
         self.inboxes
             .with_existing(key, ttl, |c| c.ack(now, ttl, woken))

@@ -161,6 +161,14 @@ impl ProxyChannel {
 }
 
 impl Channel for ProxyChannel {
+    fn claim(&self) -> Option<super::key::Key> {
+        self.secret.claim()
+    }
+    fn restore_claim(&mut self, now: Millis, secret: super::key::Key) {
+        self.secret.restore(secret);
+        self.last_active = now;
+    }
+
     fn waiting_len(&self) -> usize {
         self.servers.len() + self.jobs.len() - self.dispatched
     }

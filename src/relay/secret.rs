@@ -41,4 +41,14 @@ impl WriteSecret {
     pub fn is_claimed(&self) -> bool {
         self.claimed.is_some()
     }
+
+    /// The claim's keyed hash, if claimed.
+    pub fn claim(&self) -> Option<Key> {
+        self.claimed
+    }
+
+    /// Claims with a secret kept from before a restart.
+    pub fn restore(&mut self, claimed: Key) {
+        self.claimed = Some(claimed);
+    }
 }

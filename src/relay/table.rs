@@ -33,6 +33,12 @@ pub(super) trait Channel: Default {
     /// Empties a removed channel for reuse, keeping small allocations; returns
     /// false when it holds large ones that should be freed instead.
     fn recycle(&mut self) -> bool;
+    /// The write-secret claim it holds (methods that have claims).
+    fn claim(&self) -> Option<Key> {
+        None
+    }
+    /// Holds the claim `secret` kept from before a restart, idle from `now`.
+    fn restore_claim(&mut self, _now: Millis, _secret: Key) {}
 }
 
 /// The client address a remembered channel counts against (the low half of
@@ -258,6 +264,12 @@ impl<C: Channel> Table<C> {
 
     pub fn remembered(&self) -> usize {
         self.remembered
+    }
+
+    /// Every channel with its key (a journal's compaction, which visits the
+    /// whole table).
+    pub fn entries(&self) -> impl Iterator<Item = (Key, &C)> {
+        self.map.iter().map(|(key, slot)| (*key, &*slot.channel))
     }
 
     /// Every channel (for tests and model checks: it visits the whole table).

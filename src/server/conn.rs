@@ -329,6 +329,9 @@ pub struct Conn {
     pub spins: u8,
     /// The status of the response to the current request (0 before its head).
     pub status: u16,
+    /// Its answer acknowledges something not yet durable: it waits for the
+    /// journal (see `durable.rs`).
+    pub awaiting_sync: bool,
     /// The limit that refused the current request, for the access log.
     pub refused_by: Option<crate::budget::Limit>,
     /// Its place among the connections of its client address, once a request
@@ -430,6 +433,7 @@ impl Conn {
             spins: 0,
             status: 0,
             refused_by: None,
+            awaiting_sync: false,
             admission: None,
             #[cfg(target_os = "linux")]
             pipe: None,

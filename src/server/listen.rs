@@ -22,7 +22,6 @@ use crate::budget::Limit;
 use crate::buf::BufPool;
 use crate::config::{Config, Listen, DEFAULT_MAX_CONNS};
 use crate::http::{HttpDate, QueryFilter};
-use crate::relay::Relay;
 use crate::server::conn::{Conn, ConnId, Phase};
 use crate::server::evict::{eviction, Eviction, Queue};
 use crate::server::stream::Stream;
@@ -68,6 +67,7 @@ impl Server {
                 .min(descriptors.saturating_sub(RESERVED_FDS))
                 .max(16),
         };
+        let (relay, store) = super::durable::open(config, process::random_seed())?;
         let bound = MemoryBound::new(config, max_conns);
         eprintln!("httprelay {} listening on {shown}", reply::VERSION);
         eprintln!("httprelay: worst-case memory for these flags: {bound}");
@@ -78,7 +78,10 @@ impl Server {
             signals,
             clock,
             conns: Slab::new(),
-            relay: Relay::new(config.relay_settings(process::random_seed())),
+            relay,
+            store,
+            durable: Vec::new(),
+            held_for_sync: Vec::new(),
             input_pool: BufPool::new(config.max_head, POOL_KEEP),
             output_pool: BufPool::new(OUTPUT_BUF_SIZE, POOL_KEEP),
             max_head: config.max_head,

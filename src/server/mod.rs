@@ -22,6 +22,7 @@ use crate::server::stream::Stream;
 
 mod clients;
 mod conn;
+mod durable;
 mod evict;
 mod fair;
 mod hold;
@@ -38,6 +39,7 @@ mod route;
 mod routes;
 mod shutdown;
 mod stats;
+mod store;
 mod stream;
 mod sync;
 #[cfg(test)]
@@ -89,6 +91,8 @@ const EVICT_GRACE: Duration = Duration::from_millis(500);
 pub enum ServerError {
     Bind(String, io::Error),
     Poll(io::Error),
+    /// The journal in `--data-dir` could not be opened.
+    Store(String, io::Error),
 }
 
 impl std::fmt::Display for ServerError {
@@ -96,6 +100,7 @@ impl std::fmt::Display for ServerError {
         match self {
             ServerError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             ServerError::Poll(e) => write!(f, "event loop failed: {e}"),
+            ServerError::Store(dir, e) => write!(f, "cannot open the journal in {dir}: {e}"),
         }
     }
 }
@@ -171,6 +176,11 @@ pub struct Server {
     max_conns: usize,
     /// The memory budget and the worst case of the flags, for `/metrics`.
     memory: stats::Memory,
+    /// The journal (`--data-dir`), what the core marked durable and not yet
+    /// appended, and the connections whose answers wait for it.
+    store: Option<store::Store>,
+    durable: Vec<crate::relay::Durable>,
+    held_for_sync: Vec<ConnId>,
     /// Connections admitted per client address, and the share of each.
     clients: clients::Clients,
     per_client: usize,
@@ -260,6 +270,12 @@ impl Server {
         self.now = self.clock.now();
         self.fire_timers(self.now);
         self.drive_ready();
+        if self.store.is_some() {
+            // The turn's records made durable at once; the answers they held
+            // go out.
+            self.persist();
+            self.drive_ready();
+        }
         self.stats.loop_iteration(iteration_start.elapsed());
         match self.shutdown_deadline {
             Some(deadline) if self.conns.is_empty() || self.clock.now() >= deadline => {
@@ -269,8 +285,9 @@ impl Server {
         }
     }
 
+    /// The core's clock: milliseconds since start, from [`CLOCK_BASE`].
     fn now_millis(&self) -> Millis {
-        self.now.saturating_duration_since(self.started).as_millis() as Millis
+        CLOCK_BASE + self.now.saturating_duration_since(self.started).as_millis() as Millis
     }
 
     fn refresh_date(&mut self) {
@@ -473,7 +490,12 @@ fn debug_assert_queued(conn: &Conn) {
     );
 }
 
-fn unix_millis() -> u64 {
+/// Where the core's clock starts: far enough from 0 that a time before the
+/// start (an inbox entry restored from a journal, written before a restart)
+/// is still a time.
+pub(super) const CLOCK_BASE: Millis = 1 << 40;
+
+pub(super) fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -127,6 +127,10 @@ impl Server {
     /// it; an emptied output buffer goes back to the pool.
     pub(super) fn send_output(&mut self, id: ConnId) -> Flushed {
         let conn = &mut self.conns[id.0];
+        if conn.awaiting_sync {
+            // Released by the journal's commit at the end of the turn.
+            return Flushed::Pending;
+        }
         if flush(conn).is_err() {
             self.close(id);
             return Flushed::Closed;

@@ -129,6 +129,7 @@ impl Server {
             inbox_bytes: self.inbox_held(),
             memory: self.memory,
             clients: self.clients.len(),
+            journal_bytes: self.store.as_ref().map(super::store::Store::len),
             resident: crate::sys::process::resident_bytes(),
         }
     }

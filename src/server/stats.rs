@@ -10,8 +10,8 @@ use crate::relay::{Method, PerMethod};
 use crate::server::reply::VERSION;
 
 /// Error statuses the relay sends, counted by `httprelay_rejections_total`.
-const REJECTIONS: [u16; 16] = [
-    400, 401, 404, 405, 406, 408, 413, 417, 431, 500, 501, 502, 503, 504, 505, 0,
+const REJECTIONS: [u16; 18] = [
+    400, 401, 404, 405, 406, 408, 413, 417, 429, 431, 500, 501, 502, 503, 504, 505, 507, 0,
 ];
 
 #[derive(Default, Debug)]
@@ -38,6 +38,11 @@ pub struct Stats {
     pub client_refusals: u64,
     /// Waiting requests ended to make room for an address holding fewer.
     pub fair_share_evictions: u64,
+    /// Journal commits that failed (their answers became `507`).
+    pub store_failures: u64,
+    /// Journal rewrites to its live records, and the time they took.
+    pub compactions: u64,
+    pub compaction_seconds: f64,
     /// Requests refused by a limit the budget sets, indexed by [`Limit`].
     limit_refusals: [u64; Limit::ALL.len()],
     /// mcast live streams (Server-Sent Events) open now.
@@ -126,6 +131,8 @@ pub struct Gauges {
     pub memory: Memory,
     /// Client addresses holding connections.
     pub clients: usize,
+    /// Bytes in the journal (`--data-dir`).
+    pub journal_bytes: Option<u64>,
     /// The relay's resident memory now (`None` where it cannot be read).
     pub resident: Option<u64>,
 }
@@ -275,6 +282,33 @@ impl Stats {
             "counter",
             "Requests refused with 429 because their address held --max-conns-per-client connections.",
             self.client_refusals,
+        );
+        metric(
+            w,
+            "store_failures_total",
+            "counter",
+            "Journal writes that failed (--data-dir); the answers waiting for them got 507.",
+            self.store_failures,
+        );
+        metric(
+            w,
+            "journal_compactions_total",
+            "counter",
+            "Rewrites of the journal to its live records.",
+            self.compactions,
+        );
+        let _ = writeln!(
+            w,
+            "# HELP httprelay_journal_compaction_seconds_total Time the event loop spent rewriting the journal."
+        );
+        let _ = writeln!(
+            w,
+            "# TYPE httprelay_journal_compaction_seconds_total counter"
+        );
+        let _ = writeln!(
+            w,
+            "httprelay_journal_compaction_seconds_total {:.6}",
+            self.compaction_seconds
         );
         metric(
             w,
@@ -432,6 +466,15 @@ fn render_budget(gauges: &Gauges, w: &mut Vec<u8>) {
         "The most memory the relay can use with its flags, whatever clients do (docs/memory.md).",
         memory.bound,
     );
+    if let Some(bytes) = gauges.journal_bytes {
+        metric(
+            w,
+            "journal_bytes",
+            "gauge",
+            "Bytes in the journal of --data-dir.",
+            bytes,
+        );
+    }
     if let Some(resident) = gauges.resident {
         let _ = writeln!(
             w,
@@ -548,6 +591,7 @@ mod tests {
             },
             resident: Some(3 << 20),
             clients: 4,
+            journal_bytes: Some(77),
         };
         let mut out = Vec::new();
         stats.render(&gauges, &mut out);
@@ -581,6 +625,7 @@ mod tests {
             "httprelay_memory_bound_bytes 62914560",
             "process_resident_memory_bytes 3145728",
             "httprelay_clients 4",
+            "httprelay_journal_bytes 77",
             "httprelay_channels_client_refused_total 1",
             "httprelay_client_refusals_total 0",
         ] {

@@ -83,7 +83,7 @@ impl Server {
         let core = self
             .relay
             .poll_timeout()
-            .map(|due| self.started + Duration::from_millis(due));
+            .map(|due| self.started + Duration::from_millis(due.saturating_sub(super::CLOCK_BASE)));
         let conn = self.timers.peek().map(|Reverse((at, _))| *at);
         [core, conn, self.accept_retry, self.shutdown_deadline]
             .into_iter()

@@ -15,6 +15,7 @@ mod fair;
 mod hostile;
 mod http;
 mod inbox_compare;
+mod journal;
 mod lifecycle;
 mod link;
 mod mcast;

@@ -340,6 +340,14 @@ impl McastChannel {
 }
 
 impl Channel for McastChannel {
+    fn claim(&self) -> Option<crate::relay::key::Key> {
+        self.secret.claim()
+    }
+    fn restore_claim(&mut self, now: Millis, secret: crate::relay::key::Key) {
+        self.secret.restore(secret);
+        self.last_active = now;
+    }
+
     fn waiting_len(&self) -> usize {
         self.waiting.len()
     }

@@ -244,6 +244,8 @@ impl Server {
                     self.answer_inbox_waiter(ConnId(awaiter), Status(404), NOT_FOUND);
                 }
                 self.answer(id, Status(200), "");
+                // Stored means kept: with a journal, the 200 waits for it.
+                self.hold_until_durable(id);
                 Step::Again
             }
         };
@@ -273,10 +275,13 @@ impl Server {
             .inbox_ack(now, &self.conns[id.0].channel, &mut woken);
         for &WaiterId(awaiter) in &woken {
             self.answer_inbox_waiter(ConnId(awaiter), Status(200), "");
+            self.hold_until_durable(ConnId(awaiter));
         }
         self.waiters = woken;
         if acked {
-            self.answer(id, Status(200), "")
+            let step = self.answer(id, Status(200), "");
+            self.hold_until_durable(id);
+            step
         } else {
             self.answer(id, Status(404), NOT_FOUND)
         }

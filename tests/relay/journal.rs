@@ -1,0 +1,361 @@
+//! `--data-dir`: what the relay acknowledged survives SIGKILL. A writer posts
+//! inbox messages, acknowledges some and claims mcast channels as fast as it
+//! can while the relay is killed at random moments; after each restart every
+//! message that got `200` reads back byte for byte with its type, every
+//! acknowledgement holds, every claim refuses a wrong secret. Then a torn
+//! tail, a flipped byte, and an entry whose TTL ran out while the relay was
+//! down.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::support::{req, unix_ms, Relay};
+use super::{get, post};
+
+const ANSWER: Duration = Duration::from_secs(10);
+
+fn data_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "httprelay-journal-{name}-{}-{}",
+        std::process::id(),
+        unix_ms()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn start(dir: &Path, extra: &[&str]) -> Relay {
+    let dir = dir.to_str().expect("utf-8 path");
+    let mut flags = vec!["--data-dir", dir];
+    flags.extend_from_slice(extra);
+    Relay::start_flags(&flags)
+}
+
+/// What the writer got `200` for.
+#[derive(Default)]
+struct Acknowledged {
+    /// Inbox id → (content type, body).
+    messages: BTreeMap<String, (String, Vec<u8>)>,
+    acked: Vec<String>,
+    /// Acknowledgements sent whose answer did not come (the relay died): the
+    /// message may be acknowledged or not.
+    ack_tried: Vec<String>,
+    claims: Vec<String>,
+}
+
+/// A pseudo-random byte string for message `n`.
+fn body(n: u64) -> Vec<u8> {
+    let mut state = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let len = (state % 3000) as usize;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Writes until `stop`, or until the relay dies; records what got `200`.
+fn writer(
+    relay_addr: httprelay_testkit::Addr,
+    round: u64,
+    stop: Arc<AtomicBool>,
+    got: Arc<Mutex<Acknowledged>>,
+) {
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut c) = httprelay_testkit::Conn::try_open(&relay_addr, 1 << 16, ANSWER) else {
+            return;
+        };
+        n += 1;
+        let id = format!("r{round}m{n}");
+        let kind = format!("application/x-test-{}", n % 7);
+        let bytes = body(round * 1_000_000 + n);
+        let request = req(
+            "POST",
+            &format!("/inbox/{id}"),
+            &[("Content-Type", &kind)],
+            &bytes,
+        );
+        if c.try_send(&request).is_err() {
+            return;
+        }
+        let Some(head) = c.try_read_head() else {
+            return;
+        };
+        if head.status != 200 {
+            return;
+        }
+        got.lock()
+            .unwrap()
+            .messages
+            .insert(id.clone(), (kind, bytes));
+        if n % 3 == 0 {
+            let Ok(mut c) = httprelay_testkit::Conn::try_open(&relay_addr, 1 << 16, ANSWER) else {
+                return;
+            };
+            got.lock().unwrap().ack_tried.push(id.clone());
+            if c.try_send(&req("DELETE", &format!("/inbox/{id}"), &[], b""))
+                .is_err()
+            {
+                return;
+            }
+            match c.try_read_head() {
+                Some(h) if h.status == 200 => got.lock().unwrap().acked.push(id.clone()),
+                _ => return,
+            }
+        }
+        if n % 5 == 0 {
+            let channel = format!("r{round}c{n}");
+            let Ok(mut c) = httprelay_testkit::Conn::try_open(&relay_addr, 1 << 16, ANSWER) else {
+                return;
+            };
+            let target = format!("/mcast/{channel}?wsecret=s{channel}");
+            if c.try_send(&post(&target, b"claim")).is_err() {
+                return;
+            }
+            match c.try_read_head() {
+                Some(h) if h.status == 200 => got.lock().unwrap().claims.push(channel),
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Checks what `got` says against the relay: messages (those of `only` when
+/// given), acknowledgements, claims. Returns how many were checked.
+fn verify(relay: &Relay, got: &Acknowledged, only: Option<&str>) -> usize {
+    let mut checked = 0;
+    let wanted = |id: &str| only.is_none_or(|p| id.starts_with(p));
+    for (id, (kind, bytes)) in got.messages.iter().filter(|(id, _)| wanted(id)) {
+        if got.acked.contains(id) {
+            continue;
+        }
+        if got.ack_tried.contains(id) {
+            let mut c = relay.connect();
+            let r = c.exchange(&get(&format!("/inbox/{id}/ack")));
+            if r.text() == "true" {
+                continue;
+            }
+        }
+        let mut c = relay.connect();
+        c.set_read_timeout(Duration::from_secs(2));
+        c.send(&get(&format!("/inbox/{id}")));
+        if c.is_silent_for(Duration::from_millis(500)) {
+            let mut a = relay.connect();
+            let ack = a.exchange(&get(&format!("/inbox/{id}/ack")));
+            panic!(
+                "message {id} ({} bytes, ack tried {}) is not there after the restart: /ack says {} {:?}\n{}",
+                bytes.len(),
+                got.ack_tried.contains(id),
+                ack.status(),
+                ack.text(),
+                relay.output()
+            );
+        }
+        let Some(head) = c.try_read_head() else {
+            panic!("message {id}: the relay closed");
+        };
+        let body = c.read_body(&head, false);
+        let r = httprelay_testkit::Response { head, body };
+        assert_eq!(r.status(), 200, "message {id} after the restart");
+        assert_eq!(r.header("Content-Type"), Some(kind.as_str()), "{id}'s type");
+        assert!(r.body() == bytes.as_slice(), "{id}'s bytes");
+        checked += 1;
+    }
+    for id in got.acked.iter().filter(|id| wanted(id)) {
+        let mut c = relay.connect();
+        let r = c.exchange(&get(&format!("/inbox/{id}/ack")));
+        assert_eq!(
+            (r.status(), r.text()),
+            (200, "true".into()),
+            "{id} stays acknowledged"
+        );
+        checked += 1;
+    }
+    for channel in got.claims.iter().filter(|c| wanted(c)) {
+        let mut c = relay.connect();
+        let r = c.exchange(&post(&format!("/mcast/{channel}?wsecret=wrong"), b"x"));
+        assert_eq!(r.status(), 401, "claim {channel} after the restart");
+        checked += 1;
+    }
+    checked
+}
+
+#[test]
+fn what_got_200_survives_sigkill_at_random_moments() {
+    let dir = data_dir("crash");
+    let got = Arc::new(Mutex::new(Acknowledged::default()));
+    let mut relay = start(&dir, &[]);
+    let mut state = unix_ms() | 1;
+    let rounds = 100;
+    let started = Instant::now();
+    for round in 0..rounds {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (addr, stop, got) = (relay.addr().clone(), stop.clone(), got.clone());
+            thread::spawn(move || writer(addr, round, stop, got))
+        };
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        thread::sleep(Duration::from_millis(5 + state % 40));
+        relay.kill();
+        stop.store(true, Ordering::Relaxed);
+        writer.join().expect("the writer");
+        relay = start(&dir, &[]);
+        let got = got.lock().unwrap();
+        verify(&relay, &got, Some(&format!("r{round}")));
+    }
+    let got = got.lock().unwrap();
+    let checked = verify(&relay, &got, None);
+    eprintln!(
+        "journal: {rounds} SIGKILLs in {:.1} s: {} messages ({} acknowledged), {} claims got 200; {checked} checked after the last restart, none lost",
+        started.elapsed().as_secs_f64(),
+        got.messages.len(),
+        got.acked.len(),
+        got.claims.len()
+    );
+    assert!(got.messages.len() > rounds as usize, "the writer wrote");
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_torn_tail_and_a_flipped_byte_lose_only_their_records() {
+    let dir = data_dir("damage");
+    let mut relay = start(&dir, &[]);
+    for (id, text) in [("a", "first"), ("b", "second message"), ("c", "third")] {
+        let mut c = relay.connect();
+        assert_eq!(
+            c.exchange(&post(&format!("/inbox/{id}"), text.as_bytes()))
+                .status(),
+            200
+        );
+    }
+    relay.kill();
+    let journal = dir.join("journal");
+    let whole = std::fs::read(&journal).unwrap();
+    // A torn write: half a record's header at the end.
+    let mut torn = whole.clone();
+    torn.extend_from_slice(&[7, 0, 0, 0, 1, 2]);
+    std::fs::write(&journal, &torn).unwrap();
+    let relay = start(&dir, &[]);
+    thread::sleep(Duration::from_millis(100));
+    assert!(
+        relay
+            .output()
+            .contains("6 bytes of torn or corrupt tail cut"),
+        "{}",
+        relay.output()
+    );
+    for (id, text) in [("a", "first"), ("b", "second message"), ("c", "third")] {
+        let mut c = relay.connect();
+        assert_eq!(c.exchange(&get(&format!("/inbox/{id}"))).text(), text);
+    }
+    drop(relay);
+    // Started from what was good: the torn bytes are gone (the journal was
+    // rewritten with its live records).
+    let rewritten = std::fs::read(&journal).unwrap();
+    assert!(rewritten.len() <= whole.len(), "the tail was cut");
+    // A flipped byte inside the second message: only it is lost.
+    let at = whole
+        .windows(b"second message".len())
+        .position(|w| w == b"second message")
+        .unwrap();
+    let mut flipped = whole.clone();
+    flipped[at + 3] ^= 0x20;
+    std::fs::write(&journal, &flipped).unwrap();
+    let relay = start(&dir, &[]);
+    thread::sleep(Duration::from_millis(100));
+    assert!(
+        relay.output().contains("1 corrupt stretches skipped"),
+        "{}",
+        relay.output()
+    );
+    for (id, text) in [("a", "first"), ("c", "third")] {
+        let mut c = relay.connect();
+        assert_eq!(c.exchange(&get(&format!("/inbox/{id}"))).text(), text);
+    }
+    let mut c = relay.connect();
+    assert_eq!(
+        c.exchange(&get("/inbox/b/ack")).status(),
+        404,
+        "the damaged one is gone"
+    );
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_entry_whose_ttl_ran_out_while_the_relay_was_down_is_gone() {
+    let dir = data_dir("ttl");
+    let mut relay = start(&dir, &["--inbox-ttl", "1"]);
+    let mut c = relay.connect();
+    assert_eq!(
+        c.exchange(&post("/inbox/short", b"soon gone")).status(),
+        200
+    );
+    assert_eq!(c.exchange(&post("/inbox/short2", b"also")).status(), 200);
+    relay.kill();
+    thread::sleep(Duration::from_millis(1200));
+    let relay = start(&dir, &["--inbox-ttl", "1"]);
+    thread::sleep(Duration::from_millis(100));
+    assert!(
+        relay
+            .output()
+            .contains("0 inbox messages, 0 acknowledged, 0 claims restored; 2 expired while down"),
+        "{}",
+        relay.output()
+    );
+    let mut c = relay.connect();
+    assert_eq!(c.exchange(&get("/inbox/short/ack")).status(), 404);
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn superseded_writes_are_compacted_away_and_the_live_ones_kept() {
+    let dir = data_dir("compact");
+    let relay = start(&dir, &[]);
+    let mut c = relay.connect();
+    for i in 0..600u64 {
+        let text = format!("version {i} {}", "x".repeat(3000));
+        assert_eq!(
+            c.exchange(&post("/inbox/hot", text.as_bytes())).status(),
+            200
+        );
+    }
+    assert_eq!(c.exchange(&post("/inbox/cold", b"kept")).status(), 200);
+    assert_eq!(
+        c.exchange(&req("DELETE", "/inbox/cold", &[], b"")).status(),
+        200
+    );
+    let compactions = super::support::metric(&relay, "httprelay_journal_compactions_total");
+    let bytes = super::support::metric(&relay, "httprelay_journal_bytes");
+    eprintln!(
+        "journal: 600 writes of 3 KB to one inbox: {compactions} compactions, {bytes} bytes left"
+    );
+    assert!(compactions >= 1, "the journal was rewritten");
+    assert!(
+        bytes < 1_200_000,
+        "{bytes} bytes: superseded writes were dropped"
+    );
+    drop(relay);
+    let relay = start(&dir, &[]);
+    let mut c = relay.connect();
+    let hot = c.exchange(&get("/inbox/hot")).text();
+    assert!(
+        hot.starts_with("version 599 "),
+        "the last write is the one kept"
+    );
+    assert_eq!(c.exchange(&get("/inbox/cold/ack")).text(), "true");
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+}
