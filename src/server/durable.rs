@@ -28,6 +28,7 @@ pub(super) fn open(
     let Some(dir) = &config.data_dir else {
         return Ok((Relay::new(config.relay_settings(seed)), None));
     };
+    crate::sys::signal::ignore_file_size_limit();
     let opened = Store::open(dir, config.fsync, MAX_RECORD, seed)
         .map_err(|e| ServerError::Store(dir.display().to_string(), e))?;
     let Opened {
@@ -48,8 +49,13 @@ pub(super) fn open(
     // Begin from what is live: expired entries, superseded writes and any
     // damage are gone from the file too.
     if !records_are_live(&store) {
-        compact(&relay, &mut store, CLOCK_BASE)
-            .map_err(|e| ServerError::Store(dir.display().to_string(), e))?;
+        if let Err(e) = compact(&relay, &mut store, CLOCK_BASE) {
+            // The journal as it is still holds everything: go on with it.
+            eprintln!(
+                "httprelay: journal {}: rewrite at start failed: {e}",
+                dir.display()
+            );
+        }
     }
     eprintln!(
         "httprelay: journal {}: {} inbox messages, {} acknowledged, {} claims restored; {} expired while down{}{}",

@@ -31,6 +31,16 @@ use libc::__errno_location as errno_location;
 use libc::__error as errno_location;
 
 /// Installs the handlers; returns the end to register with the poller.
+/// A write past the file-size limit (RLIMIT_FSIZE) fails with `EFBIG`
+/// instead of killing the process: the journal treats it as a full disk.
+pub fn ignore_file_size_limit() {
+    #[cfg(any(target_os = "linux", target_vendor = "apple"))]
+    // SAFETY: setting a signal's disposition to SIG_IGN touches no memory.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 pub fn install() -> io::Result<UnixStream> {
     let (receiver, sender) = UnixStream::pair()?;
     // The sending end stays open for the life of the process.

@@ -44,23 +44,38 @@ impl Launch {
 
     /// Sets the relay's descriptor limit (RLIMIT_NOFILE, soft and hard) before
     /// exec, so that only the relay process is limited.
-    pub fn nofile(mut self, nofile: u64) -> Launch {
+    pub fn nofile(self, nofile: u64) -> Launch {
+        // SAFETY (both): setrlimit(2) only reads the limit passed.
+        let set = |l: &libc::rlimit| unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, l) };
+        self.rlimit(set, nofile, format!(" (nofile {nofile})"))
+    }
+
+    /// Limits the size of files the relay may write (RLIMIT_FSIZE, soft and
+    /// hard): a disk that fills up, for the relay's journal.
+    pub fn fsize(self, bytes: u64) -> Launch {
+        let set = |l: &libc::rlimit| unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, l) };
+        self.rlimit(set, bytes, format!(" (fsize {bytes})"))
+    }
+
+    /// Sets a limit (soft and hard) in the child with `set`, a setrlimit(2)
+    /// call for one resource.
+    fn rlimit(mut self, set: fn(&libc::rlimit) -> libc::c_int, value: u64, what: String) -> Launch {
         let limit = libc::rlimit {
-            rlim_cur: nofile as libc::rlim_t,
-            rlim_max: nofile as libc::rlim_t,
+            rlim_cur: value as libc::rlim_t,
+            rlim_max: value as libc::rlim_t,
         };
         // SAFETY: setrlimit(2) is async-signal-safe and only reads `limit`, a plain
         // value copied into the closure.
         unsafe {
             self.command.pre_exec(move || {
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                if set(&limit) == 0 {
                     Ok(())
                 } else {
                     Err(io::Error::last_os_error())
                 }
             });
         }
-        self.what.push_str(&format!(" (nofile {nofile})"));
+        self.what.push_str(&what);
         self
     }
 

@@ -359,3 +359,69 @@ fn superseded_writes_are_compacted_away_and_the_live_ones_kept() {
     drop(relay);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_full_disk_refuses_with_507_and_keeps_what_it_acknowledged() {
+    let dir = data_dir("full");
+    let flags = ["--data-dir", dir.to_str().unwrap()];
+    // Room for the header and a few messages of 2 KB.
+    let relay = Relay::start_fsize(8 * 1024, &flags);
+    let (mut kept, mut refused) = (Vec::new(), 0);
+    for i in 0..10 {
+        let mut c = relay.connect();
+        let r = c.exchange(&post(&format!("/inbox/full{i}"), &[b'f'; 2000]));
+        match r.status() {
+            200 => kept.push(i),
+            507 => {
+                assert_eq!(r.text(), "507 relay storage failed: not kept, try again\n");
+                refused += 1;
+            }
+            other => panic!("a message on a full disk: {other}"),
+        }
+    }
+    assert!(
+        !kept.is_empty() && refused > 0,
+        "{} kept, {refused} refused",
+        kept.len()
+    );
+    assert!(super::support::metric(&relay, "httprelay_store_failures_total") >= 1);
+    // What does not need the disk goes on.
+    super::support::link_exchange(
+        relay.addr(),
+        "/link/still",
+        "/link/still",
+        b"up",
+        ANSWER,
+        "a transfer beside a full disk",
+    );
+    drop(relay);
+    let relay = start(&dir, &[]);
+    for i in &kept {
+        let mut c = relay.connect();
+        assert_eq!(
+            c.exchange(&get(&format!("/inbox/full{i}"))).body(),
+            &[b'f'; 2000][..]
+        );
+    }
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_rewrite_cut_short_by_a_crash_leaves_the_journal_whole() {
+    let dir = data_dir("rewrite");
+    let relay = start(&dir, &[]);
+    let mut c = relay.connect();
+    assert_eq!(
+        c.exchange(&post("/inbox/kept", b"still here")).status(),
+        200
+    );
+    drop(relay);
+    // A rewrite killed before its rename leaves a partial journal.new.
+    std::fs::write(dir.join("journal.new"), b"half a rewrite").unwrap();
+    let relay = start(&dir, &[]);
+    let mut c = relay.connect();
+    assert_eq!(c.exchange(&get("/inbox/kept")).text(), "still here");
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+}

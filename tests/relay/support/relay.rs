@@ -40,6 +40,13 @@ impl Relay {
         Relay::launch(Launch::new(&binary(), &loopback_with(extra)))
     }
 
+    /// Like `start_flags`, with the files the relay writes limited to
+    /// `bytes` (RLIMIT_FSIZE): a full disk.
+    pub fn start_fsize(bytes: u64, extra: &[&str]) -> Relay {
+        let args = unshared(&loopback_with(extra));
+        Relay::launch(Launch::new(&binary(), &args).fsize(bytes))
+    }
+
     /// Like `start_flags`, with the relay's descriptor limit (RLIMIT_NOFILE, soft and
     /// hard) set to `nofile`: only the relay process is limited.
     pub fn start_nofile(nofile: u64, extra: &[&str]) -> Relay {
