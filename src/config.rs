@@ -72,6 +72,8 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// `--fsync`: when the journal's records are made durable.
     pub fsync: crate::journal::Fsync,
+    /// `--data-max`: the most bytes the journal may take.
+    pub data_max: Option<u64>,
     /// `--memory`: the budget every limit not given is derived from (`None`:
     /// read from the machine when the relay starts).
     pub memory: Option<u64>,
@@ -191,6 +193,10 @@ Storage:
                                   per loop turn, before the answers that need
                                   it) or off (the kernel's choice) [default:
                                   batch]
+      --data-max SIZE             with --data-dir: the most the journal may take;
+                                  an inbox message that would pass it gets 507
+                                  [default: none; compaction keeps the journal
+                                  within twice its live records plus 1M]
 
 Protocols:
       --piping                    also serve Piping Server transfers (POST/PUT
@@ -336,6 +342,7 @@ impl Flags {
             piping: false,
             data_dir: None,
             fsync: crate::journal::Fsync::Batch,
+            data_max: None,
             memory: None,
             given: Given::default(),
             budget: None,
@@ -368,6 +375,7 @@ impl Flags {
                 Long("memory") => c.memory = Some(memory(parser)?),
                 Long("data-dir") => c.data_dir = Some(parser.value()?.into()),
                 Long("fsync") => c.fsync = fsync(parser)?,
+                Long("data-max") => c.data_max = Some(size(parser, "data-max")? as u64),
                 Long("max-conns-per-client") => c.max_conns_per_client = Some(max_conns(parser)?),
                 Long("max-channels-per-client") => {
                     c.max_channels_per_client = Some(max_conns(parser)?)
@@ -633,7 +641,8 @@ mod tests {
 
     #[test]
     fn help_lists_every_flag_the_parser_takes() {
-        let flags: [(&str, Option<&str>); 33] = [
+        let flags: [(&str, Option<&str>); 34] = [
+            ("--data-max", Some("64M")),
             ("--data-dir", Some("/tmp/x")),
             ("--fsync", Some("off")),
             ("--max-channels-per-client", Some("4")),

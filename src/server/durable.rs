@@ -46,6 +46,7 @@ pub(super) fn open(
     let restored = restore(&mut relay, &records, CLOCK_BASE, unix_millis());
     drop(records);
     let mut store = store;
+    store.set_max(config.data_max);
     // Begin from what is live: expired entries, superseded writes and any
     // damage are gone from the file too.
     if !records_are_live(&store) {
@@ -246,7 +247,35 @@ fn record_of(durable: &Durable, at: u64) -> Record {
     }
 }
 
+/// A journal record of an inbox message beyond its body and type.
+pub(super) const INBOX_RECORD_OVERHEAD: u64 = 64;
+
 impl Server {
+    /// Whether the journal can take a record of `bytes` under `--data-max`:
+    /// if not as it stands, after a rewrite to what is live.
+    pub(super) fn journal_room(&mut self, bytes: u64) -> bool {
+        let now = self.now_millis();
+        let Some(store) = &mut self.store else {
+            return true;
+        };
+        if store.has_room(bytes) {
+            return true;
+        }
+        // What the core marked durable and what waits to be written are part
+        // of what is live: the rewrite holds them.
+        self.relay.take_durable(&mut self.durable);
+        self.durable.clear();
+        store.drop_pending();
+        match compact(&self.relay, store, now) {
+            Ok(()) => self.stats.compactions += 1,
+            Err(e) => eprintln!(
+                "httprelay: journal {}: rewrite failed: {e}",
+                store.path().display()
+            ),
+        }
+        store.has_room(bytes)
+    }
+
     /// The answer queued for `id` acknowledges something the core marked
     /// durable: it leaves only once the journal has it (at once with
     /// `--fsync always`, at the end of the turn with `batch`).

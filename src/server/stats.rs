@@ -40,6 +40,8 @@ pub struct Stats {
     pub fair_share_evictions: u64,
     /// Journal commits that failed (their answers became `507`).
     pub store_failures: u64,
+    /// Inbox messages refused because the journal reached `--data-max`.
+    pub store_full: u64,
     /// Journal rewrites to its live records, and the time they took.
     pub compactions: u64,
     pub compaction_seconds: f64,
@@ -289,6 +291,13 @@ impl Stats {
             "counter",
             "Journal writes that failed (--data-dir); the answers waiting for them got 507.",
             self.store_failures,
+        );
+        metric(
+            w,
+            "store_full_total",
+            "counter",
+            "Inbox messages refused with 507 because the journal reached --data-max.",
+            self.store_full,
         );
         metric(
             w,

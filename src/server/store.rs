@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 pub use crate::journal::Fsync;
 
+/// Room under `--data-max` kept for acknowledgements and claims.
+pub const RESERVE: u64 = 64 << 10;
+
 /// Growth over the last rewrite that never triggers one (small journals are
 /// not worth rewriting).
 const COMPACT_SLACK: u64 = 1 << 20;
@@ -27,6 +30,8 @@ pub struct Store {
     compacted: u64,
     /// Bytes in the file.
     len: u64,
+    /// `--data-max`.
+    max: Option<u64>,
     /// Records encoded and not yet written.
     pending: Vec<u8>,
 }
@@ -93,6 +98,7 @@ impl Store {
             seed,
             compacted: ending.good_len as u64,
             len: ending.good_len as u64,
+            max: None,
             pending: Vec::new(),
         };
         Ok(Opened {
@@ -130,6 +136,7 @@ impl Store {
             seed,
             compacted: header.len() as u64,
             len: header.len() as u64,
+            max: None,
             pending: Vec::new(),
         };
         Ok(Opened {
@@ -181,6 +188,25 @@ impl Store {
     /// Bytes in the journal.
     pub fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Caps the journal at `max` bytes (`--data-max`).
+    pub fn set_max(&mut self, max: Option<u64>) {
+        self.max = max;
+    }
+
+    /// Whether a record of `bytes` fits under `--data-max`, with
+    /// [`RESERVE`] left for acknowledgements and claims (which are never
+    /// refused for room: they are a few dozen bytes).
+    pub fn has_room(&self, bytes: u64) -> bool {
+        let after = self.len + self.pending.len() as u64 + bytes + RESERVE;
+        self.max.is_none_or(|max| after <= max)
+    }
+
+    /// Forgets the records not yet written: a rewrite of everything live
+    /// holds them already.
+    pub fn drop_pending(&mut self) {
+        self.pending.clear();
     }
 
     /// Whether the journal has grown enough past its live records to be

@@ -425,3 +425,62 @@ fn a_rewrite_cut_short_by_a_crash_leaves_the_journal_whole() {
     drop(relay);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn data_max_caps_the_journal_and_refuses_messages_past_it_with_507() {
+    let dir = data_dir("max");
+    // 64 KiB of it are kept for acknowledgements and claims.
+    let relay = start(&dir, &["--data-max", "100K"]);
+    let (mut kept, mut refused) = (Vec::new(), 0);
+    for i in 0..40 {
+        let mut c = relay.connect();
+        let r = c.exchange(&post(&format!("/inbox/m{i}"), &[b'm'; 2000]));
+        match r.status() {
+            200 => kept.push(i),
+            507 => {
+                assert_eq!(r.text(), "507 relay storage full: not kept\n");
+                refused += 1;
+            }
+            other => panic!("a message past --data-max: {other}"),
+        }
+    }
+    assert!(
+        kept.len() >= 10 && refused > 0,
+        "{} kept, {refused} refused",
+        kept.len()
+    );
+    assert_eq!(
+        super::support::metric(&relay, "httprelay_store_full_total"),
+        refused
+    );
+    // Acknowledged messages give their room back (their bodies are gone).
+    for i in &kept[..5] {
+        let mut c = relay.connect();
+        let ack = req("DELETE", &format!("/inbox/m{i}"), &[], b"");
+        assert_eq!(c.exchange(&ack).status(), 200);
+    }
+    let mut c = relay.connect();
+    assert_eq!(
+        c.exchange(&post("/inbox/after", &[b'a'; 2000])).status(),
+        200
+    );
+    let bytes = super::support::metric(&relay, "httprelay_journal_bytes");
+    assert!(bytes <= 100 * 1024, "{bytes} bytes");
+    drop(relay);
+    let relay = start(&dir, &["--data-max", "100K"]);
+    for i in &kept[5..] {
+        let mut c = relay.connect();
+        assert_eq!(
+            c.exchange(&get(&format!("/inbox/m{i}"))).body(),
+            &[b'm'; 2000][..]
+        );
+    }
+    for i in &kept[..5] {
+        let mut c = relay.connect();
+        assert_eq!(c.exchange(&get(&format!("/inbox/m{i}/ack"))).text(), "true");
+    }
+    let mut c = relay.connect();
+    assert_eq!(c.exchange(&get("/inbox/after")).body(), &[b'a'; 2000][..]);
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+}

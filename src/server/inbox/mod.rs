@@ -23,6 +23,8 @@ use crate::server::reply::{self, Expose};
 pub const MAX_INBOX_ID: usize = 256;
 
 pub(super) const TIMED_OUT: &str = "Request timed out";
+/// The answer when the journal has no room under `--data-max`.
+const STORE_FULL: &str = "507 relay storage full: not kept\n";
 const NOT_FOUND: &str = "Not found";
 const BUSY: &str = "Too many concurrent requests";
 
@@ -212,6 +214,13 @@ impl Server {
         self.rooms.inbox.uploading -= held.len();
         let content_type =
             (!conn.req.content_type.is_empty()).then(|| conn.req.content_type.as_slice().into());
+        let record = super::durable::INBOX_RECORD_OVERHEAD
+            + (held.len() + conn.req.content_type.len()) as u64;
+        if !self.journal_room(record) {
+            self.stats.store_full += 1;
+            return self.answer(id, Status(507), STORE_FULL);
+        }
+        let conn = &mut self.conns[id.0];
         let mut woken = std::mem::take(&mut self.rooms.inbox.woken);
         woken.clear();
         let message = (held.into_boxed_slice(), content_type);
