@@ -484,3 +484,68 @@ fn data_max_caps_the_journal_and_refuses_messages_past_it_with_507() {
     drop(relay);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn kills_during_rewrites_keep_the_last_acknowledged_write() {
+    let dir = data_dir("rewrites");
+    let mut relay = start(&dir, &[]);
+    let mut state = unix_ms() | 1;
+    let mut last_acked: Option<u64> = None;
+    let mut version = 0u64;
+    let mut rewrites = 0;
+    for round in 0..30 {
+        // 20 KB writes to one inbox: the journal doubles every hundred or so,
+        // and is rewritten (in the loop) while the kill may land.
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(last_acked));
+        let writer = {
+            let (addr, stop, acked) = (relay.addr().clone(), stop.clone(), acked.clone());
+            let first = version;
+            thread::spawn(move || {
+                let mut v = first;
+                while !stop.load(Ordering::Relaxed) {
+                    v += 1;
+                    let Ok(mut c) = httprelay_testkit::Conn::try_open(&addr, 1 << 16, ANSWER)
+                    else {
+                        return v;
+                    };
+                    let text = format!("version {v:08} {}", "v".repeat(20_000));
+                    if c.try_send(&post("/inbox/hot", text.as_bytes())).is_err() {
+                        return v;
+                    }
+                    match c.try_read_head() {
+                        Some(h) if h.status == 200 => *acked.lock().unwrap() = Some(v),
+                        _ => return v,
+                    }
+                }
+                v
+            })
+        };
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        thread::sleep(Duration::from_millis(20 + state % 80));
+        rewrites += super::support::metric(&relay, "httprelay_journal_compactions_total");
+        relay.kill();
+        stop.store(true, Ordering::Relaxed);
+        version = writer.join().expect("the writer");
+        last_acked = *acked.lock().unwrap();
+        relay = start(&dir, &[]);
+        if let Some(acked) = last_acked {
+            let mut c = relay.connect();
+            let text = c.exchange(&get("/inbox/hot")).text();
+            let kept: u64 = text["version ".len().."version ".len() + 8]
+                .parse()
+                .unwrap();
+            // A write the relay kept but could not answer may be newer.
+            assert!(
+                kept >= acked,
+                "round {round}: version {kept} kept, {acked} acknowledged"
+            );
+        }
+    }
+    eprintln!("journal: 30 kills among {version} writes and {rewrites} rewrites: the last acknowledged write kept every time");
+    assert!(rewrites > 0, "the writes made the journal rewrite itself");
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+}
