@@ -22,6 +22,21 @@ fn from(relay: &Relay, last: u8) -> Conn {
     conn
 }
 
+/// Waits until the relay has handled `n` requests of a flood, counted as the
+/// sum of the samples `names` (each one either waits or was refused), so that
+/// what a request got does not depend on how fast the machine is. Bounded.
+fn handled(relay: &Relay, names: &[&str], n: u64) {
+    let deadline = Instant::now() + ANSWER;
+    loop {
+        let sum: u64 = names.iter().map(|name| metric(relay, name)).sum();
+        if sum >= n || Instant::now() >= deadline {
+            assert_eq!(sum, n, "requests handled ({names:?})");
+            return;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// What the bystander at 127.0.0.3 does while the flood holds: `/health`, a
 /// link transfer, an mcast publish and read on a new channel, a new claim
 /// (refusing a wrong secret). Returns each one's latency.
@@ -83,10 +98,15 @@ fn a_flood_of_waiters_from_one_address_gets_429_past_its_share_and_leaves_room()
     let relay = Relay::start_fair(&["--max-conns", "64"]);
     let mut parked = Vec::new();
     let (mut refused, mut retry_after) = (0, 0);
+    let counts = [
+        "httprelay_waiters{method=\"link\"}",
+        "httprelay_client_refusals_total",
+    ];
     for i in 0..200 {
         let mut c = from(&relay, 2);
         c.send(&get(&format!("/link/flood{i}")));
-        if c.is_silent_for(Duration::from_millis(30)) {
+        handled(&relay, &counts, i + 1);
+        if c.is_silent_for(Duration::from_millis(20)) {
             parked.push(c);
         } else {
             let r = c.read_response();
@@ -119,7 +139,9 @@ fn a_flood_of_waiters_from_one_address_gets_429_past_its_share_and_leaves_room()
 
 #[test]
 fn when_full_the_address_holding_the_most_makes_room() {
-    let relay = Relay::start_fair(&["--max-conns", "16", "--max-conns-per-client", "12"]);
+    // 16 waiters and a slot to spare (for the scrapes below, and the
+    // bystander's first connection).
+    let relay = Relay::start_fair(&["--max-conns", "17", "--max-conns-per-client", "12"]);
     let mut flood: Vec<Conn> = (0..12)
         .map(|i| {
             let mut c = from(&relay, 2);
@@ -135,7 +157,7 @@ fn when_full_the_address_holding_the_most_makes_room() {
             c
         })
         .collect();
-    thread::sleep(PARK);
+    handled(&relay, &["httprelay_waiters{method=\"link\"}"], 16);
 
     // Full: every connection the bystander (and the scrapes, from 127.0.0.1)
     // opens from here on takes the place of one of the hog's waiters.
@@ -182,7 +204,7 @@ fn a_trusted_proxy_s_clients_count_by_their_forwarded_address() {
         c.send(&forwarded("10.0.0.1", &format!("/link/p{i}")));
         held.push(c);
     }
-    thread::sleep(PARK);
+    handled(&relay, &["httprelay_waiters{method=\"link\"}"], 2);
     let mut c = relay.connect();
     assert_eq!(
         c.exchange(&forwarded("10.0.0.1", "/link/p3")).status(),
@@ -207,12 +229,17 @@ fn a_flood_of_claims_from_one_address_gets_429_past_its_share_of_max_channels() 
     // 64 remembered channels, 8 per address.
     let relay = Relay::start_fair(&["--max-channels", "64"]);
     let (mut kept, mut refused) = (0, 0);
+    let counts = [
+        "httprelay_channels_remembered",
+        "httprelay_channels_client_refused_total",
+    ];
     for i in 0..100 {
         // A producer claims a new channel with a secret and leaves: the claim
         // stays remembered.
         let mut c = from(&relay, 2);
         c.send(&post(&format!("/link/claim{i}?wsecret=s{i}"), b"x"));
-        if c.is_silent_for(Duration::from_millis(30)) {
+        handled(&relay, &counts, i + 1);
+        if c.is_silent_for(Duration::from_millis(20)) {
             kept += 1;
         } else {
             let r = c.read_response();

@@ -353,6 +353,19 @@ fn at_the_channel_cap_new_claims_get_503_logged_and_counted() {
     drop(owner);
 }
 
+/// The relay's output once it holds its startup lines (bounded wait).
+fn startup_output(relay: &Relay) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = relay.output();
+        if log.contains("worst-case memory for these flags") || std::time::Instant::now() > deadline
+        {
+            return log;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The startup lines: the budget and where it came from, then the bound.
 fn budget_lines(log: &str) -> (&str, &str) {
     let lines = || {
@@ -377,8 +390,7 @@ fn a_memory_budget_sets_the_limits_and_metrics_show_it_and_its_refusals() {
         other => panic!("{other:?}"),
     };
     let fitted = fit(&mut expected, Budget::flag(48 << 20));
-    thread::sleep(PARK);
-    let log = relay.output();
+    let log = startup_output(&relay);
     let (budget, bound) = budget_lines(&log);
     assert_eq!(
         budget,
@@ -443,8 +455,7 @@ fn without_memory_the_budget_is_read_from_the_machine() {
     let relay = Relay::start();
     let machine = Machine::read();
     let budget = httprelay::budget::Budget::for_machine(machine.cgroup_limit, machine.mem_total);
-    thread::sleep(PARK);
-    let log = relay.output();
+    let log = startup_output(&relay);
     let (line, _) = budget_lines(&log);
     assert!(
         line.starts_with(&format!("httprelay: memory budget {budget}: --max-conns ")),
