@@ -5,7 +5,6 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::budget::{Budget, Given, Limit, MIN_BUDGET};
 use crate::relay;
 
 /// Where the server listens.
@@ -79,8 +78,84 @@ pub struct Config {
     pub memory: Option<u64>,
     /// The limits the command line set.
     pub given: Given,
-    /// The budget applied by [`crate::budget::fit`], if any.
-    pub budget: Option<Budget>,
+}
+
+/// The limits a budget may set: those that enter the bound, and the
+/// per-message ones derived from their totals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    MaxConns,
+    MaxHead,
+    McastTotal,
+    SyncTotal,
+    InboxTotal,
+    MaxChannels,
+    McastMaxMessage,
+    McastRetain,
+    SyncMaxBody,
+    InboxMaxMessage,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 10] = [
+        Limit::MaxConns,
+        Limit::MaxHead,
+        Limit::McastTotal,
+        Limit::SyncTotal,
+        Limit::InboxTotal,
+        Limit::MaxChannels,
+        Limit::McastMaxMessage,
+        Limit::McastRetain,
+        Limit::SyncMaxBody,
+        Limit::InboxMaxMessage,
+    ];
+
+    /// The flag that sets it, without its dashes (also its metric label).
+    pub fn flag(self) -> &'static str {
+        match self {
+            Limit::MaxConns => "max-conns",
+            Limit::MaxHead => "max-head",
+            Limit::McastTotal => "mcast-total",
+            Limit::SyncTotal => "sync-total",
+            Limit::InboxTotal => "inbox-total",
+            Limit::MaxChannels => "max-channels",
+            Limit::McastMaxMessage => "mcast-max-message",
+            Limit::McastRetain => "mcast-retain",
+            Limit::SyncMaxBody => "sync-max-body",
+            Limit::InboxMaxMessage => "inbox-max-message",
+        }
+    }
+
+    /// Its value in `config` (`--max-conns` before the descriptor limit).
+    pub fn value(self, config: &Config) -> u64 {
+        let v = match self {
+            Limit::MaxConns => config.max_conns.unwrap_or(DEFAULT_MAX_CONNS),
+            Limit::MaxHead => config.max_head,
+            Limit::McastTotal => config.mcast_total,
+            Limit::SyncTotal => config.sync_total,
+            Limit::InboxTotal => config.inbox_total,
+            Limit::MaxChannels => config.max_channels,
+            Limit::McastMaxMessage => config.mcast_max_message,
+            Limit::McastRetain => config.mcast_retain,
+            Limit::SyncMaxBody => config.sync_max_body,
+            Limit::InboxMaxMessage => config.inbox_max_message,
+        };
+        v as u64
+    }
+}
+
+/// Which limits the command line set; the budget derives the others.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Given(u16);
+
+impl Given {
+    pub fn set(&mut self, limit: Limit) {
+        self.0 |= 1 << limit as u16;
+    }
+
+    pub fn has(self, limit: Limit) -> bool {
+        self.0 & (1 << limit as u16) != 0
+    }
 }
 
 /// What the command line asks for.
@@ -111,6 +186,8 @@ impl From<lexopt::Error> for UsageError {
 }
 
 pub const DEFAULT_PORT: u16 = 8080;
+/// The smallest `--memory` accepted: the process, and a few connections.
+pub const MIN_MEMORY: u64 = 8 << 20;
 pub const DEFAULT_MAX_HEAD: usize = 16 * 1024;
 pub const DEFAULT_MCAST_MAX_MESSAGE: usize = 10 * 1024 * 1024;
 pub const DEFAULT_MCAST_RETAIN: usize = 11_000_000;
@@ -345,7 +422,6 @@ impl Flags {
             data_max: None,
             memory: None,
             given: Given::default(),
-            budget: None,
         };
         Flags {
             addr: String::from("0.0.0.0"),
@@ -447,10 +523,10 @@ fn read_limit(parser: &mut lexopt::Parser, c: &mut Config, limit: Limit) -> Resu
 /// `--memory`: a size of at least [`MIN_BUDGET`].
 fn memory(parser: &mut lexopt::Parser) -> Result<u64, UsageError> {
     let bytes = size(parser, "memory")? as u64;
-    if bytes < MIN_BUDGET {
+    if bytes < MIN_MEMORY {
         return Err(UsageError(format!(
             "--memory must be at least {}M",
-            MIN_BUDGET >> 20
+            MIN_MEMORY >> 20
         )));
     }
     Ok(bytes)

@@ -31,10 +31,10 @@ fn main() -> ExitCode {
             }
         },
         Ok(Command::Run(mut config)) => {
-            if !fit_budget(&mut config) {
+            let Some(budget) = fit_budget(&mut config) else {
                 return ExitCode::from(2);
-            }
-            match Server::bind(&config).and_then(|mut s| s.run()) {
+            };
+            match Server::bind_with_budget(&config, budget).and_then(|mut s| s.run()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("httprelay: {e}");
@@ -46,10 +46,11 @@ fn main() -> ExitCode {
 }
 
 /// Derives the limits not given from the budget (`--memory`, else read from
-/// the machine) and says so. False when the limits given pass an explicit
-/// `--memory`: the relay does not start. Past a budget read from the
-/// machine, it starts with a warning: the flags are the operator's word.
-fn fit_budget(config: &mut Config) -> bool {
+/// the machine), says so, and returns the budget. `None` when the limits
+/// given pass an explicit `--memory`: the relay does not start. Past a budget
+/// read from the machine, it starts with a warning: the flags are the
+/// operator's word.
+fn fit_budget(config: &mut Config) -> Option<Budget> {
     let budget = match config.memory {
         Some(bytes) => Budget::flag(bytes),
         None => {
@@ -61,12 +62,12 @@ fn fit_budget(config: &mut Config) -> bool {
     if let Err(over) = fit.check(config) {
         if budget.source == Source::Flag {
             eprintln!("httprelay: {over}; see docs/memory.md");
-            return false;
+            return None;
         }
         eprintln!("httprelay: warning: {over}");
     }
     eprintln!("httprelay: {}", fit.startup_line(config));
-    true
+    Some(budget)
 }
 
 /// `GET /health` from the relay at the configured address; Ok if it says 200.

@@ -16,11 +16,12 @@ use crate::config::{
     Config, DEFAULT_INBOX_MAX_MESSAGE, DEFAULT_MCAST_MAX_MESSAGE, DEFAULT_MCAST_RETAIN,
     DEFAULT_SYNC_MAX_BODY,
 };
+pub use crate::config::{Given, Limit};
 
 const MIB: u64 = 1 << 20;
 
 /// The smallest `--memory` accepted: the process, and a few connections.
-pub const MIN_BUDGET: u64 = 8 * MIB;
+pub const MIN_BUDGET: u64 = crate::config::MIN_MEMORY;
 /// A budget read from the machine is at least this: the least that still
 /// serves some 70 clients at once.
 pub const FLOOR: u64 = 16 * MIB;
@@ -120,84 +121,6 @@ impl fmt::Display for Size {
         } else {
             write!(f, "{:.1} MiB", b as f64 / MIB as f64)
         }
-    }
-}
-
-/// The limits a budget may set: those that enter the bound, and the
-/// per-message ones derived from their totals.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Limit {
-    MaxConns,
-    MaxHead,
-    McastTotal,
-    SyncTotal,
-    InboxTotal,
-    MaxChannels,
-    McastMaxMessage,
-    McastRetain,
-    SyncMaxBody,
-    InboxMaxMessage,
-}
-
-impl Limit {
-    pub const ALL: [Limit; 10] = [
-        Limit::MaxConns,
-        Limit::MaxHead,
-        Limit::McastTotal,
-        Limit::SyncTotal,
-        Limit::InboxTotal,
-        Limit::MaxChannels,
-        Limit::McastMaxMessage,
-        Limit::McastRetain,
-        Limit::SyncMaxBody,
-        Limit::InboxMaxMessage,
-    ];
-
-    /// The flag that sets it, without its dashes (also its metric label).
-    pub fn flag(self) -> &'static str {
-        match self {
-            Limit::MaxConns => "max-conns",
-            Limit::MaxHead => "max-head",
-            Limit::McastTotal => "mcast-total",
-            Limit::SyncTotal => "sync-total",
-            Limit::InboxTotal => "inbox-total",
-            Limit::MaxChannels => "max-channels",
-            Limit::McastMaxMessage => "mcast-max-message",
-            Limit::McastRetain => "mcast-retain",
-            Limit::SyncMaxBody => "sync-max-body",
-            Limit::InboxMaxMessage => "inbox-max-message",
-        }
-    }
-
-    /// Its value in `config` (`--max-conns` before the descriptor limit).
-    pub fn value(self, config: &Config) -> u64 {
-        let v = match self {
-            Limit::MaxConns => config.max_conns.unwrap_or(crate::config::DEFAULT_MAX_CONNS),
-            Limit::MaxHead => config.max_head,
-            Limit::McastTotal => config.mcast_total,
-            Limit::SyncTotal => config.sync_total,
-            Limit::InboxTotal => config.inbox_total,
-            Limit::MaxChannels => config.max_channels,
-            Limit::McastMaxMessage => config.mcast_max_message,
-            Limit::McastRetain => config.mcast_retain,
-            Limit::SyncMaxBody => config.sync_max_body,
-            Limit::InboxMaxMessage => config.inbox_max_message,
-        };
-        v as u64
-    }
-}
-
-/// Which limits the command line set; the budget derives the others.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Given(u16);
-
-impl Given {
-    pub fn set(&mut self, limit: Limit) {
-        self.0 |= 1 << limit as u16;
-    }
-
-    pub fn has(self, limit: Limit) -> bool {
-        self.0 & (1 << limit as u16) != 0
     }
 }
 
@@ -362,7 +285,6 @@ pub fn fit(config: &mut Config, budget: Budget) -> Fit {
     derive(Limit::InboxMaxMessage, inbox as u64, config);
 
     derived.sort_by_key(|l| Limit::ALL.iter().position(|a| a == l));
-    config.budget = Some(budget);
     let max_conns = config.max_conns.unwrap_or(crate::config::DEFAULT_MAX_CONNS);
     Fit {
         budget,

@@ -18,7 +18,7 @@ use super::{
     LISTEN_BACKLOG, RESERVED_FDS, SIGNAL,
 };
 use crate::bound::{MemoryBound, OUTPUT_BUF_SIZE, POOL_KEEP};
-use crate::budget::Limit;
+use crate::budget::{Budget, Limit};
 use crate::buf::BufPool;
 use crate::config::{Config, Listen, DEFAULT_MAX_CONNS};
 use crate::http::{HttpDate, QueryFilter};
@@ -30,7 +30,12 @@ use crate::sys::{process, signal, socket};
 impl Server {
     /// Listens as `config` says, with SIGINT/SIGTERM starting a shutdown.
     pub fn bind(config: &Config) -> Result<Server, ServerError> {
-        Server::open(config, true, Clock::System)
+        Server::open(config, true, Clock::System, None)
+    }
+
+    /// [`Server::bind`], for flags fitted to `budget` (shown in `/metrics`).
+    pub fn bind_with_budget(config: &Config, budget: Budget) -> Result<Server, ServerError> {
+        Server::open(config, true, Clock::System, Some(budget))
     }
 
     /// Listens as `config` says; `signals`: whether this server handles the
@@ -39,6 +44,7 @@ impl Server {
         config: &Config,
         signals: bool,
         clock: Clock,
+        budget: Option<Budget>,
     ) -> Result<Server, ServerError> {
         let poll = Poll::new().map_err(ServerError::Poll)?;
         let (mut listener, shown) = bind(&config.listen)?;
@@ -101,7 +107,7 @@ impl Server {
                 .unwrap_or((max_conns / 8).max(2)),
             ipv6_prefix: config.ipv6_client_prefix,
             memory: super::stats::Memory {
-                budget: config.budget,
+                budget,
                 bound: bound.total(),
             },
             accept_paused: false,

@@ -44,8 +44,8 @@ impl Shell {
             Ok(Command::Run(config)) => config,
             other => panic!("flags {flags:?} do not run a server: {other:?}"),
         };
-        let server =
-            Server::open(&config, false, Clock::Manual(Instant::now())).expect("the server opens");
+        let server = Server::open(&config, false, Clock::Manual(Instant::now()), None)
+            .expect("the server opens");
         Shell {
             server,
             events: Events::with_capacity(256),
