@@ -276,9 +276,10 @@ impl Server {
         store.has_room(bytes)
     }
 
-    /// The answer queued for `id` acknowledges something the core marked
-    /// durable: it leaves only once the journal has it (at once with
-    /// `--fsync always`, at the end of the turn with `batch`).
+    /// The answer queued for `id` may acknowledge something the core marked
+    /// durable this turn (see `send_output`): it leaves only once the journal
+    /// has it (at once with `--fsync always`, at the end of the turn with
+    /// `batch` and `off`).
     pub(super) fn hold_until_durable(&mut self, id: ConnId) {
         let Some(store) = &self.store else {
             return;
@@ -287,7 +288,7 @@ impl Server {
             self.persist();
             return;
         }
-        if let Some(conn) = self.conns.get_mut(id.0) {
+        if let Some(conn) = self.conns.get_mut(id.0).filter(|c| !c.awaiting_sync) {
             conn.awaiting_sync = true;
             self.held_for_sync.push(id);
         }

@@ -126,6 +126,13 @@ impl Server {
     /// Sends what the connection's output holds, as far as the socket takes
     /// it; an emptied output buffer goes back to the pool.
     pub(super) fn send_output(&mut self, id: ConnId) -> Flushed {
+        if self.relay.has_durable() {
+            // This turn marked something durable that is not in the journal
+            // yet, and an answer may acknowledge it (an inbox message, an
+            // acknowledgement, a claim made by this request or a transfer
+            // that paired with it): it waits for the journal.
+            self.hold_until_durable(id);
+        }
         let conn = &mut self.conns[id.0];
         if conn.awaiting_sync {
             // Released by the journal's commit at the end of the turn.

@@ -253,8 +253,6 @@ impl Server {
                     self.answer_inbox_waiter(ConnId(awaiter), Status(404), NOT_FOUND);
                 }
                 self.answer(id, Status(200), "");
-                // Stored means kept: with a journal, the 200 waits for it.
-                self.hold_until_durable(id);
                 Step::Again
             }
         };
@@ -284,13 +282,10 @@ impl Server {
             .inbox_ack(now, &self.conns[id.0].channel, &mut woken);
         for &WaiterId(awaiter) in &woken {
             self.answer_inbox_waiter(ConnId(awaiter), Status(200), "");
-            self.hold_until_durable(ConnId(awaiter));
         }
         self.waiters = woken;
         if acked {
-            let step = self.answer(id, Status(200), "");
-            self.hold_until_durable(id);
-            step
+            self.answer(id, Status(200), "")
         } else {
             self.answer(id, Status(404), NOT_FOUND)
         }

@@ -186,11 +186,6 @@ impl Server {
         conn.output = output;
         let after = After::keeping(conn.req.keep_alive);
         conn.phase = Phase::Responding(after);
-        if self.relay.has_durable() {
-            // A claim this turn made (maybe this publish's): the 200 waits
-            // for the journal.
-            self.hold_until_durable(id);
-        }
         if !written {
             self.refuse_oversized_head(id);
         }
