@@ -12,7 +12,7 @@ mod tests;
 
 pub use crc::crc32c;
 pub use record::{decode, Decoded, Record, HEAD, VERSION};
-pub use replay::{Ending, Replay};
+pub use replay::{Ending, Next, Replay, Stream};
 
 /// When appended records are made durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

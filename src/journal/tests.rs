@@ -53,10 +53,56 @@ fn journal(records: &[Record]) -> (Vec<u8>, Vec<usize>) {
     (bytes, ends)
 }
 
-fn replay(bytes: &[u8]) -> (Vec<Record>, Ending) {
+/// An [`Ending`] in offsets of the bytes in memory.
+#[derive(Debug)]
+struct Ended {
+    good_len: usize,
+    skipped: Vec<std::ops::Range<usize>>,
+}
+
+impl From<Ending> for Ended {
+    fn from(e: Ending) -> Ended {
+        let at = |o: u64| usize::try_from(o).unwrap();
+        Ended {
+            good_len: at(e.good_len),
+            skipped: e.skipped.iter().map(|r| at(r.start)..at(r.end)).collect(),
+        }
+    }
+}
+
+fn replay(bytes: &[u8]) -> (Vec<Record>, Ended) {
     let mut replay = Replay::new(bytes, MAX);
     let records: Vec<Record> = replay.by_ref().collect();
-    (records, replay.finish())
+    let whole = (records, Ended::from(replay.finish()));
+    // Read in pieces (as the relay reads its file), the same.
+    for piece in [1, 7, HEAD, 100] {
+        let (records, ending) = replay_in_pieces(bytes, piece);
+        assert_eq!(records, whole.0, "pieces of {piece}");
+        assert_eq!(ending.good_len, whole.1.good_len, "pieces of {piece}");
+        assert_eq!(ending.skipped, whole.1.skipped, "pieces of {piece}");
+    }
+    whole
+}
+
+/// A replay through a window that grows by `piece` bytes when the stream
+/// asks for more, and drops what the stream has read.
+fn replay_in_pieces(bytes: &[u8], piece: usize) -> (Vec<Record>, Ended) {
+    let mut stream = Stream::new(MAX);
+    let mut records = Vec::new();
+    let mut end = 0;
+    loop {
+        let from = usize::try_from(stream.pos()).unwrap();
+        assert!(
+            end - from <= stream.max_window() + piece,
+            "the window stays small"
+        );
+        match stream.next(&bytes[from..end], end == bytes.len()) {
+            Next::Record(r) => records.push(r),
+            Next::More => end = (end + piece).min(bytes.len()),
+            Next::End => break,
+        }
+    }
+    (records, Ended::from(stream.finish()))
 }
 
 #[test]

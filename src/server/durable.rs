@@ -29,12 +29,13 @@ pub(super) fn open(
         return Ok((Relay::new(config.relay_settings(seed)), None));
     };
     crate::sys::signal::ignore_file_size_limit();
-    let opened = Store::open(dir, config.fsync, MAX_RECORD, seed)
+    let ttl = config.relay_settings(seed).inbox_ttl;
+    let mut fold = Restore::new(unix_millis(), ttl);
+    let opened = Store::open(dir, config.fsync, MAX_RECORD, seed, &mut |r| fold.add(r))
         .map_err(|e| ServerError::Store(dir.display().to_string(), e))?;
     let Opened {
         store,
         seed: kept_seed,
-        records,
         ending,
         cut,
     } = opened;
@@ -43,8 +44,7 @@ pub(super) fn open(
     let mut relay = Relay::new(config.relay_settings(kept_seed));
     relay.reseed(seed);
     relay.keep_durable();
-    let restored = restore(&mut relay, &records, CLOCK_BASE, unix_millis());
-    drop(records);
+    let restored = fold.apply(&mut relay, CLOCK_BASE);
     let mut store = store;
     store.set_max(config.data_max);
     // Begin from what is live: expired entries, superseded writes and any
@@ -156,18 +156,30 @@ struct Entry {
     message: Option<crate::relay::MessageParts>,
 }
 
-/// Rebuilds the core's state from the journal's records, at core time `now`
-/// and Unix time `unix_now`: the latest write of each inbox (its
-/// acknowledgement, if one followed), every claim.
-pub(super) fn restore(
-    relay: &mut Relay,
-    records: &[Record],
-    now: Millis,
+/// The core's state rebuilt from the journal's records, folded one at a
+/// time as the journal is read: the latest write of each inbox (its
+/// acknowledgement, if one followed), every claim. What it holds at most is
+/// what was live in the journal: a write drops the body it supersedes, and
+/// one whose TTL is over keeps no body.
+pub(super) struct Restore {
+    inboxes: HashMap<u128, Entry>,
+    claims: HashMap<(u8, u128), u128>,
+    /// Unix time of the restart.
     unix_now: u64,
-) -> Restored {
-    let mut inboxes: HashMap<u128, Entry> = HashMap::new();
-    let mut claims: HashMap<(u8, u128), u128> = HashMap::new();
-    for record in records {
+    ttl: Millis,
+}
+
+impl Restore {
+    pub fn new(unix_now: u64, ttl: Millis) -> Restore {
+        Restore {
+            inboxes: HashMap::new(),
+            claims: HashMap::new(),
+            unix_now,
+            ttl,
+        }
+    }
+
+    pub fn add(&mut self, record: Record) {
         match record {
             Record::Header { .. } => {}
             Record::InboxPut {
@@ -177,18 +189,19 @@ pub(super) fn restore(
                 content_type,
                 body,
             } => {
-                let message = Some((body.clone(), content_type.clone()));
-                inboxes.insert(
-                    *inbox,
+                let live = self.unix_now.saturating_sub(at) < self.ttl;
+                let message = live.then_some((body, content_type));
+                self.inboxes.insert(
+                    inbox,
                     Entry {
-                        at: *at,
-                        secret: *secret,
+                        at,
+                        secret,
                         message,
                     },
                 );
             }
             Record::InboxAck { inbox, .. } => {
-                if let Some(entry) = inboxes.get_mut(inbox) {
+                if let Some(entry) = self.inboxes.get_mut(&inbox) {
                     entry.message = None;
                 }
             }
@@ -198,33 +211,37 @@ pub(super) fn restore(
                 secret,
                 ..
             } => {
-                claims.insert((*method, *channel), *secret);
+                self.claims.insert((method, channel), secret);
             }
         }
     }
-    let mut restored = Restored::default();
-    for (inbox, entry) in inboxes {
-        let acked = entry.message.is_none();
-        let age = unix_now.saturating_sub(entry.at);
-        let secret = entry.secret.map(Key::from_bits);
-        if relay.restore_inbox(now, Key::from_bits(inbox), age, secret, entry.message) {
-            if acked {
-                restored.acked += 1;
+
+    /// Puts what was read into `relay`, at core time `now`.
+    pub fn apply(self, relay: &mut Relay, now: Millis) -> Restored {
+        let mut restored = Restored::default();
+        for (inbox, entry) in self.inboxes {
+            let acked = entry.message.is_none();
+            let age = self.unix_now.saturating_sub(entry.at);
+            let secret = entry.secret.map(Key::from_bits);
+            if relay.restore_inbox(now, Key::from_bits(inbox), age, secret, entry.message) {
+                if acked {
+                    restored.acked += 1;
+                } else {
+                    restored.messages += 1;
+                }
             } else {
-                restored.messages += 1;
+                restored.expired += 1;
             }
-        } else {
-            restored.expired += 1;
         }
+        for ((method, channel), secret) in self.claims {
+            let Some(method) = Method::ALL.get(usize::from(method)).copied() else {
+                continue;
+            };
+            relay.restore_claim(now, method, Key::from_bits(channel), Key::from_bits(secret));
+            restored.claims += 1;
+        }
+        restored
     }
-    for ((method, channel), secret) in claims {
-        let Some(method) = Method::ALL.get(usize::from(method)).copied() else {
-            continue;
-        };
-        relay.restore_claim(now, method, Key::from_bits(channel), Key::from_bits(secret));
-        restored.claims += 1;
-    }
-    restored
 }
 
 /// The record of what the core marked durable, at Unix time `at`.

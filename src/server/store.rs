@@ -17,7 +17,11 @@ pub const RESERVE: u64 = 64 << 10;
 /// Growth over the last rewrite that never triggers one (small journals are
 /// not worth rewriting).
 const COMPACT_SLACK: u64 = 1 << 20;
-use crate::journal::{Ending, Record, Replay, VERSION};
+use crate::journal::{Ending, Next, Record, Stream, VERSION};
+
+/// How much of the journal a replay reads at a time: the replay holds this
+/// window (or one record, if a record is longer), never the file.
+const READ_PIECE: usize = 256 << 10;
 
 pub struct Store {
     file: File,
@@ -36,12 +40,11 @@ pub struct Store {
     pending: Vec<u8>,
 }
 
-/// A store opened: what it held, and what was cut or skipped.
+/// A store opened: its seed, and what was cut or skipped.
 pub struct Opened {
     pub store: Store,
     /// The seed of the relay's keyed hashes, kept in the journal's header.
     pub seed: u64,
-    pub records: Vec<Record>,
     pub ending: Ending,
     /// Bytes cut from the end (a torn or corrupt tail).
     pub cut: u64,
@@ -49,10 +52,17 @@ pub struct Opened {
 
 impl Store {
     /// Opens (or makes) `dir/journal`. A new journal gets a header with
-    /// `new_seed`; an existing one is replayed, and its torn or corrupt tail
-    /// cut. A journal whose header is unreadable is set aside (renamed) and
-    /// a new one begun: the relay starts whatever the disk holds.
-    pub fn open(dir: &Path, fsync: Fsync, max_body: usize, new_seed: u64) -> io::Result<Opened> {
+    /// `new_seed`; an existing one is replayed into `restore`, a record at a
+    /// time, and its torn or corrupt tail cut. A journal whose header is
+    /// unreadable is set aside (renamed) and a new one begun: the relay
+    /// starts whatever the disk holds.
+    pub fn open(
+        dir: &Path,
+        fsync: Fsync,
+        max_body: usize,
+        new_seed: u64,
+        restore: &mut dyn FnMut(Record),
+    ) -> io::Result<Opened> {
         fs::create_dir_all(dir)?;
         let path = dir.join("journal");
         let mut file = OpenOptions::new()
@@ -60,20 +70,37 @@ impl Store {
             .append(true)
             .create(true)
             .open(&path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let mut replay = Replay::new(&bytes, max_body);
-        let header = replay.next();
-        let seed = match header {
-            Some(Record::Header {
-                version: VERSION,
-                seed,
-            }) => Some(seed),
-            _ => None,
-        };
+        let mut stream = Stream::new(max_body);
+        let mut window: Vec<u8> = Vec::new();
+        // The journal's offset of `window[0]`.
+        let mut window_at = 0u64;
+        let mut eof = false;
+        let mut seed = None;
+        loop {
+            let from = (stream.pos() - window_at) as usize;
+            match stream.next(&window[from..], eof) {
+                Next::Record(record) => match (seed, record) {
+                    (None, Record::Header { version, seed: s }) if version == VERSION => {
+                        seed = Some(s);
+                    }
+                    (None, _) => break,
+                    (Some(_), record) => restore(record),
+                },
+                Next::More => {
+                    window.drain(..from);
+                    window_at = stream.pos();
+                    let have = window.len();
+                    window.resize(have + READ_PIECE, 0);
+                    let n = read_full(&mut file, &mut window[have..])?;
+                    window.truncate(have + n);
+                    eof = n == 0;
+                }
+                Next::End => break,
+            }
+        }
+        drop(window);
         let Some(seed) = seed else {
-            drop(replay);
-            if !bytes.is_empty() {
+            if file.metadata()?.len() > 0 {
                 let aside = dir.join("journal.unreadable");
                 fs::rename(&path, &aside)?;
                 eprintln!(
@@ -84,11 +111,10 @@ impl Store {
             }
             return Store::create(dir, fsync, new_seed);
         };
-        let records: Vec<Record> = replay.by_ref().collect();
-        let ending = replay.finish();
-        let cut = bytes.len() as u64 - ending.good_len as u64;
+        let ending = stream.finish();
+        let cut = file.metadata()?.len().saturating_sub(ending.good_len);
         if cut > 0 {
-            file.set_len(ending.good_len as u64)?;
+            file.set_len(ending.good_len)?;
             file.sync_all()?;
         }
         let store = Store {
@@ -96,15 +122,14 @@ impl Store {
             path,
             fsync,
             seed,
-            compacted: ending.good_len as u64,
-            len: ending.good_len as u64,
+            compacted: ending.good_len,
+            len: ending.good_len,
             max: None,
             pending: Vec::new(),
         };
         Ok(Opened {
             store,
             seed,
-            records,
             ending,
             cut,
         })
@@ -142,7 +167,6 @@ impl Store {
         Ok(Opened {
             store,
             seed,
-            records: Vec::new(),
             ending: Ending::default(),
             cut: 0,
         })
@@ -254,4 +278,18 @@ impl Store {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Reads until `buf` is full or the file ends; the bytes read.
+fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
