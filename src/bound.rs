@@ -32,6 +32,17 @@ pub const HEADS_PER_CONNECTION: u64 = 6;
 /// owners' map each (at most 40 B).
 pub const CHANNEL_COST: u64 = 448;
 
+/// What a journal rewrite's snapshot holds per remembered channel (with
+/// `--data-dir`): up to two records (an acknowledged inbox entry is its write
+/// and its acknowledgement, 96 B each) and, while it is taken, the core's
+/// list of what is live (64 B an entry), with margin. Bodies and content
+/// types are shared with the inbox, not copied.
+pub const SNAPSHOT_ENTRY: u64 = 320;
+/// A rewrite's buffers (its writer's and a copy buffer, 64 KiB each) and
+/// the replay's window at start (256 KiB), with margin. (The record a
+/// rewrite encodes, up to `--inbox-max-message`, is counted apart.)
+pub const JOURNAL_BUFFERS: u64 = 512 << 10;
+
 /// The parts of the bound, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryBound {
@@ -47,6 +58,12 @@ pub struct MemoryBound {
     pub held: u64,
     /// `--max-channels` × [`CHANNEL_COST`].
     pub channels: u64,
+    /// With `--data-dir`, a journal rewrite under way: its buffers and the
+    /// record it encodes, a [`SNAPSHOT_ENTRY`] per channel, and the inbox
+    /// bodies it shares, which
+    /// stay until written even when the inbox has let go of them and taken
+    /// others (1.25 × `--inbox-total`). Zero without `--data-dir`.
+    pub journal: u64,
 }
 
 impl MemoryBound {
@@ -62,6 +79,15 @@ impl MemoryBound {
                 .saturating_mul(output + HEADS_PER_CONNECTION * head + CONNECTION_RECORD),
             held: held.saturating_add(held / 4),
             channels: (config.max_channels as u64).saturating_mul(CHANNEL_COST),
+            journal: if config.data_dir.is_some() {
+                let inbox = config.inbox_total as u64;
+                JOURNAL_BUFFERS
+                    .saturating_add(config.inbox_max_message as u64)
+                    .saturating_add(inbox.saturating_add(inbox / 4))
+                    .saturating_add((config.max_channels as u64).saturating_mul(SNAPSHOT_ENTRY))
+            } else {
+                0
+            },
         }
     }
 
@@ -70,6 +96,7 @@ impl MemoryBound {
             .saturating_add(self.connections)
             .saturating_add(self.held)
             .saturating_add(self.channels)
+            .saturating_add(self.journal)
     }
 }
 
@@ -78,13 +105,17 @@ impl std::fmt::Display for MemoryBound {
         let mib = |b: u64| b.div_ceil(1 << 20);
         write!(
             f,
-            "{} MiB (fixed {} MiB + connections {} MiB + held bodies {} MiB + channels {} MiB)",
+            "{} MiB (fixed {} MiB + connections {} MiB + held bodies {} MiB + channels {} MiB",
             mib(self.total()),
             mib(self.fixed),
             mib(self.connections),
             mib(self.held),
             mib(self.channels)
-        )
+        )?;
+        if self.journal > 0 {
+            write!(f, " + journal rewrite {} MiB", mib(self.journal))?;
+        }
+        write!(f, ")")
     }
 }
 
@@ -146,5 +177,15 @@ mod tests {
         assert!(more(&["--sync-total", "1"], 100).held < base.held);
         assert!(more(&["--inbox-total", "1"], 100).held < base.held);
         assert!(more(&["--max-channels", "10"], 100).channels < base.channels);
+        assert_eq!(base.journal, 0, "nothing for a journal without --data-dir");
+        let journaled = more(&["--data-dir", "/nonexistent"], 100);
+        assert!(journaled.journal > 0);
+        let more_inbox = more(&["--data-dir", "/x", "--inbox-total", "64M"], 100);
+        assert!(more_inbox.journal > journaled.journal);
+        let fewer_channels = more(&["--data-dir", "/x", "--max-channels", "10"], 100);
+        assert!(fewer_channels.journal < journaled.journal);
+        assert!(journaled.to_string().ends_with(" MiB)"));
+        assert!(journaled.to_string().contains(" + journal rewrite "));
+        assert!(!base.to_string().contains("journal"));
     }
 }

@@ -11,7 +11,10 @@ mod tests;
 use std::fmt;
 
 use crate::bound::OUTPUT_BUF_SIZE;
-use crate::bound::{MemoryBound, BASE, CHANNEL_COST, CONNECTION_RECORD, HEADS_PER_CONNECTION};
+use crate::bound::{
+    MemoryBound, BASE, CHANNEL_COST, CONNECTION_RECORD, HEADS_PER_CONNECTION, JOURNAL_BUFFERS,
+    SNAPSHOT_ENTRY,
+};
 use crate::config::{
     Config, DEFAULT_INBOX_MAX_MESSAGE, DEFAULT_MCAST_MAX_MESSAGE, DEFAULT_MCAST_RETAIN,
     DEFAULT_SYNC_MAX_BODY,
@@ -242,18 +245,37 @@ pub fn fit(config: &mut Config, budget: Budget) -> Fit {
 
     let per_conn =
         OUTPUT_BUF_SIZE as u64 + HEADS_PER_CONNECTION * config.max_head as u64 + CONNECTION_RECORD;
+    // With a journal, a rewrite may hold as much inbox again and a snapshot
+    // entry per channel ([`MemoryBound::journal`]).
+    let journaled = config.data_dir.is_some();
+    let per_channel = CHANNEL_COST + if journaled { SNAPSHOT_ENTRY } else { 0 };
+    // (`--inbox-max-message` is given or its default here: derived, it is no
+    // more.)
+    let fixed = BASE
+        + if journaled {
+            JOURNAL_BUFFERS + config.inbox_max_message as u64
+        } else {
+            0
+        };
+    let held_times = |limit: Limit| {
+        if journaled && limit == Limit::InboxTotal {
+            2
+        } else {
+            1
+        }
+    };
     let cost = |limit: Limit, config: &Config| {
         let v = limit.value(config);
         match limit {
             Limit::MaxConns => v.saturating_mul(per_conn),
-            Limit::MaxChannels => v.saturating_mul(CHANNEL_COST),
-            _ => v.saturating_add(v / 4),
+            Limit::MaxChannels => v.saturating_mul(per_channel),
+            _ => v.saturating_add(v / 4).saturating_mul(held_times(limit)),
         }
     };
     let left_for_derived = SHARES
         .iter()
         .filter(|(l, _)| given.has(*l))
-        .fold(budget.bytes.saturating_sub(BASE), |left, (l, _)| {
+        .fold(budget.bytes.saturating_sub(fixed), |left, (l, _)| {
             left.saturating_sub(cost(*l, config))
         });
     let weights: u64 = SHARES
@@ -267,8 +289,8 @@ pub fn fit(config: &mut Config, budget: Budget) -> Fit {
             .map_or(u64::MAX, |s| s / weights.max(1));
         let value = match limit {
             Limit::MaxConns => (share / per_conn).max(MIN_CONNS),
-            Limit::MaxChannels => (share / CHANNEL_COST).max(MIN_CHANNELS),
-            _ => (share / 5 * 4 / TOTAL_STEP * TOTAL_STEP).max(MIN_TOTAL),
+            Limit::MaxChannels => (share / per_channel).max(MIN_CHANNELS),
+            _ => (share / held_times(limit) / 5 * 4 / TOTAL_STEP * TOTAL_STEP).max(MIN_TOTAL),
         };
         derive(limit, value, config);
     }

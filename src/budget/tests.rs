@@ -191,9 +191,15 @@ fn the_budget_for_a_machine() {
 
 #[test]
 fn every_budget_fits_its_derived_flags() {
+    for args in [&[][..], &["--data-dir", "/var/lib/httprelay"][..]] {
+        every_budget_fits_its_derived_flags_with(args);
+    }
+}
+
+fn every_budget_fits_its_derived_flags_with(args: &[&str]) {
     let mut budget = MIN_BUDGET;
     while budget <= 64 << 30 {
-        let mut c = config(&[]);
+        let mut c = config(args);
         let fit = fit(&mut c, Budget::flag(budget));
         assert!(
             fit.bound.total() <= budget,
@@ -215,6 +221,18 @@ fn every_budget_fits_its_derived_flags() {
         assert!(c.inbox_max_message <= c.inbox_total);
         budget += budget / 7 + 12_345;
     }
+}
+
+#[test]
+fn a_journal_leaves_room_for_its_rewrite_in_the_budget() {
+    let (mut plain, mut journaled) = (config(&[]), config(&["--data-dir", "/x"]));
+    fit(&mut plain, Budget::flag(128 * MIB));
+    let fit = fit(&mut journaled, Budget::flag(128 * MIB));
+    assert!(fit.bound.journal > 0);
+    assert!(fit.bound.total() <= 128 * MIB);
+    // A rewrite may hold as much inbox again: the inbox gets half.
+    assert!(journaled.inbox_total <= plain.inbox_total / 2 + (64 << 10));
+    assert!(journaled.max_channels < plain.max_channels);
 }
 
 #[test]

@@ -14,6 +14,8 @@
 //! Ids and secrets are stored as the relay's 128-bit keyed hashes, never in
 //! clear; times are Unix milliseconds (a restart's clock is another).
 
+use std::sync::Arc;
+
 use super::crc::crc32c;
 
 /// Bytes before a record's body.
@@ -32,8 +34,9 @@ pub enum Record {
         inbox: u128,
         at: u64,
         secret: Option<u128>,
-        content_type: Option<Box<[u8]>>,
-        body: Box<[u8]>,
+        /// Both shared with the relay's copy of the message.
+        content_type: Option<Arc<[u8]>>,
+        body: Arc<[u8]>,
     },
     /// The inbox's message was acknowledged at `at` (its body is gone).
     InboxAck { inbox: u128, at: u64 },
@@ -215,8 +218,8 @@ fn parse(body: &[u8]) -> Option<Record> {
             inbox: f.u128()?,
             at: f.u64()?,
             secret: f.option(Fields::u128)?,
-            content_type: f.option(Fields::bytes)?,
-            body: f.bytes()?,
+            content_type: f.option(Fields::bytes)?.map(Arc::from),
+            body: f.bytes()?.into(),
         },
         INBOX_ACK => Record::InboxAck {
             inbox: f.u128()?,

@@ -20,7 +20,7 @@ fn records() -> Vec<Record> {
             at: 1_700_000_000_001,
             secret: None,
             content_type: None,
-            body: Box::default(),
+            body: Default::default(),
         },
         Record::Claim {
             method: 1,

@@ -8,6 +8,7 @@
 //! there is no body; an `await` waits while the entry is not acknowledged.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use super::mcast::Ledger;
 use super::secret::{Presented, WriteSecret};
@@ -26,14 +27,16 @@ pub const INBOX_MESSAGE_OVERHEAD: usize = 128;
 /// channel, or a reader still sending it.
 #[derive(Debug)]
 pub struct InboxMessage {
-    pub body: Box<[u8]>,
+    /// Shared (not copied) with the journal's records of it, which may be
+    /// written on the compaction thread.
+    pub body: Arc<[u8]>,
     /// The writer's `Content-Type`, if it sent one.
-    pub content_type: Option<Box<[u8]>>,
+    pub content_type: Option<Arc<[u8]>>,
     ledger: Ledger,
 }
 
 impl InboxMessage {
-    pub fn new(body: Box<[u8]>, content_type: Option<Box<[u8]>>, ledger: &Ledger) -> InboxMessage {
+    pub fn new(body: Arc<[u8]>, content_type: Option<Arc<[u8]>>, ledger: &Ledger) -> InboxMessage {
         let message = InboxMessage {
             body,
             content_type,
@@ -64,7 +67,7 @@ impl PartialEq for InboxMessage {
 impl Eq for InboxMessage {}
 
 /// A message's body and its writer's `Content-Type`, as a journal keeps them.
-pub type MessageParts = (Box<[u8]>, Option<Box<[u8]>>);
+pub type MessageParts = (Arc<[u8]>, Option<Arc<[u8]>>);
 
 /// The waiters a stored message wakes.
 #[derive(Debug, Default)]
@@ -510,7 +513,7 @@ mod tests {
     #[test]
     fn a_message_counts_in_its_ledger_until_its_last_holder_lets_go() {
         let ledger = Ledger::default();
-        let body: Box<[u8]> = b"12345".as_slice().into();
+        let body: Arc<[u8]> = b"12345".as_slice().into();
         let message = Rc::new(InboxMessage::new(body, None, &ledger));
         assert_eq!(ledger.get(), 5 + INBOX_MESSAGE_OVERHEAD);
         let mut inbox = InboxChannel::default();

@@ -755,7 +755,7 @@ impl Relay {
         now: Millis,
         id: &[u8],
         writer: impl Into<Writer<'w>>,
-        (body, content_type): (Box<[u8]>, Option<Box<[u8]>>),
+        (body, content_type): inbox::MessageParts,
         woken: &mut InboxWoken,
     ) -> Result<Rc<InboxMessage>, ClaimError> {
         let (key, owner, secret, room) = self.writer(id, writer.into());

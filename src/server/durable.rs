@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use super::conn::ConnId;
-use super::store::{Fsync, Opened, Store};
+use super::store::{Fsync, Opened, Rewritten, Store};
 use super::{unix_millis, Server, ServerError, CLOCK_BASE};
 use crate::http::Status;
 use crate::journal::Record;
@@ -47,16 +47,10 @@ pub(super) fn open(
     let restored = fold.apply(&mut relay, CLOCK_BASE);
     let mut store = store;
     store.set_max(config.data_max);
-    // Begin from what is live: expired entries, superseded writes and any
-    // damage are gone from the file too.
-    if !records_are_live(&store) {
-        if let Err(e) = compact(&relay, &mut store, CLOCK_BASE) {
-            // The journal as it is still holds everything: go on with it.
-            eprintln!(
-                "httprelay: journal {}: rewrite at start failed: {e}",
-                dir.display()
-            );
-        }
+    // Begin from what is live (once the loop runs): expired entries,
+    // superseded writes and any damage are gone from the file too.
+    if !holds_only_its_header(&store) {
+        store.ask_rewrite();
     }
     eprintln!(
         "httprelay: journal {}: {} inbox messages, {} acknowledged, {} claims restored; {} expired while down{}{}",
@@ -76,15 +70,20 @@ pub(super) fn open(
 }
 
 /// Whether the journal holds nothing but its header (nothing to rewrite).
-fn records_are_live(store: &Store) -> bool {
+fn holds_only_its_header(store: &Store) -> bool {
     store.len() <= crate::journal::HEAD as u64 + 13
 }
 
-/// Rewrites the journal with what the relay holds now (at core time `now`).
-fn compact(relay: &Relay, store: &mut Store, now: Millis) -> std::io::Result<()> {
+/// What the relay holds now (at core time `now`), as the records of a
+/// journal rewritten to it.
+fn snapshot(relay: &Relay, now: Millis) -> Vec<Record> {
     let mut kept = Vec::new();
     relay.durable_state(now, &mut kept);
     let unix_now = unix_millis();
+    let acked = kept
+        .iter()
+        .filter(|k| matches!(k, Kept::Inbox { message: None, .. }))
+        .count();
     let live = kept.iter().map(|k| match k {
         // An acknowledged entry is its write without the body (which is
         // gone), then its acknowledgement (below).
@@ -116,7 +115,9 @@ fn compact(relay: &Relay, store: &mut Store, now: Millis) -> std::io::Result<()>
         }),
         _ => None,
     });
-    store.rewrite(live.chain(acks))
+    let mut records = Vec::with_capacity(kept.len() + acked);
+    records.extend(live.chain(acks));
+    records
 }
 
 /// The record of an inbox write at Unix time `at` (`message`: `None` for an
@@ -268,29 +269,52 @@ fn record_of(durable: &Durable, at: u64) -> Record {
 pub(super) const INBOX_RECORD_OVERHEAD: u64 = 64;
 
 impl Server {
-    /// Whether the journal can take a record of `bytes` under `--data-max`:
-    /// if not as it stands, after a rewrite to what is live.
+    /// Whether the journal can take a record of `bytes` under `--data-max`.
+    /// If not, a rewrite to what is live is begun (at the end of the turn),
+    /// which may make room.
     pub(super) fn journal_room(&mut self, bytes: u64) -> bool {
-        let now = self.now_millis();
         let Some(store) = &mut self.store else {
             return true;
         };
         if store.has_room(bytes) {
             return true;
         }
-        // What the core marked durable and what waits to be written are part
-        // of what is live: the rewrite holds them.
-        self.relay.take_durable(&mut self.durable);
-        self.durable.clear();
-        store.drop_pending();
-        match compact(&self.relay, store, now) {
-            Ok(()) => self.stats.compactions += 1,
-            Err(e) => eprintln!(
-                "httprelay: journal {}: rewrite failed: {e}",
+        if store.grew_since_rewrite() {
+            store.ask_rewrite();
+        }
+        false
+    }
+
+    /// Finishes the rewrite whose pass is done, and begins one if the
+    /// journal wants it (between turns: everything appended is committed).
+    fn compact(&mut self) {
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        match store.poll_rewrite() {
+            Some(Rewritten::Done(took)) => {
+                self.stats.compactions += 1;
+                self.stats.compaction_seconds += took.as_secs_f64();
+            }
+            Some(Rewritten::Failed(e)) => eprintln!(
+                "httprelay: journal {}: compaction failed (the journal is as it was): {e}",
                 store.path().display()
             ),
+            None => {}
         }
-        store.has_room(bytes)
+        if !store.wants_rewrite() {
+            return;
+        }
+        let records = snapshot(&self.relay, self.now_millis());
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        if let Err(e) = store.begin_rewrite(records) {
+            eprintln!(
+                "httprelay: journal {}: compaction could not begin: {e}",
+                store.path().display()
+            );
+        }
     }
 
     /// The answer queued for `id` may acknowledge something the core marked
@@ -327,20 +351,8 @@ impl Server {
         if let Some(e) = &failed {
             self.stats.store_failures += 1;
             eprintln!("httprelay: journal {}: {e}", store.path().display());
-        } else if store.wants_rewrite() {
-            let started = std::time::Instant::now();
-            let now = self.now_millis();
-            let Some(store) = &mut self.store else {
-                return;
-            };
-            match compact(&self.relay, store, now) {
-                Ok(()) => self.stats.compactions += 1,
-                Err(e) => eprintln!(
-                    "httprelay: journal {}: compaction failed: {e}",
-                    store.path().display()
-                ),
-            }
-            self.stats.compaction_seconds += started.elapsed().as_secs_f64();
+        } else {
+            self.compact();
         }
         for id in std::mem::take(&mut self.held_for_sync) {
             let Some(conn) = self.conns.get_mut(id.0) else {

@@ -73,7 +73,11 @@ impl Server {
                 .min(descriptors.saturating_sub(RESERVED_FDS))
                 .max(16),
         };
-        let (relay, store) = super::durable::open(config, process::random_seed())?;
+        let (relay, mut store) = super::durable::open(config, process::random_seed())?;
+        if let Some(store) = &mut store {
+            let waker = mio::Waker::new(registry, super::WAKER).map_err(ServerError::Poll)?;
+            store.set_waker(std::sync::Arc::new(waker));
+        }
         let bound = MemoryBound::new(config, max_conns);
         eprintln!("httprelay {} listening on {shown}", reply::VERSION);
         eprintln!("httprelay: worst-case memory for these flags: {bound}");

@@ -21,6 +21,7 @@ use crate::server::conn::{Conn, ConnId, Phase, Transfer, Wait};
 use crate::server::stream::Stream;
 
 mod clients;
+mod compaction;
 mod conn;
 mod durable;
 mod evict;
@@ -54,6 +55,8 @@ use stats::Stats;
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNAL: Token = Token(usize::MAX - 1);
+/// A journal rewrite's thread is done (`server/compaction.rs`).
+const WAKER: Token = Token(usize::MAX - 2);
 
 /// How long a connection lingers after an error response before it is closed.
 const LINGER: Duration = Duration::from_secs(2);
@@ -252,6 +255,8 @@ impl Server {
                 // batch must not reach the new one.
                 LISTENER => accept = true,
                 SIGNAL => self.on_signal(),
+                // The end of the turn finishes the rewrite (`persist`).
+                WAKER => {}
                 Token(key) => {
                     let Some(conn) = self.conns.get_mut(key) else {
                         continue;

@@ -130,6 +130,10 @@ impl Server {
             memory: self.memory,
             clients: self.clients.len(),
             journal_bytes: self.store.as_ref().map(super::store::Store::len),
+            journal_rewriting: self
+                .store
+                .as_ref()
+                .is_some_and(super::store::Store::rewriting),
             resident: crate::sys::process::resident_bytes(),
         }
     }

@@ -135,6 +135,8 @@ pub struct Gauges {
     pub clients: usize,
     /// Bytes in the journal (`--data-dir`).
     pub journal_bytes: Option<u64>,
+    /// Whether a rewrite of the journal is under way.
+    pub journal_rewriting: bool,
     /// The relay's resident memory now (`None` where it cannot be read).
     pub resident: Option<u64>,
 }
@@ -308,7 +310,7 @@ impl Stats {
         );
         let _ = writeln!(
             w,
-            "# HELP httprelay_journal_compaction_seconds_total Time the event loop spent rewriting the journal."
+            "# HELP httprelay_journal_compaction_seconds_total Time the journal's rewrites took, from snapshot to rename (on a thread of their own: the loop's part is in httprelay_loop_iteration_seconds)."
         );
         let _ = writeln!(
             w,
@@ -483,6 +485,13 @@ fn render_budget(gauges: &Gauges, w: &mut Vec<u8>) {
             "Bytes in the journal of --data-dir.",
             bytes,
         );
+        metric(
+            w,
+            "journal_compacting",
+            "gauge",
+            "1 while a rewrite of the journal runs on its thread, else 0.",
+            u64::from(gauges.journal_rewriting),
+        );
     }
     if let Some(resident) = gauges.resident {
         let _ = writeln!(
@@ -601,6 +610,7 @@ mod tests {
             resident: Some(3 << 20),
             clients: 4,
             journal_bytes: Some(77),
+            journal_rewriting: false,
         };
         let mut out = Vec::new();
         stats.render(&gauges, &mut out);

@@ -8,6 +8,13 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::Waker;
+
+use super::compaction::{self, Pass, Running, Start, Written, LOOP_COPY_MAX};
 
 pub use crate::journal::Fsync;
 
@@ -17,6 +24,10 @@ pub const RESERVE: u64 = 64 << 10;
 /// Growth over the last rewrite that never triggers one (small journals are
 /// not worth rewriting).
 const COMPACT_SLACK: u64 = 1 << 20;
+
+/// After a rewrite failed, the next waits this long (a full disk is not
+/// emptier a moment later).
+const RETRY_REWRITE: Duration = Duration::from_secs(10);
 use crate::journal::{Ending, Next, Record, Stream, VERSION};
 
 /// How much of the journal a replay reads at a time: the replay holds this
@@ -38,6 +49,30 @@ pub struct Store {
     max: Option<u64>,
     /// Records encoded and not yet written.
     pending: Vec<u8>,
+    /// `len`, for a rewrite's thread (which copies what was committed after
+    /// its snapshot).
+    committed: Arc<AtomicU64>,
+    /// Wakes the loop when a rewrite's pass is done.
+    waker: Option<Arc<Waker>>,
+    rewrite: Option<Rewrite>,
+    /// No rewrite begins before this (one failed).
+    retry_at: Option<Instant>,
+    /// A rewrite was asked for (the journal is full).
+    asked: bool,
+    /// A rewrite renamed its file and the directory is not yet durable.
+    dir_unsynced: bool,
+}
+
+/// A rewrite under way.
+struct Rewrite {
+    pass: Running,
+}
+
+/// A rewrite that ended.
+pub enum Rewritten {
+    /// The journal is now the new file; it took this long.
+    Done(Duration),
+    Failed(io::Error),
 }
 
 /// A store opened: its seed, and what was cut or skipped.
@@ -117,16 +152,7 @@ impl Store {
             file.set_len(ending.good_len)?;
             file.sync_all()?;
         }
-        let store = Store {
-            file,
-            path,
-            fsync,
-            seed,
-            compacted: ending.good_len,
-            len: ending.good_len,
-            max: None,
-            pending: Vec::new(),
-        };
+        let store = Store::new(file, path, fsync, seed, ending.good_len);
         Ok(Opened {
             store,
             seed,
@@ -154,22 +180,38 @@ impl Store {
         file.write_all(&header)?;
         file.sync_all()?;
         File::open(dir)?.sync_all()?;
-        let store = Store {
-            file,
-            path,
-            fsync,
-            seed,
-            compacted: header.len() as u64,
-            len: header.len() as u64,
-            max: None,
-            pending: Vec::new(),
-        };
+        let store = Store::new(file, path, fsync, seed, header.len() as u64);
         Ok(Opened {
             store,
             seed,
             ending: Ending::default(),
             cut: 0,
         })
+    }
+
+    fn new(file: File, path: PathBuf, fsync: Fsync, seed: u64, len: u64) -> Store {
+        Store {
+            file,
+            path,
+            fsync,
+            seed,
+            compacted: len,
+            len,
+            max: None,
+            pending: Vec::new(),
+            committed: Arc::new(AtomicU64::new(len)),
+            waker: None,
+            rewrite: None,
+            retry_at: None,
+            asked: false,
+            dir_unsynced: false,
+        }
+    }
+
+    /// The waker a rewrite's thread wakes the loop with (no rewrite begins
+    /// without one).
+    pub fn set_waker(&mut self, waker: Arc<Waker>) {
+        self.waker = Some(waker);
     }
 
     pub fn fsync(&self) -> Fsync {
@@ -192,12 +234,14 @@ impl Store {
             if self.fsync == Fsync::Off {
                 Ok(())
             } else {
-                self.file.sync_data()
+                self.file.sync_data()?;
+                self.sync_dir()
             }
         });
         match written {
             Ok(()) => {
                 self.len += self.pending.len() as u64;
+                self.committed.store(self.len, Ordering::Release);
                 self.pending.clear();
                 Ok(())
             }
@@ -227,52 +271,160 @@ impl Store {
         self.max.is_none_or(|max| after <= max)
     }
 
-    /// Forgets the records not yet written: a rewrite of everything live
-    /// holds them already.
-    pub fn drop_pending(&mut self) {
-        self.pending.clear();
-    }
-
     /// Whether the journal has grown enough past its live records to be
-    /// rewritten.
+    /// rewritten: past twice its size after the last rewrite (plus
+    /// [`COMPACT_SLACK`]), or, under `--data-max`, past half of it with an
+    /// eighth of it written since (so a small cap is rewritten before it is
+    /// reached).
     pub fn wants_rewrite(&self) -> bool {
-        self.len
+        let grown = self.len
             > self
                 .compacted
                 .saturating_mul(2)
-                .saturating_add(COMPACT_SLACK)
+                .saturating_add(COMPACT_SLACK);
+        let near_max = self
+            .max
+            .is_some_and(|max| self.len > max / 2 && self.len > self.compacted + max / 8);
+        (grown || near_max || self.asked) && self.may_rewrite()
     }
 
-    /// Replaces the journal with `records` (what is live now), crash-safe at
-    /// every point: they go to `journal.new`, which is made durable, then
-    /// renamed over the journal, and the directory made durable. A crash
-    /// before the rename leaves the old journal whole (and a stale
-    /// `journal.new`, overwritten next time); after it, the new one.
-    pub fn rewrite(&mut self, records: impl Iterator<Item = Record>) -> io::Result<()> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let fresh = dir.join("journal.new");
-        let mut bytes = Vec::new();
-        Record::Header {
-            version: VERSION,
-            seed: self.seed,
+    /// Asks for a rewrite at the next [`Store::wants_rewrite`] (at start; or
+    /// the journal is full, and records written since the last rewrite may
+    /// be dead).
+    pub fn ask_rewrite(&mut self) {
+        self.asked = true;
+    }
+
+    /// Whether records were written since the last rewrite.
+    pub fn grew_since_rewrite(&self) -> bool {
+        self.len > self.compacted
+    }
+
+    /// Whether a rewrite may begin now: none under way, none failed lately.
+    fn may_rewrite(&self) -> bool {
+        self.rewrite.is_none()
+            && self.waker.is_some()
+            && self.retry_at.is_none_or(|at| Instant::now() >= at)
+    }
+
+    pub fn rewriting(&self) -> bool {
+        self.rewrite.is_some()
+    }
+
+    /// Begins replacing the journal with `records`, what is live as of its
+    /// length now (every record appended is committed: call between
+    /// turns), on a thread of its own ([`compaction`]): the journal goes on
+    /// taking records meanwhile, and [`Store::poll_rewrite`] finishes it.
+    pub fn begin_rewrite(&mut self, records: Vec<Record>) -> io::Result<()> {
+        debug_assert!(self.pending.is_empty() && self.rewrite.is_none());
+        let Some(waker) = &self.waker else {
+            return Ok(());
+        };
+        let pass = Pass {
+            path: self.fresh_path(),
+            start: Start::Snapshot {
+                seed: self.seed,
+                records,
+            },
+            source: self.file.try_clone()?,
+            copied_to: self.len,
+            committed: Arc::clone(&self.committed),
+            waker: Arc::clone(waker),
+        };
+        self.asked = false;
+        match compaction::spawn(pass, Instant::now()) {
+            Ok(pass) => {
+                self.rewrite = Some(Rewrite { pass });
+                Ok(())
+            }
+            Err(e) => {
+                self.retry_at = Some(Instant::now() + RETRY_REWRITE);
+                Err(e)
+            }
         }
-        .encode(&mut bytes);
-        for record in records {
-            record.encode(&mut bytes);
+    }
+
+    /// Finishes a rewrite whose pass is done (call between turns, when every
+    /// record appended is committed): copies the last records the pass did
+    /// not, makes them durable, renames the new journal over the old one and
+    /// makes the directory durable. A crash before the rename leaves the old
+    /// journal whole (and a stale `journal.new`, overwritten next time);
+    /// after it, the new one.
+    pub fn poll_rewrite(&mut self) -> Option<Rewritten> {
+        debug_assert!(self.pending.is_empty());
+        let rewrite = self.rewrite.as_ref()?;
+        let began = rewrite.pass.began;
+        let result = rewrite.pass.done()?;
+        self.rewrite = None;
+        let finished = result.and_then(|written| {
+            if self.len - written.copied_to > LOOP_COPY_MAX {
+                // Appends outran the pass: another one catches up.
+                self.next_pass(written, began)?;
+                return Ok(None);
+            }
+            self.switch_to(written).map(Some)
+        });
+        match finished {
+            Ok(None) => None,
+            Ok(Some(())) => Some(Rewritten::Done(began.elapsed())),
+            Err(e) => {
+                let _ = fs::remove_file(self.fresh_path());
+                self.retry_at = Some(Instant::now() + RETRY_REWRITE);
+                Some(Rewritten::Failed(e))
+            }
         }
-        let mut file = File::create(&fresh)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&fresh, &self.path)?;
-        File::open(dir)?.sync_all()?;
-        self.file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&self.path)?;
-        self.len = bytes.len() as u64;
-        self.compacted = self.len;
+    }
+
+    fn next_pass(&mut self, written: Written, began: Instant) -> io::Result<()> {
+        let Some(waker) = &self.waker else {
+            return Err(io::Error::other("no waker"));
+        };
+        let pass = Pass {
+            path: self.fresh_path(),
+            copied_to: written.copied_to,
+            start: Start::Continue(written),
+            source: self.file.try_clone()?,
+            committed: Arc::clone(&self.committed),
+            waker: Arc::clone(waker),
+        };
+        let pass = compaction::spawn(pass, began)?;
+        self.rewrite = Some(Rewrite { pass });
         Ok(())
+    }
+
+    /// The new journal takes the old one's place.
+    fn switch_to(&mut self, mut written: Written) -> io::Result<()> {
+        compaction::copy(&self.file, &mut written, self.len)?;
+        written.file.sync_data()?;
+        drop(written.file);
+        // Opened before the rename, so that nothing can fail between the
+        // rename and the switch.
+        let fresh = self.fresh_path();
+        let appender = OpenOptions::new().read(true).append(true).open(&fresh)?;
+        fs::rename(&fresh, &self.path)?;
+        compaction::release(std::mem::replace(&mut self.file, appender));
+        self.len = written.len;
+        self.committed.store(self.len, Ordering::Release);
+        self.compacted = written.snapshot_len;
+        // Until the directory is durable, a crash could bring the old
+        // journal back: the next commit succeeds only once it is (so a
+        // failure here is that commit's to report; the switch is done).
+        self.dir_unsynced = true;
+        let _ = self.sync_dir();
+        Ok(())
+    }
+
+    fn sync_dir(&mut self) -> io::Result<()> {
+        if self.dir_unsynced {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            File::open(dir)?.sync_all()?;
+            self.dir_unsynced = false;
+        }
+        Ok(())
+    }
+
+    fn fresh_path(&self) -> PathBuf {
+        self.path.with_file_name("journal.new")
     }
 
     pub fn path(&self) -> &Path {

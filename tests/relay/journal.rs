@@ -320,6 +320,20 @@ fn an_entry_whose_ttl_ran_out_while_the_relay_was_down_is_gone() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Waits (at most 20 s) until no rewrite of the journal runs and at least
+/// one has ended; the rewrites done.
+fn rewrites_settled(relay: &Relay) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let done = super::support::metric(relay, "httprelay_journal_compactions_total");
+        let running = super::support::metric(relay, "httprelay_journal_compacting");
+        if (done > 0 && running == 0) || Instant::now() > deadline {
+            return done;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn superseded_writes_are_compacted_away_and_the_live_ones_kept() {
     let dir = data_dir("compact");
@@ -337,7 +351,7 @@ fn superseded_writes_are_compacted_away_and_the_live_ones_kept() {
         c.exchange(&req("DELETE", "/inbox/cold", &[], b"")).status(),
         200
     );
-    let compactions = super::support::metric(&relay, "httprelay_journal_compactions_total");
+    let compactions = rewrites_settled(&relay);
     let bytes = super::support::metric(&relay, "httprelay_journal_bytes");
     eprintln!(
         "journal: 600 writes of 3 KB to one inbox: {compactions} compactions, {bytes} bytes left"
@@ -427,6 +441,96 @@ fn a_rewrite_cut_short_by_a_crash_leaves_the_journal_whole() {
 }
 
 #[test]
+fn a_rewrite_stuck_on_its_disk_blocks_nothing_and_loses_nothing() {
+    let dir = data_dir("stuck");
+    let mut relay = start(&dir, &[]);
+    // The rewrite's file is a FIFO nobody reads: opening it for writing
+    // blocks the rewrite's thread until a reader comes.
+    let fifo = dir.join("journal.new");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let mut c = relay.connect();
+    for i in 0..400u64 {
+        let text = format!("version {i} {}", "x".repeat(5000));
+        assert_eq!(
+            c.exchange(&post("/inbox/hot", text.as_bytes())).status(),
+            200
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while super::support::metric(&relay, "httprelay_journal_compacting") == 0 {
+        assert!(Instant::now() < deadline, "no rewrite began");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // The loop goes on: writes are acknowledged (and kept), reads answered.
+    for i in 0..50u64 {
+        let text = format!("during {i}");
+        assert_eq!(
+            c.exchange(&post(&format!("/inbox/during{i}"), text.as_bytes()))
+                .status(),
+            200
+        );
+    }
+    assert!(c
+        .exchange(&get("/inbox/hot"))
+        .text()
+        .starts_with("version 399 "));
+    assert_eq!(
+        super::support::metric(&relay, "httprelay_journal_compacting"),
+        1,
+        "the rewrite is still stuck"
+    );
+    // A reader comes: the rewrite writes into the FIFO, cannot make it
+    // durable, and fails; the journal stays as it was.
+    let reader = thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::fs::File::open(&fifo).unwrap(), &mut sink);
+        sink.len()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while super::support::metric(&relay, "httprelay_journal_compacting") == 1 {
+        assert!(Instant::now() < deadline, "the rewrite never ended");
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(reader.join().unwrap() > 0, "the rewrite wrote its snapshot");
+    assert_eq!(
+        super::support::metric(&relay, "httprelay_journal_compactions_total"),
+        0
+    );
+    assert!(
+        relay
+            .output()
+            .contains("compaction failed (the journal is as it was)"),
+        "{}",
+        relay.output()
+    );
+    assert!(
+        !dir.join("journal.new").exists(),
+        "the failed rewrite's file is removed"
+    );
+    relay.kill();
+    let relay = start(&dir, &[]);
+    let mut c = relay.connect();
+    assert!(c
+        .exchange(&get("/inbox/hot"))
+        .text()
+        .starts_with("version 399 "));
+    for i in 0..50u64 {
+        assert_eq!(
+            c.exchange(&get(&format!("/inbox/during{i}"))).text(),
+            format!("during {i}")
+        );
+    }
+    // With the disk back, the rewrite at start succeeds.
+    assert_eq!(rewrites_settled(&relay), 1);
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn data_max_caps_the_journal_and_refuses_messages_past_it_with_507() {
     let dir = data_dir("max");
     // 64 KiB of it are kept for acknowledgements and claims.
@@ -459,11 +563,21 @@ fn data_max_caps_the_journal_and_refuses_messages_past_it_with_507() {
         let ack = req("DELETE", &format!("/inbox/m{i}"), &[], b"");
         assert_eq!(c.exchange(&ack).status(), 200);
     }
-    let mut c = relay.connect();
-    assert_eq!(
-        c.exchange(&post("/inbox/after", &[b'a'; 2000])).status(),
-        200
-    );
+    // The first refusal begins a rewrite to what is live, which makes room:
+    // the answer says to try again in a second.
+    let mut tries = 0;
+    loop {
+        let mut c = relay.connect();
+        let r = c.exchange(&post("/inbox/after", &[b'a'; 2000]));
+        tries += 1;
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 507);
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert!(tries < 100, "no room made after {tries} tries");
+        thread::sleep(Duration::from_millis(50));
+    }
     let bytes = super::support::metric(&relay, "httprelay_journal_bytes");
     assert!(bytes <= 100 * 1024, "{bytes} bytes");
     drop(relay);
@@ -495,7 +609,7 @@ fn kills_during_rewrites_keep_the_last_acknowledged_write() {
     let mut rewrites = 0;
     for round in 0..30 {
         // 20 KB writes to one inbox: the journal doubles every hundred or so,
-        // and is rewritten (in the loop) while the kill may land.
+        // and is rewritten (on the compaction thread, switched in the loop) while the kill may land.
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(last_acked));
         let writer = {

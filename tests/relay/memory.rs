@@ -107,6 +107,51 @@ fn a_64_mib_budget_holds_under_the_floods_and_serves_64_pairs_at_once() {
     eprintln!("memory: --memory 64M: peak RSS {peak} KiB");
 }
 
+#[test]
+fn a_journaled_relay_stays_within_its_bound_while_it_rewrites() {
+    let dir = std::env::temp_dir().join(format!("httprelay-memory-journal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_flag = dir.to_str().expect("utf-8 path").to_string();
+    let mut flags = FLAGS.to_vec();
+    flags.extend(["--data-dir", &dir_flag]);
+    let limits = limits_of(&flags);
+    let bound = bound_kib(&limits);
+    assert!(
+        bound > bound_kib(&limits_of(&FLAGS)),
+        "the bound counts the journal's rewrite"
+    );
+    let relay = Relay::start_flags(&flags);
+    let sampler = RssSampler::start(relay.pid());
+    // The inbox held at its total (7 messages of 240 KB), each replaced
+    // round after round: the journal grows by the total each round and is
+    // rewritten while the rewrite's snapshot shares bodies the inbox has
+    // let go of and replaced.
+    let body = vec![b'j'; 240_000];
+    for round in 0..16 {
+        for i in 0..7 {
+            let status = status_of(&relay, &post(&format!("/inbox/j{i}"), &body));
+            assert_eq!(status, 200, "round {round}, inbox j{i}");
+        }
+    }
+    // Every rewrite begun has ended.
+    let deadline = std::time::Instant::now() + ANSWER;
+    while metric(&relay, "httprelay_journal_compacting") > 0 && std::time::Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let rewrites = metric(&relay, "httprelay_journal_compactions_total");
+    assert!(rewrites >= 3, "only {rewrites} rewrites");
+    check(&relay, bound, "after the rewrites");
+    let (peak, samples) = sampler.finish();
+    eprintln!("memory: journaled: peak RSS {peak} KiB over {samples} samples, bound {bound} KiB; {rewrites} rewrites");
+    assert!(
+        peak <= bound,
+        "peak RSS {peak} KiB over the bound {bound} KiB"
+    );
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `pairs` link exchanges on unique ids with all their connections open at
 /// once (each pair's consumer waiting and its producer connected before any
 /// producer sends).

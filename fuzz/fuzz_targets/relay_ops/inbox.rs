@@ -68,8 +68,8 @@ impl Model {
         }
         let serial = self.inbox_serial;
         self.inbox_serial += 1;
-        let body: Box<[u8]> = (0..len).map(|i| (serial as u8) ^ (i as u8)).collect();
-        let content_type: Option<Box<[u8]>> = typed.then(|| b"text/plain".as_slice().into());
+        let body: std::sync::Arc<[u8]> = (0..len).map(|i| (serial as u8) ^ (i as u8)).collect();
+        let content_type: Option<std::sync::Arc<[u8]>> = typed.then(|| b"text/plain".as_slice().into());
         let cost = INBOX_OVERHEAD + len + content_type.as_ref().map_or(0, |t| t.len());
         let room = self.room() || self.inbox_written(ch).is_some();
         let now = self.now;

@@ -12,7 +12,7 @@ use crate::budget::Limit;
 use crate::relay::Writer;
 use std::rc::Rc;
 
-use super::respond::{body_after, Guarded};
+use super::respond::{body_after, Guarded, PLAIN_TEXT};
 use super::{Server, Step};
 use crate::http::{percent_decode, BodyDecoder, Framing, Status};
 use crate::relay::{InboxAwait, InboxGet, InboxMessage, WaiterId, INBOX_MESSAGE_OVERHEAD};
@@ -218,12 +218,18 @@ impl Server {
             + (held.len() + conn.req.content_type.len()) as u64;
         if !self.journal_room(record) {
             self.stats.store_full += 1;
-            return self.answer(id, Status(507), STORE_FULL);
+            // A rewrite to what is live may make room in a moment.
+            let conn = &mut self.conns[id.0];
+            let after = after_answer(conn.req.keep_alive, conn.req.framing());
+            let extra = Some(("Retry-After", &b"1"[..]));
+            let text = STORE_FULL.as_bytes();
+            self.respond_body(id, Status(507), PLAIN_TEXT, text, after, extra);
+            return Step::Again;
         }
         let conn = &mut self.conns[id.0];
         let mut woken = std::mem::take(&mut self.rooms.inbox.woken);
         woken.clear();
-        let message = (held.into_boxed_slice(), content_type);
+        let message = (held.into(), content_type);
         let stored = self.relay.inbox_post(
             now,
             &conn.channel,
