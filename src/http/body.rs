@@ -92,6 +92,8 @@ pub struct Decoded {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BodyDecoder {
     state: State,
+    /// The size of the last chunk begun (0 before any).
+    last_chunk: u64,
 }
 
 impl BodyDecoder {
@@ -101,7 +103,21 @@ impl BodyDecoder {
             Framing::Length(n) => State::Length { remaining: n },
             Framing::Chunked => State::Size { size: 0, digits: 0 },
         };
-        BodyDecoder { state }
+        BodyDecoder {
+            state,
+            last_chunk: 0,
+        }
+    }
+
+    /// The size of the last chunk begun: a sender of large chunks is likely
+    /// to send more of them.
+    pub fn last_chunk(&self) -> u64 {
+        self.last_chunk
+    }
+
+    /// Framing comes next (chunk-size lines, CRLFs, trailers), not content.
+    pub fn in_framing(&self) -> bool {
+        !self.is_done() && self.remaining_plain().is_none()
     }
 
     /// The whole body, including any trailer, has been read.
@@ -180,7 +196,10 @@ impl BodyDecoder {
                 State::Size { size, digits } => size_digit(size, digits, byte)?,
                 State::SizeSpace { size, blanks } => size_blank(size, blanks, byte)?,
                 State::Extension { size, seen } => extension(size, seen, byte)?,
-                State::SizeLf { size } => size_line_end(size, byte)?,
+                State::SizeLf { size } => {
+                    self.last_chunk = size;
+                    size_line_end(size, byte)?
+                }
                 State::DataCr => line_end(byte, b'\r', State::DataLf)?,
                 State::DataLf => line_end(byte, b'\n', State::Size { size: 0, digits: 0 })?,
                 State::TrailerStart { seen } => trailer_start(seen, byte)?,

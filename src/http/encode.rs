@@ -12,7 +12,7 @@ use super::response::{chunk_header, chunk_header_fixed, HeadWriter, FIXED_CHUNK_
 /// Output room a chunked piece needs besides its data: the chunk-size line (at
 /// most 16 hex digits and CRLF) and the CRLF after the data.
 pub const CHUNK_OVERHEAD: usize = 20;
-const _: () = assert!(usize::BITS as usize / 4 + 4 <= CHUNK_OVERHEAD);
+const _: () = assert!(u64::BITS as usize / 4 + 4 <= CHUNK_OVERHEAD);
 
 /// The last chunk and the empty trailer section that end a chunked body.
 const CHUNKED_END: &[u8] = b"0\r\n\r\n";
@@ -147,6 +147,9 @@ pub struct Encoder {
     coding: Coding,
     /// The end of the body (the last chunk, if any) is written.
     ended: bool,
+    /// A chunk's size line is written and its data goes out past the
+    /// encoder (spliced): nothing else may be framed until it is closed.
+    open: bool,
 }
 
 impl Encoder {
@@ -159,6 +162,40 @@ impl Encoder {
         Encoder {
             coding,
             ended: false,
+            open: false,
+        }
+    }
+
+    /// Opens a chunk of `n` data bytes that will be sent past the encoder
+    /// (spliced from the producer's socket): writes its size line into the
+    /// start of `out` and returns its length, or 0 when it does not fit.
+    /// Chunked bodies only; `n` > 0. [`Encoder::close_chunk`] ends it once
+    /// all `n` bytes are out.
+    pub fn open_chunk(&mut self, n: u64, out: &mut [u8]) -> usize {
+        debug_assert!(self.is_chunked() && !self.open && !self.ended && n > 0);
+        if out.len() < CHUNK_OVERHEAD {
+            return 0;
+        }
+        self.open = true;
+        chunk_header(n, out)
+    }
+
+    /// A chunk opened by [`Encoder::open_chunk`] is not closed yet.
+    pub fn chunk_open(&self) -> bool {
+        self.open
+    }
+
+    /// Closes the open chunk once all its data is out: writes the CRLF after
+    /// it into `out` and returns 2, or 0 (still open) when it does not fit.
+    pub fn close_chunk(&mut self, out: &mut [u8]) -> usize {
+        debug_assert!(self.open);
+        match out.get_mut(..2) {
+            Some(crlf) => {
+                crlf.copy_from_slice(b"\r\n");
+                self.open = false;
+                2
+            }
+            None => 0,
         }
     }
 
@@ -202,6 +239,7 @@ impl Encoder {
     /// the body).
     pub fn encode(&self, data: &[u8], out: &mut [u8]) -> usize {
         debug_assert!(!self.ended, "body data after its end");
+        debug_assert!(!self.open, "body data inside a spliced chunk");
         if data.is_empty() {
             return 0;
         }
@@ -212,7 +250,7 @@ impl Encoder {
                 data.len()
             }
             Coding::Chunked => {
-                let line = chunk_header(data.len(), out);
+                let line = chunk_header(data.len() as u64, out);
                 let end = line + data.len();
                 out[line..end].copy_from_slice(data);
                 out[end..end + 2].copy_from_slice(b"\r\n");
@@ -226,6 +264,7 @@ impl Encoder {
     /// not fit yet, writes nothing and the body stays unended: call again with
     /// more room. Call only once the whole body was encoded.
     pub fn end(&mut self, out: &mut [u8]) -> usize {
+        debug_assert!(!self.open, "the body ends inside a spliced chunk");
         if self.ended {
             return 0;
         }
@@ -276,6 +315,7 @@ impl Encoder {
     /// chunk would end the body).
     pub fn frame_direct(&self, n: usize, out: &mut [u8]) -> usize {
         debug_assert!(!self.ended, "body data after its end");
+        debug_assert!(!self.open, "body data inside a spliced chunk");
         if n == 0 {
             return 0;
         }
@@ -296,6 +336,25 @@ impl Encoder {
 mod tests {
     use super::*;
     use crate::http::{BodyDecoder, Status};
+
+    #[test]
+    fn a_spliced_chunk_is_its_size_line_then_its_data_then_a_crlf() {
+        let mut enc = Encoder::new(BodyFraming::Chunked);
+        let mut out = [0u8; 64];
+        assert_eq!(enc.open_chunk(0x10_0000, &mut out[..CHUNK_OVERHEAD - 1]), 0);
+        assert!(!enc.chunk_open());
+        let n = enc.open_chunk(0x10_0000, &mut out);
+        assert_eq!(&out[..n], b"100000\r\n");
+        assert!(enc.chunk_open());
+        assert_eq!(enc.close_chunk(&mut out[..1]), 0, "no room: still open");
+        assert!(enc.chunk_open());
+        assert_eq!(enc.close_chunk(&mut out), 2);
+        assert_eq!(&out[..2], b"\r\n");
+        assert!(!enc.chunk_open());
+        // Framing goes on as usual after it.
+        let n = enc.encode(b"ab", &mut out);
+        assert_eq!(&out[..n], b"2\r\nab\r\n");
+    }
 
     const GET: bool = false;
     const HEAD: bool = true;

@@ -143,11 +143,11 @@ pub fn format_decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 }
 
 /// Writes a chunk-size line (`{hex}\r\n`) into `out`; returns its length (at most 18).
-pub(super) fn chunk_header(size: usize, out: &mut [u8]) -> usize {
+pub(super) fn chunk_header(size: u64, out: &mut [u8]) -> usize {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits = (usize::BITS - size.leading_zeros()).div_ceil(4).max(1) as usize;
+    let digits = (u64::BITS - size.leading_zeros()).div_ceil(4).max(1) as usize;
     for i in 0..digits {
-        out[digits - 1 - i] = HEX[(size >> (4 * i)) & 15];
+        out[digits - 1 - i] = HEX[((size >> (4 * i)) & 15) as usize];
     }
     out[digits..digits + 2].copy_from_slice(b"\r\n");
     digits + 2
@@ -202,7 +202,7 @@ mod tests {
             (255, "ff\r\n"),
             (65536, "10000\r\n"),
         ] {
-            let len = chunk_header(n, &mut buf);
+            let len = chunk_header(n as u64, &mut buf);
             assert_eq!(&buf[..len], text.as_bytes());
         }
     }

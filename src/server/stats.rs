@@ -26,6 +26,8 @@ pub struct Stats {
     pub messages: u64,
     /// Body bytes delivered to receivers.
     pub relayed_bytes: u64,
+    /// Of those, the bytes that went through a pipe (zero copy).
+    pub spliced_bytes: u64,
     /// Responses by error status (index into `REJECTIONS`; the last counts others).
     rejections: [u64; REJECTIONS.len()],
     /// Connections closed by a timeout, indexed by [`Timeout`].
@@ -248,6 +250,13 @@ impl Stats {
             "counter",
             "Body bytes delivered to receivers.",
             self.relayed_bytes,
+        );
+        metric(
+            w,
+            "spliced_bytes_total",
+            "counter",
+            "Of the body bytes delivered, those moved socket to pipe to socket without a copy (Linux).",
+            self.spliced_bytes,
         );
     }
 

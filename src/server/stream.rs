@@ -163,9 +163,22 @@ pub fn fill(
     peer_closed: bool,
     pool: &mut BufPool,
 ) -> Fill {
+    fill_at_most(stream, input, readable, peer_closed, pool, usize::MAX)
+}
+
+/// [`fill`], reading at most `max` bytes.
+pub fn fill_at_most(
+    stream: &mut Stream,
+    input: &mut Option<Buf>,
+    readable: &mut bool,
+    peer_closed: bool,
+    pool: &mut BufPool,
+    max: usize,
+) -> Fill {
     let input = input.get_or_insert_with(|| pool.take());
-    let asked = input.spare().len();
-    match stream.read(input.spare()) {
+    let spare = input.spare();
+    let asked = spare.len().min(max);
+    match stream.read(&mut spare[..asked]) {
         Ok(0) => Fill::Gone,
         Ok(n) => {
             input.commit(n);

@@ -173,6 +173,56 @@ fn link_relays_chunked_upload_with_extensions_and_trailer() {
     assert_eq!(producer.read_response().status(), 200);
 }
 
+#[test]
+fn large_chunks_go_through_the_pipe_and_arrive_byte_for_byte() {
+    let relay = Relay::start();
+    // Large chunks (spliced), small ones (copied), an extension and a
+    // trailer; to an HTTP/1.1 consumer (re-chunked) and an HTTP/1.0 one (as
+    // is, until close).
+    let sizes = [70_000, 5, 1 << 20, 16_384, 16_383, 300_000, 3];
+    let mut content = Vec::new();
+    let mut encoded = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        let piece: Vec<u8> = (0..size).map(|b| (b * 7 + i * 13) as u8).collect();
+        let extension = if i == 5 { ";note=big" } else { "" };
+        encoded.extend_from_slice(format!("{size:x}{extension}\r\n").as_bytes());
+        encoded.extend_from_slice(&piece);
+        encoded.extend_from_slice(b"\r\n");
+        content.extend_from_slice(&piece);
+    }
+    encoded.extend_from_slice(b"0\r\nX-Sum: 1\r\n\r\n");
+    let large: usize = sizes.iter().filter(|&&s| s >= 16_384).sum();
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let spliced_before = super::support::metric(&relay, "httprelay_spliced_bytes_total");
+        let mut consumer = relay.connect();
+        let request = format!("GET /link/big {version}\r\nHost: h\r\n\r\n");
+        send_parked(&mut consumer, request.as_bytes());
+        let mut producer = relay.connect();
+        producer.send(&req(
+            "POST",
+            "/link/big",
+            &[("Transfer-Encoding", "chunked")],
+            b"",
+        ));
+        producer.send(&encoded);
+        let got = consumer.read_response();
+        assert_eq!(got.status(), 200, "{version}");
+        assert!(
+            got.body() == content.as_slice(),
+            "{version}: the bytes differ"
+        );
+        assert_eq!(producer.read_response().status(), 200, "{version}");
+        let spliced =
+            super::support::metric(&relay, "httprelay_spliced_bytes_total") - spliced_before;
+        // A large chunk's first bytes may be read with its size line: after
+        // the head, or after a small chunk, up to an input buffer (16 KiB).
+        assert!(
+            spliced as usize >= large - 4 * (16 << 10),
+            "{version}: {spliced} of the large chunks' {large} bytes went through the pipe"
+        );
+    }
+}
+
 // 7
 #[test]
 fn link_expect_100_continue() {

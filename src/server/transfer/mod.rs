@@ -22,7 +22,7 @@ use crate::http::{
 use crate::server::conn::{After, ConnId, Form, FormPart, Phase, Receivers, Transfer};
 use crate::server::reply;
 use crate::server::rooms::{receiver_fields, receiver_status};
-use crate::server::stream::{fill, send, Fill, Sent};
+use crate::server::stream::{fill_at_most, send, Fill, Sent};
 
 mod form;
 mod one;
@@ -31,6 +31,10 @@ mod tee;
 
 #[cfg(target_os = "linux")]
 use tee::pipe_filled;
+
+/// What a read between large chunks takes: the CRLF after a chunk and the
+/// next size line, with a few bytes of data.
+const FRAMING_READ: usize = 32;
 
 /// A transfer's state while a round runs, taken out of the producer's phase
 /// (so that each step can borrow any connection) and put back after it.
@@ -243,10 +247,17 @@ impl Server {
     /// sends; more of the body when every receiver has room.
     fn transfer_round(&mut self, p: ConnId, group: &mut Group) -> Result<Round, Broke> {
         self.flush_producer(p)?;
-        let spliced = self.splice(p, group)?;
+        let mut spliced = self.splice(p, group)?;
         let mut progress = match spliced {
             Some(moved) => moved,
-            None => self.copy_to_receivers(p, group)?,
+            None => {
+                let copied = self.copy_to_receivers(p, group)?;
+                // With the buffered bytes copied, the rest of the content
+                // may go through a pipe (behind them) rather than be read
+                // into user space.
+                spliced = self.splice(p, group)?;
+                copied | spliced.unwrap_or(false)
+            }
         };
         let (sent, all_sent) = self.send_to_receivers(group)?;
         progress |= sent;
@@ -297,7 +308,8 @@ impl Server {
             let Some(mut ends) = one::ends(&mut self.conns, p, r, &mut group.body)? else {
                 return Ok(None);
             };
-            return ends.splice(&mut self.pipes, &mut self.stats.relayed_bytes);
+            let counts = (&mut self.stats.relayed_bytes, &mut self.stats.spliced_bytes);
+            return ends.splice(&mut self.pipes, counts);
         }
         match self.splice_round(p, group) {
             None => Ok(None),
@@ -454,12 +466,25 @@ impl Server {
         if group.body.is_done() || !input_empty || !producer.readable || room <= CHUNK_OVERHEAD {
             return Ok(false);
         }
-        match fill(
+        // Between large chunks to one receiver, only the framing is read
+        // (and what little data comes with it): the next chunk's data is
+        // left in the socket for the pipe (`one::Ends::splice`).
+        let max = if cfg!(target_os = "linux")
+            && group.single().is_some()
+            && group.body.in_framing()
+            && group.body.last_chunk() >= one::SPLICE_CHUNK_MIN
+        {
+            FRAMING_READ
+        } else {
+            usize::MAX
+        };
+        match fill_at_most(
             &mut producer.stream,
             &mut producer.input,
             &mut producer.readable,
             producer.peer_closed,
             &mut self.input_pool,
+            max,
         ) {
             Fill::Read => Ok(true),
             Fill::Blocked => Ok(false),

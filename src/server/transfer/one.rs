@@ -13,6 +13,9 @@ use crate::http::{BodyDecoder, Encoder};
 use crate::server::conn::{Conn, ConnId, Phase};
 use crate::server::stream::{note_short_read, Stream};
 
+/// The least chunk data (or rest of it) a transfer splices; less is copied.
+pub(super) const SPLICE_CHUNK_MIN: u64 = 16 << 10;
+
 /// Borrows the parts of producer `p` and its one receiver `r` that the
 /// shortcuts work on, with the round's body decoder; `None` when `r` is not
 /// receiving.
@@ -84,36 +87,50 @@ impl Ends<'_> {
         self.input.as_ref().is_none_or(Buf::is_empty)
     }
 
-    /// Zero copy: once nothing is buffered in user space, a Content-Length
-    /// body moves socket → pipe → socket, filling and draining the pipe as
-    /// each side allows (the pipe's size is the backpressure). `None` when
-    /// the body cannot go this way now; else whether bytes moved.
+    /// Zero copy: once nothing is buffered in user space, content that needs
+    /// no decoding (the rest of a Content-Length body, or of a chunk's data
+    /// of at least [`SPLICE_CHUNK_MIN`]) moves socket → pipe → socket,
+    /// filling and draining the pipe as each side allows (the pipe's size is
+    /// the backpressure). A chunked receiver gets a chunk's data as one chunk
+    /// of its own: the size line goes into its output and out before the
+    /// pipe drains, the CRLF after (`Encoder::open_chunk`). Only the size
+    /// lines and the CRLFs between chunks pass through user space. `None`
+    /// when the body cannot go this way now; else whether bytes moved.
     #[cfg(target_os = "linux")]
     pub(super) fn splice(
         &mut self,
         pipes: &mut crate::sys::splice::PipePool,
-        relayed: &mut u64,
+        (relayed, spliced): (&mut u64, &mut u64),
     ) -> Result<Option<bool>, Broke> {
-        let input_empty = self.input_empty();
-        let pipe = &mut *self.pipe;
-        let pipe_busy = pipe.as_ref().is_some_and(|pipe| pipe.filled > 0);
-        let eligible = pipe_busy
-            || (self.encoder.sends_as_is()
-                && input_empty
-                && self.output.is_empty()
-                && self.body.remaining_in_length().is_some_and(|r| r > 0));
-        if eligible && pipe.is_none() {
-            *pipe = pipes.take();
+        let pipe_busy = self.pipe.as_ref().is_some_and(|pipe| pipe.filled > 0);
+        let in_chunk = self.encoder.chunk_open();
+        let starts = !pipe_busy && !in_chunk && self.may_start();
+        if !(pipe_busy || in_chunk || starts) {
+            return Ok(None);
         }
-        let Some(pipe) = pipe.as_mut().filter(|_| eligible) else {
+        if self.pipe.is_none() {
+            *self.pipe = pipes.take();
+        }
+        let Some(pipe) = self.pipe.as_mut() else {
             return Ok(None);
         };
         let mut progress = false;
-        if pipe.filled > 0 && *self.to.ready {
+        if starts && self.encoder.is_chunked() {
+            let size = self.body.remaining_plain().unwrap_or(0);
+            let line = self.encoder.open_chunk(size, self.output.spare());
+            if line == 0 {
+                return Ok(None);
+            }
+            self.output.commit(line);
+            progress = true;
+        }
+        // The pipe drains once the output before it (a size line) is out.
+        if pipe.filled > 0 && *self.to.ready && self.output.is_empty() {
             match pipe.drain_into(self.to.stream.raw_fd()) {
                 Ok(n) => {
                     self.to.stream.moved(n, true);
                     *relayed += n as u64;
+                    *spliced += n as u64;
                     progress |= n > 0;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => *self.to.ready = false,
@@ -121,14 +138,14 @@ impl Ends<'_> {
                 Err(_) => return Err(Broke::Receiver(self.receiver)),
             }
         }
-        let remaining = self.body.remaining_in_length().unwrap_or(0);
+        let remaining = self.body.remaining_plain().unwrap_or(0);
         if pipe.filled < pipe.capacity && remaining > 0 && *self.from.ready {
             let want = usize::try_from(remaining).unwrap_or(usize::MAX);
             match pipe.fill_from(self.from.stream.raw_fd(), want) {
                 Ok(0) => return Err(Broke::Producer),
                 Ok(n) => {
                     self.from.stream.moved(n, false);
-                    self.body.advance_length(n as u64);
+                    self.body.advance_plain(n as u64);
                     progress = true;
                 }
                 // A would-block on filling means "the producer has nothing
@@ -143,7 +160,31 @@ impl Ends<'_> {
                 Err(_) => return Err(Broke::Producer),
             }
         }
+        let chunk_through = pipe.filled == 0 && self.body.remaining_plain().unwrap_or(0) == 0;
+        if self.encoder.chunk_open() && chunk_through {
+            // (The output is empty: nothing else is framed while a chunk is
+            // open, and the pipe drained only after it was sent.)
+            let crlf = self.encoder.close_chunk(self.output.spare());
+            self.output.commit(crlf);
+            progress = true;
+        }
         Ok(Some(progress))
+    }
+
+    /// Whether the content may start going through a pipe now: nothing is
+    /// buffered on either side, and there is enough of it that needs no
+    /// decoding (any rest of a Content-Length body; a chunk's data of at
+    /// least [`SPLICE_CHUNK_MIN`], below which the size line and the extra
+    /// calls cost more than the copy).
+    #[cfg(target_os = "linux")]
+    fn may_start(&self) -> bool {
+        let Some(remaining) = self.body.remaining_plain().filter(|&r| r > 0) else {
+            return false;
+        };
+        let worth_it = self.body.remaining_in_length().is_some() && self.encoder.sends_as_is()
+            || remaining >= SPLICE_CHUNK_MIN && !self.encoder.drops_body();
+        // (Output before the content is fine: the pipe drains after it.)
+        worth_it && self.input_empty()
     }
 
     /// Reads content that needs no decoding (a Content-Length body, or the

@@ -114,6 +114,7 @@ impl Server {
                 Ok(n) => {
                     receiver.stream.moved(n, true);
                     self.stats.relayed_bytes += n as u64;
+                    self.stats.spliced_bytes += n as u64;
                     progress |= n > 0;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => receiver.writable = false,
