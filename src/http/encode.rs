@@ -147,9 +147,19 @@ pub struct Encoder {
     coding: Coding,
     /// The end of the body (the last chunk, if any) is written.
     ended: bool,
-    /// A chunk's size line is written and its data goes out past the
-    /// encoder (spliced): nothing else may be framed until it is closed.
-    open: bool,
+    /// Where a chunk whose data goes out past the encoder (spliced) stands.
+    spliced: Spliced,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Spliced {
+    None,
+    /// Its size line is written and its data is going out: nothing else may
+    /// be framed until it is closed.
+    Open,
+    /// Its data is out; the CRLF after it goes in front of whatever is
+    /// framed next, so that both leave in one send.
+    CrlfOwed,
 }
 
 impl Encoder {
@@ -162,7 +172,7 @@ impl Encoder {
         Encoder {
             coding,
             ended: false,
-            open: false,
+            spliced: Spliced::None,
         }
     }
 
@@ -172,31 +182,45 @@ impl Encoder {
     /// Chunked bodies only; `n` > 0. [`Encoder::close_chunk`] ends it once
     /// all `n` bytes are out.
     pub fn open_chunk(&mut self, n: u64, out: &mut [u8]) -> usize {
-        debug_assert!(self.is_chunked() && !self.open && !self.ended && n > 0);
-        if out.len() < CHUNK_OVERHEAD {
+        debug_assert!(self.is_chunked() && !self.chunk_open() && !self.ended && n > 0);
+        if out.len() < self.overhead() {
             return 0;
         }
-        self.open = true;
-        chunk_header(n, out)
+        let owed = self.write_owed(out);
+        self.spliced = Spliced::Open;
+        owed + chunk_header(n, &mut out[owed..])
     }
 
     /// A chunk opened by [`Encoder::open_chunk`] is not closed yet.
     pub fn chunk_open(&self) -> bool {
-        self.open
+        self.spliced == Spliced::Open
     }
 
-    /// Closes the open chunk once all its data is out: writes the CRLF after
-    /// it into `out` and returns 2, or 0 (still open) when it does not fit.
-    pub fn close_chunk(&mut self, out: &mut [u8]) -> usize {
-        debug_assert!(self.open);
-        match out.get_mut(..2) {
-            Some(crlf) => {
-                crlf.copy_from_slice(b"\r\n");
-                self.open = false;
-                2
-            }
-            None => 0,
+    /// Closes the open chunk once all its data is out. The CRLF after it is
+    /// written in front of what is framed next.
+    pub fn close_chunk(&mut self) {
+        debug_assert!(self.chunk_open());
+        self.spliced = Spliced::CrlfOwed;
+    }
+
+    /// The CRLF a closed spliced chunk still owes: 2 bytes, or none.
+    fn owed(&self) -> usize {
+        if self.spliced == Spliced::CrlfOwed {
+            2
+        } else {
+            0
         }
+    }
+
+    /// Writes the owed CRLF, if any, at the start of `out`; returns its
+    /// length.
+    fn write_owed(&mut self, out: &mut [u8]) -> usize {
+        let owed = self.owed();
+        if owed > 0 {
+            out[..2].copy_from_slice(b"\r\n");
+            self.spliced = Spliced::None;
+        }
+        owed
     }
 
     /// The response has no body: body bytes are dropped, not sent.
@@ -217,7 +241,7 @@ impl Encoder {
     /// Output bytes a piece needs besides its data.
     pub fn overhead(&self) -> usize {
         if self.is_chunked() {
-            CHUNK_OVERHEAD
+            CHUNK_OVERHEAD + self.owed()
         } else {
             0
         }
@@ -237,9 +261,9 @@ impl Encoder {
     /// `data.len()` must be at most [`Encoder::room`]`(out.len())`. Writes
     /// nothing for a dropped body, nor for empty data (an empty chunk would end
     /// the body).
-    pub fn encode(&self, data: &[u8], out: &mut [u8]) -> usize {
+    pub fn encode(&mut self, data: &[u8], out: &mut [u8]) -> usize {
         debug_assert!(!self.ended, "body data after its end");
-        debug_assert!(!self.open, "body data inside a spliced chunk");
+        debug_assert!(!self.chunk_open(), "body data inside a spliced chunk");
         if data.is_empty() {
             return 0;
         }
@@ -250,7 +274,8 @@ impl Encoder {
                 data.len()
             }
             Coding::Chunked => {
-                let line = chunk_header(data.len() as u64, out);
+                let owed = self.write_owed(out);
+                let line = owed + chunk_header(data.len() as u64, &mut out[owed..]);
                 let end = line + data.len();
                 out[line..end].copy_from_slice(data);
                 out[end..end + 2].copy_from_slice(b"\r\n");
@@ -264,7 +289,7 @@ impl Encoder {
     /// not fit yet, writes nothing and the body stays unended: call again with
     /// more room. Call only once the whole body was encoded.
     pub fn end(&mut self, out: &mut [u8]) -> usize {
-        debug_assert!(!self.open, "the body ends inside a spliced chunk");
+        debug_assert!(!self.chunk_open(), "the body ends inside a spliced chunk");
         if self.ended {
             return 0;
         }
@@ -272,14 +297,13 @@ impl Encoder {
             self.ended = true;
             return 0;
         }
-        match out.get_mut(..CHUNKED_END.len()) {
-            Some(dst) => {
-                dst.copy_from_slice(CHUNKED_END);
-                self.ended = true;
-                CHUNKED_END.len()
-            }
-            None => 0,
+        if out.len() < self.owed() + CHUNKED_END.len() {
+            return 0;
         }
+        let owed = self.write_owed(out);
+        out[owed..owed + CHUNKED_END.len()].copy_from_slice(CHUNKED_END);
+        self.ended = true;
+        owed + CHUNKED_END.len()
     }
 
     /// The end of the body is written: after the output drains, the response
@@ -292,7 +316,7 @@ impl Encoder {
     /// fixed-width chunk-size line when chunked, at the start otherwise.
     pub fn direct_start(&self) -> usize {
         if self.is_chunked() {
-            FIXED_CHUNK_HEADER
+            self.owed() + FIXED_CHUNK_HEADER
         } else {
             0
         }
@@ -302,7 +326,7 @@ impl Encoder {
     /// room for the framing written around them by [`Encoder::frame_direct`].
     pub fn direct_room(&self, spare: usize) -> usize {
         if self.is_chunked() {
-            spare.saturating_sub(FIXED_CHUNK_HEADER + 2)
+            spare.saturating_sub(self.owed() + FIXED_CHUNK_HEADER + 2)
         } else {
             spare
         }
@@ -313,9 +337,9 @@ impl Encoder {
     /// before them and the CRLF after them when chunked. Returns the bytes of
     /// `out` to commit: nothing when the body is dropped or `n` is 0 (an empty
     /// chunk would end the body).
-    pub fn frame_direct(&self, n: usize, out: &mut [u8]) -> usize {
+    pub fn frame_direct(&mut self, n: usize, out: &mut [u8]) -> usize {
         debug_assert!(!self.ended, "body data after its end");
-        debug_assert!(!self.open, "body data inside a spliced chunk");
+        debug_assert!(!self.chunk_open(), "body data inside a spliced chunk");
         if n == 0 {
             return 0;
         }
@@ -323,8 +347,9 @@ impl Encoder {
             Coding::Dropped => 0,
             Coding::AsIs => n,
             Coding::Chunked => {
-                let end = FIXED_CHUNK_HEADER + n;
-                chunk_header_fixed(n, &mut out[..FIXED_CHUNK_HEADER]);
+                let owed = self.write_owed(out);
+                let end = owed + FIXED_CHUNK_HEADER + n;
+                chunk_header_fixed(n, &mut out[owed..owed + FIXED_CHUNK_HEADER]);
                 out[end..end + 2].copy_from_slice(b"\r\n");
                 end + 2
             }
@@ -338,7 +363,7 @@ mod tests {
     use crate::http::{BodyDecoder, Status};
 
     #[test]
-    fn a_spliced_chunk_is_its_size_line_then_its_data_then_a_crlf() {
+    fn a_spliced_chunk_is_its_size_line_then_its_data_then_a_crlf_sent_with_what_follows() {
         let mut enc = Encoder::new(BodyFraming::Chunked);
         let mut out = [0u8; 64];
         assert_eq!(enc.open_chunk(0x10_0000, &mut out[..CHUNK_OVERHEAD - 1]), 0);
@@ -346,14 +371,31 @@ mod tests {
         let n = enc.open_chunk(0x10_0000, &mut out);
         assert_eq!(&out[..n], b"100000\r\n");
         assert!(enc.chunk_open());
-        assert_eq!(enc.close_chunk(&mut out[..1]), 0, "no room: still open");
-        assert!(enc.chunk_open());
-        assert_eq!(enc.close_chunk(&mut out), 2);
-        assert_eq!(&out[..2], b"\r\n");
+        enc.close_chunk();
         assert!(!enc.chunk_open());
-        // Framing goes on as usual after it.
+        // The CRLF goes in front of the next piece, whichever way it is framed.
         let n = enc.encode(b"ab", &mut out);
-        assert_eq!(&out[..n], b"2\r\nab\r\n");
+        assert_eq!(&out[..n], b"\r\n2\r\nab\r\n");
+        assert_eq!(enc.open_chunk(3, &mut out), 3);
+        enc.close_chunk();
+        assert_eq!(enc.direct_start(), 12);
+        out[12..15].copy_from_slice(b"xyz");
+        let n = enc.frame_direct(3, &mut out);
+        assert_eq!(&out[..n], b"\r\n00000003\r\nxyz\r\n");
+        assert_eq!(enc.open_chunk(3, &mut out), 3);
+        enc.close_chunk();
+        assert_eq!(
+            enc.end(&mut out[..6]),
+            0,
+            "no room for the CRLF and the end"
+        );
+        let n = enc.end(&mut out);
+        assert_eq!(&out[..n], b"\r\n0\r\n\r\n");
+        // A body whose framing decodes to what was put in.
+        let mut dec = BodyDecoder::new(crate::http::Framing::Chunked);
+        let wire = b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let got = dec.decode(wire, 64).unwrap();
+        assert_eq!(&wire[got.data], b"abc");
     }
 
     const GET: bool = false;
@@ -507,7 +549,7 @@ mod tests {
     fn a_full_chunk_fits_its_room() {
         // The longest chunk-size line (16 hex digits) fits the overhead too.
         let mut out = vec![0u8; 64 * 1024];
-        let enc = Encoder::new(BodyFraming::Chunked);
+        let mut enc = Encoder::new(BodyFraming::Chunked);
         let data = vec![b'a'; enc.room(out.len())];
         let n = enc.encode(&data, &mut out);
         assert_eq!(n, out.len() - CHUNK_OVERHEAD + "ffec\r\n\r\n".len());
@@ -539,7 +581,7 @@ mod tests {
     #[test]
     fn direct_reads_are_framed_around_the_data() {
         let mut out = [b'?'; 32];
-        let enc = Encoder::new(BodyFraming::Chunked);
+        let mut enc = Encoder::new(BodyFraming::Chunked);
         let start = enc.direct_start();
         assert_eq!((start, enc.direct_room(32)), (10, 20));
         assert_eq!(enc.direct_room(11), 0);
@@ -553,13 +595,13 @@ mod tests {
         );
 
         for framing in [BodyFraming::Length(3), BodyFraming::UntilClose] {
-            let enc = Encoder::new(framing);
+            let mut enc = Encoder::new(framing);
             assert_eq!((enc.direct_start(), enc.direct_room(32)), (0, 32));
             let mut out = *b"abc?";
             assert_eq!(enc.frame_direct(3, &mut out), 3);
             assert_eq!(&out, b"abc?");
         }
-        let dropped = Encoder::new(BodyFraming::None);
+        let mut dropped = Encoder::new(BodyFraming::None);
         assert_eq!(dropped.frame_direct(3, &mut out), 0, "read in and dropped");
     }
 

@@ -140,7 +140,7 @@ impl Server {
                 // Complete (or aborted after its event began: its bytes stay).
                 _ => {}
             }
-            let encoder = stream_framing(&conn.req, false).encoder;
+            let mut encoder = stream_framing(&conn.req, false).encoder;
             let output = conn.output.get_or_insert_with(|| self.output_pool.take());
             let mut progress = false;
             let spare = output.spare();
@@ -187,7 +187,7 @@ impl Server {
             _ => false,
         };
         if between_events {
-            let encoder = stream_framing(&conn.req, false).encoder;
+            let mut encoder = stream_framing(&conn.req, false).encoder;
             let output = conn.output.get_or_insert_with(|| self.output_pool.take());
             let spare = output.spare();
             if encoder.room(spare.len()) >= KEEP_ALIVE.len() {

@@ -164,7 +164,7 @@ impl Server {
                     for &r in receivers {
                         if let Some((sender, receiver)) = self.conns.get2_mut(s.0, r.0) {
                             if let (Phase::Consuming { encoder, .. }, Some(output), Some(input)) = (
-                                &receiver.phase,
+                                &mut receiver.phase,
                                 receiver.output.as_mut(),
                                 sender.input.as_ref(),
                             ) {
@@ -182,7 +182,7 @@ impl Server {
                     for &r in receivers {
                         if let Some(receiver) = self.conns.get_mut(r.0) {
                             if let (Phase::Consuming { encoder, .. }, Some(output)) =
-                                (&receiver.phase, receiver.output.as_mut())
+                                (&mut receiver.phase, receiver.output.as_mut())
                             {
                                 let framed = encoder.encode(&held[..n], output.spare());
                                 output.commit(framed);

@@ -390,7 +390,7 @@ impl Server {
                 continue;
             };
             let (Phase::Consuming { encoder, .. }, Some(output), Some(input)) = (
-                &receiver.phase,
+                &mut receiver.phase,
                 receiver.output.as_mut(),
                 producer.input.as_ref(),
             ) else {

@@ -162,10 +162,8 @@ impl Ends<'_> {
         }
         let chunk_through = pipe.filled == 0 && self.body.remaining_plain().unwrap_or(0) == 0;
         if self.encoder.chunk_open() && chunk_through {
-            // (The output is empty: nothing else is framed while a chunk is
-            // open, and the pipe drained only after it was sent.)
-            let crlf = self.encoder.close_chunk(self.output.spare());
-            self.output.commit(crlf);
+            // Its CRLF goes out with what is framed next.
+            self.encoder.close_chunk();
             progress = true;
         }
         Ok(Some(progress))
