@@ -20,12 +20,16 @@
 //! - `HTTPRELAY_BENCH_CLIENTS=N`: client threads driving the pairs (default 1).
 //! - `HTTPRELAY_BENCH_BIN=PATH`: another relay binary (e.g. one with symbols,
 //!   for `perf record -p`); the footprint rows still describe this build's.
+//! - `HTTPRELAY_BENCH_PIPING_RUST=PATH`: piping-server-rust's binary (a hyper
+//!   server, built by whoever runs the bench): the stream section adds rows
+//!   of the same transfers through it, interleaved (`hyper_ref.rs`).
 //!
 //! Nothing here asserts on timing: it is a report.
 
 mod baselines;
 mod fanout;
 mod footprint;
+mod hyper_ref;
 mod latency;
 mod limits;
 mod memory;
@@ -123,6 +127,7 @@ fn main() {
     if plan.wants("stream") {
         report.section("streaming", |r| streaming::section(&setup, r));
         rss_mark("streaming");
+        report.section("streaming against hyper", |r| hyper_ref::section(&setup, r));
     }
     if plan.wants("fanout") {
         report.section("mcast fan-out", |r| fanout::section(&plan, &relay, r));

@@ -5,12 +5,13 @@ use std::net::Shutdown;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use httprelay_testkit::{req_host, RelayProcess};
+use httprelay_testkit::{cpu_time_of, req_host, Addr, Conn, RelayProcess};
 
 use crate::baselines::Forwarder;
-use crate::relay::{connect, cpu, get_request};
+use crate::relay::get_request;
 use crate::report::{met, ratio, row3, size_label, Report};
 use crate::stats::Series;
+use crate::usage::thread_usage;
 use crate::{Res, Setup, GIB, MIB, STREAM_UNIT};
 
 pub struct StreamData {
@@ -37,11 +38,46 @@ fn relay_stream(
     bytes: u64,
     chunked: bool,
 ) -> Res<[f64; 2]> {
-    let path = "/link/stream";
-    let mut c = connect(relay, STREAM_UNIT)?;
+    let server = Server {
+        addr: relay.addr(),
+        pid: relay.pid(),
+        path: "/link/stream",
+        sender_answer: SenderAnswer::Empty,
+    };
+    let [rate, cpu, _clients] = stream_through(&server, data, bytes, chunked)?;
+    Ok([rate, cpu])
+}
+
+/// A server a stream goes through: this relay or a reference.
+pub struct Server<'a> {
+    pub addr: &'a Addr,
+    pub pid: u32,
+    pub path: &'a str,
+    pub sender_answer: SenderAnswer,
+}
+
+/// What the sender gets once its body is through.
+pub enum SenderAnswer {
+    /// `200` with an empty body (a link producer).
+    Empty,
+    /// `200` with any body (a Piping sender's progress lines).
+    Any,
+}
+
+/// [MiB/s, server CPU s per GiB, the two clients' CPU s per GiB] for one
+/// transfer of `bytes` from a sender to a receiver through `server`, the
+/// receiver reading every byte.
+pub fn stream_through(
+    server: &Server,
+    data: &StreamData,
+    bytes: u64,
+    chunked: bool,
+) -> Res<[f64; 3]> {
+    let path = server.path;
+    let mut c = Conn::try_open(server.addr, STREAM_UNIT, crate::IO_TIMEOUT)?;
     c.try_send(&get_request(path))?;
     thread::sleep(Duration::from_millis(10));
-    let mut p = connect(relay, 16 * 1024)?;
+    let mut p = Conn::try_open(server.addr, 16 * 1024, crate::IO_TIMEOUT)?;
     let units = bytes / STREAM_UNIT as u64;
     let length = bytes.to_string();
     let framing = if chunked {
@@ -51,10 +87,12 @@ fn relay_stream(
     };
     let content_type = ("Content-Type", "application/octet-stream");
     let head = req_host("POST", path, "bench", &[content_type, framing], b"");
-    let cpu0 = cpu(relay);
+    let server_cpu = || cpu_time_of(server.pid).map_or(f64::NAN, |d| d.as_secs_f64());
+    let cpu0 = server_cpu();
     let t0 = Instant::now();
-    let (got, elapsed) = thread::scope(|s| {
-        let producer = s.spawn(move || -> Res<()> {
+    let (got, elapsed, clients_cpu) = thread::scope(|s| {
+        let producer = s.spawn(move || -> Res<f64> {
+            let cpu0 = thread_usage("/proc/thread-self").0;
             p.try_send(&head)?;
             let unit = if chunked { &data.chunk } else { &data.raw };
             for _ in 0..units {
@@ -63,23 +101,35 @@ fn relay_stream(
             if chunked {
                 p.try_send(b"0\r\n\r\n")?;
             }
-            Ok(p.expect_ok(0)?)
+            match server.sender_answer {
+                SenderAnswer::Empty => p.expect_ok(0)?,
+                SenderAnswer::Any => match p.read_status_and_body(None)? {
+                    (200, _) => {}
+                    (status, _) => return Err(format!("sender got {status}").into()),
+                },
+            }
+            Ok(thread_usage("/proc/thread-self").0 - cpu0)
         });
+        let cpu0 = thread_usage("/proc/thread-self").0;
         let got: Res<(u16, u64)> = c.read_status_and_body(None).map_err(Into::into);
         let elapsed = t0.elapsed();
+        let receiver_cpu = thread_usage("/proc/thread-self").0 - cpu0;
         let sent = producer
             .join()
             .unwrap_or_else(|_| Err("producer panicked".into()));
-        (got.and_then(|g| sent.map(|()| g)), elapsed)
+        let clients = sent.as_ref().map_or(f64::NAN, |s| s + receiver_cpu);
+        (got.and_then(|g| sent.map(|_| g)), elapsed, clients)
     });
-    let cpu = cpu(relay) - cpu0;
+    let cpu = server_cpu() - cpu0;
     let (status, n) = got?;
     if status != 200 || n != bytes {
         return Err(format!("stream: got {status} with {n} of {bytes} bytes").into());
     }
+    let gib = bytes as f64 / GIB as f64;
     Ok([
         bytes as f64 / MIB as f64 / elapsed.as_secs_f64(),
-        cpu / (bytes as f64 / GIB as f64),
+        cpu / gib,
+        clients_cpu / gib,
     ])
 }
 
