@@ -92,8 +92,10 @@ pub struct Decoded {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BodyDecoder {
     state: State,
-    /// The size of the last chunk begun (0 before any).
-    last_chunk: u64,
+    /// The sizes of the last chunks begun, the latest at `recent % 4`
+    /// (0 before any).
+    recent_sizes: [u64; 4],
+    recent: u8,
 }
 
 impl BodyDecoder {
@@ -105,14 +107,16 @@ impl BodyDecoder {
         };
         BodyDecoder {
             state,
-            last_chunk: 0,
+            recent_sizes: [0; 4],
+            recent: 0,
         }
     }
 
-    /// The size of the last chunk begun: a sender of large chunks is likely
-    /// to send more of them.
-    pub fn last_chunk(&self) -> u64 {
-        self.last_chunk
+    /// The largest of the last four chunks begun: a sender of large chunks
+    /// is likely to send more of them (curl, for one, sends 64 KiB chunks
+    /// with a 12-byte one between some of them).
+    pub fn recent_chunk(&self) -> u64 {
+        self.recent_sizes.iter().copied().max().unwrap_or(0)
     }
 
     /// Framing comes next (chunk-size lines, CRLFs, trailers), not content.
@@ -197,7 +201,8 @@ impl BodyDecoder {
                 State::SizeSpace { size, blanks } => size_blank(size, blanks, byte)?,
                 State::Extension { size, seen } => extension(size, seen, byte)?,
                 State::SizeLf { size } => {
-                    self.last_chunk = size;
+                    self.recent = self.recent.wrapping_add(1);
+                    self.recent_sizes[usize::from(self.recent % 4)] = size;
                     size_line_end(size, byte)?
                 }
                 State::DataCr => line_end(byte, b'\r', State::DataLf)?,
@@ -418,6 +423,28 @@ mod tests {
                 assert_eq!(left, 4, "the next request stays unconsumed");
             }
         }
+    }
+
+    #[test]
+    fn the_largest_of_the_last_four_chunks_is_remembered() {
+        let mut dec = BodyDecoder::new(Framing::Chunked);
+        assert_eq!(dec.recent_chunk(), 0);
+        let mut body = Vec::new();
+        for size in [0x10000usize, 0xc, 0x20, 0x3, 0x4, 0x5] {
+            body.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+            body.extend(std::iter::repeat_n(b'x', size));
+            body.extend_from_slice(b"\r\n");
+        }
+        let mut seen = Vec::new();
+        let mut at = 0;
+        while at < body.len() {
+            let got = dec.decode(&body[at..], usize::MAX).unwrap();
+            at += got.consumed;
+            seen.push(dec.recent_chunk());
+        }
+        // 64 KiB is remembered through three small chunks, then forgotten.
+        assert!(seen.contains(&0x10000));
+        assert_eq!(dec.recent_chunk(), 0x20, "{seen:?}");
     }
 
     #[test]

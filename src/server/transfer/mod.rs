@@ -466,13 +466,14 @@ impl Server {
         if group.body.is_done() || !input_empty || !producer.readable || room <= CHUNK_OVERHEAD {
             return Ok(false);
         }
-        // Between large chunks to one receiver, only the framing is read
-        // (and what little data comes with it): the next chunk's data is
-        // left in the socket for the pipe (`one::Ends::splice`).
+        // Between chunks to one receiver, while the sender's chunks are
+        // large, only the framing is read (and what little data comes with
+        // it): the next chunk's data is left in the socket for the pipe
+        // (`one::Ends::splice`).
         let max = if cfg!(target_os = "linux")
             && group.single().is_some()
             && group.body.in_framing()
-            && group.body.last_chunk() >= one::SPLICE_CHUNK_MIN
+            && group.body.recent_chunk() >= one::SPLICE_CHUNK_MIN
         {
             FRAMING_READ
         } else {
