@@ -140,7 +140,7 @@ enum Coding {
 
 /// The sending side of one response body: frames pieces of it into output
 /// slices and writes its end, once. It keeps how pieces are coded, not the
-/// length (the body's decoder or source keeps that), so that it adds two
+/// length (the body's decoder or source keeps that), so that it adds three
 /// bytes to a connection's phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Encoder {

@@ -54,18 +54,14 @@ pub struct Store {
     committed: Arc<AtomicU64>,
     /// Wakes the loop when a rewrite's pass is done.
     waker: Option<Arc<Waker>>,
-    rewrite: Option<Rewrite>,
+    /// A rewrite under way.
+    rewrite: Option<Running>,
     /// No rewrite begins before this (one failed).
     retry_at: Option<Instant>,
     /// A rewrite was asked for (the journal is full).
     asked: bool,
     /// A rewrite renamed its file and the directory is not yet durable.
     dir_unsynced: bool,
-}
-
-/// A rewrite under way.
-struct Rewrite {
-    pass: Running,
 }
 
 /// A rewrite that ended.
@@ -334,7 +330,7 @@ impl Store {
         self.asked = false;
         match compaction::spawn(pass, Instant::now()) {
             Ok(pass) => {
-                self.rewrite = Some(Rewrite { pass });
+                self.rewrite = Some(pass);
                 Ok(())
             }
             Err(e) => {
@@ -353,8 +349,8 @@ impl Store {
     pub fn poll_rewrite(&mut self) -> Option<Rewritten> {
         debug_assert!(self.pending.is_empty());
         let rewrite = self.rewrite.as_ref()?;
-        let began = rewrite.pass.began;
-        let result = rewrite.pass.done()?;
+        let began = rewrite.began;
+        let result = rewrite.done()?;
         self.rewrite = None;
         let finished = result.and_then(|written| {
             if self.len - written.copied_to > LOOP_COPY_MAX {
@@ -388,7 +384,7 @@ impl Store {
             waker: Arc::clone(waker),
         };
         let pass = compaction::spawn(pass, began)?;
-        self.rewrite = Some(Rewrite { pass });
+        self.rewrite = Some(pass);
         Ok(())
     }
 

@@ -169,8 +169,10 @@ impl Ends<'_> {
         Ok(Some(progress))
     }
 
-    /// Whether the content may start going through a pipe now: nothing is
-    /// buffered on either side, and there is enough of it that needs no
+    /// Whether the content may start going through a pipe now: nothing of
+    /// it is buffered in the producer's input (the receiver's output may hold
+    /// bytes before it: the pipe drains only once they are sent), and there
+    /// is enough of it that needs no
     /// decoding (any rest of a Content-Length body; a chunk's data of at
     /// least [`SPLICE_CHUNK_MIN`], below which the size line and the extra
     /// calls cost more than the copy).
