@@ -18,14 +18,15 @@ use crate::usage::{thread_usage, Usage};
 use crate::{plain_connect, relay, Res, Setup, IO_TIMEOUT, SMALL};
 
 /// Runs `work` on one thread per state for `secs`; returns [exchanges/s, p99 µs,
-/// server CPU s, server run-queue wait s, client CPU s, client run-queue wait s]
-/// where the server's usage comes from `usage()` before and after.
+/// server CPU s, server run-queue wait s, client CPU s, client run-queue wait s,
+/// server CPU µs per exchange] where the server's usage comes from `usage()`
+/// before and after.
 fn timed<S: Send>(
     states: &mut [S],
     secs: f64,
     usage: &dyn Fn() -> Usage,
     work: fn(&mut S, &AtomicBool, &mut Vec<u64>) -> Res<u64>,
-) -> Res<[f64; 6]> {
+) -> Res<[f64; 7]> {
     let stop = AtomicBool::new(false);
     let barrier = Barrier::new(states.len() + 1);
     let (results, elapsed, cpu_used) = thread::scope(|s| {
@@ -75,6 +76,11 @@ fn timed<S: Send>(
         cpu_used.1,
         client.0,
         client.1,
+        if total > 0 {
+            cpu_used.0 / total as f64 * 1e6
+        } else {
+            f64::NAN
+        },
     ])
 }
 
@@ -318,6 +324,17 @@ pub fn section(setup: &Setup, report: &mut Report) -> Res<()> {
         t.big.median(2),
         2,
     ));
+    let (rx, cx, bx) = (t.relay.median(6), t.copy.median(6), t.big.median(6));
+    let mut row = row3(
+        &format!("{} pairs: server CPU µs per exchange", plan.pairs),
+        rx,
+        cx,
+        bx,
+        2,
+    );
+    row.target = "≤ 1.25× io::copy".into();
+    row.met = met((!ratio(rx, cx).is_nan()).then(|| ratio(rx, cx) <= 1.25));
+    report.rows.push(row);
     report.rows.push(row3(
         &format!(
             "{} pairs: server run-queue wait s in {} s",

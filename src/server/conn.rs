@@ -42,6 +42,9 @@ pub enum Phase {
         producer: ConnId,
         kind: Transfer,
         encoder: Encoder,
+        /// The most the next pass straight from the producer's socket may
+        /// move (it follows what this receiver took at the last one).
+        pass_window: u32,
     },
     /// An mcast producer storing its body in `message`.
     Publishing {

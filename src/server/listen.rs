@@ -122,6 +122,8 @@ impl Server {
             access_log: config.access_log,
             #[cfg(target_os = "linux")]
             pipes: crate::sys::splice::PipePool::default(),
+            #[cfg(target_os = "linux")]
+            pass_buf: crate::sys::pass::PassBuf::default(),
             started: now,
             date: HttpDate::default(),
             query_filter: QueryFilter::default(),

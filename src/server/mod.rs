@@ -204,6 +204,10 @@ pub struct Server {
     access_log: bool,
     #[cfg(target_os = "linux")]
     pipes: crate::sys::splice::PipePool,
+    /// The one buffer content passes through socket to socket (allocated at
+    /// the first pass, shared by every transfer in turn).
+    #[cfg(target_os = "linux")]
+    pass_buf: crate::sys::pass::PassBuf,
     started: Instant,
     date: HttpDate,
     query_filter: QueryFilter,

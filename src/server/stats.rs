@@ -28,6 +28,9 @@ pub struct Stats {
     pub relayed_bytes: u64,
     /// Of those, the bytes that went through a pipe (zero copy).
     pub spliced_bytes: u64,
+    /// Of those, the bytes passed socket to socket through the loop's pass
+    /// buffer (never in a connection's buffers).
+    pub passed_bytes: u64,
     /// Responses by error status (index into `REJECTIONS`; the last counts others).
     rejections: [u64; REJECTIONS.len()],
     /// Connections closed by a timeout, indexed by [`Timeout`].
@@ -257,6 +260,13 @@ impl Stats {
             "counter",
             "Of the body bytes delivered, those moved socket to pipe to socket without a copy (Linux).",
             self.spliced_bytes,
+        );
+        metric(
+            w,
+            "passed_bytes_total",
+            "counter",
+            "Of the body bytes delivered, those passed socket to socket through the relay's pass buffer (Linux).",
+            self.passed_bytes,
         );
     }
 

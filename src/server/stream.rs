@@ -71,6 +71,16 @@ impl Stream {
         }
     }
 
+    /// How bytes passed on from this socket are consumed once sent: TCP
+    /// discards them, a Unix socket has them read again.
+    #[cfg(target_os = "linux")]
+    pub fn pass_consume(&self) -> crate::sys::pass::Consume {
+        match self.socket {
+            Socket::Tcp(_) => crate::sys::pass::Consume::Discard,
+            Socket::Unix(_) => crate::sys::pass::Consume::Reread,
+        }
+    }
+
     /// Records bytes moved by zero-copy transfer (they bypass `Read`/`Write`).
     #[cfg(target_os = "linux")]
     pub fn moved(&mut self, n: usize, outgoing: bool) {

@@ -194,3 +194,57 @@ fn link_slow_consumer_gets_intact_bytes_in_bounded_memory() {
         "relay RSS peaked at {peak} KiB with a slow consumer (limit 16 MiB)"
     );
 }
+
+/// Reads from `s` until `want` body bytes have come after the response head
+/// (or the read times out); returns how many came.
+fn body_bytes_within(s: &mut std::net::TcpStream, seen: &mut Vec<u8>, want: usize) -> usize {
+    use std::io::Read;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let body = seen
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(0, |i| seen.len() - i - 4);
+        if body >= want {
+            return body;
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return body,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[test]
+fn streamed_bytes_reach_the_receiver_while_the_producer_pauses() {
+    use std::io::Write;
+    // A large burst goes through the pipe with the kernel told that more
+    // follows; when the producer then pauses, nothing it sent may wait for
+    // bytes that do not come. Nor may a small piece sent after the pause.
+    let relay = Relay::start();
+    let total = 4 << 20;
+    let mut consumer = std::net::TcpStream::connect(relay.tcp_addr()).unwrap();
+    consumer
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    consumer
+        .write_all(b"GET /link/pausing HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    thread::sleep(Duration::from_millis(50));
+    let mut producer = std::net::TcpStream::connect(relay.tcp_addr()).unwrap();
+    let head = format!("POST /link/pausing HTTP/1.1\r\nHost: h\r\nContent-Length: {total}\r\n\r\n");
+    producer.write_all(head.as_bytes()).unwrap();
+    let mut seen = Vec::new();
+    let mut sent = 0;
+    for piece in [1_000_003, 10, 2_500_000, 1] {
+        producer.write_all(&vec![b'p'; piece]).unwrap();
+        sent += piece;
+        assert_eq!(
+            body_bytes_within(&mut consumer, &mut seen, sent),
+            sent,
+            "the producer paused after {sent} bytes; the consumer got fewer within 5 s"
+        );
+    }
+    producer.write_all(&vec![b'p'; total - sent]).unwrap();
+    assert_eq!(body_bytes_within(&mut consumer, &mut seen, total), total);
+}

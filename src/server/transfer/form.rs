@@ -34,6 +34,7 @@ impl Server {
                 producer: sender,
                 kind: Transfer::Piping,
                 encoder: part_framing(&receiver.req).encoder,
+                pass_window: super::one::PASS_FIRST,
             };
             self.ready.push(r);
         }

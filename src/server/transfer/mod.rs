@@ -5,7 +5,8 @@
 //! first part for a piping sender with a `multipart/form-data` body.
 //!
 //! One way through for all of them, a round of named steps repeated until
-//! nothing moves: the zero-copy way where it applies (`splice`), else the
+//! nothing moves: straight from socket to socket where it applies
+//! (`straight`: passed to one receiver, teed to several), else the
 //! buffered bytes decoded once and copied into every receiver's output
 //! (`copy_to_receivers`), each receiver's output sent (`send_to_receivers`),
 //! and more of the body read only when every receiver has room for it
@@ -104,6 +105,7 @@ impl Server {
                 producer: p,
                 kind,
                 encoder,
+                pass_window: one::PASS_FIRST,
             };
             self.ready.push(r);
         }
@@ -247,21 +249,21 @@ impl Server {
     /// sends; more of the body when every receiver has room.
     fn transfer_round(&mut self, p: ConnId, group: &mut Group) -> Result<Round, Broke> {
         self.flush_producer(p)?;
-        let mut spliced = self.splice(p, group)?;
-        let mut progress = match spliced {
+        let mut straight = self.straight(p, group)?;
+        let mut progress = match straight {
             Some(moved) => moved,
             None => {
                 let copied = self.copy_to_receivers(p, group)?;
                 // With the buffered bytes copied, the rest of the content
-                // may go through a pipe (behind them) rather than be read
-                // into user space.
-                spliced = self.splice(p, group)?;
-                copied | spliced.unwrap_or(false)
+                // may go straight (behind them) rather than be read into
+                // the producer's input.
+                straight = self.straight(p, group)?;
+                copied | straight.unwrap_or(false)
             }
         };
         let (sent, all_sent) = self.send_to_receivers(group)?;
         progress |= sent;
-        if spliced.is_none() {
+        if straight.is_none() {
             progress |= self.read_more(p, group)?;
         }
         // Bytes staged for the receivers are not sent yet either.
@@ -299,15 +301,22 @@ impl Server {
         Ok(())
     }
 
-    /// The zero-copy way, where it applies (Linux): straight through a pipe
-    /// to one receiver, through a stage pipe and `tee(2)` to several. `None`
-    /// when the round cannot go this way; else whether bytes moved.
+    /// Straight from the producer's socket to the receivers', where it
+    /// applies (Linux): to one receiver, a Content-Length body passed
+    /// through the loop's buffer (`one::Ends::pass`) and a chunked body's
+    /// large chunks through a pipe (`one::Ends::splice`); through a stage
+    /// pipe and `tee(2)` to several.
+    /// `None` when the round cannot go this way; else whether bytes moved.
     #[cfg(target_os = "linux")]
-    fn splice(&mut self, p: ConnId, group: &mut Group) -> Result<Option<bool>, Broke> {
+    fn straight(&mut self, p: ConnId, group: &mut Group) -> Result<Option<bool>, Broke> {
         if let Some(r) = group.single() {
             let Some(mut ends) = one::ends(&mut self.conns, p, r, &mut group.body)? else {
                 return Ok(None);
             };
+            let counts = (&mut self.stats.relayed_bytes, &mut self.stats.passed_bytes);
+            if let Some(moved) = ends.pass(&mut self.pass_buf, counts)? {
+                return Ok(Some(moved));
+            }
             let counts = (&mut self.stats.relayed_bytes, &mut self.stats.spliced_bytes);
             return ends.splice(&mut self.pipes, counts);
         }
@@ -319,7 +328,7 @@ impl Server {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn splice(&mut self, _p: ConnId, _group: &mut Group) -> Result<Option<bool>, Broke> {
+    fn straight(&mut self, _p: ConnId, _group: &mut Group) -> Result<Option<bool>, Broke> {
         Ok(None)
     }
 

@@ -1,7 +1,9 @@
-//! The shortcuts of a transfer to one receiver: a `Content-Length` body
-//! spliced socket → pipe → socket (Linux), and content that needs no decoding
-//! read straight into the receiver's output. Several receivers, or a form,
-//! take the general way (`copy_to_receivers`, and `tee` for zero copy).
+//! The shortcuts of a transfer to one receiver: a Content-Length body passed
+//! socket → socket through the loop's pass buffer, a chunked body's large
+//! chunks spliced socket → pipe → socket (both Linux), and content that
+//! needs no decoding read straight into the receiver's output otherwise.
+//! Several receivers, or a form, take the general way (`copy_to_receivers`,
+//! and `tee` for zero copy).
 
 use std::io::{self, Read};
 
@@ -13,8 +15,18 @@ use crate::http::{BodyDecoder, Encoder};
 use crate::server::conn::{Conn, ConnId, Phase};
 use crate::server::stream::{note_short_read, Stream};
 
+/// The least of a Content-Length body's rest that is passed socket to
+/// socket; less is read into the receiver's output, where one read and one
+/// send cost less than a peek, a send and a discard.
+#[cfg(target_os = "linux")]
+pub(super) const PASS_MIN: u64 = 16 << 10;
+
 /// The least chunk data (or rest of it) a transfer splices; less is copied.
 pub(super) const SPLICE_CHUNK_MIN: u64 = 16 << 10;
+
+/// What a transfer's first pass may move; each pass that the receiver takes
+/// whole doubles it, up to the pass buffer.
+pub const PASS_FIRST: u32 = 64 << 10;
 
 /// Borrows the parts of producer `p` and its one receiver `r` that the
 /// shortcuts work on, with the round's body decoder; `None` when `r` is not
@@ -28,9 +40,17 @@ pub(super) fn ends<'a>(
     let Some((producer, receiver)) = conns.get2_mut(p.0, r.0) else {
         return Ok(None);
     };
-    let Phase::Consuming { encoder, .. } = &mut receiver.phase else {
+    let Phase::Consuming {
+        encoder,
+        pass_window,
+        ..
+    } = &mut receiver.phase
+    else {
         return Ok(None);
     };
+    // (Only Linux passes bodies socket to socket.)
+    #[cfg(not(target_os = "linux"))]
+    let _ = pass_window;
     let output = receiver.output.as_mut().ok_or(Broke::NoOutput(r))?;
     Ok(Some(Ends {
         body,
@@ -49,6 +69,8 @@ pub(super) fn ends<'a>(
         },
         #[cfg(target_os = "linux")]
         receiver: r,
+        #[cfg(target_os = "linux")]
+        pass_window,
         #[cfg(target_os = "linux")]
         pipe: &mut receiver.pipe,
     }))
@@ -77,7 +99,10 @@ pub(super) struct Ends<'a> {
     to: Side<'a>,
     #[cfg(target_os = "linux")]
     receiver: ConnId,
-    /// The pipe carrying the body to the receiver without copying.
+    /// The most the next pass may move (see [`PASS_FIRST`]).
+    #[cfg(target_os = "linux")]
+    pass_window: &'a mut u32,
+    /// The pipe carrying a chunked body's large chunks to the receiver.
     #[cfg(target_os = "linux")]
     pipe: &'a mut Option<crate::sys::splice::Pipe>,
 }
@@ -85,6 +110,91 @@ pub(super) struct Ends<'a> {
 impl Ends<'_> {
     fn input_empty(&self) -> bool {
         self.input.as_ref().is_none_or(Buf::is_empty)
+    }
+
+    /// The rest of a Content-Length body sent as is, once nothing of it is
+    /// buffered in user space and at least [`PASS_MIN`] of it is left, is
+    /// passed from the producer's socket to the receiver's through the
+    /// loop's pass buffer (`sys::pass`): up to the transfer's window is
+    /// peeked, sent, and what the receiver took consumed from the producer;
+    /// the rest stays in the producer's socket. What the receiver's output
+    /// holds before it (its response head) goes in the same send when it is
+    /// short. `None` when the body cannot go this way now; else whether
+    /// bytes moved.
+    #[cfg(target_os = "linux")]
+    pub(super) fn pass(
+        &mut self,
+        buf: &mut crate::sys::pass::PassBuf,
+        (relayed, passed): (&mut u64, &mut u64),
+    ) -> Result<Option<bool>, Broke> {
+        use crate::sys::pass::{PassError, PASS_MAX, PREFIX_MAX};
+        if !self.may_pass() {
+            return Ok(None);
+        }
+        let remaining = self.body.remaining_plain().unwrap_or(0);
+        if !(*self.from.ready && *self.to.ready && self.output.len() <= PREFIX_MAX) {
+            return Ok(Some(false));
+        }
+        let window = (*self.pass_window as usize).min(PASS_MAX);
+        let len = usize::try_from(remaining).unwrap_or(usize::MAX).min(window);
+        let consume = self.from.stream.pass_consume();
+        let (from, to) = (self.from.stream.raw_fd(), self.to.stream.raw_fd());
+        let p = match buf.pass(from, to, self.output.pending(), len, consume) {
+            Ok(p) if p.peeked == 0 => return Err(Broke::Producer),
+            Ok(p) => p,
+            Err(PassError::Producer(e)) => match e.kind() {
+                io::ErrorKind::WouldBlock => {
+                    *self.from.ready = false;
+                    return Ok(Some(false));
+                }
+                _ => return Err(Broke::Producer),
+            },
+            Err(PassError::Receiver(e)) => match e.kind() {
+                io::ErrorKind::WouldBlock => {
+                    *self.to.ready = false;
+                    return Ok(Some(false));
+                }
+                io::ErrorKind::Interrupted => return Ok(Some(true)),
+                _ => return Err(Broke::Receiver(self.receiver)),
+            },
+        };
+        self.output.consume(p.prefix_sent);
+        self.from.stream.moved(p.sent, false);
+        self.to.stream.moved(p.prefix_sent + p.sent, true);
+        self.body.advance_plain(p.sent as u64);
+        *relayed += p.sent as u64;
+        *passed += p.sent as u64;
+        // A receiver that took a whole window may take more next time; one
+        // that took less than was peeked sets the size of the next pass, so
+        // that a slow receiver does not make every pass peek in vain. (Less
+        // peeked than asked is the producer's pace, not the receiver's.)
+        if p.sent == len {
+            *self.pass_window = (*self.pass_window).saturating_mul(2).min(PASS_MAX as u32);
+        } else if p.sent < p.peeked {
+            *self.pass_window = u32::try_from(p.sent)
+                .unwrap_or(u32::MAX)
+                .max(PASS_MIN as u32);
+        }
+        if p.sent < p.peeked || !self.output.is_empty() {
+            // The receiver is full; the producer's socket still holds what
+            // was peeked and not taken.
+            *self.to.ready = false;
+        } else {
+            note_short_read(self.from.ready, self.producer_closed, p.peeked, len);
+        }
+        Ok(Some(p.prefix_sent + p.sent > 0))
+    }
+
+    /// Whether the body may be passed socket to socket now: the rest of a
+    /// Content-Length body sent as is, at least [`PASS_MIN`] of it, nothing
+    /// of it buffered in the producer's input.
+    #[cfg(target_os = "linux")]
+    fn may_pass(&self) -> bool {
+        self.body
+            .remaining_in_length()
+            .is_some_and(|r| r >= PASS_MIN)
+            && self.encoder.sends_as_is()
+            && self.input_empty()
     }
 
     /// Zero copy: once nothing is buffered in user space, content that needs
@@ -181,8 +291,10 @@ impl Ends<'_> {
         let Some(remaining) = self.body.remaining_plain().filter(|&r| r > 0) else {
             return false;
         };
-        let worth_it = self.body.remaining_in_length().is_some() && self.encoder.sends_as_is()
-            || remaining >= SPLICE_CHUNK_MIN && !self.encoder.drops_body();
+        // (A Content-Length body is passed instead: `pass`.)
+        let worth_it = self.body.remaining_in_length().is_none()
+            && remaining >= SPLICE_CHUNK_MIN
+            && !self.encoder.drops_body();
         // (Output before the content is fine: the pipe drains after it.)
         worth_it && self.input_empty()
     }
