@@ -23,20 +23,14 @@ import tempfile
 import threading
 import time
 
+from loopback import free_port
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 OURS = os.environ.get("RELAY_BIN", os.path.join(ROOT, "target/release/httprelay"))
 PUBKY = os.path.join(ROOT, "target/http-relay-ref/bin/http-relay")
 BODY = 200
 LIFT = ["--max-conns-per-client", "1000000", "--max-channels-per-client", "1000000",
         "--inbox-total", "1G", "--max-channels", "1000000", "--inbox-ttl", "3600"]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def start(kind, data, port):

@@ -13,34 +13,17 @@ binary. The relay is target/release/httprelay (cargo build --release), or
 RELAY_BIN. The body is 1 GiB of random bytes in /dev/shm.
 """
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 
+from loopback import free_port, wait_listening
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 OURS = os.environ.get("RELAY_BIN", os.path.join(ROOT, "target/release/httprelay"))
 BODY = "/dev/shm/httprelay-stream-compare"
 SIZE = 1 << 30
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_listening(port):
-    for _ in range(500):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.01)
-    sys.exit(f"nothing listens on {port}")
 
 
 def cpu_seconds(pid):

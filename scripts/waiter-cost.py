@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+from loopback import free_port
+
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/httprelay"
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 5000
 
@@ -58,12 +60,6 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 REMEMBERED = {

@@ -3,9 +3,11 @@
 //! 80 MB here, more on a card), so a helper thread does it while the loop
 //! goes on serving and appending to the old journal. The loop stays the only
 //! owner of the relay's state: it hands the thread a snapshot of the live
-//! records (copies: nothing of the core is shared) and the offset in the old
-//! journal where the snapshot ends, and the thread never touches the old
-//! journal but to read what the loop has committed past that offset.
+//! records (ids and claims copied; inbox bodies and types shared as the
+//! immutable `Arc`s the inbox holds, never written by either side) and the
+//! offset in the old journal where the snapshot ends, and the thread never
+//! touches the old journal but to read what the loop has committed past
+//! that offset.
 //!
 //! A pass: write the snapshot to `journal.new`, copy what the loop committed
 //! since (as long as more than [`CATCH_UP`] is behind), make the file

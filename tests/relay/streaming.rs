@@ -218,11 +218,18 @@ fn body_bytes_within(s: &mut std::net::TcpStream, seen: &mut Vec<u8>, want: usiz
 #[test]
 fn streamed_bytes_reach_the_receiver_while_the_producer_pauses() {
     use std::io::Write;
-    // A large burst goes through the pipe with the kernel told that more
-    // follows; when the producer then pauses, nothing it sent may wait for
-    // bytes that do not come. Nor may a small piece sent after the pause.
+    use std::sync::mpsc;
+    // The consumer does not read at first, so the relay passes only part of
+    // the first burst and leaves the rest in the producer's socket (the
+    // producer then waits, blocked or paused). When the consumer reads,
+    // that rest must come with no new byte from the producer to wake the
+    // relay for it. Nor may a small piece sent after the pause wait.
     let relay = Relay::start();
-    let total = 4 << 20;
+    // A first large piece read at once lets the relay's receive buffer grow
+    // (the kernel tunes it to the pace of reading), so that the second
+    // piece can lie in the relay's socket whole while the consumer waits.
+    let pieces = [64 << 20, 6 << 20, 10, 1 << 20];
+    let total: usize = pieces.iter().sum();
     let mut consumer = std::net::TcpStream::connect(relay.tcp_addr()).unwrap();
     consumer
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -234,17 +241,31 @@ fn streamed_bytes_reach_the_receiver_while_the_producer_pauses() {
     let mut producer = std::net::TcpStream::connect(relay.tcp_addr()).unwrap();
     let head = format!("POST /link/pausing HTTP/1.1\r\nHost: h\r\nContent-Length: {total}\r\n\r\n");
     producer.write_all(head.as_bytes()).unwrap();
+    let (go, next) = mpsc::channel::<()>();
+    let writer = thread::spawn(move || {
+        for piece in pieces {
+            if next.recv().is_err() || producer.write_all(&vec![b'p'; piece]).is_err() {
+                return;
+            }
+        }
+        // Held open until the test ends: the body is complete without a close.
+        let _ = next.recv();
+    });
     let mut seen = Vec::new();
     let mut sent = 0;
-    for piece in [1_000_003, 10, 2_500_000, 1] {
-        producer.write_all(&vec![b'p'; piece]).unwrap();
+    for (i, piece) in pieces.into_iter().enumerate() {
+        go.send(()).unwrap();
         sent += piece;
+        if i == 1 {
+            // Not reading yet: the relay fills what the consumer's side holds.
+            thread::sleep(Duration::from_millis(300));
+        }
         assert_eq!(
             body_bytes_within(&mut consumer, &mut seen, sent),
             sent,
             "the producer paused after {sent} bytes; the consumer got fewer within 5 s"
         );
     }
-    producer.write_all(&vec![b'p'; total - sent]).unwrap();
-    assert_eq!(body_bytes_within(&mut consumer, &mut seen, total), total);
+    drop(go);
+    writer.join().unwrap();
 }

@@ -6,7 +6,8 @@
 //!
 //! One way through for all of them, a round of named steps repeated until
 //! nothing moves: straight from socket to socket where it applies
-//! (`straight`: passed to one receiver, teed to several), else the
+//! (`straight`: a Content-Length body passed to one receiver, a chunked
+//! body's large chunks spliced to one, any body teed to several), else the
 //! buffered bytes decoded once and copied into every receiver's output
 //! (`copy_to_receivers`), each receiver's output sent (`send_to_receivers`),
 //! and more of the body read only when every receiver has room for it

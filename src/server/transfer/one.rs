@@ -26,7 +26,7 @@ pub(super) const SPLICE_CHUNK_MIN: u64 = 16 << 10;
 
 /// What a transfer's first pass may move; each pass that the receiver takes
 /// whole doubles it, up to the pass buffer.
-pub const PASS_FIRST: u32 = 64 << 10;
+pub(super) const PASS_FIRST: u32 = 64 << 10;
 
 /// Borrows the parts of producer `p` and its one receiver `r` that the
 /// shortcuts work on, with the round's body decoder; `None` when `r` is not
@@ -197,15 +197,15 @@ impl Ends<'_> {
             && self.input_empty()
     }
 
-    /// Zero copy: once nothing is buffered in user space, content that needs
-    /// no decoding (the rest of a Content-Length body, or of a chunk's data
-    /// of at least [`SPLICE_CHUNK_MIN`]) moves socket → pipe → socket,
-    /// filling and draining the pipe as each side allows (the pipe's size is
-    /// the backpressure). A chunked receiver gets a chunk's data as one chunk
-    /// of its own: the size line goes into its output and out before the
-    /// pipe drains, the CRLF after (`Encoder::open_chunk`). Only the size
-    /// lines and the CRLFs between chunks pass through user space. `None`
-    /// when the body cannot go this way now; else whether bytes moved.
+    /// Zero copy for a chunked body: once nothing is buffered in user space,
+    /// a chunk's data of at least [`SPLICE_CHUNK_MIN`] (or its rest) moves
+    /// socket → pipe → socket, filling and draining the pipe as each side
+    /// allows (the pipe's size is the backpressure). A chunked receiver gets
+    /// it as one chunk of its own: the size line goes into its output and
+    /// out before the pipe drains, the CRLF after (`Encoder::open_chunk`).
+    /// Only the size lines and the CRLFs between chunks pass through user
+    /// space. `None` when the body cannot go this way now; else whether
+    /// bytes moved.
     #[cfg(target_os = "linux")]
     pub(super) fn splice(
         &mut self,
@@ -279,24 +279,21 @@ impl Ends<'_> {
         Ok(Some(progress))
     }
 
-    /// Whether the content may start going through a pipe now: nothing of
+    /// Whether a chunk's data may start going through a pipe now: nothing of
     /// it is buffered in the producer's input (the receiver's output may hold
-    /// bytes before it: the pipe drains only once they are sent), and there
-    /// is enough of it that needs no
-    /// decoding (any rest of a Content-Length body; a chunk's data of at
-    /// least [`SPLICE_CHUNK_MIN`], below which the size line and the extra
-    /// calls cost more than the copy).
+    /// bytes before it: the pipe drains only once they are sent), at least
+    /// [`SPLICE_CHUNK_MIN`] of it is left (below that the size line and the
+    /// extra calls cost more than the copy), and the receiver keeps the body.
+    /// A Content-Length body is passed instead (`pass`).
     #[cfg(target_os = "linux")]
     fn may_start(&self) -> bool {
-        let Some(remaining) = self.body.remaining_plain().filter(|&r| r > 0) else {
-            return false;
-        };
-        // (A Content-Length body is passed instead: `pass`.)
-        let worth_it = self.body.remaining_in_length().is_none()
-            && remaining >= SPLICE_CHUNK_MIN
-            && !self.encoder.drops_body();
-        // (Output before the content is fine: the pipe drains after it.)
-        worth_it && self.input_empty()
+        self.body.remaining_in_length().is_none()
+            && self
+                .body
+                .remaining_plain()
+                .is_some_and(|r| r >= SPLICE_CHUNK_MIN)
+            && !self.encoder.drops_body()
+            && self.input_empty()
     }
 
     /// Reads content that needs no decoding (a Content-Length body, or the
