@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Builds static, stripped Linux binaries (musl) for small images and gateways:
 #
-#   scripts/static-build.sh [--tiny] [TARGET...]     # default: x86_64
+#   scripts/static-build.sh [--tiny] [--tls] [TARGET...]     # default: x86_64
+#
+# --tls builds with HTTPS (the tls feature: rustls and ring). ring's C and
+# assembly are compiled by clang for either target (installed by
+# scripts/install-tls-tools.sh when missing). Binaries land under
+# ${CARGO_TARGET_DIR:-target}/tls/, apart from the plain ones.
 #
 # --tiny builds with the nightly toolchain, the standard library built from
 # source (-Zbuild-std) and -Cpanic=immediate-abort: about half the size
@@ -32,10 +37,15 @@ triple() {
 }
 
 tiny=0
-if [ "${1:-}" = "--tiny" ]; then
-    tiny=1
+tls=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --tiny) tiny=1 ;;
+        --tls) tls=1 ;;
+        *) break ;;
+    esac
     shift
-fi
+done
 args=("$@")
 [ ${#args[@]} -eq 0 ] && args=(x86_64)
 targets=()
@@ -56,6 +66,13 @@ out="${CARGO_TARGET_DIR:-target}"
 toolchain=()  # cargo's +toolchain
 on_toolchain=() # rustup's --toolchain
 build_std=()
+features=()
+if [ "$tls" = 1 ]; then
+    command -v clang >/dev/null || scripts/install-tls-tools.sh
+    out="$out/tls"
+    export CARGO_TARGET_DIR="$out"
+    features=(--features tls)
+fi
 if [ "$tiny" = 1 ]; then
     out="$out/tiny"
     export CARGO_TARGET_DIR="$out"
@@ -76,7 +93,12 @@ for target in "${targets[@]}"; do
     # CARGO_TARGET_<TRIPLE>_LINKER, unless the caller chose a linker.
     var="CARGO_TARGET_$(echo "$target" | tr 'a-z-' 'A-Z_')_LINKER"
     export "$var=${!var:-rust-lld}"
-    cargo "${toolchain[@]}" build --release --locked --target "$target" "${build_std[@]}"
+    if [ "$tls" = 1 ]; then
+        # ring's C for the target: clang cross-compiles without a sysroot.
+        cc_var="CC_$(echo "$target" | tr '-' '_')"
+        export "$cc_var=${!cc_var:-clang}"
+    fi
+    cargo "${toolchain[@]}" build --release --locked --target "$target" "${build_std[@]}" "${features[@]}"
     bin="$out/$target/release/httprelay"
     if file "$bin" 2>/dev/null | grep -q dynamically; then
         echo "static-build: $bin is not static" >&2

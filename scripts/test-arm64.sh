@@ -12,20 +12,27 @@
 # which compares the absolute RSS with the bound the relay computes for its
 # flags, is left out. Everything else runs, with the same outside tools as the
 # native run. Emulated timings say nothing about the relay's speed on arm64.
+# The TLS suite (tests/relay/tls.rs) runs against the arm64 tls build
+# (static-build.sh --tls), named by HTTPRELAY_TEST_TLS_BIN the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-qemu.sh
 qemu=$(command -v qemu-aarch64 || command -v qemu-aarch64-static)
 scripts/static-build.sh aarch64
+scripts/static-build.sh --tls aarch64
 out="$(mkdir -p "${CARGO_TARGET_DIR:-target}" && cd "${CARGO_TARGET_DIR:-target}" && pwd)"
 dir="$out/aarch64-unknown-linux-musl/release"
-printf '#!/bin/sh\nexec %s %s "$@"\n' "$qemu" "$dir/httprelay" >"$dir/httprelay-qemu"
-chmod +x "$dir/httprelay-qemu"
-"$dir/httprelay-qemu" --version
+tls_dir="$out/tls/aarch64-unknown-linux-musl/release"
+for d in "$dir" "$tls_dir"; do
+    printf '#!/bin/sh\nexec %s %s "$@"\n' "$qemu" "$d/httprelay" >"$d/httprelay-qemu"
+    chmod +x "$d/httprelay-qemu"
+    "$d/httprelay-qemu" --version
+done
 
 start=$(date +%s)
-HTTPRELAY_TEST_BIN="$dir/httprelay-qemu" HTTPRELAY_TEST_EMULATED=1 \
+HTTPRELAY_TEST_BIN="$dir/httprelay-qemu" HTTPRELAY_TEST_TLS_BIN="$tls_dir/httprelay-qemu" \
+    HTTPRELAY_TEST_EMULATED=1 \
     cargo test --release --locked --test relay -- "$@" \
     --skip memory::rss_stays_within_the_bound_under_every_kind_of_state
 echo "test-arm64: the suite took $(($(date +%s) - start)) s under $qemu (emulated: not a speed figure)"

@@ -26,6 +26,13 @@ pub const CONNECTION_RECORD: u64 = 4 << 10;
 /// copy of its head (or a piping form upload's part head, kept to `--max-head`). (The `HttpRelay-Query` form of a query is made in shared scratch
 /// space when a response needs it.)
 pub const HEADS_PER_CONNECTION: u64 = 6;
+/// A TLS session's own memory (`--tls-cert`), on top of a connection's:
+/// measured 8.6 KiB for an idle session after its handshake (state, keys,
+/// a 4 KiB read buffer); at most one record arriving (18 KiB; a handshake
+/// may send 16 KiB in all, `server/tls.rs`), one record's plaintext not
+/// yet taken (18 KiB) and one record leaving (16.4 KiB) besides: about
+/// 60 KiB, rounded up.
+pub const TLS_SESSION: u64 = 64 << 10;
 /// A remembered channel (record, key, claim, expiry entry, its share of the
 /// table), measured at the cap: at most 354 B (a proxy id with a claim),
 /// before its owner was kept: 16 B more in its table entry (32 B with the
@@ -52,7 +59,8 @@ pub struct MemoryBound {
     /// before it allocates, so a pool's buffers, in use or kept, never
     /// outnumber the connections; `buf.rs` tests it.)
     pub fixed: u64,
-    /// Connections × (output buffer + 6 × `--max-head` + record).
+    /// Connections × (output buffer + 6 × `--max-head` + record, and a TLS
+    /// session when HTTPS is served: [`per_connection`]).
     pub connections: u64,
     /// 1.25 × (`--mcast-total` + `--sync-total` + `--inbox-total`): held
     /// bodies, and what the allocator may keep beside them.
@@ -69,15 +77,12 @@ pub struct MemoryBound {
 
 impl MemoryBound {
     pub fn new(config: &Config, max_conns: usize) -> MemoryBound {
-        let head = config.max_head as u64;
-        let output = OUTPUT_BUF_SIZE as u64;
         let held = (config.mcast_total as u64)
             .saturating_add(config.sync_total as u64)
             .saturating_add(config.inbox_total as u64);
         MemoryBound {
             fixed: BASE,
-            connections: (max_conns as u64)
-                .saturating_mul(output + HEADS_PER_CONNECTION * head + CONNECTION_RECORD),
+            connections: (max_conns as u64).saturating_mul(per_connection(config)),
             held: held.saturating_add(held / 4),
             channels: (config.max_channels as u64).saturating_mul(CHANNEL_COST),
             journal: if config.data_dir.is_some() {
@@ -99,6 +104,14 @@ impl MemoryBound {
             .saturating_add(self.channels)
             .saturating_add(self.journal)
     }
+}
+
+/// What one connection may hold: its output buffer, `--max-head` six times
+/// over, its record, and with HTTPS served a TLS session (any connection
+/// may be one).
+pub fn per_connection(config: &Config) -> u64 {
+    let tls = if config.tls.is_some() { TLS_SESSION } else { 0 };
+    OUTPUT_BUF_SIZE as u64 + HEADS_PER_CONNECTION * config.max_head as u64 + CONNECTION_RECORD + tls
 }
 
 impl std::fmt::Display for MemoryBound {

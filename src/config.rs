@@ -78,7 +78,27 @@ pub struct Config {
     pub memory: Option<u64>,
     /// The limits the command line set.
     pub given: Given,
+    /// `--tls-cert`/`--tls-key`: HTTPS as well (`None`: plain HTTP only).
+    pub tls: Option<Tls>,
 }
+
+/// HTTPS: the certificate pair and where it is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tls {
+    /// PEM: the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The HTTPS port, on `--addr`.
+    pub port: u16,
+    /// `--tls-only`: no plain HTTP listener.
+    pub only: bool,
+    /// A TLS handshake must be done this long after the connection opened.
+    pub handshake_timeout: Duration,
+}
+
+pub const DEFAULT_TLS_PORT: u16 = 8443;
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The limits a budget may set: those that enter the bound, and the
 /// per-message ones derived from their totals.
@@ -231,6 +251,19 @@ Listening:
   -u, --unix PATH             listen on a Unix socket instead (an existing socket
                               file is replaced)
 
+HTTPS (builds with the tls feature: cargo build --release --features tls):
+      --tls-cert FILE             serve HTTPS with this PEM certificate chain
+                                  (leaf first); SIGHUP reads it and the key
+                                  again [default: none, plain HTTP only]
+      --tls-key FILE              the PEM private key of --tls-cert (RSA, ECDSA
+                                  or Ed25519)
+      --tls-port PORT             the HTTPS port, on --addr [default: 8443]
+      --tls-only                  serve HTTPS alone, no plain HTTP on --port
+      --tls-handshake-timeout SECS
+                                  close a connection whose TLS handshake is
+                                  not done this long after it opened
+                                  [default: 10]
+
 Memory (sizes in bytes, or with K, M, G: 48M is 48 MiB):
       --memory SIZE               the most memory the relay may use, whatever
                                   clients do; every limit below without a flag
@@ -335,7 +368,8 @@ Other:
   -V, --version                   print the version
 
 Signals: SIGINT or SIGTERM stop accepting, answer waiting requests 503, let
-transfers finish (at most 10 s) and exit 0.
+transfers finish (at most 10 s) and exit 0. With --tls-cert, SIGHUP reloads
+the certificate and key (a bad file keeps the pair in use).
 Exit status: 0 after a signal, 1 when listening fails, 2 for a bad command line.
 ";
 
@@ -367,7 +401,7 @@ pub fn parse(
     if let Some(command) = flags.read(&mut parser)? {
         return Ok(command);
     }
-    Ok(flags.finish())
+    flags.finish()
 }
 
 /// The flags read so far, with the defaults where none was given.
@@ -378,6 +412,12 @@ struct Flags {
     port: u16,
     unix: Option<PathBuf>,
     health_check: bool,
+    /// The HTTPS flags, checked together by [`Flags::finish`].
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_port: u16,
+    tls_only: bool,
+    tls_handshake_timeout: Duration,
     /// Everything else; its `listen` is a placeholder until [`Flags::finish`].
     config: Config,
 }
@@ -422,12 +462,18 @@ impl Flags {
             data_max: None,
             memory: None,
             given: Given::default(),
+            tls: None,
         };
         Flags {
             addr: String::from("0.0.0.0"),
             port,
             unix: None,
             health_check: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_port: DEFAULT_TLS_PORT,
+            tls_only: false,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             config,
         }
     }
@@ -466,6 +512,13 @@ impl Flags {
                 Long("inbox-ttl") => c.inbox_ttl = seconds(parser, "inbox-ttl")?,
                 Long("access-log") => c.access_log = true,
                 Long("piping") => c.piping = true,
+                Long("tls-cert") => self.tls_cert = Some(parser.value()?.into()),
+                Long("tls-key") => self.tls_key = Some(parser.value()?.into()),
+                Long("tls-port") => self.tls_port = number(parser, "tls-port")?,
+                Long("tls-only") => self.tls_only = true,
+                Long("tls-handshake-timeout") => {
+                    self.tls_handshake_timeout = seconds(parser, "tls-handshake-timeout")?;
+                }
                 Long("health-check") => self.health_check = true,
                 Long("trust-proxy") => trust_proxy(parser, &mut c.trust_proxy)?,
                 Short('h') | Long("help") => return Ok(Some(Command::Help)),
@@ -477,8 +530,35 @@ impl Flags {
     }
 
     /// The command the flags make up: `-u` wins over `-a`/`-p`.
-    fn finish(self) -> Command {
+    fn finish(self) -> Result<Command, UsageError> {
         let mut config = Box::new(self.config);
+        config.tls = match (self.tls_cert, self.tls_key) {
+            (Some(_), _) | (_, Some(_)) if !cfg!(feature = "tls") => {
+                return Err(UsageError(
+                    "--tls-cert: this build has no TLS (build it with --features tls)".into(),
+                ))
+            }
+            (Some(cert), Some(key)) => Some(Tls {
+                cert,
+                key,
+                port: self.tls_port,
+                only: self.tls_only,
+                handshake_timeout: self.tls_handshake_timeout,
+            }),
+            (Some(_), None) => return Err(UsageError("--tls-cert needs --tls-key".into())),
+            (None, Some(_)) => return Err(UsageError("--tls-key needs --tls-cert".into())),
+            (None, None) if self.tls_only => {
+                return Err(UsageError(
+                    "--tls-only needs --tls-cert and --tls-key".into(),
+                ))
+            }
+            (None, None) => None,
+        };
+        if self.tls_only && self.unix.is_some() {
+            return Err(UsageError(
+                "--tls-only serves HTTPS alone: leave out --unix".into(),
+            ));
+        }
         config.listen = match self.unix {
             Some(path) => Listen::Unix(path),
             None => Listen::Tcp {
@@ -486,11 +566,11 @@ impl Flags {
                 port: self.port,
             },
         };
-        if self.health_check {
+        Ok(if self.health_check {
             Command::HealthCheck(config)
         } else {
             Command::Run(config)
-        }
+        })
     }
 }
 
@@ -717,7 +797,9 @@ mod tests {
 
     #[test]
     fn help_lists_every_flag_the_parser_takes() {
-        let flags: [(&str, Option<&str>); 34] = [
+        let flags: [(&str, Option<&str>); 36] = [
+            ("--tls-port", Some("443")),
+            ("--tls-handshake-timeout", Some("5")),
             ("--data-max", Some("64M")),
             ("--data-dir", Some("/tmp/x")),
             ("--fsync", Some("off")),
@@ -762,6 +844,49 @@ mod tests {
             args.extend(value);
             assert!(run(&args, None).is_ok(), "{flag} not accepted");
         }
+    }
+
+    #[test]
+    fn tls_flags_go_together() {
+        for flag in ["--tls-cert", "--tls-key", "--tls-only"] {
+            assert!(
+                HELP.contains(&format!("{flag} ")),
+                "{flag} missing from --help"
+            );
+        }
+        let both = ["--tls-cert", "c.pem", "--tls-key", "k.pem"];
+        if cfg!(feature = "tls") {
+            let c = config(&both, None);
+            assert_eq!(
+                c.tls,
+                Some(Tls {
+                    cert: "c.pem".into(),
+                    key: "k.pem".into(),
+                    port: DEFAULT_TLS_PORT,
+                    only: false,
+                    handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+                })
+            );
+            let mut only = both.to_vec();
+            only.extend(["--tls-only", "--tls-port", "443"]);
+            let c = config(&only, None);
+            let tls = c.tls.expect("tls");
+            assert!(tls.only);
+            assert_eq!(tls.port, 443);
+            let mut unix = only.clone();
+            unix.extend(["-u", "/tmp/x.sock"]);
+            assert!(
+                run(&unix, None).is_err(),
+                "--tls-only leaves no plain listener"
+            );
+        } else {
+            let e = run(&both, None).unwrap_err().to_string();
+            assert!(e.contains("--features tls"), "{e}");
+        }
+        assert_eq!(config(&[], None).tls, None);
+        assert!(run(&["--tls-cert", "c.pem"], None).is_err());
+        assert!(run(&["--tls-key", "k.pem"], None).is_err());
+        assert!(run(&["--tls-only"], None).is_err());
     }
 
     #[test]

@@ -16,7 +16,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::Version) => {
-            println!("httprelay {VERSION}");
+            // Which build this is: the release artifacts and images differ
+            // by it.
+            let build = if cfg!(feature = "tls") { " (tls)" } else { "" };
+            println!("httprelay {VERSION}{build}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -10,11 +10,7 @@ mod tests;
 
 use std::fmt;
 
-use crate::bound::OUTPUT_BUF_SIZE;
-use crate::bound::{
-    MemoryBound, BASE, CHANNEL_COST, CONNECTION_RECORD, HEADS_PER_CONNECTION, JOURNAL_BUFFERS,
-    SNAPSHOT_ENTRY,
-};
+use crate::bound::{MemoryBound, BASE, CHANNEL_COST, JOURNAL_BUFFERS, SNAPSHOT_ENTRY};
 use crate::config::{
     Config, DEFAULT_INBOX_MAX_MESSAGE, DEFAULT_MCAST_MAX_MESSAGE, DEFAULT_MCAST_RETAIN,
     DEFAULT_SYNC_MAX_BODY,
@@ -243,8 +239,7 @@ pub fn fit(config: &mut Config, budget: Budget) -> Fit {
     };
     derive(Limit::MaxHead, head, config);
 
-    let per_conn =
-        OUTPUT_BUF_SIZE as u64 + HEADS_PER_CONNECTION * config.max_head as u64 + CONNECTION_RECORD;
+    let per_conn = crate::bound::per_connection(config);
     // With a journal, a rewrite may hold as much inbox again and a snapshot
     // entry per channel ([`MemoryBound::journal`]).
     let journaled = config.data_dir.is_some();

@@ -258,6 +258,8 @@ pub enum Timer {
     Idle,
     /// A request head has started: it must complete in time, else `408`.
     Head,
+    /// A TLS handshake is under way: it must be done in time, else closed.
+    Handshake,
     /// A body or response is moving: checked every quarter of the body timeout.
     Progress,
     /// Parked, with a wait timeout configured: `504` when it passes.

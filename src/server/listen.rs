@@ -47,16 +47,39 @@ impl Server {
         budget: Option<Budget>,
     ) -> Result<Server, ServerError> {
         let poll = Poll::new().map_err(ServerError::Poll)?;
-        let (mut listener, shown) = bind(&config.listen)?;
-        socket::widen_backlog(listener.raw_fd(), LISTEN_BACKLOG);
         let registry = poll.registry();
-        match &mut listener {
-            Listener::Tcp(l) => registry.register(l, LISTENER, Interest::READABLE),
-            Listener::Unix(l, _) => registry.register(l, LISTENER, Interest::READABLE),
-        }
-        .map_err(ServerError::Poll)?;
+        let plain = config.tls.as_ref().is_none_or(|t| !t.only);
+        let mut shown = Vec::new();
+        let listener = if plain {
+            let (mut listener, at) = bind(&config.listen)?;
+            socket::widen_backlog(listener.raw_fd(), LISTEN_BACKLOG);
+            match &mut listener {
+                Listener::Tcp(l) => registry.register(l, LISTENER, Interest::READABLE),
+                Listener::Unix(l, _) => registry.register(l, LISTENER, Interest::READABLE),
+            }
+            .map_err(ServerError::Poll)?;
+            shown.push(at);
+            Some(listener)
+        } else {
+            None
+        };
+        #[cfg(feature = "tls")]
+        let https = match &config.tls {
+            Some(tls) => {
+                let addr = match &config.listen {
+                    Listen::Tcp { addr, .. } => addr.as_str(),
+                    Listen::Unix(_) => "0.0.0.0",
+                };
+                let https = super::tls::Https::open(tls, addr, registry, super::TLS_LISTENER)?;
+                socket::widen_backlog(https.raw_fd(), LISTEN_BACKLOG);
+                shown.push(format!("https://{}", https.shown));
+                Some(https)
+            }
+            None => None,
+        };
+        let shown = shown.join(" and ");
         let signals = if signals {
-            let mut pipe = signal::install().map_err(ServerError::Poll)?;
+            let mut pipe = signal::install(config.tls.is_some()).map_err(ServerError::Poll)?;
             registry
                 .register(&mut pipe, SIGNAL, Interest::READABLE)
                 .map_err(ServerError::Poll)?;
@@ -84,7 +107,9 @@ impl Server {
         let now = clock.now();
         Ok(Server {
             poll,
-            listener: Some(listener),
+            listener,
+            #[cfg(feature = "tls")]
+            https,
             signals,
             clock,
             conns: Slab::new(),
@@ -103,6 +128,12 @@ impl Server {
                 body: config.body_timeout,
                 wait: config.wait_timeout,
                 inbox: config.inbox_timeout,
+                handshake: config
+                    .tls
+                    .as_ref()
+                    .map_or(crate::config::DEFAULT_TLS_HANDSHAKE_TIMEOUT, |t| {
+                        t.handshake_timeout
+                    }),
             },
             max_conns,
             clients: super::clients::Clients::default(),
@@ -208,15 +239,19 @@ impl Server {
             }
             self.add_conn(stream, peer);
         }
+        for port in [Port::Plain, Port::Tls] {
+            if !self.accept_from(port, was_paused) {
+                return;
+            }
+        }
+    }
+
+    /// Accepts from one listener until `WouldBlock`; `false` when accepting
+    /// paused.
+    fn accept_from(&mut self, port: Port, was_paused: bool) -> bool {
         loop {
-            let accepted = match &self.listener {
-                Some(Listener::Tcp(l)) => l.accept().map(|(s, addr)| {
-                    // Small relayed messages must not wait for Nagle's algorithm.
-                    let _ = s.set_nodelay(true);
-                    (Stream::tcp(s), Some(addr))
-                }),
-                Some(Listener::Unix(l, _)) => l.accept().map(|(s, _)| (Stream::unix(s), None)),
-                None => return,
+            let Some(accepted) = self.accept_one(port) else {
+                return true;
             };
             match accepted {
                 Ok((stream, peer)) => {
@@ -226,11 +261,11 @@ impl Server {
                         // stay in the kernel), later ones in the backlog.
                         self.held_back = Some((stream, peer));
                         self.accept_paused = true;
-                        return;
+                        return false;
                     }
                     self.add_conn(stream, peer);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if socket::is_resource_exhaustion(&e) => {
                     // Out of descriptors before the configured limit (accept
@@ -239,7 +274,7 @@ impl Server {
                     // edge-triggered, so no new event would come); with nobody
                     // waiting, the next client is reported anyway.
                     if !self.listener_has_pending() {
-                        return;
+                        return true;
                     }
                     if self.evict_one() {
                         continue;
@@ -249,7 +284,7 @@ impl Server {
                     }
                     self.retry_accept_at(self.now + ACCEPT_RETRY);
                     self.accept_paused = true;
-                    return;
+                    return false;
                 }
                 // The client gave up before we accepted (ECONNABORTED and such).
                 Err(_) => {}
@@ -257,12 +292,48 @@ impl Server {
         }
     }
 
-    /// Whether a client waits in the listen backlog.
-    pub(super) fn listener_has_pending(&self) -> bool {
-        match &self.listener {
-            Some(listener) => socket::has_pending(listener.raw_fd()),
-            None => false,
+    /// One client from the listener of `port`; `None` when there is no
+    /// such listener.
+    fn accept_one(&mut self, port: Port) -> Option<io::Result<(Stream, Option<SocketAddr>)>> {
+        match port {
+            Port::Plain => Some(match self.listener.as_ref()? {
+                Listener::Tcp(l) => l.accept().map(|(s, addr)| {
+                    // Small relayed messages must not wait for Nagle's algorithm.
+                    let _ = s.set_nodelay(true);
+                    (Stream::tcp(s), Some(addr))
+                }),
+                Listener::Unix(l, _) => l.accept().map(|(s, _)| (Stream::unix(s), None)),
+            }),
+            #[cfg(feature = "tls")]
+            Port::Tls => {
+                let https = self.https.as_ref()?;
+                Some(https.listener.accept().and_then(|(s, addr)| {
+                    let _ = s.set_nodelay(true);
+                    match https.identity.accept(s) {
+                        Ok(session) => Ok((Stream::tls(session), Some(addr))),
+                        Err((_, e)) => Err(io::Error::other(e)),
+                    }
+                }))
+            }
+            #[cfg(not(feature = "tls"))]
+            Port::Tls => None,
         }
+    }
+
+    /// Whether a client waits in a listen backlog.
+    pub(super) fn listener_has_pending(&self) -> bool {
+        let plain = self
+            .listener
+            .as_ref()
+            .is_some_and(|l| socket::has_pending(l.raw_fd()));
+        #[cfg(feature = "tls")]
+        let tls = self.https.as_ref().is_some_and(|h| {
+            use std::os::fd::AsRawFd;
+            socket::has_pending(h.listener.as_raw_fd())
+        });
+        #[cfg(not(feature = "tls"))]
+        let tls = false;
+        plain || tls
     }
 
     pub(super) fn add_conn(&mut self, mut stream: Stream, peer: Option<SocketAddr>) {
@@ -282,6 +353,15 @@ impl Server {
         self.stats.accepted += 1;
         self.rearm(ConnId(key));
     }
+}
+
+/// The listeners a client can come from.
+#[derive(Clone, Copy)]
+enum Port {
+    /// `--port` or `--unix`.
+    Plain,
+    /// `--tls-port`.
+    Tls,
 }
 
 /// Binds the listening socket; returns it with the address it is shown as.

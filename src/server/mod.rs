@@ -46,6 +46,8 @@ mod sync;
 #[cfg(test)]
 mod testing;
 mod timers;
+#[cfg(feature = "tls")]
+mod tls;
 mod transfer;
 
 use evict::Queue;
@@ -57,6 +59,9 @@ const LISTENER: Token = Token(usize::MAX);
 const SIGNAL: Token = Token(usize::MAX - 1);
 /// A journal rewrite's thread is done (`server/compaction.rs`).
 const WAKER: Token = Token(usize::MAX - 2);
+/// The HTTPS listener (`--tls-port`).
+#[cfg(feature = "tls")]
+const TLS_LISTENER: Token = Token(usize::MAX - 3);
 
 /// How long a connection lingers after an error response before it is closed.
 const LINGER: Duration = Duration::from_secs(2);
@@ -96,6 +101,9 @@ pub enum ServerError {
     Poll(io::Error),
     /// The journal in `--data-dir` could not be opened.
     Store(String, io::Error),
+    /// The certificate pair (`--tls-cert`, `--tls-key`) could not be loaded.
+    #[cfg(feature = "tls")]
+    Tls(tls::LoadError),
 }
 
 impl std::fmt::Display for ServerError {
@@ -104,6 +112,8 @@ impl std::fmt::Display for ServerError {
             ServerError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             ServerError::Poll(e) => write!(f, "event loop failed: {e}"),
             ServerError::Store(dir, e) => write!(f, "cannot open the journal in {dir}: {e}"),
+            #[cfg(feature = "tls")]
+            ServerError::Tls(e) => write!(f, "cannot serve HTTPS: {e}"),
         }
     }
 }
@@ -161,7 +171,11 @@ pub(crate) enum Step {
 
 pub struct Server {
     poll: Poll,
+    /// `None` with `--tls-only`, and once shutting down.
     listener: Option<Listener>,
+    /// The HTTPS listener and the certificate pair new handshakes use.
+    #[cfg(feature = "tls")]
+    https: Option<tls::Https>,
     /// The read end of the signal pipe; `None` when the process's signals are
     /// not this server's (a server driven by unit tests).
     signals: Option<UnixStream>,
@@ -258,6 +272,8 @@ impl Server {
                 // connection reuses, and the evicted one's events in this
                 // batch must not reach the new one.
                 LISTENER => accept = true,
+                #[cfg(feature = "tls")]
+                TLS_LISTENER => accept = true,
                 SIGNAL => self.on_signal(),
                 // The end of the turn finishes the rewrite (`persist`).
                 WAKER => {}
@@ -268,6 +284,11 @@ impl Server {
                     conn.readable |= event.is_readable() || event.is_read_closed();
                     conn.writable |= event.is_writable() || event.is_write_closed();
                     conn.peer_closed |= event.is_read_closed() || event.is_error();
+                    if event.is_writable() {
+                        // A TLS session's own records (handshake, alert)
+                        // that the socket did not take at once.
+                        conn.stream.flush_records();
+                    }
                     self.ready.push(ConnId(key));
                 }
             }
@@ -457,6 +478,10 @@ impl Server {
         self.closing(id);
         self.head_done(id);
         let mut conn = self.conns.remove(id.0);
+        if conn.stream.is_handshaking() {
+            // Timed out, refused, or the client left before it was done.
+            self.stats.tls_handshake_failures += 1;
+        }
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.closed(id, &conn);
         if let Some(admission) = conn.admission {

@@ -54,7 +54,11 @@ impl Server {
             self.input_pool.give_if_empty(&mut conn.input);
             return Step::Blocked;
         }
-        match conn.fill_input(&mut self.input_pool) {
+        let fill = conn.fill_input(&mut self.input_pool);
+        if conn.stream.take_handshake_done() {
+            self.stats.tls_handshakes += 1;
+        }
+        match fill {
             Fill::Read => Step::Again,
             Fill::Blocked => {
                 self.input_pool.give_if_empty(&mut conn.input);

@@ -9,12 +9,39 @@ use crate::server::conn::{ConnId, Phase};
 
 impl Server {
     pub(super) fn on_signal(&mut self) {
+        let (mut stop, mut reload) = (false, false);
         if let Some(signals) = &mut self.signals {
             let mut drained = [0u8; 64];
-            while matches!(signals.read(&mut drained), Ok(n) if n > 0) {}
+            while let Ok(n @ 1..) = signals.read(&mut drained) {
+                stop |= drained[..n].contains(&crate::sys::signal::STOP);
+                reload |= drained[..n].contains(&crate::sys::signal::RELOAD);
+            }
+        } else {
+            stop = true;
         }
-        if self.shutdown_deadline.is_none() {
+        if reload {
+            self.reload();
+        }
+        if stop && self.shutdown_deadline.is_none() {
             self.begin_shutdown();
+        }
+    }
+
+    /// SIGHUP: the certificate pair is read again for new handshakes; a bad
+    /// file keeps the pair in use.
+    fn reload(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Some(https) = &mut self.https {
+            match https.identity.reload() {
+                Ok(()) => {
+                    self.stats.tls_reloads += 1;
+                    eprintln!("httprelay: SIGHUP: certificate and key reloaded");
+                }
+                Err(e) => {
+                    self.stats.tls_reload_failures += 1;
+                    eprintln!("httprelay: SIGHUP: {e}; the certificate in use stays");
+                }
+            }
         }
     }
 
@@ -32,6 +59,10 @@ impl Server {
                 let _ = std::fs::remove_file(path);
             }
             None => {}
+        }
+        #[cfg(feature = "tls")]
+        if let Some(mut https) = self.https.take() {
+            let _ = self.poll.registry().deregister(&mut https.listener);
         }
         self.held_back = None;
         let mut waiters = std::mem::take(&mut self.waiters);

@@ -31,6 +31,13 @@ pub struct Stats {
     /// Of those, the bytes passed socket to socket through the loop's pass
     /// buffer (never in a connection's buffers).
     pub passed_bytes: u64,
+    /// TLS handshakes completed, and those that did not (an error, plain
+    /// HTTP on the TLS port, the handshake timeout, a client that left).
+    pub tls_handshakes: u64,
+    pub tls_handshake_failures: u64,
+    /// SIGHUP reloads of the certificate pair, and those that kept the old one.
+    pub tls_reloads: u64,
+    pub tls_reload_failures: u64,
     /// Responses by error status (index into `REJECTIONS`; the last counts others).
     rejections: [u64; REJECTIONS.len()],
     /// Connections closed by a timeout, indexed by [`Timeout`].
@@ -72,15 +79,18 @@ pub enum Timeout {
     Wait,
     /// A request waiting on an inbox (`408`).
     Inbox,
+    /// A TLS handshake not done in time.
+    Handshake,
 }
 
 impl Timeout {
-    const ALL: [Timeout; 5] = [
+    const ALL: [Timeout; 6] = [
         Timeout::Idle,
         Timeout::Head,
         Timeout::Body,
         Timeout::Wait,
         Timeout::Inbox,
+        Timeout::Handshake,
     ];
 
     fn label(self) -> &'static str {
@@ -89,6 +99,7 @@ impl Timeout {
             Timeout::Head => "head",
             Timeout::Body => "body",
             Timeout::Wait => "wait",
+            Timeout::Handshake => "tls_handshake",
             Timeout::Inbox => "inbox",
         }
     }
@@ -267,6 +278,32 @@ impl Stats {
             "counter",
             "Of the body bytes delivered, those passed socket to socket through the relay's pass buffer (Linux).",
             self.passed_bytes,
+        );
+        labelled(
+            w,
+            (
+                "tls_handshakes_total",
+                "counter",
+                "TLS handshakes that completed, and those that did not (error, plain HTTP on the TLS port, timeout, client gone).",
+            ),
+            "result",
+            [
+                ("done", self.tls_handshakes),
+                ("failed", self.tls_handshake_failures),
+            ],
+        );
+        labelled(
+            w,
+            (
+                "tls_reloads_total",
+                "counter",
+                "SIGHUP reloads of the certificate pair: done, or failed (the pair in use stayed).",
+            ),
+            "result",
+            [
+                ("done", self.tls_reloads),
+                ("failed", self.tls_reload_failures),
+            ],
         );
     }
 

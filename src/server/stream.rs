@@ -15,21 +15,35 @@ use crate::http::BodyDecoder;
 enum Socket {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// A TLS session over TCP (`--features tls`).
+    #[cfg(feature = "tls")]
+    Tls(Box<super::tls::Session>),
 }
 
-/// What the shell asks of either socket kind.
-trait ClientSocket: Read + Write + Source + std::os::fd::AsRawFd {}
-impl ClientSocket for TcpStream {}
-impl ClientSocket for UnixStream {}
-
 impl Socket {
-    fn inner(&mut self) -> &mut dyn ClientSocket {
+    /// What is read and written: the socket, or the TLS session over it.
+    fn inner(&mut self) -> &mut dyn ReadWrite {
         match self {
             Socket::Tcp(s) => s,
             Socket::Unix(s) => s,
+            #[cfg(feature = "tls")]
+            Socket::Tls(s) => s.as_mut(),
+        }
+    }
+
+    /// What the poller watches.
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            Socket::Tcp(s) => s,
+            Socket::Unix(s) => s,
+            #[cfg(feature = "tls")]
+            Socket::Tls(s) => s.tcp_mut(),
         }
     }
 }
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 /// A client socket that remembers whether bytes moved since it was last asked
 /// (the body timeout's notion of progress).
@@ -63,11 +77,63 @@ impl Stream {
         }
     }
 
+    /// A TLS session over an accepted TCP socket.
+    #[cfg(feature = "tls")]
+    pub fn tls(session: super::tls::Session) -> Stream {
+        Stream {
+            socket: Socket::Tls(Box::new(session)),
+            progressed: false,
+            written: 0,
+            moved_total: 0,
+        }
+    }
+
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
         match &self.socket {
             Socket::Tcp(s) => s.as_raw_fd(),
             Socket::Unix(s) => s.as_raw_fd(),
+            #[cfg(feature = "tls")]
+            Socket::Tls(s) => s.tcp().as_raw_fd(),
+        }
+    }
+
+    /// Whether bytes cross this socket as they are, so that a transfer may
+    /// move them kernel-side (splice, the pass buffer): not over TLS, where
+    /// each byte is encrypted or decrypted on its way.
+    pub fn is_plain(&self) -> bool {
+        match self.socket {
+            Socket::Tcp(_) | Socket::Unix(_) => true,
+            #[cfg(feature = "tls")]
+            Socket::Tls(_) => false,
+        }
+    }
+
+    /// Whether a TLS handshake is under way (the handshake timer runs).
+    pub fn is_handshaking(&self) -> bool {
+        match &self.socket {
+            #[cfg(feature = "tls")]
+            Socket::Tls(s) => s.is_handshaking(),
+            _ => false,
+        }
+    }
+
+    /// Whether a TLS handshake completed since this was last asked (once per
+    /// session).
+    pub fn take_handshake_done(&mut self) -> bool {
+        match &mut self.socket {
+            #[cfg(feature = "tls")]
+            Socket::Tls(s) => s.take_handshake_done(),
+            _ => false,
+        }
+    }
+
+    /// Sends what a TLS session holds of its own (handshake messages, an
+    /// alert) when the socket has room again. Nothing for a plain socket.
+    pub fn flush_records(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Socket::Tls(s) = &mut self.socket {
+            let _ = s.flush_records();
         }
     }
 
@@ -78,6 +144,9 @@ impl Stream {
         match self.socket {
             Socket::Tcp(_) => crate::sys::pass::Consume::Discard,
             Socket::Unix(_) => crate::sys::pass::Consume::Reread,
+            // (Never passed: see `is_plain`.)
+            #[cfg(feature = "tls")]
+            Socket::Tls(_) => crate::sys::pass::Consume::Discard,
         }
     }
 
@@ -97,10 +166,16 @@ impl Stream {
         crate::sys::socket::reset_on_close(self.raw_fd());
     }
 
-    pub fn shutdown_write(&self) {
-        let _ = match &self.socket {
+    /// Ends the sending side (after TLS's `close_notify`, for a session).
+    pub fn shutdown_write(&mut self) {
+        let _ = match &mut self.socket {
             Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
             Socket::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            #[cfg(feature = "tls")]
+            Socket::Tls(s) => {
+                s.close_notify();
+                s.tcp().shutdown(std::net::Shutdown::Write)
+            }
         };
     }
 }
@@ -135,7 +210,7 @@ impl Source for Stream {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        self.socket.inner().register(registry, token, interests)
+        self.socket.source().register(registry, token, interests)
     }
 
     fn reregister(
@@ -144,11 +219,11 @@ impl Source for Stream {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        self.socket.inner().reregister(registry, token, interests)
+        self.socket.source().reregister(registry, token, interests)
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.socket.inner().deregister(registry)
+        self.socket.source().deregister(registry)
     }
 }
 

@@ -18,6 +18,8 @@ pub(super) struct Timeouts {
     pub body: Duration,
     pub wait: Option<Duration>,
     pub inbox: Duration,
+    /// `--tls-handshake-timeout`.
+    pub handshake: Duration,
 }
 
 /// Checks of progress that find none, in a row, before a transfer or a
@@ -26,9 +28,17 @@ const QUIET_CHECKS: u8 = 4;
 
 impl Timeouts {
     /// The timer a connection needs in `phase`; `head_started`: bytes of a
-    /// request head are buffered; `sending`: output waits to be sent.
-    pub fn timer_for(&self, phase: &Phase, head_started: bool, sending: bool) -> Timer {
+    /// request head are buffered; `sending`: output waits to be sent;
+    /// `handshaking`: its TLS handshake is under way.
+    pub fn timer_for(
+        &self,
+        phase: &Phase,
+        head_started: bool,
+        sending: bool,
+        handshaking: bool,
+    ) -> Timer {
         match phase {
+            Phase::ReadingHead if handshaking => Timer::Handshake,
             Phase::ReadingHead if head_started => Timer::Head,
             Phase::ReadingHead => Timer::Idle,
             Phase::Parked(wait) => wait.timer(sending, self.wait.is_some()),
@@ -45,6 +55,7 @@ impl Timeouts {
             Timer::None => None,
             Timer::Idle => Some(self.idle),
             Timer::Head => Some(self.head),
+            Timer::Handshake => Some(self.handshake),
             Timer::Progress => Some(self.body / u32::from(QUIET_CHECKS)),
             Timer::Wait => self.wait,
             Timer::Inbox => Some(self.inbox),
@@ -154,7 +165,10 @@ impl Server {
         debug_assert_queued(conn);
         let head_started = conn.input.as_ref().is_some_and(|i| !i.is_empty());
         let sending = conn.output.as_ref().is_some_and(|o| !o.is_empty());
-        let timer = self.timeouts.timer_for(&conn.phase, head_started, sending);
+        let handshaking = conn.stream.is_handshaking();
+        let timer = self
+            .timeouts
+            .timer_for(&conn.phase, head_started, sending, handshaking);
         if timer == conn.timer.kind {
             // Armed already: a head's deadline counts from its first byte.
             return;
@@ -177,6 +191,13 @@ impl Server {
                 self.close(id);
             }
             Timer::Linger => self.close(id),
+            Timer::Handshake => {
+                // A TLS client that opened and stalls: a slowloris like any
+                // other, closed without an answer it could not read.
+                self.stats.timed_out(Timeout::Handshake);
+                conn.stream.reset_on_close();
+                self.close(id);
+            }
             Timer::KeepAlive => self.keep_alive(id),
             Timer::Head => {
                 self.stats.timed_out(Timeout::Head);
@@ -253,6 +274,7 @@ mod tests {
             body: S(60),
             wait,
             inbox: S(25),
+            handshake: S(10),
         }
     }
 
@@ -272,26 +294,32 @@ mod tests {
             (Phase::SendingHeld { offset: 0 }, false, Timer::Progress),
         ] {
             assert_eq!(
-                t.timer_for(&phase, head_started, false),
+                t.timer_for(&phase, head_started, false, false),
                 expected,
                 "{phase:?}"
             );
         }
         assert_eq!(
-            t.timer_for(&parked, false, false),
+            t.timer_for(&Phase::ReadingHead, true, false, true),
+            Timer::Handshake,
+            "a TLS handshake before any head"
+        );
+        assert_eq!(t.period(Timer::Handshake), Some(S(10)));
+        assert_eq!(
+            t.timer_for(&parked, false, false, false),
             Timer::None,
             "waits forever"
         );
         let t = timeouts(Some(S(5)));
-        assert_eq!(t.timer_for(&parked, false, false), Timer::Wait);
+        assert_eq!(t.timer_for(&parked, false, false, false), Timer::Wait);
         let stream = Phase::Parked(Wait::McastStream);
         assert_eq!(
-            t.timer_for(&stream, false, false),
+            t.timer_for(&stream, false, false, false),
             Timer::KeepAlive,
             "a stream outlives the wait timeout"
         );
         assert_eq!(
-            t.timer_for(&stream, false, true),
+            t.timer_for(&stream, false, true, false),
             Timer::Progress,
             "unless its reader stops reading"
         );
@@ -299,7 +327,7 @@ mod tests {
         for wait in [Wait::InboxReader, Wait::InboxAwaiter] {
             let inbox = Phase::Parked(wait);
             assert_eq!(
-                t.timer_for(&inbox, false, false),
+                t.timer_for(&inbox, false, false, false),
                 Timer::Inbox,
                 "its own timeout"
             );

@@ -1,5 +1,6 @@
-//! SIGINT/SIGTERM as poll events: the handler writes one byte to a socket pair
-//! whose other end the event loop watches (the self-pipe trick).
+//! SIGINT/SIGTERM (and SIGHUP, when asked) as poll events: the handler writes
+//! one byte to a socket pair whose other end the event loop watches (the
+//! self-pipe trick): [`STOP`] or [`RELOAD`].
 
 use std::io;
 use std::os::fd::IntoRawFd;
@@ -9,7 +10,12 @@ use mio::net::UnixStream;
 
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
-extern "C" fn on_signal(_signal: libc::c_int) {
+/// The byte SIGINT and SIGTERM write: shut down.
+pub const STOP: u8 = b'!';
+/// The byte SIGHUP writes: read the configuration's files again.
+pub const RELOAD: u8 = b'H';
+
+extern "C" fn on_signal(signal: libc::c_int) {
     // Only async-signal-safe calls here: write(2), and errno saved around it.
     let fd = WAKE_FD.load(Ordering::Relaxed);
     if fd >= 0 {
@@ -17,7 +23,8 @@ extern "C" fn on_signal(_signal: libc::c_int) {
         // async-signal-safe and the buffer outlives the call.
         unsafe {
             let errno = *errno_location();
-            libc::write(fd, b"!".as_ptr().cast(), 1);
+            let byte = if signal == libc::SIGHUP { RELOAD } else { STOP };
+            libc::write(fd, (&byte as *const u8).cast(), 1);
             *errno_location() = errno;
         }
     }
@@ -41,11 +48,18 @@ pub fn ignore_file_size_limit() {
     }
 }
 
-pub fn install() -> io::Result<UnixStream> {
+/// `reload`: SIGHUP is caught too (else it keeps its default, the end of
+/// the process).
+pub fn install(reload: bool) -> io::Result<UnixStream> {
     let (receiver, sender) = UnixStream::pair()?;
     // The sending end stays open for the life of the process.
     WAKE_FD.store(sender.into_raw_fd(), Ordering::Relaxed);
-    for signal in [libc::SIGINT, libc::SIGTERM] {
+    let hangup = [libc::SIGHUP];
+    let signals =
+        [libc::SIGINT, libc::SIGTERM]
+            .iter()
+            .chain(if reload { &hangup[..] } else { &[] });
+    for &signal in signals {
         // SAFETY: a zeroed sigaction is a valid starting point; the handler only
         // performs async-signal-safe work.
         unsafe {

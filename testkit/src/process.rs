@@ -289,6 +289,8 @@ fn parse_listening(line: &str) -> Option<Addr> {
     if let Some(path) = token.strip_prefix("unix:") {
         return Some(Addr::Unix(PathBuf::from(path)));
     }
+    // A relay serving HTTPS alone shows its TLS address.
+    let token = token.strip_prefix("https://").unwrap_or(token);
     let token = token.trim_end_matches([',', '.', ';']);
     token.parse().ok().map(Addr::Tcp)
 }
@@ -303,6 +305,14 @@ mod tests {
         assert!(matches!(tcp, Some(Addr::Tcp(a)) if a.port() == 8080));
         let unix = parse_listening("httprelay 0.1.0 listening on unix:/tmp/r.sock");
         assert!(matches!(unix, Some(Addr::Unix(p)) if p == Path::new("/tmp/r.sock")));
+        let tls = parse_listening("httprelay 0.1.0 listening on https://127.0.0.1:8443");
+        assert!(matches!(tls, Some(Addr::Tcp(a)) if a.port() == 8443));
+        let both =
+            parse_listening("httprelay 0.1.0 listening on 127.0.0.1:80 and https://[::1]:443");
+        assert!(
+            matches!(both, Some(Addr::Tcp(a)) if a.port() == 80),
+            "the plain one first"
+        );
         assert!(parse_listening("httprelay: worst-case memory 9 MiB").is_none());
     }
 }

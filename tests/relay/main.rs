@@ -29,6 +29,7 @@ mod sse;
 mod streaming;
 mod stress;
 mod sync;
+mod tls;
 mod trust;
 
 // The shorthands, for every suite as `super::{get, post, ...}`.

@@ -311,6 +311,12 @@ impl Server {
     #[cfg(target_os = "linux")]
     fn straight(&mut self, p: ConnId, group: &mut Group) -> Result<Option<bool>, Broke> {
         if let Some(r) = group.single() {
+            let plain = |c: ConnId| self.conns.get(c.0).is_some_and(|c| c.stream.is_plain());
+            if !plain(p) || !plain(r) {
+                // Over TLS every byte is encrypted or decrypted on its way:
+                // the copy through the receiver's output, below.
+                return Ok(None);
+            }
             let Some(mut ends) = one::ends(&mut self.conns, p, r, &mut group.body)? else {
                 return Ok(None);
             };
@@ -471,6 +477,11 @@ impl Server {
             }
         }
         let room = self.room(group)?;
+        let spliceable = group.single().is_some_and(|r| {
+            [p, r]
+                .iter()
+                .all(|c| self.conns.get(c.0).is_some_and(|c| c.stream.is_plain()))
+        });
         let producer = &mut self.conns[p.0];
         let input_empty = producer.input.as_ref().is_none_or(|i| i.is_empty());
         if group.body.is_done() || !input_empty || !producer.readable || room <= CHUNK_OVERHEAD {
@@ -481,7 +492,7 @@ impl Server {
         // it): the next chunk's data is left in the socket for the pipe
         // (`one::Ends::splice`).
         let max = if cfg!(target_os = "linux")
-            && group.single().is_some()
+            && spliceable
             && group.body.in_framing()
             && group.body.recent_chunk() >= one::SPLICE_CHUNK_MIN
         {

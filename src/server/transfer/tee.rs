@@ -138,10 +138,12 @@ impl Server {
             self.conns.get(r.0).is_some_and(|c| {
                 matches!(&c.phase, Phase::Consuming { encoder, .. } if encoder.sends_as_is())
                     && c.output.as_ref().is_none_or(|o| o.is_empty())
+                    && c.stream.is_plain()
             })
         };
         let sender = &self.conns[s.0];
         let eligible = group.form.is_none()
+            && sender.stream.is_plain()
             && sender.input.as_ref().is_none_or(|i| i.is_empty())
             && group.body.remaining_in_length().is_some_and(|r| r > 0)
             && group.receivers().iter().all(takes_as_is);

@@ -4,6 +4,7 @@
 mod link;
 mod reference;
 mod relay;
+pub mod tls;
 mod tools;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

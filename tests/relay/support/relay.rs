@@ -54,6 +54,11 @@ impl Relay {
         Relay::launch(Launch::new(&binary(), &args).nofile(nofile))
     }
 
+    /// Starts the relay as `launch` says (its own binary and flags).
+    pub fn from_launch(launch: Launch) -> Relay {
+        Relay::launch(launch)
+    }
+
     fn launch(launch: Launch) -> Relay {
         Relay(launch.start().unwrap_or_else(|e| panic!("{e}")))
     }

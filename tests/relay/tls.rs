@@ -1,0 +1,465 @@
+//! HTTPS in the same loop (`--features tls`): every method over TLS, a large
+//! transfer byte for byte, TLS and plain ends mixed, stalled handshakes,
+//! plain HTTP on the TLS port, certificate reload on SIGHUP, key kinds.
+//! Certificates are made by a test CA when each test runs; curl is the
+//! client.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use super::get;
+use super::support::tls::{
+    curl, eventually, finish, run, served_serial, spawn, start_tls, tls_binary, KeyKind, Pki,
+};
+use super::support::{Relay, PARK};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A counter's value in the relay's metrics, read over HTTPS.
+fn metric(ca: &std::path::Path, addr: std::net::SocketAddr, line: &str) -> u64 {
+    let page = text(&run(curl(ca, addr, "/metrics", &[])).stdout);
+    page.lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{line} not in /metrics:\n{page}"))
+}
+
+#[test]
+fn every_method_works_over_tls() {
+    let Some(bin) = tls_binary() else { return };
+    let pki = Pki::new("methods");
+    let (cert, key) = pki.leaf("relay", 1001, KeyKind::EcdsaPkcs8);
+    let (relay, https) = start_tls(&bin, &cert, &key, &["--piping"]);
+    let ca = &pki.ca;
+
+    // /health, with ALPN settling on HTTP/1.1.
+    let health = run(curl(ca, https, "/health", &["-v"]));
+    assert_eq!(text(&health.stdout), super::VERSION);
+    assert!(
+        text(&health.stderr).contains("ALPN: server accepted http/1.1"),
+        "{}",
+        text(&health.stderr)
+    );
+
+    // link: a consumer waits, a producer delivers.
+    let consumer = spawn(curl(ca, https, "/link/a", &[]));
+    std::thread::sleep(PARK);
+    run(curl(ca, https, "/link/a", &["--data-binary", "over tls"]));
+    assert_eq!(text(&finish(consumer).stdout), "over tls");
+
+    // mcast: a stored message, and the live stream.
+    run(curl(ca, https, "/mcast/m", &["--data-binary", "one"]));
+    assert_eq!(text(&run(curl(ca, https, "/mcast/m", &[])).stdout), "one");
+    let mut stream = spawn(curl(
+        ca,
+        https,
+        "/mcast/live",
+        &["-N", "-H", "Accept: text/event-stream", "--max-time", "3"],
+    ));
+    std::thread::sleep(PARK);
+    run(curl(ca, https, "/mcast/live", &["--data-binary", "two"]));
+    let _ = stream.wait();
+    let mut events = String::new();
+    stream
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut events)
+        .expect("the stream's bytes");
+    assert!(events.contains("data: two"), "{events}");
+
+    // sync: two requests swap bodies.
+    let left = spawn(curl(ca, https, "/sync/s", &["--data-binary", "left"]));
+    std::thread::sleep(PARK);
+    let right = run(curl(ca, https, "/sync/s", &["--data-binary", "right"]));
+    assert_eq!(text(&right.stdout), "left");
+    assert_eq!(text(&finish(left).stdout), "right");
+
+    // proxy: a server's SERVE loop answers a client, all over TLS.
+    let serve = spawn(curl(ca, https, "/proxy/srv", &["-X", "SERVE", "-D", "-"]));
+    std::thread::sleep(PARK);
+    let client = spawn(curl(ca, https, "/proxy/srv/items?id=3", &["-i"]));
+    let job = text(&finish(serve).stdout);
+    let job_id = job
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("HttpRelay-Proxy-JobId")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no job id in {job}"));
+    let mut answer = spawn(curl(
+        ca,
+        https,
+        "/proxy/srv",
+        &[
+            "-X",
+            "SERVE",
+            "-H",
+            &format!("HttpRelay-Proxy-JobId: {job_id}"),
+            "-H",
+            "HttpRelay-Proxy-Status: 201",
+            "--data-binary",
+            "item three",
+            "--max-time",
+            "3",
+        ],
+    ));
+    let got = text(&finish(client).stdout);
+    assert!(got.starts_with("HTTP/1.1 201"), "{got}");
+    assert!(got.ends_with("item three"), "{got}");
+    let _ = answer.kill();
+    let _ = answer.wait();
+
+    // inbox: stored, read, acknowledged.
+    run(curl(ca, https, "/inbox/i", &["--data-binary", "msg"]));
+    assert_eq!(text(&run(curl(ca, https, "/inbox/i", &[])).stdout), "msg");
+    run(curl(ca, https, "/inbox/i", &["-X", "DELETE", "-f"]));
+    assert_eq!(
+        text(&run(curl(ca, https, "/inbox/i/ack", &[])).stdout),
+        "true"
+    );
+
+    // piping: a sender and a receiver on a path of their own.
+    let receiver = spawn(curl(ca, https, "/some/pipe", &[]));
+    std::thread::sleep(PARK);
+    run(curl(
+        ca,
+        https,
+        "/some/pipe",
+        &["-X", "PUT", "--data-binary", "piped"],
+    ));
+    assert_eq!(text(&finish(receiver).stdout), "piped");
+
+    // /metrics, which counted the handshakes.
+    assert!(metric(ca, https, "httprelay_tls_handshakes_total{result=\"done\"}") >= 10);
+    // Plain HTTP beside it goes on as before.
+    assert_eq!(get_text(&relay, "/health"), super::VERSION);
+}
+
+fn get_text(relay: &Relay, path: &str) -> String {
+    let mut c = relay.connect();
+    text(c.exchange(&get(path)).body.bytes())
+}
+
+/// A file of `len` bytes that no two offsets of a 4-byte step repeat within.
+fn pattern_file(dir: &std::path::Path, len: usize) -> std::path::PathBuf {
+    let path = dir.join(format!("pattern-{len}.bin"));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("pattern file"));
+    let mut x: u32 = 0x9e37_79b9;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..len / block.len() {
+        for word in block.chunks_mut(4) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            word.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&block).expect("write");
+    }
+    f.flush().expect("flush");
+    path
+}
+
+fn same_files(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let (mut a, mut b) = (
+        std::io::BufReader::new(std::fs::File::open(a).expect("a")),
+        std::io::BufReader::new(std::fs::File::open(b).expect("b")),
+    );
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = a.read(&mut x).expect("read a");
+        let mut m = 0;
+        while m < n {
+            let k = b.read(&mut y[m..n]).expect("read b");
+            if k == 0 {
+                return false;
+            }
+            m += k;
+        }
+        if n == 0 {
+            return b.read(&mut y).expect("read b") == 0;
+        }
+        if x[..n] != y[..n] {
+            return false;
+        }
+    }
+}
+
+#[test]
+fn a_256_mib_link_transfer_over_tls_arrives_byte_for_byte() {
+    let Some(bin) = tls_binary() else { return };
+    let pki = Pki::new("large");
+    let (cert, key) = pki.leaf("relay", 7, KeyKind::EcdsaPkcs8);
+    let (relay, https) = start_tls(&bin, &cert, &key, &[]);
+    let ca = &pki.ca;
+    let sent = pattern_file(&pki.dir, 256 << 20);
+    let got = pki.dir.join("got.bin");
+    let got_arg = got.to_str().expect("utf-8");
+    let consumer = spawn(curl(ca, https, "/link/big", &["-o", got_arg]));
+    std::thread::sleep(PARK);
+    run(curl(
+        ca,
+        https,
+        "/link/big",
+        &["-T", sent.to_str().expect("utf-8")],
+    ));
+    finish(consumer);
+    assert_eq!(std::fs::metadata(&got).expect("got").len(), 256 << 20);
+    assert!(same_files(&sent, &got), "the 256 MiB arrived changed");
+    // Over TLS nothing is spliced or passed: every byte went through the
+    // sessions.
+    let page = get_text(&relay, "/metrics");
+    for zero_copy in [
+        "httprelay_spliced_bytes_total 0",
+        "httprelay_passed_bytes_total 0",
+    ] {
+        assert!(page.contains(zero_copy), "{zero_copy} expected:\n{page}");
+    }
+}
+
+#[test]
+fn transfers_between_tls_and_plain_ends_arrive_whole() {
+    let Some(bin) = tls_binary() else { return };
+    let pki = Pki::new("mixed");
+    let (cert, key) = pki.leaf("relay", 8, KeyKind::EcdsaPkcs8);
+    let (relay, https) = start_tls(&bin, &cert, &key, &[]);
+    let ca = &pki.ca;
+    let plain = relay.tcp_addr();
+    let sent = pattern_file(&pki.dir, 32 << 20);
+    let sent_arg = sent.to_str().expect("utf-8");
+    for (n, (producer_tls, chunked)) in [(true, false), (false, false), (true, true), (false, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let got = pki.dir.join(format!("got-{n}.bin"));
+        let got_arg = got.to_str().expect("utf-8");
+        let path = format!("/link/mixed{n}");
+        // The consumer on the other kind of port.
+        let consumer = if producer_tls {
+            let mut c = Command::new("curl");
+            c.args(["-sS", "-o", got_arg])
+                .arg(format!("http://127.0.0.1:{}{path}", plain.port()));
+            spawn(c)
+        } else {
+            spawn(curl(ca, https, &path, &["-o", got_arg]))
+        };
+        std::thread::sleep(PARK);
+        let mut upload = vec!["-T", sent_arg];
+        if chunked {
+            upload.extend(["-H", "Transfer-Encoding: chunked"]);
+        }
+        if producer_tls {
+            run(curl(ca, https, &path, &upload));
+        } else {
+            let mut c = Command::new("curl");
+            c.arg("-sS")
+                .args(&upload)
+                .arg(format!("http://127.0.0.1:{}{path}", plain.port()));
+            run(c);
+        }
+        finish(consumer);
+        assert!(
+            same_files(&sent, &got),
+            "producer over {}, {}: the body arrived changed",
+            if producer_tls { "TLS" } else { "plain HTTP" },
+            if chunked { "chunked" } else { "Content-Length" }
+        );
+    }
+}
+
+#[test]
+fn stalled_handshakes_are_closed_while_other_clients_are_served() {
+    let Some(bin) = tls_binary() else { return };
+    let pki = Pki::new("slowloris");
+    let (cert, key) = pki.leaf("relay", 9, KeyKind::EcdsaPkcs8);
+    let (relay, https) = start_tls(
+        &bin,
+        &cert,
+        &key,
+        &["--tls-handshake-timeout", "1", "--max-conns", "64"],
+    );
+    let ca = &pki.ca;
+    // 100 clients open TLS and stall: a record header promising a client
+    // hello of 512 bytes, and 10 of them.
+    let mut stalled: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(https).expect("connect");
+            s.write_all(&[0x16, 3, 1, 2, 0, 1, 0, 1, 252, 3, 3, 0, 0, 0, 0])
+                .expect("a partial hello");
+            s
+        })
+        .collect();
+    // Meanwhile others are served: over TLS (taking the place of stalled
+    // ones, evicted at the connection limit) and over plain HTTP.
+    assert_eq!(
+        text(&run(curl(ca, https, "/health", &[])).stdout),
+        super::VERSION
+    );
+    let mut plain = relay.connect();
+    assert_eq!(plain.exchange(&get("/health")).status(), 200);
+    // Every stalled client is closed within the handshake timeout (or was
+    // evicted first), none answered.
+    for s in &mut stalled {
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => {}
+            Ok(n) => panic!("a stalled handshake got {n} bytes"),
+        }
+    }
+    let timed_out = metric(
+        ca,
+        https,
+        "httprelay_timeouts_total{timeout=\"tls_handshake\"}",
+    );
+    let evicted = metric(ca, https, "httprelay_connections_evicted_total");
+    assert_eq!(
+        timed_out + evicted,
+        100,
+        "timed out {timed_out}, evicted {evicted}"
+    );
+    assert!(timed_out > 0);
+    assert!(
+        metric(
+            ca,
+            https,
+            "httprelay_tls_handshakes_total{result=\"failed\"}"
+        ) >= 100
+    );
+}
+
+#[test]
+fn plain_http_on_the_tls_port_gets_a_400_and_a_clean_close() {
+    let Some(bin) = tls_binary() else { return };
+    let pki = Pki::new("plain");
+    let (cert, key) = pki.leaf("relay", 10, KeyKind::EcdsaPkcs8);
+    let (_relay, https) = start_tls(&bin, &cert, &key, &[]);
+    let mut s = TcpStream::connect(https).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)
+        .expect("the answer, then the end (not a reset)");
+    let answer = text(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(
+        answer.ends_with("\r\n\r\n400 this port speaks HTTPS, not HTTP\n"),
+        "{answer}"
+    );
+    // The relay goes on.
+    assert_eq!(
+        text(&run(curl(&pki.ca, https, "/health", &[])).stdout),
+        super::VERSION
+    );
+}
+
+#[test]
+fn sighup_reloads_the_certificate_for_new_handshakes() {
+    let Some(bin) = tls_binary() else { return };
+    let pki = Pki::new("reload");
+    let (cert, key) = pki.leaf("relay", 1001, KeyKind::EcdsaPkcs8);
+    let (next_cert, next_key) = pki.leaf("next", 1002, KeyKind::EcdsaPkcs8);
+    let (relay, https) = start_tls(&bin, &cert, &key, &[]);
+    let ca = &pki.ca;
+    assert_eq!(served_serial(https), "03E9");
+    // A connection open across the reload goes on: a consumer waits.
+    let consumer = spawn(curl(ca, https, "/link/across", &[]));
+    std::thread::sleep(PARK);
+    std::fs::copy(&next_cert, &cert).expect("new chain in place");
+    std::fs::copy(&next_key, &key).expect("new key in place");
+    let hup = |relay: &Relay| {
+        // SAFETY: kill(2) on the relay's pid.
+        assert_eq!(unsafe { libc::kill(relay.pid() as i32, libc::SIGHUP) }, 0);
+    };
+    hup(&relay);
+    assert!(
+        eventually(Duration::from_secs(5), || served_serial(https) == "03EA"),
+        "a new handshake still gets {}",
+        served_serial(https)
+    );
+    run(curl(
+        ca,
+        https,
+        "/link/across",
+        &["--data-binary", "still here"],
+    ));
+    assert_eq!(text(&finish(consumer).stdout), "still here");
+    // A bad file keeps the pair in use, and says why.
+    std::fs::write(&cert, "not a certificate").expect("garbage");
+    hup(&relay);
+    assert!(eventually(Duration::from_secs(5), || relay
+        .output()
+        .contains("the certificate in use stays")));
+    assert_eq!(served_serial(https), "03EA");
+    assert_eq!(
+        metric(ca, https, "httprelay_tls_reloads_total{result=\"failed\"}"),
+        1
+    );
+    assert_eq!(
+        metric(ca, https, "httprelay_tls_reloads_total{result=\"done\"}"),
+        1
+    );
+}
+
+#[test]
+fn rsa_ed25519_and_sec1_keys_serve_and_a_mismatched_key_is_refused() {
+    let Some(bin) = tls_binary() else { return };
+    let pki = Pki::new("kinds");
+    for (n, kind) in [KeyKind::RsaPkcs1, KeyKind::Ed25519, KeyKind::EcdsaSec1]
+        .into_iter()
+        .enumerate()
+    {
+        let (cert, key) = pki.leaf(&format!("k{n}"), 20 + n as u32, kind);
+        let (_relay, https) = start_tls(&bin, &cert, &key, &[]);
+        assert_eq!(
+            text(&run(curl(&pki.ca, https, "/health", &[])).stdout),
+            super::VERSION,
+            "{kind:?}"
+        );
+    }
+    let (cert, _) = pki.leaf("a", 30, KeyKind::EcdsaPkcs8);
+    let (_, other_key) = pki.leaf("b", 31, KeyKind::EcdsaPkcs8);
+    let out = Command::new(&bin)
+        .args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--tls-port",
+            "0",
+            "--tls-cert",
+        ])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&other_key)
+        .output()
+        .expect("the relay runs");
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stderr);
+    assert!(said.contains("cannot serve HTTPS"), "{said}");
+}
+
+#[test]
+fn a_tls_only_relay_has_no_plain_listener() {
+    let Some(bin) = tls_binary() else { return };
+    let pki = Pki::new("only");
+    let (cert, key) = pki.leaf("relay", 40, KeyKind::EcdsaPkcs8);
+    let (relay, https) = start_tls(&bin, &cert, &key, &["--tls-only"]);
+    assert!(!relay.output().contains("listening on 127.0.0.1:"));
+    assert_eq!(relay.tcp_addr(), https);
+    let consumer = spawn(curl(&pki.ca, https, "/link/x", &[]));
+    std::thread::sleep(PARK);
+    post_tls(&pki, https, "/link/x", "alone");
+    assert_eq!(text(&finish(consumer).stdout), "alone");
+}
+
+fn post_tls(pki: &Pki, addr: std::net::SocketAddr, path: &str, body: &str) {
+    run(curl(&pki.ca, addr, path, &["--data-binary", body]));
+}
