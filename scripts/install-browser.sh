@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the browser end-to-end test (tests/relay/browser.rs) needs:
-# Chromium from Debian's packages and the Node.js dependencies of tests/browser.
+# Installs what the browser end-to-end tests (tests/relay/browser.rs) need:
+# Chromium from Debian's packages, certutil (libnss3-tools) and the Node.js
+# dependencies of tests/browser.
 # Idempotent and silent when everything is already there; prints what it does otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,15 @@ if [ ! -x /usr/bin/chromium ]; then
     "${sudo[@]}" apt-get update -q >/dev/null
     "${sudo[@]}" apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null
     /usr/bin/chromium --version >&2
+fi
+
+# certutil: the HTTPS check makes Chromium trust its test CA through an NSS
+# database of its own.
+if ! command -v certutil >/dev/null 2>&1; then
+    echo "install-browser: installing libnss3-tools (certutil) with apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -q >/dev/null
+    "${sudo[@]}" apt-get install -y -q --no-install-recommends libnss3-tools >/dev/null
 fi
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

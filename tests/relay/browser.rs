@@ -296,3 +296,93 @@ fn browser_end_to_end() {
         screenshot.display()
     ));
 }
+
+/// The relay over HTTPS in the browser: a page served over HTTPS from one
+/// origin uses the relay's HTTPS port on another (link and mcast both ways,
+/// a live stream), with the test CA trusted through an NSS database of the
+/// browser's own (`tests/browser/https.mjs`).
+#[test]
+fn browser_over_https() {
+    use super::support::tls::{start_tls, tls_binary, KeyKind, Pki};
+    let chromium = match prerequisites() {
+        Ok(path) => path,
+        Err(reason) => return unavailable(&reason),
+    };
+    let Some(bin) = tls_binary() else { return };
+    if !Command::new("certutil")
+        .arg("-H")
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty() || !o.stderr.is_empty())
+    {
+        return unavailable("certutil (libnss3-tools) is not installed");
+    }
+    let pki = Pki::new("browser");
+    let (cert, key) = pki.leaf("relay", 50, KeyKind::EcdsaPkcs8);
+    let (page_cert, page_key) = pki.leaf("page", 51, KeyKind::EcdsaPkcs8);
+    let (relay, https) = start_tls(&bin, &cert, &key, &[]);
+    let home = pki.dir.join("home");
+    let nssdb = home.join(".pki/nssdb");
+    fs::create_dir_all(&nssdb).expect("the browser's NSS database");
+    let db = format!("sql:{}", nssdb.display());
+    for args in [
+        vec!["-N", "-d", &db, "--empty-password"],
+        vec![
+            "-A",
+            "-d",
+            &db,
+            "-t",
+            "C,,",
+            "-n",
+            "httprelay test CA",
+            "-i",
+        ],
+    ] {
+        let mut certutil = Command::new("certutil");
+        certutil.args(&args);
+        if args[0] == "-A" {
+            certutil.arg(&pki.ca);
+        }
+        let out = certutil.output().expect("certutil runs");
+        assert!(
+            out.status.success(),
+            "certutil {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut node = Command::new("node")
+        .arg(root().join("tests/browser/https.mjs"))
+        .arg("--relay")
+        .arg(format!("https://localhost:{}", https.port()))
+        .arg("--cert")
+        .arg(&page_cert)
+        .arg("--key")
+        .arg(&page_key)
+        .arg("--home")
+        .arg(&home)
+        .arg("--chromium")
+        .arg(&chromium)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn node");
+    let log = Arc::new(Mutex::new(String::new()));
+    let out = forward(node.stdout.take().expect("stdout"), log.clone());
+    let err = forward(node.stderr.take().expect("stderr"), log.clone());
+    let status = wait_or_kill(&mut node, NODE_TIMEOUT);
+    let _ = out.join();
+    let _ = err.join();
+    let log = log.lock().unwrap().clone();
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "https.mjs did not finish within {NODE_TIMEOUT:?}; its output:\n{log}\nrelay:\n{}",
+            relay.output()
+        )
+    });
+    assert!(
+        status.success() && !log.contains("\nFAIL ") && log.contains("PASS link over HTTPS"),
+        "https.mjs exited with {status}; its output:\n{log}\nrelay:\n{}",
+        relay.output()
+    );
+}

@@ -463,3 +463,171 @@ fn a_tls_only_relay_has_no_plain_listener() {
 fn post_tls(pki: &Pki, addr: std::net::SocketAddr, path: &str, body: &str) {
     run(curl(&pki.ca, addr, path, &["--data-binary", body]));
 }
+
+/// A TLS client that stops reading: openssl's s_client with its output
+/// never read (it stops reading the socket once its pipe is full) and its
+/// input `request` (kept open).
+fn stalled_tls_client(addr: std::net::SocketAddr, request: &[u8]) -> std::process::Child {
+    use std::process::Stdio;
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-servername", "localhost", "-connect"])
+        .arg(format!("127.0.0.1:{}", addr.port()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client starts");
+    child
+        .stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(request)
+        .expect("the request");
+    child
+}
+
+#[test]
+fn tls_sessions_stay_within_their_term_of_the_memory_bound() {
+    use httprelay::bound::{CONNECTION_RECORD, HEADS_PER_CONNECTION, OUTPUT_BUF_SIZE, TLS_SESSION};
+    let Some(bin) = tls_binary() else { return };
+    let pki = Pki::new("memory");
+    let (cert, key) = pki.leaf("relay", 60, KeyKind::EcdsaPkcs8);
+    let max_head = 1024u64;
+    let (relay, https) = start_tls(
+        &bin,
+        &cert,
+        &key,
+        &[
+            "--max-conns",
+            "400",
+            "--max-head",
+            "1024",
+            "--mcast-total",
+            "1M",
+            "--sync-total",
+            "1M",
+            "--inbox-total",
+            "1M",
+            "--max-channels",
+            "64",
+        ],
+    );
+    let ca = &pki.ca;
+    let per_connection =
+        OUTPUT_BUF_SIZE as u64 + HEADS_PER_CONNECTION * max_head + CONNECTION_RECORD + TLS_SESSION;
+    let bound_kib = metric(ca, https, "httprelay_memory_bound_bytes") / 1024;
+    let settle = || std::thread::sleep(Duration::from_millis(1500));
+    let mut peak = 0;
+    // A connection may cost what the bound counts for it; one that holds
+    // no buffer of the relay's (a handshake) only its record and session.
+    let mut grown = |before: u64, n: u64, what: &str, limit: u64| {
+        settle();
+        let now = relay.rss_kib();
+        peak = peak.max(now);
+        let each = (now.saturating_sub(before)) * 1024 / n;
+        println!("{what}: {each} B each (counted: {limit} B)");
+        assert!(
+            each <= limit,
+            "{what}: {each} B each, more than the {limit} B the bound counts"
+        );
+        now
+    };
+    let start = relay.rss_kib();
+
+    // 100 handshakes stalled with 15 KiB of a record in the session.
+    let mut handshakes: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(https).expect("connect");
+            let mut hello = vec![0x16, 3, 1, 0x3e, 0x80, 1, 0, 0x3e, 0x7c];
+            hello.resize(15_000, 0);
+            s.write_all(&hello).expect("a large partial hello");
+            s
+        })
+        .collect();
+    let after = grown(
+        start,
+        100,
+        "a stalled handshake holding 15 KiB",
+        TLS_SESSION + CONNECTION_RECORD,
+    );
+
+    // 50 TLS consumers that stop reading, each sent 4 MiB by a plain producer.
+    let body = vec![b'x'; 4 << 20];
+    let consumers: Vec<_> = (0..50)
+        .map(|n| {
+            stalled_tls_client(
+                https,
+                format!("GET /link/out{n} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            )
+        })
+        .collect();
+    std::thread::sleep(PARK * 4);
+    let producers: Vec<_> = (0..50)
+        .map(|n| {
+            let mut s = TcpStream::connect(relay.tcp_addr()).expect("connect");
+            s.set_write_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let head = format!(
+                    "POST /link/out{n} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&body);
+                s
+            })
+        })
+        .collect();
+    let after = grown(
+        after,
+        100,
+        "a TLS consumer that stopped reading, and its producer",
+        per_connection,
+    );
+
+    // 50 TLS producers whose plain consumers do not read.
+    let mut plain_consumers: Vec<TcpStream> = (0..50)
+        .map(|n| {
+            let mut s = TcpStream::connect(relay.tcp_addr()).expect("connect");
+            s.write_all(format!("GET /link/in{n} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .expect("a consumer");
+            s
+        })
+        .collect();
+    std::thread::sleep(PARK);
+    let mut upload = Vec::new();
+    let senders: Vec<_> = (0..50)
+        .map(|n| {
+            upload.clear();
+            upload.extend_from_slice(
+                format!("POST /link/in{n} HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n")
+                    .as_bytes(),
+            );
+            upload.extend_from_slice(&body[..1 << 20]);
+            stalled_tls_client(https, &upload)
+        })
+        .collect();
+    grown(
+        after,
+        100,
+        "a TLS producer whose consumer does not read, and its consumer",
+        per_connection,
+    );
+
+    println!("peak {peak} KiB against the bound's {bound_kib} KiB");
+    assert!(
+        super::support::bounded_rss_kib(peak, start) <= bound_kib,
+        "peak RSS {peak} KiB passed the bound of {bound_kib} KiB"
+    );
+    for mut child in consumers.into_iter().chain(senders) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    drop(relay);
+    handshakes.clear();
+    plain_consumers.clear();
+    for p in producers {
+        let _ = p.join();
+    }
+}
