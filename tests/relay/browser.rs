@@ -232,28 +232,11 @@ fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<std::process::Ex
     }
 }
 
-#[test]
-fn browser_end_to_end() {
-    let chromium = match prerequisites() {
-        Ok(path) => path,
-        Err(reason) => return unavailable(&reason),
-    };
-    let relay = Relay::start_flags(&["--piping"]);
-    let pages = StaticServer::start();
-    let screenshot = root().join("target/browser-e2e.png");
-    let _ = fs::remove_file(&screenshot);
-
-    let started = Instant::now();
-    let mut node = Command::new("node")
-        .arg(root().join("tests/browser/e2e.mjs"))
-        .arg("--relay")
-        .arg(format!("http://{}", relay.tcp_addr()))
-        .arg("--pages")
-        .arg(format!("http://{}", pages.addr))
-        .arg("--screenshot")
-        .arg(&screenshot)
-        .arg("--chromium")
-        .arg(&chromium)
+/// Runs a node script (from the repository's root) to its end or
+/// [`NODE_TIMEOUT`]: its exit status (`None`: killed) and everything it
+/// printed, echoed as it comes.
+fn run_node(mut node: Command) -> (Option<std::process::ExitStatus>, String) {
+    let mut node = node
         .current_dir(root())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -267,6 +250,32 @@ fn browser_end_to_end() {
     let _ = out.join();
     let _ = err.join();
     let log = log.lock().unwrap().clone();
+    (status, log)
+}
+
+#[test]
+fn browser_end_to_end() {
+    let chromium = match prerequisites() {
+        Ok(path) => path,
+        Err(reason) => return unavailable(&reason),
+    };
+    let relay = Relay::start_flags(&["--piping"]);
+    let pages = StaticServer::start();
+    let screenshot = root().join("target/browser-e2e.png");
+    let _ = fs::remove_file(&screenshot);
+
+    let started = Instant::now();
+    let mut node = Command::new("node");
+    node.arg(root().join("tests/browser/e2e.mjs"))
+        .arg("--relay")
+        .arg(format!("http://{}", relay.tcp_addr()))
+        .arg("--pages")
+        .arg(format!("http://{}", pages.addr))
+        .arg("--screenshot")
+        .arg(&screenshot)
+        .arg("--chromium")
+        .arg(&chromium);
+    let (status, log) = run_node(node);
 
     let Some(status) = status else {
         panic!(
@@ -349,8 +358,8 @@ fn browser_over_https() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let mut node = Command::new("node")
-        .arg(root().join("tests/browser/https.mjs"))
+    let mut node = Command::new("node");
+    node.arg(root().join("tests/browser/https.mjs"))
         .arg("--relay")
         .arg(format!("https://localhost:{}", https.port()))
         .arg("--cert")
@@ -360,20 +369,8 @@ fn browser_over_https() {
         .arg("--home")
         .arg(&home)
         .arg("--chromium")
-        .arg(&chromium)
-        .current_dir(root())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn node");
-    let log = Arc::new(Mutex::new(String::new()));
-    let out = forward(node.stdout.take().expect("stdout"), log.clone());
-    let err = forward(node.stderr.take().expect("stderr"), log.clone());
-    let status = wait_or_kill(&mut node, NODE_TIMEOUT);
-    let _ = out.join();
-    let _ = err.join();
-    let log = log.lock().unwrap().clone();
+        .arg(&chromium);
+    let (status, log) = run_node(node);
     let status = status.unwrap_or_else(|| {
         panic!(
             "https.mjs did not finish within {NODE_TIMEOUT:?}; its output:\n{log}\nrelay:\n{}",
