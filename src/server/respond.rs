@@ -168,6 +168,10 @@ impl Server {
                 Step::Again
             }
             After::Close => {
+                // The response is whole: over TLS, say so (`close_notify`),
+                // else a client reading to the end takes the close for a
+                // truncation. (A connection closed mid-response does not.)
+                conn.stream.close_notify();
                 self.close(id);
                 Step::Closed
             }

@@ -166,6 +166,17 @@ impl Stream {
         crate::sys::socket::reset_on_close(self.raw_fd());
     }
 
+    /// Over TLS, says that nothing more follows (`close_notify`), as far as
+    /// the socket takes it; nothing for a plain socket.
+    pub fn close_notify(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Socket::Tls(s) = &mut self.socket {
+            if !s.is_handshaking() {
+                s.close_notify();
+            }
+        }
+    }
+
     /// Ends the sending side (after TLS's `close_notify`, for a session).
     pub fn shutdown_write(&mut self) {
         let _ = match &mut self.socket {

@@ -139,7 +139,9 @@ fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, LoadError
         .with_no_client_auth()
         .with_single_cert(chain, private)
         .map_err(|e| LoadError::Refused(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Both versions the relay speaks: a client that offers only `http/1.0`
+    // (curl --http1.0) would otherwise be refused with no_application_protocol.
+    config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     // Resumption by stateless tickets (the key rotates; nothing is kept per
     // client), and no session cache: memory stays per connection.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});

@@ -134,6 +134,56 @@ fn every_method_works_over_tls() {
     ));
     assert_eq!(text(&finish(receiver).stdout), "piped");
 
+    // HTTP/1.0, whose ALPN offers `http/1.0` alone, and a body to it that
+    // only the end of the connection delimits.
+    let old = run(curl(ca, https, "/health", &["--http1.0"]));
+    assert_eq!(text(&old.stdout), super::VERSION);
+    let receiver = spawn(curl(ca, https, "/old/pipe", &["--http1.0"]));
+    std::thread::sleep(PARK);
+    run(curl(
+        ca,
+        https,
+        "/old/pipe",
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            "to the end",
+        ],
+    ));
+    assert_eq!(text(&finish(receiver).stdout), "to the end");
+
+    // A response after which the relay closes ends with close_notify, so
+    // that a client reading to the end sees a whole response (OpenSSL 3
+    // reports "unexpected eof" otherwise).
+    let mut s_client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-msg",
+            "-servername",
+            "localhost",
+            "-connect",
+        ])
+        .arg(format!("127.0.0.1:{}", https.port()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl s_client");
+    s_client
+        .stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"GET /health HTTP/1.0\r\n\r\n")
+        .expect("the request");
+    let said = s_client.wait_with_output().expect("s_client ends");
+    let said = text(&said.stdout) + &text(&said.stderr);
+    assert!(said.contains("close_notify"), "{said}");
+    assert!(!said.contains("unexpected eof"), "{said}");
+
     // /metrics, which counted the handshakes.
     assert!(metric(ca, https, "httprelay_tls_handshakes_total{result=\"done\"}") >= 10);
     // Plain HTTP beside it goes on as before.
