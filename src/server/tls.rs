@@ -36,6 +36,8 @@ const HANDSHAKE_INPUT_MAX: usize = 16 * 1024;
 /// The first byte of a TLS record carrying a handshake message: anything
 /// else first on the TLS port is not TLS.
 const HANDSHAKE_RECORD: u8 = 0x16;
+/// Most bytes of a plain HTTP request read before it is answered.
+const PLAIN_READ_MAX: usize = 64 * 1024;
 /// The answer to plain HTTP on the TLS port, written as it is.
 const PLAIN_ON_TLS_PORT: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
 Content-Type: text/plain; charset=utf-8\r\n\
@@ -274,10 +276,15 @@ impl Session {
             Ok(1) if first[0] != HANDSHAKE_RECORD => {}
             _ => return Ok(()),
         }
-        // Its request is read first, so that closing does not reset the
-        // answer in flight.
+        // Its request is read first (a head's worth: a client that keeps
+        // sending does not keep the loop), so that closing does not reset
+        // the answer in flight.
         let mut scratch = [0u8; 4096];
-        while matches!(self.tcp.read(&mut scratch), Ok(n) if n > 0) {}
+        for _ in 0..PLAIN_READ_MAX / scratch.len() {
+            if !matches!(self.tcp.read(&mut scratch), Ok(n) if n > 0) {
+                break;
+            }
+        }
         let _ = self.tcp.write(PLAIN_ON_TLS_PORT);
         let _ = self.tcp.shutdown(std::net::Shutdown::Write);
         Err(io::Error::new(
