@@ -300,8 +300,13 @@ impl Session {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         // The record in flight went out: its bytes are the first of `buf`
-        // (the caller offers what it has not seen written).
-        let mut written = std::mem::take(&mut self.in_flight).min(buf.len());
+        // (the caller offers what it has not seen written; should it offer
+        // fewer, the rest is reported at its next offer).
+        let mut written = self.in_flight.min(buf.len());
+        self.in_flight -= written;
+        if self.in_flight > 0 {
+            return Ok(written);
+        }
         while written < buf.len() {
             let piece = &buf[written..][..(buf.len() - written).min(RECORD_PLAINTEXT)];
             let taken = self.tls.writer().write(piece)?;
