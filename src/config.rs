@@ -89,7 +89,9 @@ pub struct Tls {
     pub cert: PathBuf,
     /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
-    /// The HTTPS port, on `--addr`.
+    /// `--addr`, which HTTPS listens on even when plain HTTP is on `--unix`.
+    pub addr: String,
+    /// The HTTPS port.
     pub port: u16,
     /// `--tls-only`: no plain HTTP listener.
     pub only: bool,
@@ -541,6 +543,7 @@ impl Flags {
             (Some(cert), Some(key)) => Some(Tls {
                 cert,
                 key,
+                addr: self.addr.clone(),
                 port: self.tls_port,
                 only: self.tls_only,
                 handshake_timeout: self.tls_handshake_timeout,
@@ -862,6 +865,7 @@ mod tests {
                 Some(Tls {
                     cert: "c.pem".into(),
                     key: "k.pem".into(),
+                    addr: "0.0.0.0".into(),
                     port: DEFAULT_TLS_PORT,
                     only: false,
                     handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
@@ -879,6 +883,11 @@ mod tests {
                 run(&unix, None).is_err(),
                 "--tls-only leaves no plain listener"
             );
+            let mut beside_unix = both.to_vec();
+            beside_unix.extend(["-u", "/tmp/x.sock", "-a", "127.0.0.1"]);
+            let c = config(&beside_unix, None);
+            assert_eq!(c.listen, Listen::Unix("/tmp/x.sock".into()));
+            assert_eq!(c.tls.expect("tls").addr, "127.0.0.1", "HTTPS on --addr");
         } else {
             let e = run(&both, None).unwrap_err().to_string();
             assert!(e.contains("--features tls"), "{e}");

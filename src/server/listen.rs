@@ -66,11 +66,7 @@ impl Server {
         #[cfg(feature = "tls")]
         let https = match &config.tls {
             Some(tls) => {
-                let addr = match &config.listen {
-                    Listen::Tcp { addr, .. } => addr.as_str(),
-                    Listen::Unix(_) => "0.0.0.0",
-                };
-                let https = super::tls::Https::open(tls, addr, registry, super::TLS_LISTENER)?;
+                let https = super::tls::Https::open(tls, registry, super::TLS_LISTENER)?;
                 socket::widen_backlog(https.raw_fd(), LISTEN_BACKLOG);
                 shown.push(format!("https://{}", https.shown));
                 Some(https)
@@ -309,10 +305,8 @@ impl Server {
                 let https = self.https.as_ref()?;
                 Some(https.listener.accept().and_then(|(s, addr)| {
                     let _ = s.set_nodelay(true);
-                    match https.identity.accept(s) {
-                        Ok(session) => Ok((Stream::tls(session), Some(addr))),
-                        Err((_, e)) => Err(io::Error::other(e)),
-                    }
+                    let session = https.identity.accept(s).map_err(io::Error::other)?;
+                    Ok((Stream::tls(session), Some(addr)))
                 }))
             }
             #[cfg(not(feature = "tls"))]
@@ -368,14 +362,7 @@ enum Port {
 fn bind(listen: &Listen) -> Result<(Listener, String), ServerError> {
     let bound = match listen {
         Listen::Tcp { addr, port } => {
-            let text = if addr.contains(':') {
-                format!("[{addr}]:{port}")
-            } else {
-                format!("{addr}:{port}")
-            };
-            let sockaddr = resolve(&text).map_err(|e| ServerError::Bind(text.clone(), e))?;
-            let l = TcpListener::bind(sockaddr).map_err(|e| ServerError::Bind(text.clone(), e))?;
-            let shown = l.local_addr().map(|a| a.to_string()).unwrap_or(text);
+            let (l, shown) = bind_tcp(addr, *port)?;
             (Listener::Tcp(l), shown)
         }
         Listen::Unix(path) => {
@@ -386,6 +373,20 @@ fn bind(listen: &Listen) -> Result<(Listener, String), ServerError> {
         }
     };
     Ok(bound)
+}
+
+/// Binds a TCP listener on `addr` (an IPv6 literal without brackets, too)
+/// and `port`; returns it with the address it is shown as.
+pub(super) fn bind_tcp(addr: &str, port: u16) -> Result<(TcpListener, String), ServerError> {
+    let text = if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    };
+    let sockaddr = resolve(&text).map_err(|e| ServerError::Bind(text.clone(), e))?;
+    let l = TcpListener::bind(sockaddr).map_err(|e| ServerError::Bind(text.clone(), e))?;
+    let shown = l.local_addr().map(|a| a.to_string()).unwrap_or(text);
+    Ok((l, shown))
 }
 
 pub(super) fn resolve(text: &str) -> io::Result<SocketAddr> {

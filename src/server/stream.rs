@@ -179,14 +179,12 @@ impl Stream {
 
     /// Ends the sending side (after TLS's `close_notify`, for a session).
     pub fn shutdown_write(&mut self) {
-        let _ = match &mut self.socket {
+        self.close_notify();
+        let _ = match &self.socket {
             Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
             Socket::Unix(s) => s.shutdown(std::net::Shutdown::Write),
             #[cfg(feature = "tls")]
-            Socket::Tls(s) => {
-                s.close_notify();
-                s.tcp().shutdown(std::net::Shutdown::Write)
-            }
+            Socket::Tls(s) => s.tcp().shutdown(std::net::Shutdown::Write),
         };
     }
 }

@@ -100,17 +100,14 @@ impl Identity {
     }
 
     /// A session for a client just accepted.
-    pub fn accept(&self, tcp: TcpStream) -> Result<Session, (TcpStream, String)> {
-        match rustls::ServerConnection::new(Arc::clone(&self.config)) {
-            Ok(tls) => Ok(Session {
-                tcp,
-                tls,
-                in_flight: 0,
-                handshake_input: 0,
-                counted: false,
-            }),
-            Err(e) => Err((tcp, e.to_string())),
-        }
+    pub fn accept(&self, tcp: TcpStream) -> Result<Session, rustls::Error> {
+        Ok(Session {
+            tcp,
+            tls: rustls::ServerConnection::new(Arc::clone(&self.config))?,
+            in_flight: 0,
+            handshake_input: 0,
+            counted: false,
+        })
     }
 }
 
@@ -351,28 +348,19 @@ pub struct Https {
 }
 
 impl Https {
-    /// Loads the pair and listens on `addr` at `tls.port`, registered as `token`.
+    /// Loads the pair and listens on `tls.addr` at `tls.port`, registered
+    /// as `token`.
     pub fn open(
         tls: &crate::config::Tls,
-        addr: &str,
         registry: &mio::Registry,
         token: mio::Token,
     ) -> Result<Https, super::ServerError> {
         use super::ServerError;
         let identity = Identity::load(&tls.cert, &tls.key).map_err(ServerError::Tls)?;
-        let text = if addr.contains(':') {
-            format!("[{addr}]:{}", tls.port)
-        } else {
-            format!("{addr}:{}", tls.port)
-        };
-        let sockaddr =
-            super::listen::resolve(&text).map_err(|e| ServerError::Bind(text.clone(), e))?;
-        let mut listener = mio::net::TcpListener::bind(sockaddr)
-            .map_err(|e| ServerError::Bind(text.clone(), e))?;
+        let (mut listener, shown) = super::listen::bind_tcp(&tls.addr, tls.port)?;
         registry
             .register(&mut listener, token, mio::Interest::READABLE)
             .map_err(ServerError::Poll)?;
-        let shown = listener.local_addr().map_or(text, |a| a.to_string());
         Ok(Https {
             listener,
             identity,

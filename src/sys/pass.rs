@@ -11,7 +11,7 @@
 //! than a splice through a 1 MiB pipe for about the same relay CPU, and the
 //! receiving client spends half the CPU per GiB: spliced pages reach it
 //! cold, while pages the relay has just copied into are warm and recycled
-//! (ARCHITECTURE.md, "Moving bytes").
+//! (ARCHITECTURE.md, "Producing / Consuming").
 
 use std::io;
 use std::os::fd::RawFd;

@@ -311,8 +311,7 @@ impl Server {
     #[cfg(target_os = "linux")]
     fn straight(&mut self, p: ConnId, group: &mut Group) -> Result<Option<bool>, Broke> {
         if let Some(r) = group.single() {
-            let plain = |c: ConnId| self.conns.get(c.0).is_some_and(|c| c.stream.is_plain());
-            if !plain(p) || !plain(r) {
+            if !self.plain_ends(p, r) {
                 // Over TLS every byte is encrypted or decrypted on its way:
                 // the copy through the receiver's output, below.
                 return Ok(None);
@@ -332,6 +331,14 @@ impl Server {
             Some(Ok(moved)) => Ok(Some(moved)),
             Some(Err(tee::Cut)) => Err(Broke::Producer),
         }
+    }
+
+    /// Whether producer `p` and receiver `r` both carry bytes as they are
+    /// (no TLS), so that they may go socket to socket between them.
+    fn plain_ends(&self, p: ConnId, r: ConnId) -> bool {
+        [p, r]
+            .iter()
+            .all(|c| self.conns.get(c.0).is_some_and(|c| c.stream.is_plain()))
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -477,11 +484,7 @@ impl Server {
             }
         }
         let room = self.room(group)?;
-        let spliceable = group.single().is_some_and(|r| {
-            [p, r]
-                .iter()
-                .all(|c| self.conns.get(c.0).is_some_and(|c| c.stream.is_plain()))
-        });
+        let spliceable = group.single().is_some_and(|r| self.plain_ends(p, r));
         let producer = &mut self.conns[p.0];
         let input_empty = producer.input.as_ref().is_none_or(|i| i.is_empty());
         if group.body.is_done() || !input_empty || !producer.readable || room <= CHUNK_OVERHEAD {
