@@ -312,12 +312,11 @@ fn browser_end_to_end() {
 /// browser's own (`tests/browser/https.mjs`).
 #[test]
 fn browser_over_https() {
-    use super::support::tls::{start_tls, tls_binary, KeyKind, Pki};
+    use super::support::tls::{tls_relay, KeyKind};
     let chromium = match prerequisites() {
         Ok(path) => path,
         Err(reason) => return unavailable(&reason),
     };
-    let Some(bin) = tls_binary() else { return };
     if !Command::new("certutil")
         .arg("-H")
         .output()
@@ -325,10 +324,10 @@ fn browser_over_https() {
     {
         return unavailable("certutil (libnss3-tools) is not installed");
     }
-    let pki = Pki::new("browser");
-    let (cert, key) = pki.leaf("relay", 50, KeyKind::EcdsaPkcs8);
+    let Some((pki, relay, https)) = tls_relay("browser", 50, &[]) else {
+        return;
+    };
     let (page_cert, page_key) = pki.leaf("page", 51, KeyKind::EcdsaPkcs8);
-    let (relay, https) = start_tls(&bin, &cert, &key, &[]);
     let home = pki.dir.join("home");
     let nssdb = home.join(".pki/nssdb");
     fs::create_dir_all(&nssdb).expect("the browser's NSS database");

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use super::get;
 use super::support::tls::{
-    curl, eventually, finish, run, served_serial, spawn, start_tls, tls_binary, KeyKind, Pki,
+    curl, eventually, finish, run, served_serial, spawn, start_tls, tls_binary, tls_relay, KeyKind,
+    Pki,
 };
-use super::support::{Relay, PARK};
+use super::support::{body_for, Relay, PARK};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -29,10 +30,9 @@ fn metric(ca: &std::path::Path, addr: std::net::SocketAddr, line: &str) -> u64 {
 
 #[test]
 fn every_method_works_over_tls() {
-    let Some(bin) = tls_binary() else { return };
-    let pki = Pki::new("methods");
-    let (cert, key) = pki.leaf("relay", 1001, KeyKind::EcdsaPkcs8);
-    let (relay, https) = start_tls(&bin, &cert, &key, &["--piping"]);
+    let Some((pki, relay, https)) = tls_relay("methods", 1001, &["--piping"]) else {
+        return;
+    };
     let ca = &pki.ca;
 
     // /health, with ALPN settling on HTTP/1.1.
@@ -195,22 +195,15 @@ fn get_text(relay: &Relay, path: &str) -> String {
     text(c.exchange(&get(path)).body.bytes())
 }
 
-/// A file of `len` bytes that no two offsets of a 4-byte step repeat within.
+/// A file of `len` bytes (a whole number of MiB), each MiB a different
+/// pseudo-random block (`body_for`), so that a misplaced block shows.
 fn pattern_file(dir: &std::path::Path, len: usize) -> std::path::PathBuf {
     let path = dir.join(format!("pattern-{len}.bin"));
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("pattern file"));
-    let mut x: u32 = 0x9e37_79b9;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..len / block.len() {
-        for word in block.chunks_mut(4) {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            word.copy_from_slice(&x.to_le_bytes());
-        }
-        f.write_all(&block).expect("write");
+    let mut f = std::fs::File::create(&path).expect("pattern file");
+    for block in 0..len >> 20 {
+        f.write_all(&body_for(block as u64, 1 << 20))
+            .expect("write");
     }
-    f.flush().expect("flush");
     path
 }
 
@@ -241,10 +234,9 @@ fn same_files(a: &std::path::Path, b: &std::path::Path) -> bool {
 
 #[test]
 fn a_256_mib_link_transfer_over_tls_arrives_byte_for_byte() {
-    let Some(bin) = tls_binary() else { return };
-    let pki = Pki::new("large");
-    let (cert, key) = pki.leaf("relay", 7, KeyKind::EcdsaPkcs8);
-    let (relay, https) = start_tls(&bin, &cert, &key, &[]);
+    let Some((pki, relay, https)) = tls_relay("large", 7, &[]) else {
+        return;
+    };
     let ca = &pki.ca;
     let sent = pattern_file(&pki.dir, 256 << 20);
     let got = pki.dir.join("got.bin");
@@ -273,10 +265,9 @@ fn a_256_mib_link_transfer_over_tls_arrives_byte_for_byte() {
 
 #[test]
 fn transfers_between_tls_and_plain_ends_arrive_whole() {
-    let Some(bin) = tls_binary() else { return };
-    let pki = Pki::new("mixed");
-    let (cert, key) = pki.leaf("relay", 8, KeyKind::EcdsaPkcs8);
-    let (relay, https) = start_tls(&bin, &cert, &key, &[]);
+    let Some((pki, relay, https)) = tls_relay("mixed", 8, &[]) else {
+        return;
+    };
     let ca = &pki.ca;
     let plain = relay.tcp_addr();
     let sent = pattern_file(&pki.dir, 32 << 20);
@@ -323,15 +314,13 @@ fn transfers_between_tls_and_plain_ends_arrive_whole() {
 
 #[test]
 fn stalled_handshakes_are_closed_while_other_clients_are_served() {
-    let Some(bin) = tls_binary() else { return };
-    let pki = Pki::new("slowloris");
-    let (cert, key) = pki.leaf("relay", 9, KeyKind::EcdsaPkcs8);
-    let (relay, https) = start_tls(
-        &bin,
-        &cert,
-        &key,
+    let Some((pki, relay, https)) = tls_relay(
+        "slowloris",
+        9,
         &["--tls-handshake-timeout", "1", "--max-conns", "64"],
-    );
+    ) else {
+        return;
+    };
     let ca = &pki.ca;
     // 100 clients open TLS and stall: a record header promising a client
     // hello of 512 bytes, and 10 of them.
@@ -385,10 +374,9 @@ fn stalled_handshakes_are_closed_while_other_clients_are_served() {
 
 #[test]
 fn plain_http_on_the_tls_port_gets_a_400_and_a_clean_close() {
-    let Some(bin) = tls_binary() else { return };
-    let pki = Pki::new("plain");
-    let (cert, key) = pki.leaf("relay", 10, KeyKind::EcdsaPkcs8);
-    let (_relay, https) = start_tls(&bin, &cert, &key, &[]);
+    let Some((pki, _relay, https)) = tls_relay("plain", 10, &[]) else {
+        return;
+    };
     let mut s = TcpStream::connect(https).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
@@ -498,10 +486,9 @@ fn rsa_ed25519_and_sec1_keys_serve_and_a_mismatched_key_is_refused() {
 
 #[test]
 fn a_tls_only_relay_has_no_plain_listener() {
-    let Some(bin) = tls_binary() else { return };
-    let pki = Pki::new("only");
-    let (cert, key) = pki.leaf("relay", 40, KeyKind::EcdsaPkcs8);
-    let (relay, https) = start_tls(&bin, &cert, &key, &["--tls-only"]);
+    let Some((pki, relay, https)) = tls_relay("only", 40, &["--tls-only"]) else {
+        return;
+    };
     assert!(!relay.output().contains("listening on 127.0.0.1:"));
     assert_eq!(relay.tcp_addr(), https);
     let consumer = spawn(curl(&pki.ca, https, "/link/x", &[]));
@@ -539,14 +526,10 @@ fn stalled_tls_client(addr: std::net::SocketAddr, request: &[u8]) -> std::proces
 #[test]
 fn tls_sessions_stay_within_their_term_of_the_memory_bound() {
     use httprelay::bound::{CONNECTION_RECORD, HEADS_PER_CONNECTION, OUTPUT_BUF_SIZE, TLS_SESSION};
-    let Some(bin) = tls_binary() else { return };
-    let pki = Pki::new("memory");
-    let (cert, key) = pki.leaf("relay", 60, KeyKind::EcdsaPkcs8);
     let max_head = 1024u64;
-    let (relay, https) = start_tls(
-        &bin,
-        &cert,
-        &key,
+    let Some((pki, relay, https)) = tls_relay(
+        "memory",
+        60,
         &[
             "--max-conns",
             "400",
@@ -561,7 +544,9 @@ fn tls_sessions_stay_within_their_term_of_the_memory_bound() {
             "--max-channels",
             "64",
         ],
-    );
+    ) else {
+        return;
+    };
     let ca = &pki.ca;
     let per_connection =
         OUTPUT_BUF_SIZE as u64 + HEADS_PER_CONNECTION * max_head + CONNECTION_RECORD + TLS_SESSION;

@@ -199,16 +199,20 @@ impl Drop for Pki {
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut c = Command::new("openssl");
+    c.current_dir(dir).args(args);
+    run(c);
+}
+
+/// A test CA named `name`, and a relay (with flags `extra`) serving HTTPS
+/// with an ECDSA certificate of serial `serial` that it signed; `None` when
+/// there is no tls build to test ([`tls_binary`] said why).
+pub fn tls_relay(name: &str, serial: u32, extra: &[&str]) -> Option<(Pki, Relay, SocketAddr)> {
+    let bin = tls_binary()?;
+    let pki = Pki::new(name);
+    let (cert, key) = pki.leaf("relay", serial, KeyKind::EcdsaPkcs8);
+    let (relay, https) = start_tls(&bin, &cert, &key, extra);
+    Some((pki, relay, https))
 }
 
 /// A relay serving HTTPS with `cert` and `key` on an OS-chosen port beside
@@ -245,20 +249,15 @@ pub fn curl(ca: &Path, addr: SocketAddr, path: &str, args: &[&str]) -> Command {
 
 /// Runs a command to its end and returns what it printed; fails the test
 /// if it failed.
-pub fn run(mut c: Command) -> Output {
-    let out = c.output().expect("the command runs");
-    assert!(
-        out.status.success(),
-        "{c:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+pub fn run(c: Command) -> Output {
+    let what = format!("{c:?}");
+    finish_as(spawn(c), &what)
 }
 
-/// Starts a command with its output captured.
+/// Starts a command with its output captured and no input.
 pub fn spawn(mut c: Command) -> Child {
-    c.stdout(Stdio::piped())
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("the command starts")
@@ -267,10 +266,14 @@ pub fn spawn(mut c: Command) -> Child {
 /// Waits for a spawned command and returns its output; fails the test if
 /// it failed.
 pub fn finish(child: Child) -> Output {
+    finish_as(child, "a command")
+}
+
+fn finish_as(child: Child, what: &str) -> Output {
     let out = child.wait_with_output().expect("the command ends");
     assert!(
         out.status.success(),
-        "a command failed ({}): {}",
+        "{what} failed ({}): {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
